@@ -1,0 +1,123 @@
+/* sched_ext declarations for aios-lab policies, written for CO-RE.
+ *
+ * Kernel drift is handled here and only here. The dispatch kfuncs were renamed
+ * in 6.13 (scx_bpf_dispatch -> scx_bpf_dsq_insert, scx_bpf_consume ->
+ * scx_bpf_dsq_move_to_local) and 7.x added bool-returning ___v2 variants that
+ * take enqueue flags. Every name is declared __weak so the object loads on any
+ * of them; bpf_ksym_exists() picks the one the running kernel has (the dead
+ * branches are removed by the verifier). A "___aios" suffix makes libbpf look
+ * up the name before it, which lets us ask for the literal "___v2" symbols.
+ */
+#ifndef AIOS_SCX_BPF_H
+#define AIOS_SCX_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "aios/exit_info.h"
+
+char _license[] SEC("license") = "GPL";
+
+/* ---- kfuncs, current names (6.13+) ---- */
+s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
+s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym;
+s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
+void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
+void scx_bpf_error_bstr(char *fmt, unsigned long long *data, u32 data__sz) __ksym;
+void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym;
+u64 scx_bpf_now(void) __ksym __weak;
+
+void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+bool scx_bpf_dsq_insert___v2___aios(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
+bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym __weak;
+bool scx_bpf_dsq_move_to_local___v2___aios(u64 dsq_id, u64 enq_flags) __ksym __weak;
+
+/* ---- pre-6.13 names ---- */
+void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
+bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
+
+static __always_inline void aios_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___aios))
+		scx_bpf_dsq_insert___v2___aios(p, dsq_id, slice, enq_flags);
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert))
+		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
+	else
+		scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
+}
+
+static __always_inline void aios_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+						  u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
+		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
+	else
+		scx_bpf_dispatch_vtime(p, dsq_id, slice, vtime, enq_flags);
+}
+
+static __always_inline bool aios_dsq_move_to_local(u64 dsq_id)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___aios))
+		return scx_bpf_dsq_move_to_local___v2___aios(dsq_id, 0);
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
+		return scx_bpf_dsq_move_to_local(dsq_id);
+	return scx_bpf_consume(dsq_id);
+}
+
+/* scx_bpf_error("fmt", args...): eject the scheduler with a message. */
+#define aios_error(fmt, args...)						\
+({										\
+	static char ___fmt[] = fmt;						\
+	unsigned long long ___param[___bpf_narg(args)];				\
+	_Pragma("GCC diagnostic push")						\
+	_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")			\
+	___bpf_fill(___param, args);						\
+	_Pragma("GCC diagnostic pop")						\
+	scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));			\
+})
+
+#define BPF_STRUCT_OPS(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
+#define BPF_STRUCT_OPS_SLEEPABLE(name, args...) SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
+
+/* Filled in ops.exit; user space reads it from .bss after the kernel says
+ * the scheduler is gone, and reports kind, reason and message. */
+struct aios_exit_info aios_exit = {};
+
+static __always_inline void aios_record_exit(struct scx_exit_info *ei)
+{
+	aios_exit.kind = ei->kind;
+	aios_exit.exit_code = ei->exit_code;
+	/* exit_cpu and flags are 6.x/7.x additions: read them only where present */
+	if (bpf_core_field_exists(ei->exit_cpu))
+		aios_exit.exit_cpu = BPF_CORE_READ(ei, exit_cpu);
+	else
+		aios_exit.exit_cpu = -1;
+	if (bpf_core_field_exists(ei->flags))
+		aios_exit.flags = BPF_CORE_READ(ei, flags);
+	bpf_probe_read_kernel_str(aios_exit.reason, sizeof(aios_exit.reason), ei->reason);
+	bpf_probe_read_kernel_str(aios_exit.msg, sizeof(aios_exit.msg), ei->msg);
+	__sync_fetch_and_add(&aios_exit.nr_exits, 1);
+}
+
+/* Per-CPU statistics: an array indexed by a policy's stat enum, summed in
+ * user space. */
+#define AIOS_STATS_MAP(nr)							\
+struct {									\
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);				\
+	__uint(key_size, sizeof(u32));						\
+	__uint(value_size, sizeof(u64));					\
+	__uint(max_entries, nr);						\
+} stats SEC(".maps")
+
+static __always_inline void aios_stat_inc(void *map, u32 idx)
+{
+	u64 *cnt = bpf_map_lookup_elem(map, &idx);
+
+	if (cnt)
+		(*cnt)++;
+}
+
+#endif /* AIOS_SCX_BPF_H */

@@ -1,0 +1,205 @@
+"""Ahead-of-time BPF build: vmlinux.h from the pinned kernel's BTF, then clang.
+
+Every ``*.bpf.c`` under ``bpf/``, ``policies/`` and ``tests/`` is compiled to a
+CO-RE object in the build tree, mirroring its source path. An object is rebuilt
+only when its source or one of the headers clang reported (``-MD``) changed, or
+when the compile flags changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .errors import BuildError
+
+# Directories whose *.bpf.c we compile, relative to the project root.
+SOURCE_DIRS = ("bpf", "policies", "tests")
+
+CLANG_CANDIDATES = ("clang-14", "clang-15", "clang-16", "clang-17", "clang-18", "clang-19", "clang")
+
+# -fms-extensions: the 7.x BTF dumps anonymous tagged members (struct foo;
+# inside another struct) that plain C rejects.
+BASE_FLAGS = [
+    "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
+    "-fms-extensions", "-Wno-microsoft-anon-tag", "-Wall", "-Wno-unused-function",
+    "-Werror=implicit-function-declaration",
+]
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ELF_MAGIC = b"\x7fELF"
+
+
+def find_clang() -> str:
+    for name in CLANG_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise BuildError("clang not found", hint="install clang-14 (apt-get install clang-14) or run `make setup`")
+
+
+def find_bpftool() -> str:
+    for cand in ("bpftool", "/usr/sbin/bpftool"):
+        found = shutil.which(cand)
+        if found:
+            return found
+    raise BuildError("bpftool not found", hint="apt-get install bpftool, or run `make setup`")
+
+
+def libbpf_include_dir() -> Path | None:
+    """Headers of the libbpf we load at run time (bpf_helpers.h etc.)."""
+    from .bpf_provision import provisioned_root
+
+    root = provisioned_root()
+    if root and (root / "usr/include/bpf/bpf_helpers.h").exists():
+        return root / "usr/include"
+    if Path("/usr/include/bpf/bpf_helpers.h").exists():
+        return Path("/usr/include")
+    return None
+
+
+def extract_vmlinux_elf(vmlinuz: Path) -> bytes:
+    """Decompress the ELF image inside a bzImage (Debian 7.x kernels use zstd)."""
+    data = vmlinuz.read_bytes()
+    if data[:4] == ELF_MAGIC:
+        return data
+    zstd = shutil.which("zstd")
+    if not zstd:
+        raise BuildError("zstd not found (needed to unpack the kernel image)", hint="apt-get install zstd")
+    start = 0
+    while True:
+        i = data.find(ZSTD_MAGIC, start)
+        if i < 0:
+            break
+        # zstd exits non-zero on the trailing non-zstd bytes but has written the
+        # whole frame by then; the ELF magic tells us whether this was the kernel.
+        proc = subprocess.run([zstd, "-dc"], input=data[i:], capture_output=True)
+        if proc.stdout[:4] == ELF_MAGIC:
+            return proc.stdout
+        start = i + 1
+    raise BuildError(f"no zstd-compressed ELF found in {vmlinuz}",
+                     hint="the pinned kernel is expected to be a zstd bzImage")
+
+
+def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
+    """Dump the kernel's BTF as C. Regenerated only when the kernel release changes."""
+    stamp = out.with_suffix(".release")
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == release:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    elf = out.parent / f".vmlinux-{release}.elf"
+    tmp_h = out.with_name(out.name + ".tmp")
+    try:
+        elf.write_bytes(extract_vmlinux_elf(vmlinuz))
+        with open(tmp_h, "wb") as fh:
+            proc = subprocess.run([find_bpftool(), "btf", "dump", "file", str(elf), "format", "c"],
+                                  stdout=fh, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            raise BuildError(f"bpftool could not dump BTF of {vmlinuz}: "
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+        os.replace(tmp_h, out)
+        stamp.write_text(release + "\n")
+    finally:
+        elf.unlink(missing_ok=True)
+        tmp_h.unlink(missing_ok=True)
+    return out
+
+
+def compile_flags(build: Path | None = None) -> list[str]:
+    build = build or paths.build_dir()
+    root = paths.project_root()
+    flags = list(BASE_FLAGS) + [f"-I{build}", f"-I{root / 'bpf' / 'include'}"]
+    inc = libbpf_include_dir()
+    if inc is None:
+        raise BuildError("libbpf headers (bpf/bpf_helpers.h) not found",
+                         hint="run `aios-lab build` (fetches libbpf) or apt-get install libbpf-dev")
+    flags.append(f"-I{inc}")
+    return flags
+
+
+def _flags_digest(flags: list[str]) -> str:
+    return hashlib.sha256("\0".join(flags).encode()).hexdigest()[:16]
+
+
+def _deps_of(depfile: Path) -> list[Path]:
+    """Parse a make-style dependency file written by clang -MD."""
+    text = depfile.read_text().replace("\\\n", " ")
+    _, _, rhs = text.partition(":")
+    return [Path(tok) for tok in rhs.split()]
+
+
+def is_stale(src: Path, out: Path, flags: list[str]) -> bool:
+    depfile = out.with_suffix(".d")
+    flagfile = out.with_suffix(".flags")
+    if not (out.exists() and depfile.exists() and flagfile.exists()):
+        return True
+    if flagfile.read_text().strip() != _flags_digest(flags):
+        return True
+    mtime = out.stat().st_mtime
+    for dep in [src, *_deps_of(depfile)]:
+        try:
+            if dep.stat().st_mtime > mtime:
+                return True
+        except FileNotFoundError:
+            return True
+    return False
+
+
+def compile_bpf(src: Path, out: Path, extra_flags: list[str] | None = None, force: bool = False) -> Path:
+    """Compile one BPF C file to a CO-RE object; a no-op when up to date."""
+    src, out = Path(src).resolve(), Path(out).resolve()
+    flags = compile_flags() + [f"-I{src.parent}"] + list(extra_flags or [])
+    if not force and not is_stale(src, out, flags):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    depfile = out.with_suffix(".d")
+    cmd = [find_clang(), *flags, "-MD", "-MF", str(depfile), "-MT", str(out), "-c", str(src), "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+        raise BuildError(f"clang failed on {src}: {first}")
+    os.replace(tmp, out)
+    out.with_suffix(".flags").write_text(_flags_digest(flags) + "\n")
+    return out
+
+
+def object_path(src: Path) -> Path:
+    """Where the object for a source lives: build/<relative source path>.o."""
+    rel = Path(src).resolve().relative_to(paths.project_root())
+    return paths.build_dir() / rel.with_name(rel.name.removesuffix(".c") + ".o")
+
+
+@dataclass
+class BuildResult:
+    built: list[Path]
+    up_to_date: list[Path]
+
+
+def sources() -> list[Path]:
+    root = paths.project_root()
+    found: list[Path] = []
+    for d in SOURCE_DIRS:
+        found.extend(sorted((root / d).rglob("*.bpf.c")))
+    return found
+
+
+def build_all(force: bool = False) -> BuildResult:
+    """Compile every BPF source; vmlinux.h must exist (see ensure_vmlinux_h)."""
+    if not (paths.build_dir() / "vmlinux.h").exists():
+        raise BuildError("build/vmlinux.h is missing", hint="run `aios-lab build` (it fetches the pinned kernel first)")
+    result = BuildResult([], [])
+    flags = compile_flags()
+    for src in sources():
+        out = object_path(src)
+        if not force and not is_stale(src, out, flags + [f"-I{src.parent}"]):
+            result.up_to_date.append(out)
+            continue
+        compile_bpf(src, out, force=True)
+        result.built.append(out)
+    return result

@@ -1,0 +1,359 @@
+"""aios-lab command line: a thin click layer over the library.
+
+Library functions raise typed exceptions (aios_lab.errors); this module is
+the only place that turns them into one-line messages and exit codes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import AiosError, SchedulerEjected
+
+
+def _fail(exc: AiosError) -> click.ClickException:
+    return click.ClickException(exc.one_line())
+
+
+def handle_errors(fn):
+    """Turn library exceptions into `Error: <one line>` and exit status 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AiosError as exc:
+            raise _fail(exc) from None
+    return wrapper
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM takes the same clean path as Ctrl-C (detach, then exit)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="aios-lab")
+def main() -> None:
+    """Learned scheduling and DVFS on sched_ext, with real BPF.
+
+    Example: aios-lab vm run --cpus 4 -- aios-lab deploy fifo --duration 10
+    """
+
+
+# --------------------------------------------------------------------------- build
+
+@main.command()
+@click.option("--force", is_flag=True, help="Recompile every object even when up to date.")
+@handle_errors
+def build(force: bool) -> None:
+    """Fetch libbpf and the pinned kernel, generate vmlinux.h, compile all BPF.
+
+    Idempotent: only changed sources are recompiled.
+
+    Example: aios-lab build
+    """
+    from . import build as b
+    from . import paths
+    from .bpf_provision import provision
+    from .vm.kernel import ensure_kernel
+
+    provision(log=lambda m: click.echo(m, err=True))
+    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
+    b.generate_vmlinux_h(kernel.vmlinuz, paths.build_dir() / "vmlinux.h", kernel.release)
+    res = b.build_all(force=force)
+    for p in res.built:
+        click.echo(f"built {p.relative_to(paths.build_dir())}")
+    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {kernel.release})")
+
+
+# --------------------------------------------------------------------------- vm
+
+@main.group()
+def vm() -> None:
+    """The QEMU VM that boots the pinned sched_ext kernel.
+
+    Example: aios-lab vm run --cpus 4 --numa 2 -- cat /sys/kernel/sched_ext/state
+    """
+
+
+@vm.command("build")
+@handle_errors
+def vm_build() -> None:
+    """Download, verify and unpack the pinned kernel; pick KVM or TCG (idempotent).
+
+    Example: aios-lab vm build
+    """
+    from .vm.accel import detect_accel
+    from .vm.kernel import ensure_kernel
+
+    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
+    accel, reason = detect_accel(kernel.vmlinuz, kernel.release)
+    pin = "pinned" if kernel.pinned else "NOT the pinned version"
+    click.echo(f"kernel {kernel.release} ({kernel.version}, {pin}) at {kernel.root}")
+    click.echo(f"accelerator: {accel} ({reason})")
+
+
+def _topology(cpus: int, memory: str, numa: int, topology: str | None):
+    from .vm.topology import Topology, parse_memory, parse_topology
+
+    return Topology(cpus=cpus, memory_mb=parse_memory(memory), numa_nodes=numa, **parse_topology(topology))
+
+
+def _vm_options(fn):
+    fn = click.option("--cpus", default=2, show_default=True, help="Number of vCPUs.")(fn)
+    fn = click.option("--memory", default="2G", show_default=True, help="Guest memory, e.g. 2G.")(fn)
+    fn = click.option("--numa", default=1, show_default=True,
+                      help="NUMA nodes; CPUs and memory are split evenly, one socket (LLC) per node.")(fn)
+    fn = click.option("--topology", default=None,
+                      help="sockets=S,cores=C,threads=T (default: one socket per NUMA node).")(fn)
+    return fn
+
+
+@vm.command("run", context_settings={"ignore_unknown_options": True})
+@_vm_options
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds for boot plus command.")
+@click.option("--rwdir", multiple=True, type=click.Path(file_okay=False),
+              help="Host directory the guest may write (repeatable).")
+@click.option("--console", is_flag=True, help="Also stream the guest kernel console to stderr.")
+@click.option("--keep", is_flag=True, help="Keep the run directory (console log, output) for inspection.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def vm_run(cpus, memory, numa, topology, timeout, rwdir, console, keep, command) -> None:
+    """Boot the VM, run COMMAND in it as root, stream its output, exit with its code.
+
+    The host's root filesystem is the guest's (read-only, with tmpfs
+    overlays), so the project, its virtualenv and build/ are all there.
+    A guest kernel panic, oops or hang is an error, never a pass.
+
+    Example: aios-lab vm run --cpus 4 --numa 2 -- aios-lab deploy fifo --duration 5
+    """
+    from .vm import runner
+
+    topo = _topology(cpus, memory, numa, topology)
+    res = runner.run(list(command), topology=topo, timeout_s=timeout, rwdirs=[Path(d) for d in rwdir],
+                     stream=sys.stdout, console_stream=sys.stderr if console else None, keep_rundir=keep)
+    click.echo(f"[vm] {res.kernel['release']} {res.accel} {topo.cpus} vCPUs: command started "
+               f"{res.boot_to_command_s}s after boot, exit {res.returncode}, {res.wall_s:.1f}s in all"
+               + (f"; run dir {res.rundir}" if keep else ""), err=True)
+    if res.report.warnings:
+        click.echo(f"[vm] guest kernel warnings: {res.report.warnings[0]} (+{len(res.report.warnings) - 1} more)",
+                   err=True)
+    sys.exit(res.returncode)
+
+
+@vm.command("shell")
+@_vm_options
+@handle_errors
+def vm_shell(cpus, memory, numa, topology) -> None:
+    """Boot the VM with an interactive root shell on the console.
+
+    Example: aios-lab vm shell --cpus 4 --numa 2
+    """
+    import os
+
+    from .vm import runner
+    from .vm.accel import detect_accel
+    from .vm.kernel import ensure_kernel
+
+    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
+    accel, _ = detect_accel(kernel.vmlinuz, kernel.release)
+    topo = _topology(cpus, memory, numa, topology)
+    rundir = runner._new_rundir()
+    argv, path = runner.build_vng_argv(kernel, topo, accel, rundir, [], Path.cwd(), None)
+    argv.remove("--verbose")
+    os.environ["PATH"] = path
+    os.execv(argv[0], argv)
+
+
+# --------------------------------------------------------------------------- policies
+
+@main.group()
+def policy() -> None:
+    """Policies: folders under policies/ with BPF source and a manifest.
+
+    Example: aios-lab policy list
+    """
+
+
+@policy.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include test-only policies.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def policy_list(show_all: bool, as_json: bool) -> None:
+    """List the policies aios-lab can deploy.
+
+    Example: aios-lab policy list --json
+    """
+    from . import policy as pol
+
+    pols = [p for p in pol.discover().values() if show_all or not p.test_only]
+    if as_json:
+        click.echo(json.dumps([{"name": p.name, "kind": p.kind, "summary": p.summary,
+                                "built": p.object_path.exists(),
+                                "tunables": {n: t.default for n, t in p.tunables.items()}} for p in pols], indent=2))
+        return
+    for p in pols:
+        built = "" if p.object_path.exists() else "  (not built: run `aios-lab build`)"
+        click.echo(f"{p.name:12} {p.kind:10} {p.summary}{built}")
+        for t in p.tunables.values():
+            click.echo(f"{'':12} --set {t.name}=<{t.type}> (default {t.default}): {t.help}")
+
+
+# --------------------------------------------------------------------------- deploy / status
+
+def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for s in sets:
+        k, sep, v = s.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
+        out[k.strip()] = v.strip()
+    return out
+
+
+@main.command()
+@click.argument("name")
+@click.option("--set", "sets", multiple=True, help="Tunable KEY=VALUE (repeatable); see `policy list`.")
+@click.option("--duration", type=float, default=None, help="Detach after this many seconds (default: Ctrl-C).")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between stats lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print stats lines and the final summary as JSON.")
+@handle_errors
+def deploy(name: str, sets, duration, interval, as_json) -> None:
+    """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
+
+    The scheduler is detached on Ctrl-C, SIGTERM, --duration, or if this
+    process dies (the kernel drops the struct_ops link). If the kernel ejects
+    the policy (watchdog stall, scx_bpf_error) the reason is reported and the
+    exit status is 2.
+
+    Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30
+    """
+    from . import policy as pol
+    from .controller import Deployment
+
+    _sigterm_as_interrupt()
+    dep = Deployment(pol.get(name), _parse_sets(sets))
+    dep.start()
+    started = time.monotonic()
+    msg = {"event": "attached", "policy": name, "load_s": round(dep.load_s or 0, 3),
+           "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables}
+    click.echo(json.dumps(msg) if as_json else
+               f"attached {name} (load {dep.load_s:.3f}s, attach {dep.attach_s:.3f}s); Ctrl-C to detach")
+    prev = dep.read_stats()
+    ejected: SchedulerEjected | None = None
+    try:
+        while duration is None or time.monotonic() - started < duration:
+            step = interval if duration is None else min(interval, max(0.0, duration - (time.monotonic() - started)))
+            end = time.monotonic() + step
+            while time.monotonic() < end:
+                dep.check()
+                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+            cur = dep.read_stats()
+            elapsed = time.monotonic() - started
+            if as_json:
+                click.echo(json.dumps({"event": "stats", "t": round(elapsed, 2), "stats": cur}))
+            else:
+                rates = "  ".join(f"{k.lower()}={cur[k] - prev.get(k, 0)}" for k in cur)
+                click.echo(f"[{elapsed:7.1f}s] {rates}")
+            prev = cur
+    except SchedulerEjected as exc:
+        ejected = exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        final_stats = dep.read_stats() if ejected is None and dep.stats else prev
+        info = dep.stop()
+    if ejected is not None:
+        summary = {"event": "ejected", "policy": name, "exit": info.describe() if info else None}
+        click.echo(json.dumps(summary) if as_json else f"ejected: {ejected}", err=not as_json)
+        sys.exit(2)
+    summary = {"event": "detached", "policy": name, "stats": final_stats,
+               "exit": info.describe() if info else None}
+    click.echo(json.dumps(summary) if as_json else
+               f"detached {name}: {info.one_line() if info else 'no exit info'}; totals: "
+               + ", ".join(f"{k.lower()}={v}" for k, v in final_stats.items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def status(as_json: bool) -> None:
+    """Show sched_ext state, the attached policy and its stats.
+
+    Example: aios-lab status --json
+    """
+    from .controller import live_status
+
+    st = live_status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    s = st["sched_ext"]
+    click.echo(f"sched_ext: {s['state']}" + (f" ({s['ops']})" if s["ops"] else "")
+               + f", enable_seq {s['enable_seq']}, nr_rejected {s['nr_rejected']}")
+    p = st.get("policy")
+    if p:
+        click.echo(f"policy: {p['name']} (pid {p['pid']}, up {p['uptime_s']}s)")
+        for k, v in (p.get("stats") or {}).items():
+            click.echo(f"  {k.lower():12} {v}")
+    elif s["ops"]:
+        click.echo("policy: not attached by aios-lab")
+
+
+# --------------------------------------------------------------------------- experiments
+
+@main.command()
+@click.option("--cpus", default=4, show_default=True, help="vCPUs of the VM.")
+@click.option("--numa", default=2, show_default=True, help="NUMA nodes of the VM.")
+@click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
+@click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the JSON result.")
+@handle_errors
+def demo(cpus, numa, workload, repeat, out) -> None:
+    """Boot the VM, run a workload under EEVDF and under fifo, print the comparison.
+
+    Example: aios-lab demo --cpus 4 --numa 2 --repeat 3
+    """
+    from .experiment import run_demo
+
+    run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
+             echo=lambda m: click.echo(m))
+
+
+@main.command("bench-schedulers", hidden=False)
+@click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
+@click.option("--policies", default="eevdf,fifo", show_default=True,
+              help="Comma-separated; 'eevdf' means no sched_ext policy (the kernel's fair class).")
+@click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
+@handle_errors
+def bench_schedulers(workload, policies, repeat, json_out) -> None:
+    """Run a workload under each scheduler in turn on this (sched_ext) kernel.
+
+    Measures makespan and migrations (counted by a BPF program on
+    sched_migrate_task). Runs inside the VM; `aios-lab demo` calls it there.
+
+    Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
+    """
+    from .experiment import bench_schedulers as bench
+
+    res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
+                echo=lambda m: click.echo(m))
+    if json_out:
+        from .experiment import write_json_atomic
+
+        write_json_atomic(Path(json_out), res)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Typed exceptions of the aios-lab library.
+
+The library raises these; only the CLI turns them into one-line messages.
+Every message says what is wrong and, where it can, what to do about it.
+"""
+from __future__ import annotations
+
+
+class AiosError(Exception):
+    """Base class: anything the CLI should report as a clean one-line error."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        msg = str(self)
+        return f"{msg} ({self.hint})" if self.hint else msg
+
+
+class KernelFeatureMissing(AiosError):
+    """The running kernel lacks something we need (sched_ext, BTF, a tracepoint)."""
+
+
+class PrivilegeError(AiosError):
+    """The operation needs root (or CAP_BPF/CAP_SYS_ADMIN)."""
+
+    hint = "run as root, e.g. with sudo, or inside the VM: aios-lab vm run -- ..."
+
+
+class BpfError(AiosError):
+    """A libbpf call failed. Carries errno and libbpf's own log lines."""
+
+    def __init__(self, message: str, errno: int = 0, log: list[str] | None = None,
+                 hint: str = "") -> None:
+        self.errno = errno
+        self.log = list(log or [])
+        super().__init__(message, hint)
+
+    def one_line(self) -> str:
+        import os
+
+        base = str(self)
+        if self.errno:
+            base += f": {os.strerror(self.errno)} (errno {self.errno})"
+        # The last libbpf line is usually the one that says why (verifier
+        # rejection, missing BTF id, ...); the full log is on .log.
+        last = [ln for ln in self.log if ln.strip()]
+        if last:
+            base += f"; libbpf: {last[-1].strip()}"
+        return f"{base} ({self.hint})" if self.hint else base
+
+
+class BpfLoadError(BpfError):
+    """Opening or loading a BPF object failed (verifier, BTF, relocation)."""
+
+
+class BpfAttachError(BpfError):
+    """Attaching a program or struct_ops map failed."""
+
+
+class BpfMapError(BpfError):
+    """A map lookup/update/delete failed, or a value had the wrong size."""
+
+
+class LayoutError(AiosError):
+    """A struct/enum shared with BPF is missing from BTF or disagrees with Python."""
+
+
+class SchedExtError(AiosError):
+    """sched_ext refused or lost our scheduler."""
+
+
+class SchedulerBusy(SchedExtError):
+    """Another sched_ext scheduler is already attached."""
+
+
+class SchedulerEjected(SchedExtError):
+    """The kernel disabled our scheduler (watchdog stall, scx_bpf_error, ...)."""
+
+    def __init__(self, message: str, exit_info=None) -> None:
+        self.exit_info = exit_info
+        super().__init__(message)
+
+
+class PolicyError(AiosError):
+    """A policy folder or manifest is missing or malformed."""
+
+
+class BuildError(AiosError):
+    """Compiling BPF or generating vmlinux.h failed."""
+
+
+class KernelFetchError(AiosError):
+    """The pinned VM kernel could not be found, downloaded, or verified."""
+
+
+class VmError(AiosError):
+    """The VM could not be started or its command could not be run."""
+
+
+class GuestPanic(VmError):
+    """The guest kernel panicked or oopsed."""
+
+
+class GuestHang(VmError):
+    """The guest did not finish within its timeout."""

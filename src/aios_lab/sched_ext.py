@@ -1,0 +1,112 @@
+"""sched_ext as the kernel shows it in sysfs, and the exit info of a policy.
+
+/sys/kernel/sched_ext/state is one of: enabling, enabled, disabling,
+disabled. root/ops names the attached scheduler while one is attached.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KernelFeatureMissing, PrivilegeError, SchedulerBusy
+
+SYSFS = Path("/sys/kernel/sched_ext")
+
+# enum scx_exit_kind (kernel/sched/ext_internal.h); names for reports.
+EXIT_KINDS = {
+    0: "none", 1: "done", 64: "unregistered from user space", 65: "unregistered from BPF",
+    66: "unregistered from the kernel", 67: "disabled by sysrq-S", 68: "parent exited",
+    69: "killed by parent", 1024: "runtime error", 1025: "scx_bpf_error", 1026: "runnable task stall",
+    1027: "reenqueue error", 1028: "rescue error",
+}
+ERROR_KIND_MIN = 1024
+
+
+def _read(name: str, root: Path = SYSFS) -> str | None:
+    try:
+        return (root / name).read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class SchedExtState:
+    state: str
+    ops: str | None
+    enable_seq: int | None
+    nr_rejected: int | None
+    switch_all: int | None
+    hotplug_seq: int | None
+
+    def describe(self) -> dict:
+        return {"state": self.state, "ops": self.ops, "enable_seq": self.enable_seq,
+                "nr_rejected": self.nr_rejected, "switch_all": self.switch_all, "hotplug_seq": self.hotplug_seq}
+
+
+def available(root: Path = SYSFS) -> bool:
+    return (root / "state").exists()
+
+
+def require(root: Path = SYSFS) -> None:
+    if not available(root):
+        raise KernelFeatureMissing(
+            f"this kernel ({os.uname().release}) has no sched_ext ({root} missing)",
+            hint="run inside the sched_ext VM: aios-lab vm run -- aios-lab ...")
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def read_state(root: Path = SYSFS) -> SchedExtState:
+    require(root)
+    ops = _read("root/ops", root)
+    return SchedExtState(state=_read("state", root) or "unknown", ops=ops or None,
+                         enable_seq=_int(_read("enable_seq", root)), nr_rejected=_int(_read("nr_rejected", root)),
+                         switch_all=_int(_read("switch_all", root)), hotplug_seq=_int(_read("hotplug_seq", root)))
+
+
+def require_free(root: Path = SYSFS) -> None:
+    """Refuse when another scheduler holds sched_ext (only one root scheduler)."""
+    st = read_state(root)
+    if st.state != "disabled":
+        who = st.ops or "an unknown scheduler"
+        raise SchedulerBusy(f"sched_ext is {st.state} with {who} attached",
+                            hint="stop it first (its controller, or `bpftool struct_ops unregister`)")
+
+
+def require_privileges() -> None:
+    if os.geteuid() != 0:
+        raise PrivilegeError("attaching a sched_ext scheduler needs root (CAP_BPF + CAP_SYS_ADMIN)")
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """What the kernel told the policy in ops.exit (struct aios_exit_info)."""
+
+    kind: int
+    exit_cpu: int
+    exit_code: int
+    flags: int
+    reason: str
+    msg: str
+
+    @property
+    def kind_name(self) -> str:
+        return EXIT_KINDS.get(self.kind, f"kind {self.kind}")
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind >= ERROR_KIND_MIN
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "kind_name": self.kind_name, "exit_code": self.exit_code,
+                "exit_cpu": self.exit_cpu, "reason": self.reason, "msg": self.msg}
+
+    def one_line(self) -> str:
+        text = f"{self.reason or self.kind_name} (kind {self.kind}"
+        if self.exit_code:
+            text += f", code {self.exit_code}"
+        text += ")"
+        return text + (f": {self.msg}" if self.msg else "")
