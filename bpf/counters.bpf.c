@@ -19,6 +19,9 @@ struct {
 	__uint(max_entries, AIOS_NR_COUNTERS);
 } counters SEC(".maps");
 
+/* Anchor the enum in BTF: user space reads the counter names from it. */
+enum aios_counter __aios_btf_aios_counter __attribute__((unused));
+
 static __always_inline void bump(u32 idx)
 {
 	u64 *v = bpf_map_lookup_elem(&counters, &idx);

@@ -18,26 +18,12 @@ from aios_lab.errors import BpfError, LayoutError
 
 HERE = Path(__file__).resolve().parent
 BPF_DIR = HERE / "bpf"
-FALLBACK_LIBBPF_INC = Path("/tmp/papt/root/usr/include")
 
 
 def compile_bpf_object(src: Path, out: Path) -> Path:
-    """aios_lab.build.compile_bpf when available, else the equivalent clang line."""
-    try:
-        from aios_lab.build import compile_bpf
-    except ImportError:
-        compile_bpf = None
-    if compile_bpf is not None:
-        return compile_bpf(src, out)
-    clang = shutil.which("clang-14") or shutil.which("clang")
-    if not clang:
-        pytest.skip("clang not installed")
-    root = HERE.parent
-    cmd = [clang, "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-fms-extensions",
-           "-Wno-microsoft-anon-tag", f"-I{root / 'build'}", f"-I{root / 'bpf' / 'include'}",
-           f"-I{FALLBACK_LIBBPF_INC}", f"-I{src.parent}", "-c", str(src), "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return out
+    from aios_lab.build import compile_bpf
+
+    return compile_bpf(src, out)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ const volatile u64 slice_ns = 20000000;	/* 20 ms, sched_ext's default slice */
 const volatile bool strict_fifo = false;
 
 AIOS_STATS_MAP(FIFO_NR_STATS);
+AIOS_BTF_EXPORT_ENUM(fifo_stat);
 
 /* Global virtual clock: the largest vtime of a task that started running. */
 static u64 vtime_now;

@@ -25,7 +25,7 @@ from typing import Any
 from . import sched_ext
 from .bpf import BpfObject, Map
 from .bpf import libbpf as _libbpf
-from .errors import BpfError, BuildError, SchedExtError, SchedulerEjected
+from .errors import BpfError, BuildError, LayoutError, SchedExtError, SchedulerEjected
 from .policy import Policy
 from .sched_ext import ExitInfo
 
@@ -50,13 +50,16 @@ class _StatsReader:
         if policy.stats is None:
             return None
         enum = obj.btf.enum(policy.stats.enum)
-        names = [""] * len(enum)
-        for full, idx in enum.items():
-            short = full.removeprefix(policy.stats.prefix)
-            if 0 <= idx < len(names) and not short.startswith("NR"):
-                names[idx] = short
-        names = [n for n in names if n]
-        return cls(obj.map(policy.stats.map), names)
+        # Counters are the members named PREFIX*, numbered 0..n-1; anything
+        # else (the FOO_NR_STATS sentinel) only sizes the array.
+        named = {idx: full.removeprefix(policy.stats.prefix) for full, idx in enum.items()
+                 if full.startswith(policy.stats.prefix)}
+        if sorted(named) != list(range(len(named))):
+            raise LayoutError(f"enum {policy.stats.enum}: {policy.stats.prefix}* values are not 0..{len(named) - 1}")
+        stats_map = obj.map(policy.stats.map)
+        if stats_map.max_entries < len(named):
+            raise LayoutError(f"map {policy.stats.map} has {stats_map.max_entries} slots for {len(named)} stats")
+        return cls(stats_map, [named[i] for i in range(len(named))])
 
     def read(self) -> dict[str, int]:
         return {name: self.map.sum_percpu_u64(i.to_bytes(4, "little")) for i, name in enumerate(self.names)}

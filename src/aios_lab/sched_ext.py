@@ -23,7 +23,8 @@ EXIT_KINDS = {
 ERROR_KIND_MIN = 1024
 
 
-def _read(name: str, root: Path = SYSFS) -> str | None:
+def _read(name: str, root: Path | None = None) -> str | None:
+    root = root or SYSFS
     try:
         return (root / name).read_text().strip()
     except OSError:
@@ -44,14 +45,14 @@ class SchedExtState:
                 "nr_rejected": self.nr_rejected, "switch_all": self.switch_all, "hotplug_seq": self.hotplug_seq}
 
 
-def available(root: Path = SYSFS) -> bool:
-    return (root / "state").exists()
+def available(root: Path | None = None) -> bool:
+    return ((root or SYSFS) / "state").exists()
 
 
-def require(root: Path = SYSFS) -> None:
+def require(root: Path | None = None) -> None:
     if not available(root):
         raise KernelFeatureMissing(
-            f"this kernel ({os.uname().release}) has no sched_ext ({root} missing)",
+            f"this kernel ({os.uname().release}) has no sched_ext ({root or SYSFS} missing)",
             hint="run inside the sched_ext VM: aios-lab vm run -- aios-lab ...")
 
 
@@ -59,7 +60,7 @@ def _int(text: str | None) -> int | None:
     return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
-def read_state(root: Path = SYSFS) -> SchedExtState:
+def read_state(root: Path | None = None) -> SchedExtState:
     require(root)
     ops = _read("root/ops", root)
     return SchedExtState(state=_read("state", root) or "unknown", ops=ops or None,
@@ -67,7 +68,7 @@ def read_state(root: Path = SYSFS) -> SchedExtState:
                          switch_all=_int(_read("switch_all", root)), hotplug_seq=_int(_read("hotplug_seq", root)))
 
 
-def require_free(root: Path = SYSFS) -> None:
+def require_free(root: Path | None = None) -> None:
     """Refuse when another scheduler holds sched_ext (only one root scheduler)."""
     st = read_state(root)
     if st.state != "disabled":

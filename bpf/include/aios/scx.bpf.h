@@ -79,6 +79,10 @@ static __always_inline bool aios_dsq_move_to_local(u64 dsq_id)
 	scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));			\
 })
 
+/* clang puts a type into BTF only when something uses it, and user space
+ * reads shared enums (stat names) from BTF: anchor them with a global. */
+#define AIOS_BTF_EXPORT_ENUM(name) enum name __aios_btf_##name __attribute__((unused))
+
 #define BPF_STRUCT_OPS(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
 #define BPF_STRUCT_OPS_SLEEPABLE(name, args...) SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
 

@@ -1,0 +1,52 @@
+"""VM tier: boots the pinned sched_ext kernel (pytest -m vm).
+
+A TCG boot costs ~20-25 s here, so the guest tests run as one pytest session
+inside one boot; the other tests check how the runner reports a guest's end.
+"""
+import sys
+
+import pytest
+
+from aios_lab import paths
+from aios_lab.errors import GuestHang, GuestPanic
+from aios_lab.vm import runner
+from aios_lab.vm.topology import Topology
+
+pytestmark = pytest.mark.vm
+
+
+def test_guest_suite_passes_inside_one_boot(capsys):
+    """tests/guest/* in the VM with 4 vCPUs over 2 sockets / 2 NUMA nodes."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "guest", "-p", "no:cacheprovider",
+           str(paths.project_root() / "tests" / "guest")]
+    with capsys.disabled():
+        print("\n[vm] guest test session:", flush=True)
+        res = runner.run(cmd, topology=Topology(cpus=4, numa_nodes=2), timeout_s=1800,
+                         env={"AIOS_LAB_REQUIRE_GUEST": "1"}, stream=sys.stdout)
+    assert res.returncode == 0, res.output[-3000:]
+    tail = res.output.strip().splitlines()[-1]
+    assert "passed" in tail and "skipped" not in tail and "failed" not in tail, tail
+    assert res.report.oopses == [] and res.report.panic is None
+    # the kernel logged each ejection the guest tests provoked
+    assert any("runnable task stall" in ln for ln in res.report.sched_ext), res.report.sched_ext
+
+
+def test_exit_code_and_both_streams_come_back():
+    res = runner.run("echo out-line; echo err-line >&2; grep -c . /sys/kernel/sched_ext/state; exit 3",
+                     topology=Topology(cpus=2), timeout_s=300)
+    assert res.returncode == 3
+    assert "out-line" in res.output and "err-line" in res.output
+    assert res.boot_to_command_s is not None and res.boot_to_command_s > 0
+    assert res.kernel["release"]
+    assert not res.report.failed
+
+
+def test_guest_panic_is_reported_as_a_panic():
+    with pytest.raises(GuestPanic, match="panic"):
+        runner.run("echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60",
+                   topology=Topology(cpus=2), timeout_s=300)
+
+
+def test_guest_that_never_finishes_is_reported_as_a_hang():
+    with pytest.raises(GuestHang, match="while the command ran"):
+        runner.run("sleep 3600", topology=Topology(cpus=2), timeout_s=90)
