@@ -19,13 +19,13 @@ if [ -z "$out" ] || [ -z "$ret" ]; then
     echo "aios-lab guest: virtio ports aios.output/aios.exit not found" > /dev/kmsg
     exit 125
 fi
-cut -d' ' -f1 /proc/uptime > "$rundir/guest-start"
 # BPF and tracing filesystems: the controller and the collectors need them.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 . "$rundir/env.sh"
 cd "$AIOS_GUEST_CWD" 2>/dev/null || cd /
+cut -d' ' -f1 /proc/uptime > "$rundir/guest-start"
 sh "$rundir/cmd.sh" > "$out" 2>&1 < /dev/null
 rc=$?
 cut -d' ' -f1 /proc/uptime > "$rundir/guest-end"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aios_lab.bpf import libbpf
+from aios_lab.bpf.handle import Closeable
 from aios_lab.errors import BpfLoadError, LayoutError
 
 # BTF_KIND_* (include/uapi/linux/btf.h)
@@ -72,7 +73,7 @@ class VarInfo:
     type_id: int
 
 
-class Btf:
+class Btf(Closeable):
     """A read-only view of one BTF blob (parsed from a file or owned by an object)."""
 
     def __init__(self, ptr: int, owned: bool = True, path: str = "") -> None:
@@ -95,17 +96,6 @@ class Btf:
             libbpf.func("btf__free")(self._ptr)
         self._ptr = None
 
-    def __enter__(self) -> "Btf":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # pragma: no cover - GC timing
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # -- raw access ------------------------------------------------------------
 

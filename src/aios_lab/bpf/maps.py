@@ -73,8 +73,12 @@ class Map:
     @classmethod
     def from_id(cls, map_id: int) -> "Map":
         """Open a live map by its kernel-wide id (fails once the kernel freed it)."""
-        fd = libbpf.call_int(BpfMapError, f"cannot open map id {map_id}", "bpf_map_get_fd_by_id",
-                             ctypes.c_uint32(map_id))
+        return cls._adopt(libbpf.call_int(BpfMapError, f"cannot open map id {map_id}",
+                                          "bpf_map_get_fd_by_id", ctypes.c_uint32(map_id)))
+
+    @classmethod
+    def _adopt(cls, fd: int) -> "Map":
+        """Wrap an fd we opened; close it if describing it fails."""
         try:
             return cls.from_fd(fd, owns_fd=True)
         except BaseException:
@@ -93,13 +97,8 @@ class Map:
     @classmethod
     def from_pinned(cls, path: str | os.PathLike) -> "Map":
         """Open a map pinned in bpffs (the fd is closed by close())."""
-        fd = libbpf.call_int(BpfMapError, f"cannot open pinned map {path}", "bpf_obj_get",
-                             os.fsencode(path))
-        try:
-            return cls.from_fd(fd, owns_fd=True)
-        except BaseException:
-            os.close(fd)
-            raise
+        return cls._adopt(libbpf.call_int(BpfMapError, f"cannot open pinned map {path}", "bpf_obj_get",
+                                          os.fsencode(path)))
 
     def close(self) -> None:
         """Close the fd if this Map opened it (pinned maps); idempotent."""

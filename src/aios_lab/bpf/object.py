@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from aios_lab.bpf import libbpf
+from aios_lab.bpf.handle import Closeable
 from aios_lab.bpf.btf import Btf, VarInfo
 from aios_lab.bpf.maps import Map
 from aios_lab.errors import BpfAttachError, BpfError, BpfLoadError, LayoutError
@@ -118,7 +119,7 @@ class Program:
         return int(libbpf.func("bpf_program__type")(self.ptr))
 
 
-class BpfObject:
+class BpfObject(Closeable):
     """One bpf_object: owns its programs, maps and the links we create from it."""
 
     def __init__(self, ptr: int, path: Path) -> None:
@@ -139,17 +140,6 @@ class BpfObject:
     def __repr__(self) -> str:
         return f"BpfObject({str(self.path)!r}, {self._state})"
 
-    def __enter__(self) -> "BpfObject":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # pragma: no cover - GC timing
-        try:
-            self.close()
-        except Exception:
-            pass
 
     @property
     def ptr(self) -> int:

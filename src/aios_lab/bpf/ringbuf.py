@@ -10,13 +10,14 @@ import ctypes
 from typing import Callable
 
 from aios_lab.bpf import libbpf
+from aios_lab.bpf.handle import Closeable
 from aios_lab.bpf.maps import MAP_TYPE_RINGBUF, Map
 from aios_lab.errors import BpfMapError
 
 _EINTR = 4
 
 
-class RingBuffer:
+class RingBuffer(Closeable):
     """Deliver each ring buffer record to `callback(data: bytes)`."""
 
     def __init__(self, map: Map, callback: Callable[[bytes], object]) -> None:
@@ -80,14 +81,3 @@ class RingBuffer:
         if ptr:
             libbpf.func("ring_buffer__free")(ptr)
 
-    def __enter__(self) -> "RingBuffer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # pragma: no cover - GC timing
-        try:
-            self.close()
-        except Exception:
-            pass

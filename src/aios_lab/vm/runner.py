@@ -43,7 +43,8 @@ class GuestResult:
     kernel: dict
     topology: dict
     wall_s: float
-    boot_to_command_s: float | None
+    boot_to_command_s: float | None   # guest uptime when the command started
+    launch_to_command_s: float | None  # host wall time from launching QEMU to that moment
     command_s: float | None
     rundir: Path
     extra: dict = field(default_factory=dict)
@@ -51,7 +52,8 @@ class GuestResult:
     def describe(self) -> dict:
         return {"returncode": self.returncode, "accel": self.accel, "kernel": self.kernel,
                 "topology": self.topology, "wall_s": round(self.wall_s, 2),
-                "boot_to_command_s": self.boot_to_command_s, "command_s": self.command_s,
+                "boot_to_command_s": self.boot_to_command_s, "launch_to_command_s": self.launch_to_command_s,
+                "command_s": self.command_s,
                 "console": self.report.summary()}
 
 
@@ -180,9 +182,13 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
     report = ConsoleReport()
     partial = b""
     timed_out = False
+    launch_to_command = None
+    start_file = rundir / "guest-start"
     try:
         while True:
             done = proc.poll() is not None
+            if launch_to_command is None and start_file.exists():
+                launch_to_command = time.monotonic() - t0
             data = out_tail.read_new()
             if data and stream is not None:
                 stream.write(data.decode(errors="replace"))
@@ -226,7 +232,7 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
                       f"last console: {last_console[:300]}", hint=f"console log: {rundir / 'console.log'}")
     result = GuestResult(returncode=int(code_text), output=output, console=console, report=report, accel=accel,
                          kernel=kernel.describe(), topology=topo.describe(), wall_s=wall,
-                         boot_to_command_s=start, command_s=(end - start) if start and end else None,
+                         boot_to_command_s=start, launch_to_command_s=launch_to_command, command_s=(end - start) if start and end else None,
                          rundir=rundir)
     if not keep_rundir:
         shutil.rmtree(rundir, ignore_errors=True)
