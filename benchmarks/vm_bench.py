@@ -60,6 +60,10 @@ def main() -> int:
         print()
         print(format_summary(result, report["vm"]))
         attach = [r["attach_s"] for r in result["runs"] if r["attach_s"]]
+        load = [r["load_s"] for r in result["runs"] if r.get("load_s")]
+        if load:
+            print(f"fifo open+load (libbpf, verifier): median {statistics.median(load) * 1000:.0f} ms "
+                  f"[{min(load) * 1000:.0f}-{max(load) * 1000:.0f}]")
         if attach:
             print(f"fifo attach (link create -> state enabled): median {statistics.median(attach) * 1000:.0f} ms "
                   f"[{min(attach) * 1000:.0f}-{max(attach) * 1000:.0f}] over {len(attach)} attaches")

@@ -38,3 +38,17 @@ def test_status_without_sched_ext_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(sched_ext, "SYSFS", tmp_path / "none")
     res = CliRunner().invoke(main, ["status"])
     assert res.exit_code == 1 and "has no sched_ext" in res.output and "aios-lab vm run" in res.output
+
+
+def test_deploy_without_root_is_refused_before_anything_loads(monkeypatch):
+    import os
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    res = CliRunner().invoke(main, ["deploy", "fifo", "--duration", "1"])
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: attaching a sched_ext scheduler needs root")
+    assert res.output.strip().count("\n") == 0
+
+
+def test_vm_run_rejects_an_impossible_topology_in_one_line():
+    res = CliRunner().invoke(main, ["vm", "run", "--cpus", "3", "--numa", "2", "--", "true"])
+    assert res.exit_code == 1 and "cannot be split evenly" in res.output

@@ -40,6 +40,7 @@ def _one_run(scheduler: str, wl: workloads.Workload, counters: SchedCounters) ->
             dep.stop()
     delta = {k: after[k] - before[k] for k in after}
     return {"scheduler": scheduler, "makespan_s": round(makespan, 4), **{f"{k}": v for k, v in delta.items()},
+            "load_s": round(dep.load_s, 4) if dep and dep.load_s else None,
             "attach_s": round(dep.attach_s, 4) if dep and dep.attach_s else None}
 
 
