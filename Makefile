@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AIOS := $(VENV)/bin/aios-lab
 APT_PACKAGES := qemu-system-x86 clang-14 llvm-14 bpftool libbpf-dev libelf-dev kmod zstd busybox-static \
-                rt-tests gcc make python3-venv
+                rt-tests gcc make
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
