@@ -119,6 +119,7 @@ class Deployment:
     def start(self, enable_timeout_s: float = 10.0) -> "Deployment":
         sched_ext.require_privileges()
         sched_ext.require()
+        sched_ext.require_kfuncs(list(self.policy.requires.get("kfuncs", [])))
         _libbpf.require_struct_ops_link()
         sched_ext.require_free()
         path = self.policy.object_path

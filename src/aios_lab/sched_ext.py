@@ -111,3 +111,27 @@ class ExitInfo:
             text += f", code {self.exit_code}"
         text += ")"
         return text + (f": {self.msg}" if self.msg else "")
+
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+
+def require_kfuncs(names: list[str], btf_path: Path | None = None) -> None:
+    """Refuse, naming them, when the running kernel lacks kfuncs a policy needs.
+
+    libbpf would also fail at load, but with a relocation error; this says
+    which feature is missing before anything is loaded.
+    """
+    if not names:
+        return
+    from .bpf.btf import KIND_FUNC, Btf
+
+    path = btf_path or VMLINUX_BTF
+    if not path.exists():
+        raise KernelFeatureMissing(f"this kernel exposes no BTF ({path} missing)",
+                                   hint="aios-lab needs CONFIG_DEBUG_INFO_BTF=y")
+    with Btf.parse(path) as btf:
+        missing = [n for n in names if not btf.has(n, KIND_FUNC)]
+    if missing:
+        raise KernelFeatureMissing(f"kernel {os.uname().release} lacks kfunc(s) {', '.join(missing)}",
+                                   hint="use the pinned VM kernel: aios-lab vm run -- ...")

@@ -96,7 +96,6 @@ class Btf(Closeable):
             libbpf.func("btf__free")(self._ptr)
         self._ptr = None
 
-
     # -- raw access ------------------------------------------------------------
 
     @property
@@ -112,6 +111,9 @@ class Btf(Closeable):
             where = f" in {self._path}" if self._path else ""
             raise LayoutError(f"BTF has no {_KIND_NAMES.get(kind, kind)} {name!r}{where}")
         return int(tid)
+
+    def has(self, name: str, kind: int) -> bool:
+        return libbpf.func("btf__find_by_name_kind")(self.ptr, name.encode(), kind) >= 0
 
     def _type(self, tid: int) -> tuple[_BtfType, int]:
         addr = libbpf.func("btf__type_by_id")(self.ptr, tid)
