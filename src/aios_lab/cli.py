@@ -309,6 +309,56 @@ def status(as_json: bool) -> None:
         click.echo("policy: not attached by aios-lab")
 
 
+# --------------------------------------------------------------------------- telemetry
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--interval", "interval_ms", type=int, default=1000, show_default=True,
+              help="Milliseconds per task/CPU interval row.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Trace directory to create (default: results/traces/<timestamp>).")
+@click.option("--no-wakeups", is_flag=True, help="Do not record individual wakeup events (they are frequent).")
+@click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def collect(duration, interval_ms, out, no_wakeups, no_bpf, command) -> None:
+    """Record per-task and per-CPU scheduler telemetry into a trace directory.
+
+    Runs COMMAND (after --) and stops when it exits, or stops after
+    --duration, or at Ctrl-C. BPF collectors need root; without it only
+    /proc is sampled and the trace says so. See docs/trace-format.md.
+
+    Example: aios-lab collect --interval 500 --out /tmp/t1 -- hackbench -p -g 4 -l 100
+    """
+    from .telemetry.analyze import format_summary, summarize
+    from .telemetry.collect import CollectOptions, collect as run_collect
+    from .telemetry.trace import Trace
+
+    opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
+                          command=list(command), wakeup_events=not no_wakeups, bpf="off" if no_bpf else "auto")
+    if not command and duration is None:
+        click.echo("collecting until Ctrl-C ...", err=True)
+    path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
+    click.echo(f"trace written: {path}")
+    click.echo(format_summary(summarize(Trace.open(path))))
+
+
+@main.command()
+@click.argument("trace", type=click.Path(exists=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+@handle_errors
+def analyze(trace, as_json) -> None:
+    """Summarise a trace: run-queue wait, wakeup latency, migrations, CPU use.
+
+    Example: aios-lab analyze results/traces/20261124-201500
+    """
+    from .telemetry.analyze import format_summary, summarize
+    from .telemetry.trace import Trace
+
+    summary = summarize(Trace.open(Path(trace)))
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
+
+
 # --------------------------------------------------------------------------- experiments
 
 @main.command()
@@ -336,8 +386,10 @@ def demo(cpus, numa, workload, repeat, out) -> None:
               help="Comma-separated; 'eevdf' means no sched_ext policy (the kernel's fair class).")
 @click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
+@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+              help="Collect a telemetry trace of every run into this directory.")
 @handle_errors
-def bench_schedulers(workload, policies, repeat, json_out) -> None:
+def bench_schedulers(workload, policies, repeat, json_out, trace_dir) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
@@ -348,7 +400,7 @@ def bench_schedulers(workload, policies, repeat, json_out) -> None:
     from .experiment import bench_schedulers as bench
 
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
-                echo=lambda m: click.echo(m))
+                echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None)
     if json_out:
         from .experiment import write_json_atomic
 

@@ -108,3 +108,8 @@ class GuestPanic(VmError):
 
 class GuestHang(VmError):
     """The guest did not finish within its timeout."""
+
+
+class TraceError(AiosError):
+    """A trace directory is missing, malformed, truncated or corrupt, or a
+    writer was given rows that do not fit the schema."""

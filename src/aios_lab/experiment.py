@@ -25,13 +25,27 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _one_run(scheduler: str, wl: workloads.Workload, counters: SchedCounters) -> dict:
+def _run_traced(wl: workloads.Workload, trace: Path) -> float:
+    """Run the workload under `aios-lab collect`; its makespan comes from the trace."""
+    from .telemetry.collect import CollectOptions, collect
+    from .telemetry.trace import Trace
+
+    wl.check()
+    path = collect(CollectOptions(out=trace, command=["sh", "-c", f"{wl.command} >/dev/null"], interval_ms=500,
+                                  wakeup_events=False), echo=lambda m: None)
+    meta = Trace.open(path).metadata
+    if meta.get("workload_exit_code") != 0:
+        raise workloads.WorkloadError(f"workload {wl.name} failed with exit {meta.get('workload_exit_code')}")
+    return float(meta["workload_elapsed_s"])
+
+
+def _one_run(scheduler: str, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None) -> dict:
     dep = None
     if scheduler != BASELINE:
         dep = Deployment(pol.get(scheduler)).start()
     try:
         before = counters.read()
-        makespan = wl.run()
+        makespan = _run_traced(wl, trace) if trace is not None else wl.run()
         after = counters.read()
         if dep is not None:
             dep.check()  # an ejection mid-run would make the numbers meaningless
@@ -40,12 +54,13 @@ def _one_run(scheduler: str, wl: workloads.Workload, counters: SchedCounters) ->
             dep.stop()
     delta = {k: after[k] - before[k] for k in after}
     return {"scheduler": scheduler, "makespan_s": round(makespan, 4), **{f"{k}": v for k, v in delta.items()},
+            "trace": str(trace) if trace is not None else None,
             "load_s": round(dep.load_s, 4) if dep and dep.load_s else None,
             "attach_s": round(dep.attach_s, 4) if dep and dep.attach_s else None}
 
 
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
-                     echo: Callable[[str], None] = print) -> dict:
+                     echo: Callable[[str], None] = print, trace_dir: Path | None = None) -> dict:
     """Run ``workload`` under each scheduler, interleaved, ``repeat`` times."""
     wl = workloads.get(workload)
     wl.check()
@@ -56,7 +71,8 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
     with SchedCounters() as counters:
         for r in range(repeat):
             for sched in policies:
-                res = _one_run(sched, wl, counters)
+                trace = trace_dir / f"{wl.name}-{sched}-{r + 1}" if trace_dir is not None else None
+                res = _one_run(sched, wl, counters, trace)
                 res["repeat"] = r
                 runs.append(res)
                 echo(f"run {r + 1}/{repeat} {sched:8} makespan {res['makespan_s']:.2f}s "
@@ -119,8 +135,10 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     guest_json = out_dir / f".demo-{stamp}.guest.json"
+    traces = out_dir / f"demo-{stamp}-traces"
     cmd = [sys.executable, "-m", "aios_lab.cli", "bench-schedulers", "--workload", workload,
-           "--policies", f"{BASELINE},fifo", "--repeat", str(repeat), "--json-out", str(guest_json)]
+           "--policies", f"{BASELINE},fifo", "--repeat", str(repeat), "--json-out", str(guest_json),
+           "--trace-dir", str(traces)]
     topo = Topology(cpus=cpus, numa_nodes=numa, memory_mb=2048)
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
          f"under eevdf and fifo, {repeat}x each")
@@ -132,7 +150,14 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     result["vm"] = res.describe()
     final = out_dir / f"demo-{stamp}.json"
     write_json_atomic(final, result)
+    from .telemetry.analyze import format_summary as trace_summary, summarize
+    from .telemetry.trace import Trace
+
+    for sched in (BASELINE, "fifo"):
+        last = [r for r in result["runs"] if r["scheduler"] == sched][-1]
+        echo(f"\n--- trace of the last {sched} run: {last['trace']}")
+        echo(trace_summary(summarize(Trace.open(Path(last["trace"])))))
     echo("")
     echo(format_summary(result, result["vm"]))
-    echo(f"\nfull result: {final}")
+    echo(f"\nfull result: {final}\ntraces: {traces}")
     return result

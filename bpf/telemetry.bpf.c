@@ -1,0 +1,491 @@
+/* telemetry: per-task and per-CPU scheduler telemetry, plus migration and
+ * wakeup event streams.
+ *
+ * What it records (tp_btf programs, no kprobes, no sched_ext needed):
+ *  - task_stats (HASH keyed by pid = thread id): on-CPU time, run-queue wait
+ *    (sum, count, per-interval max, log2 histogram), wakeups, voluntary and
+ *    involuntary switches, migrations, last CPU, load weight, nice, comm,
+ *    tgid, cgroup v2 id. All counters are cumulative; user space diffs them.
+ *    "Wait" runs from sched_wakeup/sched_wakeup_new, or from being switched
+ *    out while still runnable (preempted, yielded), until the next switch-in.
+ *  - cpu_stats (ARRAY indexed by CPU): busy and idle time (idle = pid 0 on
+ *    the CPU), switches, migrations in/out, rq->nr_running sampled at every
+ *    switch (sum, count, per-interval max).
+ *  - migration_ring / wakeup_ring (ring buffers): one record per
+ *    sched_migrate_task / sched_wakeup(_new), with run-queue length and load
+ *    of the CPUs involved. Wakeup records can be turned off (wakeup_events).
+ *  - drops (PERCPU_ARRAY): reserve failures per ring, events that found
+ *    the task map full, and unpaired switches (below). Nothing is lost
+ *    silently.
+ *
+ * Exit protocol (so no interval loses data): sched_process_free, which the
+ * kernel fires only after the dead task's final switch-out, marks the entry
+ * AIOS_TASK_EXITED; user space delivers that entry's last delta and then
+ * deletes it. Entries are never deleted here.
+ *
+ * Per-interval maxima: user space bumps epoch[0] at each snapshot; maxima go
+ * to slot (epoch & 1) and are reset when a new epoch first touches the slot,
+ * so the previous interval's slot stays readable until the next snapshot.
+ *
+ * Known blind spots:
+ *  - time before the first switch we see is unknown: a task running when we
+ *    attach has no switch-in time, a CPU that has not switched has no busy/
+ *    idle split, and waits that began before attach are not measured;
+ *  - a run or idle stretch still in progress is not in the map; user space
+ *    adds it from oncpu_since_ns / last_switch_ns at read time;
+ *  - the switch stream is not always paired: on our 6.18 host a few tasks
+ *    are switched in by sched_switch but leave without one naming them as
+ *    prev. We notice when a CPU's next prev is not the task we last put
+ *    there, end that task's run uncredited and count AIOS_DROP_UNPAIRED_SWITCH;
+ *    the CPU's busy/idle split follows the tracepoint's prev;
+ *  - a pid reused within one interval resets its entry (the old task's last
+ *    unread delta is lost); with pid_max >= 32768 that needs a fork storm;
+ *  - per-task updates are plain (not atomic): the scheduler serialises a
+ *    task's events under its rq/pi locks, so races are rare and cost counts,
+ *    never memory safety;
+ *  - a CPU's struct rq is learnt at its own switches (p->se.cfs_rq->rq, see
+ *    task_rq_ptr), so events naming a CPU that has not switched yet carry
+ *    nr_running/load -1 (null in the tables);
+ *  - rq->nr_running counts tasks of every class on that rq, including the
+ *    running one; under sched_ext, tasks parked in BPF-side queues are not
+ *    on any rq and do not show;
+ *  - weight is p->se.load.weight as the kernel stores it: on 64-bit kernels
+ *    scaled up by 2^10 (nice 0 = 1048576), not the 1024 of the nice table.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "aios/telemetry.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define AIOS_EEXIST 17
+#define TASK_RUNNING 0
+
+/* Tunable, set from Python before load: wakeups are the most frequent event. */
+const volatile bool wakeup_events = true;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AIOS_MAX_TASKS);
+	__type(key, u32);
+	__type(value, struct aios_task_stats);
+} task_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, AIOS_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct aios_cpu_stats);
+} cpu_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} migration_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} wakeup_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AIOS_NR_DROPS);
+	__type(key, u32);
+	__type(value, u64);
+} drops SEC(".maps");
+
+/* epoch[0]: the interval number, bumped by user space at each snapshot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} epoch SEC(".maps");
+
+/* Template for new task entries. Never written: a .bss map value can be
+ * passed to bpf_map_update_elem, a 300-byte stack struct would crowd the
+ * 512-byte stack. It also anchors struct aios_task_stats in BTF. */
+struct aios_task_stats zero_task = {};
+
+/* Anchor the types only user space reads, so clang emits them into BTF. */
+enum aios_telemetry_drop __aios_btf_drop __attribute__((unused));
+enum aios_task_flag __aios_btf_flag __attribute__((unused));
+struct aios_cpu_stats __aios_btf_cpu __attribute__((unused));
+struct aios_migration_event __aios_btf_mig __attribute__((unused));
+struct aios_wakeup_event __aios_btf_wake __attribute__((unused));
+
+/* Before 5.14 task_struct had `long state`; since then `unsigned int __state`. */
+struct task_struct___pre_5_14 {
+	long state;
+} __attribute__((preserve_access_index));
+
+/* Where task_cpu() reads from: thread_info.cpu with THREAD_INFO_IN_TASK
+ * (x86 and most arches), else task_struct.cpu. */
+struct task_struct___cpu {
+	unsigned int cpu;
+} __attribute__((preserve_access_index));
+
+static __always_inline long task_state(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->__state))
+		return BPF_CORE_READ(p, __state);
+	return BPF_CORE_READ((struct task_struct___pre_5_14 *)p, state);
+}
+
+static __always_inline s32 task_cpu(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->thread_info.cpu))
+		return BPF_CORE_READ(p, thread_info.cpu);
+	return BPF_CORE_READ((struct task_struct___cpu *)p, cpu);
+}
+
+static __always_inline void drop(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&drops, &idx);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline u32 cur_epoch(void)
+{
+	u32 zero = 0, *e = bpf_map_lookup_elem(&epoch, &zero);
+
+	return e ? *e : 0;
+}
+
+static __always_inline u32 log2_u64(u64 v)
+{
+	u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+/* The run queue a task is on: p->se.cfs_rq->rq (every task has se.cfs_rq
+ * set to its CPU's cfs_rq by set_task_rq(), whatever its class). We do not
+ * use `extern struct rq runqueues __ksym`: the kernel resolves per-CPU ksyms
+ * through kallsyms, and kernels without CONFIG_KALLSYMS_ALL (our 6.18 host)
+ * refuse the whole object with ENOENT. */
+static __always_inline struct rq *task_rq_ptr(struct task_struct *p)
+{
+	struct cfs_rq *cq = NULL;
+
+	if (!bpf_core_field_exists(p->se.cfs_rq) || !bpf_core_field_exists(cq->rq))
+		return NULL;
+	return BPF_CORE_READ(p, se.cfs_rq, rq);
+}
+
+/* Another CPU's rq, as that CPU's last switch recorded it (NULL before). */
+static __always_inline struct rq *cpu_rq(s32 cpu)
+{
+	u32 key = cpu;
+	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &key);
+
+	return cs ? (struct rq *)cs->rq_addr : NULL;
+}
+
+static __always_inline s32 rq_nr_running(s32 cpu)
+{
+	struct rq *rq = cpu_rq(cpu);
+
+	return rq ? (s32)BPF_CORE_READ(rq, nr_running) : -1;
+}
+
+static __always_inline s64 rq_load(s32 cpu)
+{
+	struct rq *rq = cpu_rq(cpu);
+
+	return rq ? (s64)BPF_CORE_READ(rq, cfs.avg.load_avg) : -1;
+}
+
+/* The task's entry, created (zeroed, identity filled) on first sight. */
+static struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
+{
+	u64 start = BPF_CORE_READ(p, start_time);
+	struct aios_task_stats *ts = bpf_map_lookup_elem(&task_stats, &pid);
+	long err;
+
+	if (ts && ts->start_ns == start)
+		return ts;
+	if (ts) /* pid reused by a new task: start over */
+		err = bpf_map_update_elem(&task_stats, &pid, &zero_task, BPF_EXIST);
+	else
+		err = bpf_map_update_elem(&task_stats, &pid, &zero_task, BPF_NOEXIST);
+	if (err && err != -AIOS_EEXIST) {
+		drop(AIOS_DROP_TASK_MAP_FULL);
+		return NULL;
+	}
+	ts = bpf_map_lookup_elem(&task_stats, &pid);
+	if (!ts)
+		return NULL;
+	if (ts->start_ns != start) {
+		ts->pid = pid;
+		ts->tgid = BPF_CORE_READ(p, tgid);
+		ts->last_cpu = -1;
+		ts->start_ns = start;
+	}
+	return ts;
+}
+
+/* Fields that can change while the task lives (exec, renice, cgroup move). */
+static __always_inline void refresh_identity(struct aios_task_stats *ts, struct task_struct *p)
+{
+	BPF_CORE_READ_STR_INTO(&ts->comm, p, comm);
+	ts->cgroup_id = BPF_CORE_READ(p, cgroups, dfl_cgrp, kn, id);
+	ts->weight = BPF_CORE_READ(p, se.load.weight);
+	ts->nice = BPF_CORE_READ(p, static_prio) - 120;
+}
+
+static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u32 ep)
+{
+	u32 b = wait ? log2_u64(wait) : 0;
+	u32 s = ep & 1;
+
+	if (b >= AIOS_WAIT_HIST_BUCKETS)
+		b = AIOS_WAIT_HIST_BUCKETS - 1;
+	ts->wait_ns += wait;
+	ts->wait_count++;
+	ts->wait_hist[b & (AIOS_WAIT_HIST_BUCKETS - 1)]++;
+	if (ts->wait_max_epoch[s] != ep) {
+		ts->wait_max_epoch[s] = ep;
+		ts->wait_max_ns[s] = 0;
+	}
+	if (wait > ts->wait_max_ns[s])
+		ts->wait_max_ns[s] = wait;
+}
+
+/* Per-CPU part of a switch. Returns the pid this CPU ran according to our
+ * previous switch when that is not the tracepoint's prev (0 otherwise). */
+static __always_inline u32 cpu_switch(u32 cpu, struct task_struct *prev, u32 prev_pid,
+				      u32 next_pid, u64 now, u32 ep)
+{
+	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
+	struct rq *rq = task_rq_ptr(prev);	/* prev is still on this CPU's rq */
+	u32 nr, s = ep & 1, unpaired = 0;
+
+	if (!cs)
+		return 0;
+	if (cs->last_switch_ns && cs->curr_pid != prev_pid)
+		unpaired = cs->curr_pid ? cs->curr_pid : (u32)-1;
+	if (cs->last_switch_ns && now > cs->last_switch_ns) {
+		if (prev_pid)
+			cs->busy_ns += now - cs->last_switch_ns;
+		else
+			cs->idle_ns += now - cs->last_switch_ns;
+	}
+	cs->last_switch_ns = now;
+	cs->curr_pid = next_pid;
+	cs->switches++;
+
+	if (rq)
+		cs->rq_addr = (u64)rq;
+	else
+		rq = (struct rq *)cs->rq_addr;
+	if (!rq)
+		return unpaired;
+	/* Sampled after the pick: counts next (running) plus the queued. */
+	nr = BPF_CORE_READ(rq, nr_running);
+	cs->rq_len_samples++;
+	cs->rq_len_sum += nr;
+	if (cs->rq_max_epoch[s] != ep) {
+		cs->rq_max_epoch[s] = ep;
+		cs->rq_len_max[s] = 0;
+	}
+	if (nr > cs->rq_len_max[s])
+		cs->rq_len_max[s] = nr;
+	return unpaired;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	u64 now = bpf_ktime_get_ns();
+	u32 cpu = bpf_get_smp_processor_id();
+	u32 prev_pid = BPF_CORE_READ(prev, pid), next_pid = BPF_CORE_READ(next, pid);
+	u32 ep = cur_epoch();
+	struct aios_task_stats *ts;
+	u32 unpaired;
+
+	unpaired = cpu_switch(cpu, prev, prev_pid, next_pid, now, ep);
+	if (unpaired) {
+		/* The task we last switched in here left unseen (some kernels
+		 * do not trace every switch; our 6.18 host hides a few tasks).
+		 * We do not know when: end its run without crediting time. */
+		drop(AIOS_DROP_UNPAIRED_SWITCH);
+		ts = bpf_map_lookup_elem(&task_stats, &unpaired);
+		if (ts && ts->last_cpu == (s32)cpu)
+			ts->oncpu_since_ns = 0;
+	}
+
+	if (prev_pid) {
+		ts = task_entry(prev, prev_pid);
+		if (ts) {
+			if (ts->oncpu_since_ns && now > ts->oncpu_since_ns) {
+				ts->last_run_ns = now - ts->oncpu_since_ns;
+				ts->oncpu_ns += ts->last_run_ns;
+			}
+			ts->oncpu_since_ns = 0;
+			ts->last_switch_out_ns = now;
+			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
+			 * when not a preemption and the task left TASK_RUNNING (it
+			 * is dequeued); otherwise it stays runnable and waits. */
+			if (!preempt && task_state(prev) != TASK_RUNNING) {
+				ts->voluntary_switches++;
+				ts->wait_since_ns = 0;
+			} else {
+				ts->involuntary_switches++;
+				ts->wait_since_ns = now;
+			}
+		}
+	}
+	if (next_pid) {
+		ts = task_entry(next, next_pid);
+		if (ts) {
+			if (ts->wait_since_ns && now >= ts->wait_since_ns)
+				record_wait(ts, now - ts->wait_since_ns, ep);
+			ts->wait_since_ns = 0;
+			ts->oncpu_since_ns = now;
+			ts->last_cpu = cpu;
+			refresh_identity(ts, next);
+		}
+	}
+	return 0;
+}
+
+static __always_inline int on_wake(struct task_struct *p, u32 is_new)
+{
+	u32 pid = BPF_CORE_READ(p, pid);
+	u64 now = bpf_ktime_get_ns();
+	struct aios_task_stats *ts;
+	struct aios_wakeup_event *e;
+	s32 target;
+
+	if (!pid)
+		return 0;
+	ts = task_entry(p, pid);
+	if (ts) {
+		ts->wakeups++;
+		/* A task woken while still on its CPU (before it reached
+		 * schedule()) does not wait; its switch-out decides. */
+		if (!ts->oncpu_since_ns)
+			ts->wait_since_ns = now;
+	}
+	if (!wakeup_events)
+		return 0;
+	e = bpf_ringbuf_reserve(&wakeup_ring, sizeof(*e), 0);
+	if (!e) {
+		drop(AIOS_DROP_WAKEUP_RING);
+		return 0;
+	}
+	target = task_cpu(p);
+	e->ts_ns = now;
+	e->pid = pid;
+	e->tgid = BPF_CORE_READ(p, tgid);
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	e->target_cpu = target;
+	e->prev_cpu = ts && !is_new ? ts->last_cpu : -1;
+	e->waker_cpu = bpf_get_smp_processor_id();
+	e->target_nr_running = rq_nr_running(target);
+	e->since_last_ran_ns = ts && ts->last_switch_out_ns && now >= ts->last_switch_out_ns ?
+			       (s64)(now - ts->last_switch_out_ns) : -1;
+	e->weight = BPF_CORE_READ(p, se.load.weight);
+	e->is_new = is_new;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(tel_wakeup, struct task_struct *p)
+{
+	return on_wake(p, 0);
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(tel_wakeup_new, struct task_struct *p)
+{
+	return on_wake(p, 1);
+}
+
+SEC("tp_btf/sched_migrate_task")
+int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
+{
+	u32 pid = BPF_CORE_READ(p, pid);
+	u64 now = bpf_ktime_get_ns();
+	s32 src = task_cpu(p);
+	u32 key;
+	struct aios_cpu_stats *cs;
+	struct aios_task_stats *ts;
+	struct aios_migration_event *e;
+
+	/* The migrating CPU is often neither source nor destination. */
+	key = src;
+	cs = bpf_map_lookup_elem(&cpu_stats, &key);
+	if (cs)
+		__sync_fetch_and_add(&cs->migrations_out, 1);
+	key = dest_cpu;
+	cs = bpf_map_lookup_elem(&cpu_stats, &key);
+	if (cs)
+		__sync_fetch_and_add(&cs->migrations_in, 1);
+	if (!pid)
+		return 0;
+	ts = task_entry(p, pid);
+	if (ts)
+		ts->migrations++;
+
+	e = bpf_ringbuf_reserve(&migration_ring, sizeof(*e), 0);
+	if (!e) {
+		drop(AIOS_DROP_MIGRATION_RING);
+		return 0;
+	}
+	e->ts_ns = now;
+	e->pid = pid;
+	e->tgid = BPF_CORE_READ(p, tgid);
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	e->src_cpu = src;
+	e->dst_cpu = dest_cpu;
+	e->src_nr_running = rq_nr_running(src);
+	e->dst_nr_running = rq_nr_running(dest_cpu);
+	e->src_load = rq_load(src);
+	e->dst_load = rq_load(dest_cpu);
+	e->runtime_ns = ts && ts->last_run_ns ? (s64)ts->last_run_ns : -1;
+	e->since_last_ran_ns = ts && ts->last_switch_out_ns && now >= ts->last_switch_out_ns ?
+			       (s64)(now - ts->last_switch_out_ns) : -1;
+	e->weight = BPF_CORE_READ(p, se.load.weight);
+	e->nr_migrations = BPF_CORE_READ(p, se.nr_migrations);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tel_exit, struct task_struct *p)
+{
+	u32 pid = BPF_CORE_READ(p, pid);
+	struct aios_task_stats *ts = bpf_map_lookup_elem(&task_stats, &pid);
+
+	if (ts && ts->start_ns == BPF_CORE_READ(p, start_time))
+		ts->flags |= AIOS_TASK_EXITING;
+	return 0;
+}
+
+/* Fired after an RCU grace period once the task is reaped, which is after
+ * its final switch-out: the entry can no longer change. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(tel_free, struct task_struct *p)
+{
+	u32 pid = BPF_CORE_READ(p, pid);
+	struct aios_task_stats *ts = bpf_map_lookup_elem(&task_stats, &pid);
+
+	if (ts && ts->start_ns == BPF_CORE_READ(p, start_time))
+		ts->flags |= AIOS_TASK_EXITED;
+	return 0;
+}

@@ -1,0 +1,1 @@
+"""Per-task and per-CPU scheduler telemetry: BPF collectors, columnar traces."""

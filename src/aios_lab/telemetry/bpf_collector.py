@@ -1,0 +1,331 @@
+"""Scheduler telemetry from BPF: per-interval task/CPU rows and event streams.
+
+Loads bpf/telemetry.bpf.o (tp_btf programs; see the block comment there for
+what is recorded and what is not) and turns its cumulative maps into the
+per-interval rows of telemetry.schema, and its ring buffers into migration
+and wakeup rows. Record layouts come from the object's BTF, never from
+hand-written Python declarations.
+
+Interval semantics. snapshot() diffs the cumulative counters against the
+previous snapshot: a pid seen for the first time (or a reused pid, told apart
+by its start time) counts from zero; a run or idle stretch still in progress
+is included up to the moment of the read, so a task that has not been
+switched out still shows its CPU time. Only tasks with activity in the
+interval get a row.
+
+Exited tasks. The BPF side marks an entry final at sched_process_free, which
+the kernel fires after the task's last switch-out. snapshot() delivers that
+entry's last delta and then deletes it, so its data lands in exactly one
+interval and the map does not fill up with the dead. Nothing is deleted in
+BPF, so no interval data is lost to a deletion user space has not seen.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+import time
+
+from .. import build, paths
+from ..bpf import BpfObject, Map, RingBuffer, libbpf, num_possible_cpus, require_root
+from ..errors import BpfError, BpfMapError, BuildError
+from .topology import CpuTopology
+
+PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
+RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring"}
+EXITED = 2                      # enum aios_task_flag AIOS_TASK_EXITED (checked against BTF)
+_INT32_MAX = 2**31 - 1
+
+
+def object_path():
+    return build.object_path(paths.project_root() / "bpf" / "telemetry.bpf.c")
+
+
+def _set_max_entries(obj: BpfObject, name: str, n: int) -> None:
+    """bpf_map__set_max_entries before load (the shared binding has no wrapper).
+
+    A private prototype, so the shared CDLL's function objects stay untouched."""
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+    fn = proto(("bpf_map__set_max_entries", libbpf.lib()))
+    ptr = libbpf.func("bpf_object__find_map_by_name")(obj.ptr, name.encode())
+    if not ptr:
+        raise BpfError(f"{obj.path}: no map {name!r}")
+    ret = fn(ptr, n)
+    if ret < 0:
+        raise BpfError(f"cannot size map {name} to {n} entries", -ret)
+
+
+def _neg_none(v: int) -> int | None:
+    """BPF uses -1 for "unknown"; the schema uses null."""
+    return None if v < 0 else int(v)
+
+
+def _bucket_bound(hist: list[int], q: float) -> int | None:
+    """Upper bound of the log2 bucket holding quantile q (bucket i: < 2^(i+1) ns)."""
+    total = sum(hist)
+    if not total:
+        return None
+    need, seen = q * total, 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= need:
+            return 1 << (i + 1)
+    return 1 << len(hist)
+
+
+class BpfCollector:
+    """Load, attach and read the telemetry BPF object (root only)."""
+
+    def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 256,
+                 max_tasks: int = 16384, topology: CpuTopology | None = None) -> None:
+        if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
+        self.wakeup_events = wakeup_events
+        self.ringbuf_pages = ringbuf_pages
+        self.max_tasks = max_tasks
+        self.topology = topology or CpuTopology.read()
+        self.obj: BpfObject | None = None
+        self._rings: list[RingBuffer] = []
+        self._events: dict[str, list[dict]] = {"migrations": [], "wakeups": []}
+        self._prev_tasks: dict[int, tuple] = {}    # pid -> (start_ns, cumulative counters)
+        self._prev_cpus: dict[int, tuple] = {}
+        self._epoch = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        require_root("the BPF telemetry collector")
+        if self.obj is not None:
+            return
+        path = object_path()
+        if not path.exists():
+            raise BuildError(f"{path} is not built", hint="run `aios-lab build`")
+        obj = BpfObject.open(path)
+        try:
+            obj.set_rodata("wakeup_events", bool(self.wakeup_events))
+            ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
+            for ring in RINGS.values():
+                _set_max_entries(obj, ring, ring_bytes)
+            _set_max_entries(obj, "task_stats", self.max_tasks)
+            _set_max_entries(obj, "cpu_stats", num_possible_cpus())
+            obj.load()
+            for prog in PROGRAMS:
+                obj.attach(prog)
+            btf = obj.btf
+            self._task_t = btf.ctypes_type("aios_task_stats")
+            self._cpu_t = btf.ctypes_type("aios_cpu_stats")
+            self._mig_t = btf.ctypes_type("aios_migration_event")
+            self._wake_t = btf.ctypes_type("aios_wakeup_event")
+            if btf.enum("aios_task_flag")["AIOS_TASK_EXITED"] != EXITED:
+                raise BpfError("enum aios_task_flag changed: update EXITED")
+            self._drop_names = {i: n.removeprefix("AIOS_DROP_").lower()
+                                for n, i in btf.enum("aios_telemetry_drop").items()
+                                if not n.startswith("AIOS_NR")}
+            self._tasks: Map = obj.map("task_stats")
+            self._cpus: Map = obj.map("cpu_stats")
+            self._drops: Map = obj.map("drops")
+            self._epoch_map: Map = obj.map("epoch")
+            self._rings = [RingBuffer(obj.map(RINGS["migrations"]), self._on_migration),
+                           RingBuffer(obj.map(RINGS["wakeups"]), self._on_wakeup)]
+        except BaseException:
+            for rb in self._rings:
+                rb.close()
+            self._rings = []
+            obj.close()
+            raise
+        self.obj = obj
+
+    def close(self) -> None:
+        """Detach and free everything; idempotent."""
+        rings, self._rings = self._rings, []
+        for rb in rings:
+            rb.close()
+        obj, self.obj = self.obj, None
+        if obj is not None:
+            obj.close()
+
+    def __enter__(self) -> "BpfCollector":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def now_ns() -> int:
+        """CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns and of every ts column."""
+        return time.monotonic_ns()
+
+    def _live(self) -> BpfObject:
+        if self.obj is None:
+            raise BpfError("the telemetry collector is not started", hint="call start() first")
+        return self.obj
+
+    # -- event streams ---------------------------------------------------------------
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to timeout_ms for events, drain both rings; returns records consumed."""
+        self._live()
+        fds = [rb.epoll_fd for rb in self._rings]
+        # An epoll fd is itself pollable: one select() waits on both rings.
+        select.select(fds, [], [], max(timeout_ms, 0) / 1000.0)
+        return sum(rb.consume() for rb in self._rings)
+
+    def take_events(self) -> dict[str, list[dict]]:
+        """Events decoded since the last call: {"migrations": [...], "wakeups": [...]}."""
+        out, self._events = self._events, {"migrations": [], "wakeups": []}
+        return out
+
+    def _on_migration(self, data: bytes) -> None:
+        e = self._mig_t.from_buffer_copy(data[:ctypes.sizeof(self._mig_t)])
+        src, dst = int(e.src_cpu), int(e.dst_cpu)
+        self._events["migrations"].append({
+            "ts_ns": int(e.ts_ns), "pid": int(e.pid), "tgid": int(e.tgid),
+            "comm": e.comm.decode(errors="replace"), "src_cpu": src, "dst_cpu": dst,
+            "src_nr_running": _neg_none(e.src_nr_running),
+            "dst_nr_running": _neg_none(e.dst_nr_running),
+            "src_load": _neg_none(e.src_load), "dst_load": _neg_none(e.dst_load),
+            "same_llc": self.topology.same_llc(src, dst),
+            "same_node": self.topology.same_node(src, dst),
+            "runtime_ns": _neg_none(e.runtime_ns), "since_last_ran_ns": _neg_none(e.since_last_ran_ns),
+            "weight": min(int(e.weight), _INT32_MAX), "nr_migrations": int(e.nr_migrations),
+        })
+
+    def _on_wakeup(self, data: bytes) -> None:
+        e = self._wake_t.from_buffer_copy(data[:ctypes.sizeof(self._wake_t)])
+        self._events["wakeups"].append({
+            "ts_ns": int(e.ts_ns), "pid": int(e.pid), "tgid": int(e.tgid),
+            "comm": e.comm.decode(errors="replace"), "target_cpu": int(e.target_cpu),
+            "prev_cpu": _neg_none(e.prev_cpu), "waker_cpu": int(e.waker_cpu),
+            "target_nr_running": _neg_none(e.target_nr_running),
+            "since_last_ran_ns": _neg_none(e.since_last_ran_ns),
+            "weight": min(int(e.weight), _INT32_MAX),
+        })
+
+    # -- interval tables -------------------------------------------------------------
+
+    @staticmethod
+    def _read_all(m: Map) -> list[tuple[bytes, bytes]]:
+        try:
+            return m.lookup_batch()  # one syscall per 256 entries
+        except BpfMapError:
+            return list(m.items())  # kernels without batch ops for this map type
+
+    def _bump_epoch(self) -> int:
+        """Start a new max-epoch; returns the one that just ended."""
+        ended, self._epoch = self._epoch, self._epoch + 1
+        self._epoch_map.update(struct.pack("=I", 0), struct.pack("=I", self._epoch & 0xFFFFFFFF))
+        return ended & 0xFFFFFFFF
+
+    def snapshot(self, interval_start_ns: int, interval_end_ns: int) -> dict[str, list[dict]]:
+        """Per-interval deltas: {"task_intervals": [...], "cpu_intervals": [...]}."""
+        self._live()
+        ended = self._bump_epoch()
+        now = self.now_ns()
+        cpu_raw = self._read_all(self._cpus)
+        cpus = self._cpu_rows(cpu_raw, interval_start_ns, interval_end_ns, ended, now)
+        # Who each CPU runs now, per our last seen switch: only those tasks
+        # get their run in progress credited (a task that left unseen does not).
+        running = {}
+        for key, raw in cpu_raw:
+            c = self._cpu_t.from_buffer_copy(raw)
+            if c.last_switch_ns and c.curr_pid:
+                running[int(c.curr_pid)] = struct.unpack("=I", key)[0]
+        tasks = self._task_rows(interval_start_ns, interval_end_ns, ended, now, running)
+        return {"task_intervals": tasks, "cpu_intervals": cpus}
+
+    def _task_rows(self, start: int, end: int, ended: int, now: int,
+                   running_on: dict[int, int]) -> list[dict]:
+        rows: list[dict] = []
+        seen: set[int] = set()
+        final: list[tuple[bytes, int]] = []
+        slot = ended & 1
+        for key, raw in self._read_all(self._tasks):
+            t = self._task_t.from_buffer_copy(raw)
+            pid = int(t.pid)
+            running = 0
+            if t.oncpu_since_ns and now > t.oncpu_since_ns and running_on.get(pid) == t.last_cpu:
+                running = now - t.oncpu_since_ns
+            cum = (t.oncpu_ns + running, t.wait_ns, t.wait_count, t.wakeups,
+                   t.voluntary_switches, t.involuntary_switches, t.migrations)
+            hist = list(t.wait_hist)
+            prev = self._prev_tasks.get(pid)
+            if prev is None or prev[0] != t.start_ns:
+                prev = (t.start_ns, (0,) * len(cum), [0] * len(hist))
+            d = [max(0, c - p) for c, p in zip(cum, prev[1])]
+            dhist = [(c - p) & 0xFFFFFFFF for c, p in zip(hist, prev[2])]
+            seen.add(pid)
+            if t.flags & EXITED:
+                final.append((key, int(t.start_ns)))
+                self._prev_tasks.pop(pid, None)
+            else:
+                self._prev_tasks[pid] = (t.start_ns, cum, hist)
+            if not any(d):
+                continue
+            wmax = int(t.wait_max_ns[slot]) if t.wait_max_epoch[slot] == ended else 0
+            rows.append({
+                "interval_start_ns": start, "interval_end_ns": end, "pid": pid,
+                "tgid": int(t.tgid), "comm": t.comm.decode(errors="replace"),
+                "cgroup_id": int(t.cgroup_id), "oncpu_ns": d[0], "wait_ns": d[1],
+                "wait_count": d[2], "wait_p50_ns": _bucket_bound(dhist, 0.5),
+                "wait_p99_ns": _bucket_bound(dhist, 0.99), "wait_max_ns": wmax if d[2] else None,
+                "wait_hist": dhist, "wakeups": d[3], "voluntary_switches": d[4],
+                "involuntary_switches": d[5], "migrations": d[6],
+                "last_cpu": _neg_none(t.last_cpu), "weight": min(int(t.weight), _INT32_MAX),
+                "nice": int(t.nice),
+            })
+        for pid in [p for p in self._prev_tasks if p not in seen]:
+            del self._prev_tasks[pid]   # entry gone (reset or deleted): forget it
+        for key, start_ns in final:
+            # Re-check right before deleting: a new task may have taken the pid.
+            raw = self._tasks.lookup(key)
+            if raw is not None:
+                t = self._task_t.from_buffer_copy(raw)
+                if t.start_ns == start_ns and t.flags & EXITED:
+                    self._tasks.delete(key)
+        return rows
+
+    def _cpu_rows(self, entries: list[tuple[bytes, bytes]], start: int, end: int, ended: int,
+                  now: int) -> list[dict]:
+        rows: list[dict] = []
+        slot = ended & 1
+        online = set(self.topology.cpus) or None
+        for key, raw in entries:
+            cpu = struct.unpack("=I", key)[0]
+            if online is not None and cpu not in online:
+                continue
+            c = self._cpu_t.from_buffer_copy(raw)
+            busy, idle = int(c.busy_ns), int(c.idle_ns)
+            if c.last_switch_ns and now > c.last_switch_ns:
+                # The stretch in progress, split by what runs now.
+                if c.curr_pid:
+                    busy += now - c.last_switch_ns
+                else:
+                    idle += now - c.last_switch_ns
+            cum = (busy, idle, c.switches, c.migrations_in, c.migrations_out,
+                   c.rq_len_samples, c.rq_len_sum)
+            prev = self._prev_cpus.get(cpu, (0,) * len(cum))
+            self._prev_cpus[cpu] = cum
+            d = [max(0, a - b) for a, b in zip(cum, prev)]
+            rq_max = int(c.rq_len_max[slot]) if c.rq_max_epoch[slot] == ended and d[5] else None
+            rows.append({
+                "interval_start_ns": start, "interval_end_ns": end, "cpu": cpu,
+                "busy_ns": d[0], "idle_ns": d[1], "switches": d[2], "migrations_in": d[3],
+                "migrations_out": d[4], "rq_len_samples": d[5],
+                "rq_len_mean": d[6] / d[5] if d[5] else None, "rq_len_max": rq_max,
+                "freq_khz": None,   # the caller fills it from cpufreq sysfs
+            })
+        return rows
+
+    # -- loss ------------------------------------------------------------------------------
+
+    def lost(self) -> dict[str, int]:
+        """What the BPF side could not record, by cause (enum aios_telemetry_drop):
+        {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch"}."""
+        self._live()
+        return {name: self._drops.sum_percpu_u64(struct.pack("=I", idx))
+                for idx, name in sorted(self._drop_names.items())}
+
+
+__all__ = ["BpfCollector", "PROGRAMS", "object_path"]

@@ -1,0 +1,238 @@
+"""`aios-lab collect`: attach the collectors, run a workload, write one trace.
+
+Loop: every ``interval_ms`` the per-task and per-CPU maps are snapshotted
+into interval rows; in between, the ring buffers (migrations, wakeups) are
+drained in batches. /proc is sampled at each interval too, so that a trace
+made without root (no BPF) still says something, and says that it is all it
+has. The trace directory appears only when complete (TraceWriter renames it
+into place); Ctrl-C or SIGTERM ends the run early and keeps what was
+collected, marked "truncated" when a workload or duration was cut short.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__, paths, sched_ext
+from ..errors import PrivilegeError
+from . import procfs
+from .policy_stats import PolicyStatsSampler
+from .writer import TraceWriter
+
+CPUFREQ = Path("/sys/devices/system/cpu")
+
+
+@dataclass
+class CollectOptions:
+    out: Path | None = None
+    duration_s: float | None = None
+    interval_ms: int = 1000
+    command: list[str] = field(default_factory=list)
+    wakeup_events: bool = True
+    bpf: str = "auto"  # auto: use BPF when we can; on: require it; off: /proc only
+
+
+def default_out_dir() -> Path:
+    return paths.project_root() / "results" / "traces" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _kernel_config() -> dict:
+    """What the running kernel says about sched_ext and cpufreq (from sysfs)."""
+    cpufreq = (CPUFREQ / "cpufreq").is_dir() and any((CPUFREQ / "cpufreq").iterdir())
+    return {"sched_ext": sched_ext.available(), "cpufreq": bool(cpufreq),
+            "btf": Path("/sys/kernel/btf/vmlinux").exists()}
+
+
+def _where() -> dict:
+    vendor = ""
+    try:
+        vendor = Path("/sys/class/dmi/id/sys_vendor").read_text().strip()
+    except OSError:
+        pass
+    in_vm = os.environ.get("AIOS_LAB_IN_VM") == "1" or vendor in ("QEMU", "KVM")
+    return {"hostname": socket.gethostname(), "vm": in_vm, "aios_lab_vm": os.environ.get("AIOS_LAB_IN_VM") == "1",
+            "sys_vendor": vendor or None, "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def _freq_khz(cpu: int) -> int | None:
+    try:
+        return int((CPUFREQ / f"cpu{cpu}" / "cpufreq" / "scaling_cur_freq").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def base_metadata(opts: CollectOptions) -> dict:
+    from .topology import read_topology
+
+    sx = sched_ext.read_state().describe() if sched_ext.available() else None
+    return {
+        "aios_lab_version": __version__,
+        "kernel": {"release": os.uname().release, "version": os.uname().version, "config": _kernel_config()},
+        "host": _where(),
+        "topology": read_topology().describe(),
+        "workload": {"command": opts.command or None, "duration_s": opts.duration_s},
+        "interval_ms": opts.interval_ms,
+        "sched_ext_at_start": sx,
+    }
+
+
+def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
+    if opts.bpf == "off":
+        return None, {"enabled": False, "reason": "disabled with --no-bpf"}
+    from .bpf_collector import BpfCollector
+
+    col = BpfCollector(wakeup_events=opts.wakeup_events)
+    try:
+        col.start()
+    except PrivilegeError as exc:
+        col.close()
+        if opts.bpf == "on":
+            raise
+        echo(f"WARNING: BPF collectors not started: {exc.one_line()}; this trace has /proc samples only")
+        return None, {"enabled": False, "reason": str(exc)}
+    except BaseException:
+        col.close()
+        raise
+    return col, {"enabled": True, "wakeup_events": opts.wakeup_events}
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM ends a collection the way Ctrl-C does: flush, then stop."""
+    raise KeyboardInterrupt
+
+
+def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
+    """Run one collection; returns the trace directory."""
+    out = Path(opts.out) if opts.out else default_out_dir()
+    if opts.interval_ms < 10:
+        from ..errors import AiosError
+        raise AiosError(f"--interval {opts.interval_ms} ms is too short", hint="use 10 ms or more")
+    meta = base_metadata(opts)
+    bpf, bpf_meta = _start_bpf(opts, echo)
+    meta["bpf"] = bpf_meta
+    meta["sources"] = (["bpf"] if bpf else []) + ["procfs"]
+    policy = PolicyStatsSampler() if sched_ext.available() else None
+    writer = TraceWriter(out, meta)
+    interval_ns = opts.interval_ms * 1_000_000
+    start_ns, start_wall = time.monotonic_ns(), time.time()
+    end_at = start_ns + int(opts.duration_s * 1e9) if opts.duration_s else None
+    child = subprocess.Popen(opts.command) if opts.command else None
+    # A waiter thread timestamps the workload's exit exactly (the main loop
+    # only looks every <=100 ms): that is the makespan experiments report.
+    exited = _ExitClock(child)
+    status, how = "complete", "duration" if end_at else ("command" if child else "interrupted")
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    last = start_ns
+    try:
+        try:
+            done = False
+            while not done:
+                deadline = last + interval_ns
+                while True:
+                    now = time.monotonic_ns()
+                    if child is not None and child.poll() is not None:
+                        done = True
+                        break
+                    if end_at is not None and now >= end_at:
+                        done = True
+                        break
+                    if now >= deadline:
+                        break
+                    wait_ms = max(1, min(100, (deadline - now) // 1_000_000))
+                    if bpf is not None:
+                        bpf.poll(int(wait_ms))
+                        _flush_events(bpf, writer)
+                    else:
+                        time.sleep(wait_ms / 1000)
+                last = _write_interval(bpf, policy, writer, last)
+        except KeyboardInterrupt:
+            # Ctrl-C with neither a command nor a duration is the normal end.
+            if child is not None or end_at is not None:
+                status, how = "truncated", "interrupted"
+            if child is not None and child.poll() is None:
+                child.terminate()
+            last = _write_interval(bpf, policy, writer, last)
+        rc = child.wait() if child is not None else None
+        if bpf is not None:
+            bpf.poll(0)
+            _flush_events(bpf, writer)
+        lost = bpf.lost() if bpf is not None else {}
+        extra = {
+            "start": {"monotonic_ns": start_ns, "wall": start_wall},
+            "end": {"monotonic_ns": last, "wall": time.time()},
+            "ended_by": how, "workload_exit_code": rc, "workload_elapsed_s": exited.elapsed(), "lost": lost,
+            "sched_ext_at_end": sched_ext.read_state().describe() if sched_ext.available() else None,
+            "policy": policy.policy if policy else None,
+        }
+        path = writer.close(status=status, extra=extra)
+    except BaseException:
+        writer.abort()
+        if child is not None and child.poll() is None:
+            child.kill()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if bpf is not None:
+            bpf.close()
+        if policy is not None:
+            policy.close()
+    # unpaired_switch is an accounting anomaly of the kernel's tracepoints
+    # (a task switched in with no matching switch-out), not a dropped event.
+    dropped = {k: v for k, v in lost.items() if v and k != "unpaired_switch"}
+    if dropped:
+        echo(f"WARNING: events lost: {', '.join(f'{k}={v}' for k, v in dropped.items())} "
+             "(ring buffer or task map full; see metadata.json 'lost')")
+    return path
+
+
+class _ExitClock:
+    def __init__(self, child: subprocess.Popen | None) -> None:
+        import threading
+
+        self.start = time.monotonic()
+        self.end: float | None = None
+        self.thread = None
+        if child is not None:
+            self.thread = threading.Thread(target=self._wait, args=(child,), daemon=True)
+            self.thread.start()
+
+    def _wait(self, child: subprocess.Popen) -> None:
+        child.wait()
+        self.end = time.monotonic()
+
+    def elapsed(self) -> float | None:
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+        return None if self.end is None else round(self.end - self.start, 6)
+
+
+def _flush_events(bpf, writer: TraceWriter) -> None:
+    """Hand decoded ring-buffer events to the writer (it batches row groups)."""
+    for table, rows in bpf.take_events().items():
+        if rows:
+            writer.append(table, rows)
+
+
+def _write_interval(bpf, policy, writer: TraceWriter, start: int) -> int:
+    end = time.monotonic_ns()
+    if bpf is not None:
+        snap = bpf.snapshot(start, end)
+        for row in snap.get("cpu_intervals", []):
+            if row.get("freq_khz") is None:
+                row["freq_khz"] = _freq_khz(row["cpu"])
+        for table, rows in snap.items():
+            if rows:
+                writer.append(table, rows)
+    if policy is not None:
+        rows = policy.sample(start, end)
+        if rows:
+            writer.append("policy_stats", rows)
+    writer.append("processes", procfs.sample(end))
+    return end

@@ -1,0 +1,129 @@
+"""The trace format, version 1: one directory, Parquet tables + metadata.json.
+
+This module is the single source of the column names and types; the writer
+enforces them and docs/trace-format.md documents them. Times are nanoseconds
+of CLOCK_MONOTONIC (bpf_ktime_get_ns) unless a column says otherwise;
+metadata.json maps them to wall-clock time.
+
+Bump SCHEMA_VERSION on any incompatible change (a removed or retyped column);
+adding a nullable column is compatible.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+# Log2 buckets of run-queue wait: bucket i counts waits in [2^i, 2^(i+1)) ns,
+# bucket 0 also holds 0 ns; the last bucket holds everything above.
+WAIT_HIST_BUCKETS = 32
+
+TASK_INTERVALS = pa.schema([
+    pa.field("interval_start_ns", pa.int64(), nullable=False),
+    pa.field("interval_end_ns", pa.int64(), nullable=False),
+    pa.field("pid", pa.int32(), nullable=False),
+    pa.field("tgid", pa.int32(), nullable=False),
+    pa.field("comm", pa.string()),
+    pa.field("cgroup_id", pa.uint64()),
+    pa.field("oncpu_ns", pa.int64()),           # time on a CPU during the interval
+    pa.field("wait_ns", pa.int64()),            # total run-queue wait (wakeup/preempt -> on CPU)
+    pa.field("wait_count", pa.int64()),         # number of waits that ended in the interval
+    pa.field("wait_p50_ns", pa.int64()),        # from the log2 histogram (bucket upper bound)
+    pa.field("wait_p99_ns", pa.int64()),
+    pa.field("wait_max_ns", pa.int64()),
+    pa.field("wait_hist", pa.list_(pa.uint32())),  # WAIT_HIST_BUCKETS log2 buckets
+    pa.field("wakeups", pa.int64()),
+    pa.field("voluntary_switches", pa.int64()),   # switched out while not runnable (slept/blocked)
+    pa.field("involuntary_switches", pa.int64()), # switched out while still runnable (preempted)
+    pa.field("migrations", pa.int64()),
+    pa.field("last_cpu", pa.int32()),
+    pa.field("weight", pa.int32()),             # se.load.weight as the kernel has it (64-bit: nice 0 = 1024 << 10)
+    pa.field("nice", pa.int32()),
+], metadata={"aios.table": "task_intervals", "aios.schema_version": str(SCHEMA_VERSION)})
+
+CPU_INTERVALS = pa.schema([
+    pa.field("interval_start_ns", pa.int64(), nullable=False),
+    pa.field("interval_end_ns", pa.int64(), nullable=False),
+    pa.field("cpu", pa.int32(), nullable=False),
+    pa.field("busy_ns", pa.int64()),            # non-idle time on the CPU
+    pa.field("idle_ns", pa.int64()),            # time running the idle task
+    pa.field("switches", pa.int64()),
+    pa.field("migrations_in", pa.int64()),
+    pa.field("migrations_out", pa.int64()),
+    pa.field("rq_len_samples", pa.int64()),     # nr_running sampled at each context switch
+    pa.field("rq_len_mean", pa.float64()),
+    pa.field("rq_len_max", pa.int32()),
+    pa.field("freq_khz", pa.int64()),           # null where the kernel exposes no frequency
+], metadata={"aios.table": "cpu_intervals", "aios.schema_version": str(SCHEMA_VERSION)})
+
+MIGRATIONS = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),
+    pa.field("pid", pa.int32(), nullable=False),
+    pa.field("tgid", pa.int32()),
+    pa.field("comm", pa.string()),
+    pa.field("src_cpu", pa.int32()),
+    pa.field("dst_cpu", pa.int32()),
+    pa.field("src_nr_running", pa.int32()),
+    pa.field("dst_nr_running", pa.int32()),
+    pa.field("src_load", pa.int64()),           # rq->cfs.avg.load_avg of the source CPU
+    pa.field("dst_load", pa.int64()),
+    pa.field("same_llc", pa.bool_()),           # from sysfs topology, at write time
+    pa.field("same_node", pa.bool_()),
+    pa.field("runtime_ns", pa.int64()),         # task's on-CPU time in its last run (cache footprint proxy)
+    pa.field("since_last_ran_ns", pa.int64()),  # ts - last time the task left a CPU (cache hotness)
+    pa.field("weight", pa.int32()),
+    pa.field("nr_migrations", pa.int64()),      # task's migrations so far (se.nr_migrations)
+], metadata={"aios.table": "migrations", "aios.schema_version": str(SCHEMA_VERSION)})
+
+WAKEUPS = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),
+    pa.field("pid", pa.int32(), nullable=False),
+    pa.field("tgid", pa.int32()),
+    pa.field("comm", pa.string()),
+    pa.field("target_cpu", pa.int32()),         # CPU the task was woken onto
+    pa.field("prev_cpu", pa.int32()),           # CPU it last ran on
+    pa.field("waker_cpu", pa.int32()),
+    pa.field("target_nr_running", pa.int32()),
+    pa.field("since_last_ran_ns", pa.int64()),
+    pa.field("weight", pa.int32()),
+], metadata={"aios.table": "wakeups", "aios.schema_version": str(SCHEMA_VERSION)})
+
+# The attached sched_ext policy's own per-CPU counters (its stats map), in
+# long form because every policy has its own set; empty when none is attached.
+POLICY_STATS = pa.schema([
+    pa.field("interval_start_ns", pa.int64(), nullable=False),
+    pa.field("interval_end_ns", pa.int64(), nullable=False),
+    pa.field("cpu", pa.int32(), nullable=False),
+    pa.field("policy", pa.string(), nullable=False),
+    pa.field("stat", pa.string(), nullable=False),
+    pa.field("value", pa.int64()),              # increase during the interval
+], metadata={"aios.table": "policy_stats", "aios.schema_version": str(SCHEMA_VERSION)})
+
+# Sampled from /proc with psutil: needs no root and no BPF.
+PROCESSES = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),
+    pa.field("pid", pa.int32(), nullable=False),
+    pa.field("ppid", pa.int32()),
+    pa.field("comm", pa.string()),
+    pa.field("cpu_user_s", pa.float64()),
+    pa.field("cpu_system_s", pa.float64()),
+    pa.field("rss_bytes", pa.int64()),
+    pa.field("num_threads", pa.int32()),
+    pa.field("ctx_voluntary", pa.int64()),
+    pa.field("ctx_involuntary", pa.int64()),
+    pa.field("last_cpu", pa.int32()),
+], metadata={"aios.table": "processes", "aios.schema_version": str(SCHEMA_VERSION)})
+
+TABLES: dict[str, pa.Schema] = {
+    "task_intervals": TASK_INTERVALS,
+    "cpu_intervals": CPU_INTERVALS,
+    "migrations": MIGRATIONS,
+    "wakeups": WAKEUPS,
+    "policy_stats": POLICY_STATS,
+    "processes": PROCESSES,
+}
+
+
+def table_file(name: str) -> str:
+    return f"{name}.parquet"
