@@ -65,6 +65,10 @@ char _license[] SEC("license") = "GPL";
 
 /* Tunable, set from Python before load: wakeups are the most frequent event. */
 const volatile bool wakeup_events = true;
+/* The collector's own process: its wakeups and migrations are not recorded
+ * as events (they are still aggregated), or draining the rings would feed
+ * the rings, a loop that swamps slow machines (measured under TCG). */
+const volatile s32 ignore_tgid = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -335,6 +339,10 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			}
 			ts->oncpu_since_ns = 0;
 			ts->last_switch_out_ns = now;
+			/* A renice during this run (or between fork and exec) is
+			 * seen here even if the task never runs again. */
+			ts->weight = BPF_CORE_READ(prev, se.load.weight);
+			ts->nice = BPF_CORE_READ(prev, static_prio) - 120;
 			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
 			 * when not a preemption and the task left TASK_RUNNING (it
 			 * is dequeued); otherwise it stays runnable and waits. */
@@ -380,6 +388,8 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 			ts->wait_since_ns = now;
 	}
 	if (!wakeup_events)
+		return 0;
+	if (ignore_tgid && BPF_CORE_READ(p, tgid) == ignore_tgid)
 		return 0;
 	e = bpf_ringbuf_reserve(&wakeup_ring, sizeof(*e), 0);
 	if (!e) {
@@ -441,6 +451,8 @@ int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 	ts = task_entry(p, pid);
 	if (ts)
 		ts->migrations++;
+	if (ignore_tgid && BPF_CORE_READ(p, tgid) == ignore_tgid)
+		return 0;
 
 	e = bpf_ringbuf_reserve(&migration_ring, sizeof(*e), 0);
 	if (!e) {

@@ -158,6 +158,20 @@ def test_ringbuf_switch_records_every_n(probe):
     assert all(e.kind == 2 and e.u.switches % 5 == 0 for e in got)
 
 
+def test_ringbuf_consume_is_bounded_by_max_records(probe):
+    probe.set_rodata_many({"switch_every": 1, "exec_events": False})
+    probe.load()
+    link = probe.attach("on_switch")
+    make_switches(50)
+    link.destroy()  # nothing new arrives while we count
+    got = []
+    with RingBuffer(probe.map("events"), got.append) as rb:
+        assert rb.consume(max_records=3) == 3 and len(got) == 3
+        rest = rb.consume()
+        assert rest >= 1 and len(got) == 3 + rest  # the remainder was left in the ring, not lost
+        assert rb.consume(max_records=3) == 0
+
+
 def test_ringbuf_callback_exception_is_reraised(probe):
     probe.load()
     probe.attach("on_exec")

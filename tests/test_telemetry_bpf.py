@@ -243,20 +243,33 @@ def test_two_spinners_on_one_cpu_wait_and_preempt(rec):
 
 @needs_root
 def test_cpu_busy_plus_idle_covers_the_interval(rec):
-    time.sleep(0.1)           # let every CPU switch once, so its clock is known
+    # A CPU's clock is known from its first context switch after attach; an
+    # idle tickless CPU may not switch for a long time, so visit each one.
+    mask = os.sched_getaffinity(0)
+    for cpu in rec.col.topology.cpus:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.002)
+    os.sched_setaffinity(0, mask)
     rec.snap()
     rec.tasks.clear()
     rec.cpus.clear()
     start = rec.t
+    unpaired_before = rec.col.lost()["unpaired_switch"]
     procs = [spawn(SPIN_CPU.format(s=0.2))]
     run_until_exit(rec.col, procs)
     time.sleep(0.2)
     rec.snap()
     span = rec.t - start
+    # An unpaired switch (seen on this host's kernel: a task switched in with
+    # no switch-out) ends a stretch uncredited, so coverage can only be
+    # checked from below when none happened in the window.
+    exact = rec.col.lost()["unpaired_switch"] == unpaired_before
     for cpu in rec.col.topology.cpus:
         rows = [r for r in rec.cpus if r["cpu"] == cpu]
         covered = sum(r["busy_ns"] + r["idle_ns"] for r in rows)
-        assert 0.9 <= covered / span <= 1.1, (cpu, covered, span)
+        assert covered / span <= 1.1, (cpu, covered, span)
+        if exact:
+            assert covered / span >= 0.9, (cpu, covered, span)
         assert sum(r["switches"] for r in rows) > 0
     # Busy time is the on-CPU time of tasks (pid > 0): the two views agree.
     busy = sum(r["busy_ns"] for r in rec.cpus)

@@ -15,6 +15,7 @@ from aios_lab.bpf.maps import MAP_TYPE_RINGBUF, Map
 from aios_lab.errors import BpfMapError
 
 _EINTR = 4
+_EAGAIN = 11
 
 
 class RingBuffer(Closeable):
@@ -27,6 +28,7 @@ class RingBuffer(Closeable):
         self._callback = callback
         self._error: BaseException | None = None
         self.records = 0
+        self._budget: int | None = None  # records left in this consume() call
         # Keep the trampoline referenced for as long as libbpf may call it.
         self._c_callback = libbpf.RING_BUFFER_SAMPLE_FN(self._on_sample)
         self._ptr: int | None = libbpf.call_ptr(
@@ -43,27 +45,38 @@ class RingBuffer(Closeable):
         except BaseException as exc:  # noqa: BLE001 - re-raised from poll()
             self._error = exc
             return -1  # a negative return makes libbpf stop and return it
+        if self._budget is not None:
+            self._budget -= 1
+            if self._budget <= 0:
+                # libbpf has consumed this record; a negative return stops it here.
+                return -_EAGAIN
         return 0
 
-    def _finish(self, ret: int, what: str) -> int:
+    def _finish(self, ret: int, what: str, before: int) -> int:
         err, self._error = self._error, None
+        budget_hit = self._budget is not None and self._budget <= 0
+        self._budget = None
         if err is not None:
             raise err
+        if ret == -_EAGAIN and budget_hit:
+            return self.records - before
         if ret < 0:
             if -ret == _EINTR:  # a signal interrupted epoll_wait: nothing consumed
                 return 0
             raise BpfMapError(f"ring buffer {what} on map {self.map.name} failed", -ret)
         return ret
 
-    def poll(self, timeout_ms: int = 100) -> int:
-        """Wait up to timeout_ms for records and consume them; returns how many."""
+    def poll(self, timeout_ms: int = 100, max_records: int | None = None) -> int:
+        """Wait up to timeout_ms for records and consume them (at most max_records); returns how many."""
+        before, self._budget = self.records, max_records
         ret = libbpf.func("ring_buffer__poll")(self._live(), int(timeout_ms))
-        return self._finish(ret, "poll")
+        return self._finish(ret, "poll", before)
 
-    def consume(self) -> int:
-        """Consume whatever is available now, without waiting; returns how many."""
+    def consume(self, max_records: int | None = None) -> int:
+        """Consume what is available now (at most max_records), without waiting; returns how many."""
+        before, self._budget = self.records, max_records
         ret = libbpf.func("ring_buffer__consume")(self._live())
-        return self._finish(ret, "consume")
+        return self._finish(ret, "consume", before)
 
     @property
     def epoll_fd(self) -> int:

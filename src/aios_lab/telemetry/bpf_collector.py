@@ -77,6 +77,8 @@ def _bucket_bound(hist: list[int], q: float) -> int | None:
 class BpfCollector:
     """Load, attach and read the telemetry BPF object (root only)."""
 
+    POLL_BUDGET = 4096  # records per ring per poll()
+
     def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 256,
                  max_tasks: int = 16384, topology: CpuTopology | None = None) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
@@ -104,6 +106,7 @@ class BpfCollector:
         obj = BpfObject.open(path)
         try:
             obj.set_rodata("wakeup_events", bool(self.wakeup_events))
+            obj.set_rodata("ignore_tgid", os.getpid())
             ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
             for ring in RINGS.values():
                 _set_max_entries(obj, ring, ring_bytes)
@@ -170,7 +173,9 @@ class BpfCollector:
         fds = [rb.epoll_fd for rb in self._rings]
         # An epoll fd is itself pollable: one select() waits on both rings.
         select.select(fds, [], [], max(timeout_ms, 0) / 1000.0)
-        return sum(rb.consume() for rb in self._rings)
+        # Bounded: under a flood, an unbounded consume never returns (the
+        # producers keep up with a Python consumer), and intervals stall.
+        return sum(rb.consume(max_records=self.POLL_BUDGET) for rb in self._rings)
 
     def take_events(self) -> dict[str, list[dict]]:
         """Events decoded since the last call: {"migrations": [...], "wakeups": [...]}."""

@@ -120,6 +120,8 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     meta["sources"] = (["bpf"] if bpf else []) + ["procfs"]
     policy = PolicyStatsSampler() if sched_ext.available() else None
     writer = TraceWriter(out, meta)
+    if policy is not None:
+        policy.sample(0, 0)  # baseline now, so the first interval has the policy's counts
     interval_ns = opts.interval_ms * 1_000_000
     start_ns, start_wall = time.monotonic_ns(), time.time()
     end_at = start_ns + int(opts.duration_s * 1e9) if opts.duration_s else None
