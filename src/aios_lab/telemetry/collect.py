@@ -114,14 +114,23 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     if opts.interval_ms < 10:
         from ..errors import AiosError
         raise AiosError(f"--interval {opts.interval_ms} ms is too short", hint="use 10 ms or more")
+    # pyarrow imports pandas lazily on its first conversion; in an emulated
+    # guest that import took 40 s and stalled the first interval (measured
+    # with cProfile), so pay for it before the workload starts.
+    import pandas  # noqa: F401
     meta = base_metadata(opts)
     bpf, bpf_meta = _start_bpf(opts, echo)
     meta["bpf"] = bpf_meta
     meta["sources"] = (["bpf"] if bpf else []) + ["procfs"]
     policy = PolicyStatsSampler() if sched_ext.available() else None
     writer = TraceWriter(out, meta)
+    writer.warm_up()
+    cost = _Cost()
     if policy is not None:
         policy.sample(0, 0)  # baseline now, so the first interval has the policy's counts
+    # A /proc sample before the workload: the baseline of its cumulative counters.
+    cost.last_procfs_ns = time.monotonic_ns()
+    writer.append("processes", procfs.sample(cost.last_procfs_ns))
     interval_ns = opts.interval_ms * 1_000_000
     start_ns, start_wall = time.monotonic_ns(), time.time()
     end_at = start_ns + int(opts.duration_s * 1e9) if opts.duration_s else None
@@ -132,6 +141,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     status, how = "complete", "duration" if end_at else ("command" if child else "interrupted")
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     last = start_ns
+    pending: dict[str, list[dict]] = {}
     try:
         try:
             done = False
@@ -149,22 +159,24 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
                         break
                     wait_ms = max(1, min(100, (deadline - now) // 1_000_000))
                     if bpf is not None:
-                        bpf.poll(int(wait_ms))
-                        _flush_events(bpf, writer)
+                        with cost.timed("poll_s"):
+                            bpf.poll(int(wait_ms))
+                        with cost.timed("events_s"):
+                            _flush_events(bpf, writer, pending, force=False)
                     else:
                         time.sleep(wait_ms / 1000)
-                last = _write_interval(bpf, policy, writer, last)
+                last = _write_interval(bpf, policy, writer, last, cost)
         except KeyboardInterrupt:
             # Ctrl-C with neither a command nor a duration is the normal end.
             if child is not None or end_at is not None:
                 status, how = "truncated", "interrupted"
             if child is not None and child.poll() is None:
                 child.terminate()
-            last = _write_interval(bpf, policy, writer, last)
+            last = _write_interval(bpf, policy, writer, last, cost)
         rc = child.wait() if child is not None else None
         if bpf is not None:
             bpf.poll(0)
-            _flush_events(bpf, writer)
+            _flush_events(bpf, writer, pending, force=True)
         lost = bpf.lost() if bpf is not None else {}
         extra = {
             "start": {"monotonic_ns": start_ns, "wall": start_wall},
@@ -172,6 +184,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
             "ended_by": how, "workload_exit_code": rc, "workload_elapsed_s": exited.elapsed(), "lost": lost,
             "sched_ext_at_end": sched_ext.read_state().describe() if sched_ext.available() else None,
             "policy": policy.policy if policy else None,
+            "collector": cost.describe(interval_ns),
         }
         path = writer.close(status=status, extra=extra)
     except BaseException:
@@ -215,17 +228,58 @@ class _ExitClock:
         return None if self.end is None else round(self.end - self.start, 6)
 
 
-def _flush_events(bpf, writer: TraceWriter) -> None:
-    """Hand decoded ring-buffer events to the writer (it batches row groups)."""
+EVENT_BATCH_ROWS = 5000
+PROCFS_MIN_PERIOD_NS = 5_000_000_000
+
+
+def _flush_events(bpf, writer: TraceWriter, pending: dict[str, list[dict]], force: bool) -> None:
+    """Move decoded ring-buffer events to the writer in large batches.
+
+    Each append converts rows to Arrow, which has a fixed cost; appending a
+    few rows every poll cost 35% of a second on the host and far more in an
+    emulated guest.
+    """
     for table, rows in bpf.take_events().items():
-        if rows:
+        pending.setdefault(table, []).extend(rows)
+    for table, rows in pending.items():
+        if rows and (force or len(rows) >= EVENT_BATCH_ROWS):
             writer.append(table, rows)
+            pending[table] = []
 
 
-def _write_interval(bpf, policy, writer: TraceWriter, start: int) -> int:
+class _Cost:
+    """Where the collector's own time goes; says when it cannot keep up."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.intervals: list[int] = []
+        self.last_procfs_ns = 0
+
+    def timed(self, key: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - t0
+        return cm()
+
+    def describe(self, interval_ns: int) -> dict:
+        longest = max(self.intervals, default=0)
+        return {"intervals": len(self.intervals), "longest_interval_ns": longest,
+                "fell_behind": longest > 2 * interval_ns,
+                **{k: round(v, 3) for k, v in self.totals.items()}}
+
+
+def _write_interval(bpf, policy, writer: TraceWriter, start: int, cost: _Cost) -> int:
     end = time.monotonic_ns()
+    cost.intervals.append(end - start)
     if bpf is not None:
-        snap = bpf.snapshot(start, end)
+        with cost.timed("snapshot_s"):
+            snap = bpf.snapshot(start, end)
         for row in snap.get("cpu_intervals", []):
             if row.get("freq_khz") is None:
                 row["freq_khz"] = _freq_khz(row["cpu"])
@@ -236,5 +290,11 @@ def _write_interval(bpf, policy, writer: TraceWriter, start: int) -> int:
         rows = policy.sample(start, end)
         if rows:
             writer.append("policy_stats", rows)
-    writer.append("processes", procfs.sample(end))
+    # /proc sampling walks every process (~2.5 s per sample in a TCG guest,
+    # ~50 ms here): every 5 s when BPF has the precise data, every interval
+    # when /proc is the only source.
+    if bpf is None or end - cost.last_procfs_ns >= PROCFS_MIN_PERIOD_NS:
+        cost.last_procfs_ns = end
+        with cost.timed("procfs_s"):
+            writer.append("processes", procfs.sample(end))
     return end
