@@ -39,11 +39,16 @@ def run_timed(prefix: list[str], hb: list[str]) -> float:
     return float(m.group(1))
 
 
-def drain_rate(hb: list[str]) -> dict:
+def dropped(lost: dict) -> int:
+    """Records dropped (full ring or task map); unpaired_switch is not a drop."""
+    return sum(v for k, v in lost.items() if k != "unpaired_switch")
+
+
+def drain_rate(hb: list[str], wakeup_sample: int = 1) -> dict:
     """Events/s recorded and Python's drain rate, with wakeup events on."""
     from aios_lab.telemetry.bpf_collector import BpfCollector
 
-    with BpfCollector(wakeup_events=True) as col:
+    with BpfCollector(wakeup_events=True, wakeup_sample=wakeup_sample) as col:
         col.start()
         proc = subprocess.Popen(hb, stdout=subprocess.DEVNULL)
         t0, cpu0, n = time.monotonic(), time.process_time(), 0
@@ -54,7 +59,7 @@ def drain_rate(hb: list[str]) -> dict:
         n += sum(len(v) for v in col.take_events().values())
         wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
         lost = col.lost()
-    return {"events": n, "wall_s": round(wall, 3), "events_per_s": round(n / wall), "drain_cpu_s": round(cpu, 3),
+    return {"command": hb, "wakeup_sample": wakeup_sample, "events": n, "wall_s": round(wall, 3), "events_per_s": round(n / wall), "drain_cpu_s": round(cpu, 3),
             "drain_events_per_cpu_s": round(n / cpu) if cpu else None, "lost": lost}
 
 
@@ -79,10 +84,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aios-overhead-"))
     aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1000"]
     times: dict[str, list[float]] = {"baseline": [], "aios-collect": [], "perf-sched": []}
+    collect_lost: list[dict] = []
     for r in range(args.runs):
         times["baseline"].append(run_timed([], hb))
         trace = tmp / f"trace-{r}"
         times["aios-collect"].append(run_timed(aios + ["--out", str(trace), "--"], hb))
+        meta = json.loads((trace / "metadata.json").read_text())
+        collect_lost.append(meta.get("lost", {}))
         shutil.rmtree(trace, ignore_errors=True)
         times["perf-sched"].append(run_timed(["perf", "sched", "record", "-q", "-o", str(tmp / "perf.data"), "--"], hb))
         (tmp / "perf.data").unlink(missing_ok=True)
@@ -95,13 +103,20 @@ def main() -> int:
         print(f"  {k:13} {med[k]:.3f}s [{min(v):.3f}-{max(v):.3f}]  ratio {med[k] / base:.3f}")
     print(f"  overhead: aios-collect {over['aios-collect'] * 100:+.1f}%, perf sched {over['perf-sched'] * 100:+.1f}%, "
           f"aios/perf overhead ratio {over['aios-collect'] / over['perf-sched']:.2f}" if over["perf-sched"] > 0 else "")
-    drain = drain_rate(hb)
-    print(f"  collector with wakeup events: {drain['events']} events in {drain['wall_s']}s = "
-          f"{drain['events_per_s']}/s, lost {drain['lost']}; Python drained "
-          f"{drain['drain_events_per_cpu_s']} events per CPU-second")
+    print(f"  events lost by aios-collect per run: {[dropped(d) for d in collect_lost]}")
+    # Zero-loss rate: the same collector at rising load, all wakeups recorded,
+    # then the heaviest load with wakeup sampling.
+    drains = []
+    for groups, sample in [(1, 1), (2, 1), (4, 1), (args.groups, 1), (args.groups, 8)]:
+        d = drain_rate(hackbench_cmd(groups, args.loops), wakeup_sample=sample)
+        drains.append(d)
+        print(f"  collector, hackbench -g {groups}, wakeup sample 1/{sample}: {d['events']} events in "
+              f"{d['wall_s']}s = {d['events_per_s']}/s, lost {dropped(d['lost'])} {d['lost']}; "
+              f"Python drained {d['drain_events_per_cpu_s']} events per CPU-second", flush=True)
+    drain = drains
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": hb, "times": times, "medians": med, "overhead": over,
-                                    "drain": drain, "kernel": os.uname().release}, indent=2) + "\n")
+                                    "collect_lost": collect_lost, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

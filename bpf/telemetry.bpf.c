@@ -65,6 +65,11 @@ char _license[] SEC("license") = "GPL";
 
 /* Tunable, set from Python before load: wakeups are the most frequent event. */
 const volatile bool wakeup_events = true;
+/* Record one wakeup event in wakeup_sample (chosen at random, so the stream
+ * stays an unbiased sample): the per-task wakeup counts and wait histograms
+ * are aggregated in maps from every wakeup regardless, only the event stream
+ * is thinned. 1 records all of them. */
+const volatile u32 wakeup_sample = 1;
 /* The collector's own process: its wakeups and migrations are not recorded
  * as events (they are still aggregated), or draining the rings would feed
  * the rings, a loop that swamps slow machines (measured under TCG). */
@@ -390,6 +395,8 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 	if (!wakeup_events)
 		return 0;
 	if (ignore_tgid && BPF_CORE_READ(p, tgid) == ignore_tgid)
+		return 0;
+	if (wakeup_sample > 1 && bpf_get_prandom_u32() % wakeup_sample)
 		return 0;
 	e = bpf_ringbuf_reserve(&wakeup_ring, sizeof(*e), 0);
 	if (!e) {

@@ -79,11 +79,14 @@ class BpfCollector:
 
     POLL_BUDGET = 4096  # records per ring per poll()
 
-    def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 256,
-                 max_tasks: int = 16384, topology: CpuTopology | None = None) -> None:
+    def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 1024,
+                 max_tasks: int = 16384, topology: CpuTopology | None = None, wakeup_sample: int = 1) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
+        if wakeup_sample < 1:
+            raise ValueError(f"wakeup_sample must be >= 1, got {wakeup_sample}")
         self.wakeup_events = wakeup_events
+        self.wakeup_sample = wakeup_sample
         self.ringbuf_pages = ringbuf_pages
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
@@ -107,6 +110,7 @@ class BpfCollector:
         try:
             obj.set_rodata("wakeup_events", bool(self.wakeup_events))
             obj.set_rodata("ignore_tgid", os.getpid())
+            obj.set_rodata("wakeup_sample", int(self.wakeup_sample))
             ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
             for ring in RINGS.values():
                 _set_max_entries(obj, ring, ring_bytes)

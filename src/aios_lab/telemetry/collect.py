@@ -36,6 +36,7 @@ class CollectOptions:
     interval_ms: int = 1000
     command: list[str] = field(default_factory=list)
     wakeup_events: bool = True
+    wakeup_sample: int = 1  # record 1 in N wakeup events (counts and histograms see them all)
     bpf: str = "auto"  # auto: use BPF when we can; on: require it; off: /proc only
 
 
@@ -88,7 +89,7 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
         return None, {"enabled": False, "reason": "disabled with --no-bpf"}
     from .bpf_collector import BpfCollector
 
-    col = BpfCollector(wakeup_events=opts.wakeup_events)
+    col = BpfCollector(wakeup_events=opts.wakeup_events, wakeup_sample=opts.wakeup_sample)
     try:
         col.start()
     except PrivilegeError as exc:
@@ -100,7 +101,7 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
     except BaseException:
         col.close()
         raise
-    return col, {"enabled": True, "wakeup_events": opts.wakeup_events}
+    return col, {"enabled": True, "wakeup_events": opts.wakeup_events, "wakeup_sample": opts.wakeup_sample}
 
 
 def _raise_interrupt(signum, frame):
