@@ -220,67 +220,84 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.option("--set", "sets", multiple=True, help="Tunable KEY=VALUE (repeatable); see `policy list`.")
 @click.option("--duration", type=float, default=None, help="Detach after this many seconds (default: Ctrl-C).")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between stats lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print stats lines and the final summary as JSON.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Learning policies: model file to verify and push before attaching (implies --mode model).")
+@click.option("--mode", type=click.Choice(["collect", "model"]), default=None,
+              help="Learning policies: who decides, the heuristic (collect) or the model.")
+@click.option("--decisions", "decisions_out", type=click.Path(file_okay=False), default=None,
+              help="Learning policies: write the logged decisions to this trace directory (for `train lb`).")
+@click.option("--retrain-every", type=float, default=None,
+              help="Learning policies: every N seconds, retrain on the decisions so far and swap the model in.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def deploy(name: str, sets, duration, interval, as_json) -> None:
+def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decisions_out, retrain_every,
+           command) -> None:
     """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
 
-    The scheduler is detached on Ctrl-C, SIGTERM, --duration, or if this
-    process dies (the kernel drops the struct_ops link). If the kernel ejects
-    the policy (watchdog stall, scx_bpf_error) the reason is reported and the
-    exit status is 2.
+    With a COMMAND (after --) the policy is detached when COMMAND exits, and
+    the exit status is COMMAND's. The scheduler is detached on Ctrl-C,
+    SIGTERM, --duration, or if this process dies (the kernel drops the
+    struct_ops link). If the kernel ejects the policy (watchdog stall,
+    scx_bpf_error) the reason is reported and the exit status is 2.
 
-    Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30
+    Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30;
+    aios-lab deploy mllb --decisions traces/d1 -- make -j4;
+    aios-lab deploy mllb --model lb.model --retrain-every 30
     """
     from . import policy as pol
-    from .controller import Deployment
+    from .deploy_loop import DeployLoop
 
     _sigterm_as_interrupt()
-    dep = Deployment(pol.get(name), _parse_sets(sets))
-    dep.start()
-    started = time.monotonic()
-    msg = {"event": "attached", "policy": name, "load_s": round(dep.load_s or 0, 3),
-           "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables}
-    click.echo(json.dumps(msg) if as_json else
-               f"attached {name} (load {dep.load_s:.3f}s, attach {dep.attach_s:.3f}s); Ctrl-C to detach")
-    prev = dep.read_stats()
-    ejected: SchedulerEjected | None = None
-    try:
-        while duration is None or time.monotonic() - started < duration:
-            step = interval if duration is None else min(interval, max(0.0, duration - (time.monotonic() - started)))
-            end = time.monotonic() + step
-            while time.monotonic() < end:
-                dep.check()
-                time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-            cur = dep.read_stats()
-            elapsed = time.monotonic() - started
-            if as_json:
-                click.echo(json.dumps({"event": "stats", "t": round(elapsed, 2), "stats": cur}))
-            else:
-                rates = "  ".join(f"{k.lower()}={cur[k] - prev.get(k, 0)}" for k in cur)
-                click.echo(f"[{elapsed:7.1f}s] {rates}")
-            prev = cur
-    except SchedulerEjected as exc:
-        ejected = exc
-    except KeyboardInterrupt:
-        pass
-    finally:
-        final_stats = dep.read_stats() if ejected is None and dep.stats else prev
-        info = dep.stop()
-    if ejected is not None:
-        summary = {"event": "ejected", "policy": name, "exit": info.describe() if info else None}
-        click.echo(json.dumps(summary) if as_json else f"ejected: {ejected}", err=not as_json)
+    policy = pol.get(name)
+    learning = any(x is not None for x in (model_path, mode, decisions_out, retrain_every))
+    if learning and policy.model is None:
+        raise click.UsageError(f"policy {name} learns nothing: --model/--mode/--decisions/--retrain-every "
+                               "apply to learning policies (see `aios-lab policy list`)")
+    loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
+                      decisions_out=Path(decisions_out) if decisions_out else None,
+                      retrain_every_s=retrain_every, command=list(command))
+
+    def show(event: dict) -> None:
+        if as_json:
+            click.echo(json.dumps(event))
+        elif event["event"] == "attached":
+            extra = f", mode {event['mode']}" if event.get("mode") else ""
+            click.echo(f"attached {name} (load {event['load_s']:.3f}s, attach {event['attach_s']:.3f}s{extra}); "
+                       "Ctrl-C to detach")
+        elif event["event"] == "stats":
+            rates = "  ".join(f"{k.lower()}={v}" for k, v in event["delta"].items())
+            click.echo(f"[{event['t']:7.1f}s] {rates}")
+        elif event["event"] == "retrained":
+            click.echo(f"[{event['t']:7.1f}s] retrained on {event['rows']} decisions: held-out accuracy "
+                       f"{event['accuracy']:.3f}, agreement {event['agreement']:.3f}; model {event['version']} "
+                       f"now in slot {event['slot']}")
+        elif event["event"] == "retrain_skipped":
+            click.echo(f"[{event['t']:7.1f}s] retrain skipped: {event['why']}")
+        elif event["event"] == "command_exited":
+            click.echo(f"command exited with {event['exit_code']} after {event['elapsed_s']:.2f}s", err=True)
+        elif event["event"] == "decisions_written":
+            click.echo(f"decisions trace written: {event['path']} ({event['rows']} decisions)")
+
+    result = loop.run(duration_s=duration, interval_s=interval, on_event=show)
+    if result.ejected is not None:
+        info = result.exit_info
+        click.echo(json.dumps({"event": "ejected", "policy": name, "exit": info.describe() if info else None})
+                   if as_json else f"ejected: {result.ejected}", err=not as_json)
         sys.exit(2)
-    summary = {"event": "detached", "policy": name, "stats": final_stats,
+    info = result.exit_info
+    summary = {"event": "detached", "policy": name, "stats": result.final_stats,
                "exit": info.describe() if info else None}
     click.echo(json.dumps(summary) if as_json else
                f"detached {name}: {info.one_line() if info else 'no exit info'}; totals: "
-               + ", ".join(f"{k.lower()}={v}" for k, v in final_stats.items()))
+               + ", ".join(f"{k.lower()}={v}" for k, v in result.final_stats.items()))
+    if result.command_exit is not None and result.command_exit != 0:
+        sys.exit(result.command_exit)
 
 
 @main.command()
@@ -318,10 +335,12 @@ def status(as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Trace directory to create (default: results/traces/<timestamp>).")
 @click.option("--no-wakeups", is_flag=True, help="Do not record individual wakeup events (they are frequent).")
+@click.option("--wakeup-sample", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Record 1 in N wakeup events, at random (per-task wakeup counts and waits still see all).")
 @click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def collect(duration, interval_ms, out, no_wakeups, no_bpf, command) -> None:
+def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_bpf, command) -> None:
     """Record per-task and per-CPU scheduler telemetry into a trace directory.
 
     Runs COMMAND (after --) and stops when it exits, or stops after
@@ -335,7 +354,8 @@ def collect(duration, interval_ms, out, no_wakeups, no_bpf, command) -> None:
     from .telemetry.trace import Trace
 
     opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
-                          command=list(command), wakeup_events=not no_wakeups, bpf="off" if no_bpf else "auto")
+                          command=list(command), wakeup_events=not no_wakeups,
+                          wakeup_sample=wakeup_sample, bpf="off" if no_bpf else "auto")
     if not command and duration is None:
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
@@ -406,6 +426,10 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir) -> None:
 
         write_json_atomic(Path(json_out), res)
 
+
+from .cli_train import train as _train  # noqa: E402 - registered after main exists
+
+main.add_command(_train)
 
 if __name__ == "__main__":
     main()

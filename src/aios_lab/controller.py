@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import sched_ext
 from .bpf import BpfObject, Map
@@ -87,6 +87,25 @@ def _exit_reader(obj: BpfObject):
     return read
 
 
+def _write_topology(obj: BpfObject, policy: Policy) -> None:
+    """Fill the policy's u32[NR] cpu -> LLC / node rodata arrays from sysfs.
+
+    CPUs sysfs says nothing about get 0, i.e. all alike: a policy then sees
+    one LLC / one node, which is the truth as far as anyone can tell."""
+    if not policy.topology:
+        return
+    from .telemetry.topology import CpuTopology
+
+    topo = CpuTopology.read()
+    for what, var in policy.topology.items():
+        size = len(obj.get_rodata_raw(var))
+        nr = size // 4
+        if topo.cpus and max(topo.cpus) >= nr:
+            raise SchedExtError(f"policy {policy.name} handles CPUs 0..{nr - 1}, this machine has CPU {max(topo.cpus)}")
+        ids = topo.llc if what == "llc" else topo.node
+        obj.set_rodata_raw(var, b"".join(int(ids.get(c, 0)).to_bytes(4, "little") for c in range(nr)))
+
+
 @dataclass
 class DeployRecord:
     pid: int
@@ -101,7 +120,11 @@ class DeployRecord:
 class Deployment:
     """One policy attached by this process. Use as a context manager."""
 
-    def __init__(self, policy: Policy, tunables: dict[str, Any] | None = None) -> None:
+    def __init__(self, policy: Policy, tunables: dict[str, Any] | None = None,
+                 before_attach: Callable[[BpfObject], None] | None = None) -> None:
+        """`before_attach` runs after load and before the scheduler goes live:
+        a learning policy pushes its model there, so that its first decision
+        already has one."""
         if policy.kind != "sched_ext":
             raise SchedExtError(f"policy {policy.name} is a {policy.kind} policy, not sched_ext")
         self.policy = policy
@@ -113,6 +136,7 @@ class Deployment:
         self.attach_s: float | None = None
         self.load_s: float | None = None
         self.final_exit: ExitInfo | None = None
+        self._before_attach = before_attach
 
     # -- start -----------------------------------------------------------------------------
 
@@ -129,10 +153,13 @@ class Deployment:
             t0 = time.monotonic()
             self.obj = BpfObject.open(path)
             self.obj.set_rodata_many(self.tunables)
+            _write_topology(self.obj, self.policy)
             self.obj.load()
             self.load_s = time.monotonic() - t0
             self.stats = _StatsReader.for_policy(self.policy, self.obj)
             self._read_exit = _exit_reader(self.obj)
+            if self._before_attach is not None:
+                self._before_attach(self.obj)
             t1 = time.monotonic()
             self.link = self.obj.attach_struct_ops(self.policy.struct_ops)
             self._wait_enabled(enable_timeout_s)

@@ -113,3 +113,8 @@ class GuestHang(VmError):
 class TraceError(AiosError):
     """A trace directory is missing, malformed, truncated or corrupt, or a
     writer was given rows that do not fit the schema."""
+
+
+class ModelError(AiosError):
+    """A learned model is invalid, corrupt, of an unknown format, or could not be
+    trained or written (bad tree, checksum mismatch, no training data)."""

@@ -66,6 +66,17 @@ class StatsSpec:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """Where a learning policy keeps its model (the manifest's [model] table)."""
+    kind: str
+    slots_map: str
+    ctl_map: str
+    features_enum: str
+    feature_prefix: str
+    decisions_ring: str | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     kind: str
@@ -79,6 +90,9 @@ class Policy:
     stats: StatsSpec | None
     requires: dict[str, Any]
     test_only: bool = False
+    # rodata arrays filled from sysfs before load: {"llc": var, "node": var}
+    topology: dict[str, str] = field(default_factory=dict)
+    model: ModelSpec | None = None
 
     @property
     def source_path(self) -> Path:
@@ -126,12 +140,22 @@ def load_manifest(path: Path) -> Policy:
         s = data["stats"]
         stats = StatsSpec(_require(s, "map", path), _require(s, "enum", path), s.get("prefix", ""),
                           dict(s.get("help", {})))
+    model = None
+    if "model" in data:
+        m = data["model"]
+        model = ModelSpec(_require(m, "kind", path), _require(m, "slots_map", path), _require(m, "ctl_map", path),
+                          _require(m, "features_enum", path), m.get("feature_prefix", ""), m.get("decisions_ring"))
+    topology = {str(k): str(v) for k, v in data.get("topology", {}).items()}
+    unknown = set(topology) - {"llc", "node"}
+    if unknown:
+        raise PolicyError(f"{path}: [topology] knows llc and node, not {', '.join(sorted(unknown))}")
     pol = Policy(
         name=_require(data, "name", path), kind=_require(data, "kind", path),
         summary=data.get("summary", ""), optimises=data.get("optimises", ""), folder=folder,
         source=_require(data, "source", path), struct_ops=data.get("struct_ops", ""),
         ops_name=data.get("ops_name", data.get("name", "")), tunables=tunables, stats=stats,
-        requires=dict(data.get("requires", {})), test_only=bool(data.get("test_only", False)))
+        requires=dict(data.get("requires", {})), test_only=bool(data.get("test_only", False)),
+        topology=topology, model=model)
     if pol.kind == "sched_ext" and not pol.struct_ops:
         raise PolicyError(f"{path}: a sched_ext policy needs struct_ops = \"<map name>\"")
     if not pol.source_path.exists():

@@ -20,12 +20,12 @@
 char _license[] SEC("license") = "GPL";
 
 /* ---- kfuncs, current names (6.13+) ---- */
-s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
-s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym;
-s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
-void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
-void scx_bpf_error_bstr(char *fmt, unsigned long long *data, u32 data__sz) __ksym;
-void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym;
+s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym __weak;
+s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym __weak;
+s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym __weak;
+void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym __weak;
+void scx_bpf_error_bstr(char *fmt, unsigned long long *data, u32 data__sz) __ksym __weak;
+void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym __weak;
 u64 scx_bpf_now(void) __ksym __weak;
 
 void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
@@ -66,6 +66,23 @@ static __always_inline bool aios_dsq_move_to_local(u64 dsq_id)
 		return scx_bpf_dsq_move_to_local(dsq_id);
 	return scx_bpf_consume(dsq_id);
 }
+
+/* Open-coded numeric iterator (6.4+): the verifier checks the loop body once
+ * per distinct state instead of once per iteration, which is what lets a
+ * policy scan every CPU inside select_cpu without hitting the 1M-insn limit. */
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __weak __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __weak __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __weak __ksym;
+
+/* for (i = start; i < end; i++) over the iterator `it`, with i known to the
+ * verifier to be in range. The caller declares `struct bpf_iter_num it`,
+ * leaves the loop only by break (never return: the iterator must be
+ * released) and calls bpf_iter_num_destroy(&it) after it. Not a cleanup()
+ * attribute: clang 14 emits no BTF for an extern called only from one. */
+#define aios_for(i, start, end, it)							\
+	for (bpf_iter_num_new(&(it), (start), (end));					\
+	     ({ int *___v = bpf_iter_num_next(&(it)); ___v ? ((i) = *___v, 1) : 0; });	\
+	     )
 
 /* scx_bpf_error("fmt", args...): eject the scheduler with a message. */
 #define aios_error(fmt, args...)						\

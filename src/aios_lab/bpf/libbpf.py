@@ -78,6 +78,7 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "bpf_program__name": (c_char_p, [c_void_p]),
     "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__autoload": (ctypes.c_bool, [c_void_p]),
+    "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__type": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
@@ -94,6 +95,7 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "bpf_map__value_size": (c_uint, [c_void_p]),
     "bpf_map__max_entries": (c_uint, [c_void_p]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_void_p]),
+    "bpf_map__set_autocreate": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
     "bpf_map__attach_struct_ops": (c_void_p, [c_void_p]),
     # maps (fd side, thin syscall wrappers)

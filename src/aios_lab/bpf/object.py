@@ -22,6 +22,7 @@ from aios_lab.bpf.maps import Map
 from aios_lab.errors import BpfAttachError, BpfError, BpfLoadError, LayoutError
 
 _OPENED, _LOADED, _CLOSED = "opened", "loaded", "closed"
+MAP_TYPE_STRUCT_OPS = 26  # enum bpf_map_type
 
 
 _INSN = re.compile(r"^\d+: \(|^; |^\s*$|^mark_precise|^last_idx|^regs=|^parent |^from \d+ to \d+")
@@ -279,6 +280,21 @@ class BpfObject(Closeable):
                 raise BpfLoadError(f"{exc}: {reason}", exc.errno, exc.log, exc.hint) from None
             raise
         self._state = _LOADED
+
+    def load_maps_only(self) -> None:
+        """Create the object's maps without loading any program or struct_ops map.
+
+        For inspecting and exercising a policy's maps (model slots, layouts)
+        on a kernel that cannot run the policy itself, e.g. a host without
+        sched_ext: the kfuncs it calls are __weak and resolve to nothing."""
+        if self._state != _OPENED:
+            raise BpfLoadError(f"{self.path} is {self._state}, cannot load")
+        for prog in self.programs():
+            libbpf.func("bpf_program__set_autoload")(prog.ptr, False)
+        for m in self._iter_map_ptrs():
+            if libbpf.func("bpf_map__type")(m) == MAP_TYPE_STRUCT_OPS:
+                libbpf.func("bpf_map__set_autocreate")(m, False)
+        self.load()
 
     # -- programs and maps -------------------------------------------------------------------
 

@@ -115,6 +115,29 @@ PROCESSES = pa.schema([
     pa.field("last_cpu", pa.int32()),
 ], metadata={"aios.table": "processes", "aios.schema_version": str(SCHEMA_VERSION)})
 
+# Migration decisions logged by a learning load balancer (policies/mllb) with
+# their features and outcome; what `aios-lab train lb` learns from. The
+# feature columns are f_<name> for each member of the policy's
+# enum mllb_feature (MLLB_F_<NAME>, lower-cased), in enum order.
+LB_FEATURES = [
+    "src_nr_queued", "dst_nr_queued", "src_load", "dst_load", "load_diff", "nr_diff",
+    "src_idle", "dst_idle", "same_llc", "same_node", "task_runtime_us", "task_since_ran_us",
+    "task_weight", "task_wait_us", "task_recent_migrations", "site",
+]
+LB_DECISIONS = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),   # when the decision was taken
+    pa.field("pid", pa.int32(), nullable=False),
+    pa.field("src_cpu", pa.int32()),
+    pa.field("dst_cpu", pa.int32()),
+    pa.field("ran_cpu", pa.int32()),                 # CPU the task next ran on
+    pa.field("site", pa.string()),                   # "wakeup" or "pull"
+    pa.field("migrate", pa.bool_()),                 # the decision
+    pa.field("by_model", pa.bool_()),                # model (true) or heuristic (false)
+    pa.field("wait_after_ns", pa.int64()),           # decision -> task next on a CPU
+    pa.field("run_after_ns", pa.int64()),            # length of that run
+    *[pa.field(f"f_{n}", pa.int64()) for n in LB_FEATURES],
+], metadata={"aios.table": "lb_decisions", "aios.schema_version": str(SCHEMA_VERSION)})
+
 TABLES: dict[str, pa.Schema] = {
     "task_intervals": TASK_INTERVALS,
     "cpu_intervals": CPU_INTERVALS,
@@ -122,6 +145,7 @@ TABLES: dict[str, pa.Schema] = {
     "wakeups": WAKEUPS,
     "policy_stats": POLICY_STATS,
     "processes": PROCESSES,
+    "lb_decisions": LB_DECISIONS,
 }
 
 

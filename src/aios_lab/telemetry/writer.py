@@ -140,6 +140,29 @@ class TraceWriter:
         if self._buffered[table] >= self.flush_rows:
             self._flush_table(table)
 
+    def append_frame(self, table: str, df) -> None:
+        """Like append() for a pandas DataFrame with the table's columns (fast path
+        for decoded ring-buffer batches)."""
+        self._require_open()
+        schema = TABLES.get(table)
+        if schema is None:
+            raise TraceError(f"unknown trace table {table!r}", hint=f"tables are: {', '.join(TABLES)}")
+        if df is None or len(df) == 0:
+            return
+        unknown = sorted(set(df.columns) - set(schema.names))
+        missing = [f.name for f in schema if not f.nullable and f.name not in df.columns]
+        if unknown or missing:
+            raise TraceError(f"{table}: unknown column(s) {unknown}, missing required {missing}")
+        try:
+            batch = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+            raise TraceError(f"{table}: cannot convert the batch: {exc}") from None
+        self._buffers[table].append(batch)
+        self._buffered[table] += batch.num_rows
+        self._counts[table] += batch.num_rows
+        if self._buffered[table] >= self.flush_rows:
+            self._flush_table(table)
+
     def warm_up(self) -> None:
         """Run one throw-away conversion per table before collection starts.
 

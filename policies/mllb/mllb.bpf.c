@@ -1,0 +1,576 @@
+/* mllb: a load balancer whose every migration decision is a classifier.
+ *
+ * Each CPU has its own dispatch queue (DSQ id = CPU number). A task is
+ * queued on the CPU it is assigned to, and it changes CPU only through one
+ * of two decisions, both taken by decide():
+ *  - at wakeup (select_cpu): the task's previous CPU is busy and another CPU
+ *    (idle if possible, else the least queued) is a candidate: move or stay?
+ *  - at dispatch, when a CPU finds its own queue empty: the busiest queue it
+ *    may take from holds a task: pull it or stay idle?
+ * In collect mode a documented heuristic answers (the system runs well
+ * without a model) and in model mode a decision tree held in the `model` map
+ * answers, evaluated here with integer comparisons in a bounded loop. Both
+ * modes can log each decision with its 16 features to the `decisions` ring
+ * once its outcome is known: how long the task waited until it next ran,
+ * where, and how long that run was. User space trains on those logs
+ * (aios-lab train lb) and swaps models in while this runs (double-buffered
+ * slots, see struct mllb_ctl). docs/mllb.md has the details.
+ *
+ * Where it fails: per-CPU queues without periodic rebalancing rely on idle
+ * CPUs being kicked to pull, so a task queued behind a long-running one
+ * waits until some CPU goes idle; no vtime (FIFO per CPU), so nice levels
+ * only matter through the model's weight feature; at most MLLB_MAX_CPUS.
+ */
+#include "aios/scx.bpf.h"
+#include "intf.h"
+
+struct task_struct *scx_bpf_dsq_peek(u64 dsq_id) __ksym __weak;
+s32 scx_bpf_pick_idle_cpu(const struct cpumask *cpus_allowed, u64 flags) __ksym __weak;
+const struct cpumask *scx_bpf_get_idle_cpumask(void) __ksym __weak;
+void scx_bpf_put_idle_cpumask(const struct cpumask *cpumask) __ksym __weak;
+bool scx_bpf_test_and_clear_cpu_idle(s32 cpu) __ksym __weak;
+s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym __weak;
+u32 scx_bpf_nr_cpu_ids(void) __ksym __weak;
+bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
+
+/* Tunables and topology, set by the loader before load (rodata). */
+const volatile u64 slice_ns = 5000000;
+const volatile bool log_decisions = true;
+const volatile u64 cache_hot_ns = 500000;	/* heuristic: ran this recently = cache-hot */
+const volatile u32 cpu_llc[MLLB_MAX_CPUS];	/* LLC id of each CPU (sysfs cache/index3/id) */
+const volatile u32 cpu_node[MLLB_MAX_CPUS];	/* NUMA node of each CPU */
+
+#define LOAD_WINDOW_NS	10000000ULL	/* idle decay of the per-CPU load signal */
+#define MIG_DECAY_NS	100000000ULL	/* recent migrations halve every 100 ms */
+
+AIOS_STATS_MAP(MLLB_NR_STATS);
+AIOS_BTF_EXPORT_ENUM(mllb_stat);
+AIOS_BTF_EXPORT_ENUM(mllb_feature);
+AIOS_BTF_EXPORT_ENUM(mllb_site);
+AIOS_BTF_EXPORT_ENUM(mllb_mode);
+AIOS_BTF_EXPORT_ENUM(mllb_limit);
+struct mllb_decision __aios_btf_decision __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct mllb_model);
+} model SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct mllb_ctl);
+} model_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} decisions SEC(".maps");
+
+/* Per-CPU load signal. Written only by the CPU itself (running/stopping run
+ * there), read by every CPU deciding: an unlocked read of a slightly stale
+ * value is fine for a heuristic feature. */
+struct mllb_cpu {
+	u64 last_update_ns;
+	u64 run_start_ns;
+	u32 load;		/* busy fraction, 0..1024, EWMA over stop events */
+	u32 running;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MLLB_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct mllb_cpu);
+} cpu_ctx SEC(".maps");
+
+/* Per-task state. The pending decision lives here until its outcome is
+ * known; pending = 1 after the decision, 2 once the task started running. */
+struct mllb_task {
+	u64 last_stop_ns;
+	u64 runtime_ewma_ns;
+	u64 runnable_since_ns;
+	u64 run_start_ns;
+	u64 mig_decay_ns;
+	u32 recent_migrations;
+	s32 last_cpu;
+	u32 pending;
+	u32 _pad;
+	struct mllb_decision dec;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mllb_task);
+} task_ctx SEC(".maps");
+
+static u32 nr_cpus = 1;
+
+static __always_inline struct mllb_task *task_ctx_of(struct task_struct *p)
+{
+	return bpf_task_storage_get(&task_ctx, p, 0, 0);
+}
+
+static __always_inline struct mllb_cpu *cpu_ctx_of(s32 cpu)
+{
+	u32 key = cpu;
+
+	return bpf_map_lookup_elem(&cpu_ctx, &key);
+}
+
+static __always_inline s64 clamp_pos(s64 v)
+{
+	if (v < 0)
+		return 0;
+	return v > MLLB_FEATURE_MAX ? MLLB_FEATURE_MAX : v;
+}
+
+static __always_inline s64 clamp_sym(s64 v)
+{
+	if (v < -MLLB_FEATURE_MAX)
+		return -MLLB_FEATURE_MAX;
+	return v > MLLB_FEATURE_MAX ? MLLB_FEATURE_MAX : v;
+}
+
+/* clang folds a bounds check into the address computation in a way the
+ * verifier cannot follow, and drops a mask it can prove redundant; the empty
+ * asm hides the value from clang so the mask survives and bounds the index.
+ * MLLB_MAX_CPUS is a power of two. */
+static __always_inline u32 cpu_index(s32 cpu)
+{
+	u64 i = (u32)cpu;
+
+	asm volatile("" : "+r"(i));
+	return i & (MLLB_MAX_CPUS - 1);
+}
+
+static __always_inline u32 llc_of(s32 cpu)
+{
+	return (u32)cpu < MLLB_MAX_CPUS ? cpu_llc[cpu_index(cpu)] : 0;
+}
+
+static __always_inline u32 node_of(s32 cpu)
+{
+	return (u32)cpu < MLLB_MAX_CPUS ? cpu_node[cpu_index(cpu)] : 0;
+}
+
+/* A CPU's busy fraction; an idle CPU's value decays with the time since it
+ * last stopped a task, so a long-idle CPU does not look loaded. */
+static __always_inline s64 cpu_load(s32 cpu, u64 now)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+	u64 idle_for;
+
+	if (!c)
+		return 0;
+	if (c->running || now <= c->last_update_ns)
+		return c->load;
+	idle_for = now - c->last_update_ns;
+	if (idle_for <= LOAD_WINDOW_NS)
+		return c->load;
+	return c->load * LOAD_WINDOW_NS / idle_for;
+}
+
+static __always_inline u32 recent_migrations(struct mllb_task *tc, u64 now)
+{
+	/* Halve once per elapsed period; after 32 periods nothing is left. */
+	if (tc->recent_migrations && now >= tc->mig_decay_ns + MIG_DECAY_NS) {
+		u64 periods = (now - tc->mig_decay_ns) / MIG_DECAY_NS;
+
+		tc->recent_migrations = periods >= 32 ? 0 : tc->recent_migrations >> periods;
+		tc->mig_decay_ns += periods * MIG_DECAY_NS;
+	}
+	if (!tc->recent_migrations)
+		tc->mig_decay_ns = now;
+	return tc->recent_migrations;
+}
+
+/* Fill tc->dec for a decision about moving p from src to dst. */
+static __always_inline void fill_features(struct mllb_task *tc, struct task_struct *p, s32 src, s32 dst,
+					  u32 site, u64 now, const struct cpumask *idle)
+{
+	s64 *f = tc->dec.features;
+	s64 src_nr = scx_bpf_dsq_nr_queued(src), dst_nr = scx_bpf_dsq_nr_queued(dst);
+	s64 src_load = cpu_load(src, now), dst_load = cpu_load(dst, now);
+
+	f[MLLB_F_SRC_NR_QUEUED] = clamp_pos(src_nr);
+	f[MLLB_F_DST_NR_QUEUED] = clamp_pos(dst_nr);
+	f[MLLB_F_SRC_LOAD] = clamp_pos(src_load);
+	f[MLLB_F_DST_LOAD] = clamp_pos(dst_load);
+	f[MLLB_F_LOAD_DIFF] = clamp_sym(src_load - dst_load);
+	f[MLLB_F_NR_DIFF] = clamp_sym(src_nr - dst_nr);
+	f[MLLB_F_SRC_IDLE] = idle && bpf_cpumask_test_cpu(src, idle);
+	f[MLLB_F_DST_IDLE] = idle && bpf_cpumask_test_cpu(dst, idle);
+	f[MLLB_F_SAME_LLC] = llc_of(src) == llc_of(dst);
+	f[MLLB_F_SAME_NODE] = node_of(src) == node_of(dst);
+	f[MLLB_F_TASK_RUNTIME_US] = clamp_pos(tc->runtime_ewma_ns / 1000);
+	f[MLLB_F_TASK_SINCE_RAN_US] = tc->last_stop_ns && now > tc->last_stop_ns ?
+				       clamp_pos((now - tc->last_stop_ns) / 1000) : 0;
+	f[MLLB_F_TASK_WEIGHT] = clamp_pos(p->scx.weight);
+	f[MLLB_F_TASK_WAIT_US] = tc->runnable_since_ns && now > tc->runnable_since_ns ?
+				  clamp_pos((now - tc->runnable_since_ns) / 1000) : 0;
+	f[MLLB_F_TASK_RECENT_MIGRATIONS] = recent_migrations(tc, now);
+	f[MLLB_F_SITE] = site;
+	tc->dec.ts_ns = now;
+	tc->dec.pid = p->pid;
+	tc->dec.src_cpu = src;
+	tc->dec.dst_cpu = dst;
+	tc->dec.ran_cpu = -1;
+	tc->dec.site = site;
+	tc->dec.wait_after_ns = 0;
+	tc->dec.run_after_ns = 0;
+}
+
+/* The collect-mode heuristic (docs/mllb.md):
+ *  wakeup: move to an idle CPU unless the task is cache-hot and would cross
+ *          an LLC while its own CPU has nothing else queued; move to a busy
+ *          CPU only when the queues differ by 2 or more on the same node.
+ *  pull:   take work from a CPU that is busy and has a queue, across LLCs
+ *          only when that queue holds 2 or more tasks. */
+static __always_inline bool heuristic(const s64 *f)
+{
+	if (f[MLLB_F_SITE] == MLLB_SITE_WAKEUP) {
+		if (f[MLLB_F_DST_IDLE]) {
+			bool hot = f[MLLB_F_TASK_SINCE_RAN_US] * 1000 < (s64)cache_hot_ns;
+
+			return !hot || f[MLLB_F_SAME_LLC] || f[MLLB_F_SRC_NR_QUEUED] >= 1;
+		}
+		return f[MLLB_F_NR_DIFF] >= 2 && f[MLLB_F_SAME_NODE];
+	}
+	if (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE])
+		return false;
+	return f[MLLB_F_SAME_LLC] || f[MLLB_F_SRC_NR_QUEUED] >= 2;
+}
+
+/* Walk the tree from node 0. A walk that leaves the node array, names an
+ * unknown feature or is still going after MLLB_MAX_DEPTH + 1 nodes answers
+ * -1; the caller counts it and stays, which is what QuantizedTree.predict
+ * answers in user space (the loader rejects such trees anyway). */
+static __always_inline int tree_eval(const struct mllb_model *m, const s64 *f)
+{
+	struct bpf_iter_num it;
+	int depth, answer = -1;
+	u32 idx = 0;
+
+	aios_for(depth, 0, MLLB_MAX_DEPTH + 1, it) {
+		const struct mllb_node *n;
+		u32 feat;
+
+		if (idx >= MLLB_MAX_NODES)
+			break;
+		n = &m->nodes[idx];
+		if (n->feature < 0) {
+			answer = n->leaf ? 1 : 0;
+			break;
+		}
+		feat = n->feature;
+		if (feat >= MLLB_NR_FEATURES)
+			break;
+		idx = f[feat] <= n->threshold ? n->left : n->right;
+	}
+	bpf_iter_num_destroy(&it);
+	return answer;
+}
+
+static __always_inline bool decide(struct mllb_task *tc)
+{
+	const s64 *f = tc->dec.features;
+	struct mllb_model *m;
+	struct mllb_ctl *ctl;
+	u32 zero = 0, slot;
+	int r;
+
+	tc->dec.by_model = 0;
+	ctl = bpf_map_lookup_elem(&model_ctl, &zero);
+	if (!ctl || ctl->mode != MLLB_MODE_MODEL)
+		return heuristic(f);
+	slot = ctl->active & 1;
+	m = bpf_map_lookup_elem(&model, &slot);
+	if (!m || m->magic != MLLB_MODEL_MAGIC || m->nr_features != MLLB_NR_FEATURES) {
+		aios_stat_inc(&stats, MLLB_STAT_MODEL_FALLBACK);
+		return heuristic(f);
+	}
+	aios_stat_inc(&stats, MLLB_STAT_MODEL_DECISIONS);
+	tc->dec.by_model = 1;
+	r = tree_eval(m, f);
+	if (r < 0) {
+		aios_stat_inc(&stats, MLLB_STAT_MODEL_BAD_WALK);
+		return false;
+	}
+	return r;
+}
+
+static __always_inline void note_decision(struct mllb_task *tc, bool migrate)
+{
+	tc->dec.migrate = migrate;
+	tc->pending = 1;
+}
+
+/* The CPU a woken task could move to instead of prev: an idle allowed CPU,
+ * preferring prev's LLC, else the allowed CPU with the shortest queue if it
+ * is shorter than prev's. -1 when there is none. */
+static __always_inline s32 wake_candidate(struct task_struct *p, s32 prev, const struct cpumask *idle)
+{
+	s32 best_idle = -1, best_busy = -1, cpu;
+	s64 best_nr = scx_bpf_dsq_nr_queued(prev);
+	u32 prev_llc = llc_of(prev);
+	struct bpf_iter_num it;
+
+	aios_for(cpu, 0, nr_cpus, it) {
+		s64 nr;
+
+		if (cpu == prev || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (bpf_cpumask_test_cpu(cpu, idle)) {
+			if (best_idle < 0 || (llc_of(cpu) == prev_llc && llc_of(best_idle) != prev_llc))
+				best_idle = cpu;
+			continue;
+		}
+		nr = scx_bpf_dsq_nr_queued(cpu);
+		if (nr < best_nr) {
+			best_nr = nr;
+			best_busy = cpu;
+		}
+	}
+	bpf_iter_num_destroy(&it);
+	return best_idle >= 0 ? best_idle : best_busy;
+}
+
+s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	const struct cpumask *idle;
+	struct mllb_task *tc;
+	u64 now = bpf_ktime_get_ns();
+	bool migrate;
+	s32 cand;
+
+	tc = task_ctx_of(p);
+	if (tc)
+		tc->runnable_since_ns = now;
+	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+		aios_stat_inc(&stats, MLLB_STAT_WAKE_PREV_IDLE);
+		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		return prev_cpu;
+	}
+	if (!tc)
+		return prev_cpu;
+	idle = scx_bpf_get_idle_cpumask();
+	cand = wake_candidate(p, prev_cpu, idle);
+	if (cand < 0) {
+		scx_bpf_put_idle_cpumask(idle);
+		aios_stat_inc(&stats, MLLB_STAT_WAKE_NO_CANDIDATE);
+		return prev_cpu;
+	}
+	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle);
+	scx_bpf_put_idle_cpumask(idle);
+	migrate = decide(tc);
+	note_decision(tc, migrate);
+	if (!migrate) {
+		aios_stat_inc(&stats, MLLB_STAT_WAKE_STAY);
+		return prev_cpu;
+	}
+	aios_stat_inc(&stats, MLLB_STAT_WAKE_MIGRATE);
+	if (tc->dec.features[MLLB_F_DST_IDLE] && scx_bpf_test_and_clear_cpu_idle(cand))
+		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+	return cand;
+}
+
+void BPF_STRUCT_OPS(mllb_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct mllb_task *tc = task_ctx_of(p);
+	s32 cpu = scx_bpf_task_cpu(p), other;
+
+	if (tc && !tc->runnable_since_ns)
+		tc->runnable_since_ns = bpf_ktime_get_ns();
+	aios_dsq_insert(p, cpu, slice_ns, enq_flags);
+	/* Wake the task's CPU if it idles; if it is busy, wake an idle CPU so
+	 * that its dispatch can decide whether to pull. */
+	if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+	other = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (other >= 0)
+		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
+}
+
+/* The queue an idle CPU would pull from: the longest one whose head may run
+ * here, preferring this CPU's LLC on ties. */
+static __always_inline s32 pull_victim(s32 self)
+{
+	s32 best = -1, cpu;
+	s64 best_score = 0;
+	u32 self_llc = llc_of(self);
+	struct bpf_iter_num it;
+
+	aios_for(cpu, 0, nr_cpus, it) {
+		s64 score;
+
+		if (cpu == self)
+			continue;
+		score = scx_bpf_dsq_nr_queued(cpu) * 2;
+		if (!score)
+			continue;
+		if (llc_of(cpu) == self_llc)
+			score++;
+		if (score > best_score) {
+			best_score = score;
+			best = cpu;
+		}
+	}
+	bpf_iter_num_destroy(&it);
+	return best;
+}
+
+void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
+{
+	const struct cpumask *idle;
+	struct task_struct *p;
+	struct mllb_task *tc;
+	bool migrate;
+	s32 victim;
+
+	if (aios_dsq_move_to_local(cpu)) {
+		aios_stat_inc(&stats, MLLB_STAT_LOCAL);
+		return;
+	}
+	victim = pull_victim(cpu);
+	if (victim < 0 || !bpf_ksym_exists(scx_bpf_dsq_peek))
+		return;
+	p = scx_bpf_dsq_peek(victim);
+	if (!p || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return;
+	tc = task_ctx_of(p);
+	if (!tc)
+		return;
+	idle = scx_bpf_get_idle_cpumask();
+	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, bpf_ktime_get_ns(), idle);
+	scx_bpf_put_idle_cpumask(idle);
+	migrate = decide(tc);
+	note_decision(tc, migrate);
+	if (migrate && aios_dsq_move_to_local(victim))
+		aios_stat_inc(&stats, MLLB_STAT_PULL_MIGRATE);
+	else
+		aios_stat_inc(&stats, MLLB_STAT_PULL_STAY);
+}
+
+void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
+{
+	struct mllb_task *tc = task_ctx_of(p);
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+	u64 now = bpf_ktime_get_ns();
+
+	if (c) {
+		c->run_start_ns = now;
+		c->running = 1;
+	}
+	if (!tc)
+		return;
+	if (tc->last_cpu >= 0 && tc->last_cpu != cpu) {
+		aios_stat_inc(&stats, MLLB_STAT_MIGRATIONS);
+		recent_migrations(tc, now);
+		tc->recent_migrations++;
+	}
+	tc->last_cpu = cpu;
+	tc->run_start_ns = now;
+	tc->runnable_since_ns = 0;
+	if (tc->pending == 1) {
+		tc->dec.wait_after_ns = now > tc->dec.ts_ns ? now - tc->dec.ts_ns : 0;
+		tc->dec.ran_cpu = cpu;
+		tc->pending = 2;
+	}
+}
+
+void BPF_STRUCT_OPS(mllb_stopping, struct task_struct *p, bool runnable)
+{
+	struct mllb_task *tc = task_ctx_of(p);
+	struct mllb_cpu *c = cpu_ctx_of(scx_bpf_task_cpu(p));
+	u64 now = bpf_ktime_get_ns();
+	struct mllb_decision *e;
+
+	if (c) {
+		u64 ran = now > c->run_start_ns ? now - c->run_start_ns : 0;
+		u64 period = now > c->last_update_ns ? now - c->last_update_ns : 0;
+		u64 sample = period ? ran * 1024 / period : 1024;
+
+		if (sample > 1024)
+			sample = 1024;
+		c->load = (c->load * 3 + sample) / 4;
+		c->last_update_ns = now;
+		c->running = 0;
+	}
+	if (!tc)
+		return;
+	if (now > tc->run_start_ns)
+		tc->runtime_ewma_ns = (tc->runtime_ewma_ns * 3 + (now - tc->run_start_ns)) / 4;
+	tc->last_stop_ns = now;
+	tc->runnable_since_ns = runnable ? now : 0;
+	if (tc->pending != 2)
+		return;
+	tc->pending = 0;
+	if (!log_decisions)
+		return;
+	tc->dec.run_after_ns = now > tc->run_start_ns ? now - tc->run_start_ns : 0;
+	e = bpf_ringbuf_reserve(&decisions, sizeof(*e), 0);
+	if (!e) {
+		aios_stat_inc(&stats, MLLB_STAT_LOG_LOST);
+		return;
+	}
+	__builtin_memcpy(e, &tc->dec, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+	aios_stat_inc(&stats, MLLB_STAT_LOGGED);
+}
+
+s32 BPF_STRUCT_OPS(mllb_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct mllb_task *tc;
+
+	tc = bpf_task_storage_get(&task_ctx, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tc)
+		return -12;	/* -ENOMEM: sched_ext refuses the task rather than run it blind */
+	tc->last_cpu = -1;
+	return 0;
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(mllb_init)
+{
+	struct bpf_iter_num it;
+	s32 cpu, err = 0;
+
+	nr_cpus = scx_bpf_nr_cpu_ids();
+	if (nr_cpus > MLLB_MAX_CPUS) {
+		aios_error("mllb supports at most %d CPUs, this machine has %u", MLLB_MAX_CPUS, nr_cpus);
+		return -22;
+	}
+	aios_for(cpu, 0, nr_cpus, it) {
+		err = scx_bpf_create_dsq(cpu, node_of(cpu));
+		if (err)
+			break;
+	}
+	bpf_iter_num_destroy(&it);
+	return err;
+}
+
+void BPF_STRUCT_OPS(mllb_exit, struct scx_exit_info *ei)
+{
+	aios_record_exit(ei);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops mllb_ops = {
+	.select_cpu	= (void *)mllb_select_cpu,
+	.enqueue	= (void *)mllb_enqueue,
+	.dispatch	= (void *)mllb_dispatch,
+	.running	= (void *)mllb_running,
+	.stopping	= (void *)mllb_stopping,
+	.init_task	= (void *)mllb_init_task,
+	.init		= (void *)mllb_init,
+	.exit		= (void *)mllb_exit,
+	.name		= "mllb",
+};

@@ -1,0 +1,157 @@
+"""The foreground loop behind `aios-lab deploy`: attach, watch, detach.
+
+Works for any sched_ext policy; for a learning one (a manifest with a
+[model] table) it also drains the decision log, writes it to a trace,
+and retrains on a schedule. Events go to a callback so the CLI only prints.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .controller import Deployment
+from .errors import ModelError, SchedulerEjected
+from .policy import Policy
+from .sched_ext import ExitInfo
+
+
+@dataclass
+class DeployResult:
+    final_stats: dict[str, int] = field(default_factory=dict)
+    exit_info: ExitInfo | None = None
+    ejected: SchedulerEjected | None = None
+    command_exit: int | None = None
+    decisions_path: Path | None = None
+
+
+class DeployLoop:
+    def __init__(self, policy: Policy, tunables: dict[str, Any], *, model_path: str | None = None,
+                 mode: str | None = None, decisions_out: Path | None = None,
+                 retrain_every_s: float | None = None, command: list[str] | None = None) -> None:
+        self.policy = policy
+        self.tunables = tunables
+        self.command = list(command or [])
+        self.retrain_every_s = retrain_every_s
+        self.decisions_out = decisions_out
+        self.learning = None
+        if policy.model is not None:
+            from .mllb.session import LearningRun
+
+            self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
+        self.writer = None
+
+    def _open_writer(self):
+        from .telemetry.writer import TraceWriter
+
+        meta = {"kind": "lb_decisions", "policy": self.policy.name, "tunables": self.tunables,
+                "mode": self.learning.mode if self.learning else None,
+                "model": self.learning.model_source if self.learning else None,
+                "kernel": os.uname().release, "workload_command": self.command}
+        return TraceWriter(self.decisions_out, meta)
+
+    def run(self, duration_s: float | None, interval_s: float,
+            on_event: Callable[[dict], None]) -> DeployResult:
+        res = DeployResult()
+        if self.decisions_out is not None:
+            self.writer = self._open_writer()  # refuses an existing target before anything is attached
+            if self.learning is not None:
+                self.learning.keep_pending = True
+        if self.learning is not None:
+            self.learning.start()
+            dep: Deployment = self.learning.dep
+        else:
+            dep = Deployment(self.policy, self.tunables).start()
+        started = time.monotonic()
+        on_event({"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
+                  "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
+                  "mode": self.learning.mode if self.learning else None})
+        proc = subprocess.Popen(self.command) if self.command else None
+        prev = dep.read_stats()
+        next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
+        status = "complete"
+        try:
+            while duration_s is None or time.monotonic() - started < duration_s:
+                end = time.monotonic() + interval_s
+                if duration_s is not None:
+                    end = min(end, started + duration_s)
+                while time.monotonic() < end:
+                    dep.check()
+                    self._drain()
+                    if proc is not None and proc.poll() is not None:
+                        break
+                    time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                cur = dep.read_stats()
+                on_event({"event": "stats", "t": round(time.monotonic() - started, 2), "stats": cur,
+                          "delta": {k: cur[k] - prev.get(k, 0) for k in cur}})
+                prev = cur
+                if next_retrain is not None and time.monotonic() >= next_retrain:
+                    self._retrain(started, on_event)
+                    next_retrain = time.monotonic() + self.retrain_every_s
+                if proc is not None and proc.poll() is not None:
+                    res.command_exit = proc.returncode
+                    on_event({"event": "command_exited", "exit_code": proc.returncode,
+                              "elapsed_s": time.monotonic() - started})
+                    break
+        except SchedulerEjected as exc:
+            res.ejected = exc
+            status = "truncated"
+        except KeyboardInterrupt:
+            status = "truncated" if proc is not None or duration_s is not None else "complete"
+        except BaseException:
+            status = "aborted"
+            raise
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            res.final_stats = dep.read_stats() if res.ejected is None and dep.stats else prev
+            res.exit_info = self.learning.stop() if self.learning else dep.stop()
+            self._drain()
+            res.decisions_path = self._close_writer(status, res)
+        if res.decisions_path is not None:
+            on_event({"event": "decisions_written", "path": str(res.decisions_path),
+                      "rows": self.learning.seen if self.learning else 0})
+        return res
+
+    def _drain(self) -> None:
+        if self.learning is None:
+            return
+        self.learning.poll()
+        if self.writer is not None:
+            self.writer.append_frame("lb_decisions", self.learning.take_new())
+
+    def _retrain(self, started: float, on_event: Callable[[dict], None]) -> None:
+        t = round(time.monotonic() - started, 2)
+        try:
+            out = self.learning.retrain()
+        except ModelError as exc:
+            on_event({"event": "retrain_skipped", "t": t, "why": exc.one_line()})
+            return
+        if out is None:
+            on_event({"event": "retrain_skipped", "t": t, "why": "fewer than 500 decisions with outcomes so far"})
+            return
+        mf, report = out
+        on_event({"event": "retrained", "t": t, "rows": report.rows_train + report.rows_test,
+                  "accuracy": report.accuracy, "agreement": report.agreement, "version": mf.version,
+                  "slot": self.learning.swaps[-1].slot})
+
+    def _close_writer(self, status: str, res: DeployResult) -> Path | None:
+        if self.writer is None:
+            return None
+        w, self.writer = self.writer, None
+        if status == "aborted":
+            w.abort()
+            return None
+        extra: dict[str, Any] = {"policy_stats_total": res.final_stats,
+                                 "exit": res.exit_info.describe() if res.exit_info else None}
+        if self.learning is not None:
+            extra["model_swaps"] = [s.__dict__ for s in self.learning.swaps]
+        return w.close(status=status, extra=extra)

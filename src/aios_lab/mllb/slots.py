@@ -1,0 +1,142 @@
+"""Push a decision tree into a running policy's model slots, atomically.
+
+The policy reads `model[ctl.active]` on every decision. A map update from
+user space is a plain copy into the value, which a concurrent BPF program
+could see half-done, so we never write the slot the kernel reads: we write
+the other one, read it back, and only then flip `ctl.active` (one aligned
+u32 store). The slot that was just retired may still be read by a program
+that looked up `active` before the flip, so it is not rewritten until a
+grace period has passed (BPF programs run for microseconds, under RCU;
+GRACE_S is three orders of magnitude longer).
+
+Layouts come from the object's BTF (policies/mllb/intf.h), never from
+Python declarations.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..bpf import BpfObject, Map
+from ..errors import LayoutError, ModelError
+from ..policy import ModelSpec
+
+MAGIC = 0x424C4C4D  # MLLB_MODEL_MAGIC
+GRACE_S = 0.02
+MODES = {"collect": 0, "model": 1}
+
+
+class TreeArrays(Protocol):
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    leaf: np.ndarray
+    max_depth: int
+
+
+@dataclass(frozen=True)
+class SlotLimits:
+    nr_features: int
+    max_nodes: int
+    max_depth: int
+    feature_max: int
+    feature_names: list[str]
+
+
+class ModelSlots:
+    """The two model slots and the control word of one loaded policy object."""
+
+    def __init__(self, obj: BpfObject, spec: ModelSpec) -> None:
+        btf = obj.btf
+        self._model_t = btf.ctypes_type("mllb_model")
+        self._ctl_t = btf.ctypes_type("mllb_ctl")
+        self.slots: Map = obj.map(spec.slots_map)
+        self.ctl: Map = obj.map(spec.ctl_map)
+        if self.slots.value_size != ctypes.sizeof(self._model_t) or self.slots.max_entries != 2:
+            raise LayoutError(f"map {spec.slots_map} is not two struct mllb_model slots")
+        enum = btf.enum(spec.features_enum)
+        names = {i: n.removeprefix(spec.feature_prefix).lower() for n, i in enum.items()
+                 if n.startswith(spec.feature_prefix)}
+        limit = btf.enum("mllb_limit")
+        nr_nodes = len(self._model_t().nodes)
+        if nr_nodes != limit["MLLB_MAX_NODES"] or limit["MLLB_MODEL_MAGIC"] != MAGIC:
+            raise LayoutError("struct mllb_model and enum mllb_limit disagree; rebuild the policy")
+        if sorted(names) != list(range(len(names))):
+            raise LayoutError(f"enum {spec.features_enum}: {spec.feature_prefix}* values are not 0..{len(names) - 1}")
+        self.limits = SlotLimits(nr_features=len(names), max_nodes=nr_nodes, max_depth=limit["MLLB_MAX_DEPTH"],
+                                 feature_max=limit["MLLB_FEATURE_MAX"],
+                                 feature_names=[names[i] for i in sorted(names)])
+        self._last_flip = 0.0
+
+    # -- reading ---------------------------------------------------------------------
+
+    def read_ctl(self) -> dict[str, int]:
+        raw = self.ctl.lookup_u32_key(0)
+        c = self._ctl_t.from_buffer_copy(raw)
+        return {"active": c.active, "mode": c.mode, "version": c.version, "swaps": c.swaps}
+
+    def read_slot(self, slot: int) -> Any:
+        return self._model_t.from_buffer_copy(self.slots.lookup_u32_key(slot))
+
+    def active_model(self) -> dict[str, Any] | None:
+        ctl = self.read_ctl()
+        m = self.read_slot(ctl["active"] & 1)
+        if m.magic != MAGIC:
+            return None
+        return {"version": m.version, "checksum": m.checksum, "nr_nodes": m.nr_nodes, "max_depth": m.max_depth}
+
+    # -- writing ---------------------------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ModelError(f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+        ctl = self.read_ctl()
+        self._write_ctl(ctl["active"], MODES[mode], ctl["version"], ctl["swaps"])
+
+    def push(self, tree: TreeArrays, version: int, checksum64: int) -> int:
+        """Write `tree` into the inactive slot and make it active; returns that slot.
+
+        The tree must already be validated against self.limits (the model
+        module does that); this checks again what would corrupt the kernel's
+        view, and leaves the live model untouched when anything is wrong."""
+        n = len(tree.feature)
+        if not 1 <= n <= self.limits.max_nodes:
+            raise ModelError(f"model has {n} nodes, the slot holds 1..{self.limits.max_nodes}")
+        if tree.max_depth > self.limits.max_depth:
+            raise ModelError(f"model depth {tree.max_depth} exceeds the policy's bound {self.limits.max_depth}")
+        m = self._model_t()
+        m.magic = MAGIC
+        m.nr_features = self.limits.nr_features
+        m.nr_nodes = n
+        m.max_depth = int(tree.max_depth)
+        m.version = int(version) & (2**64 - 1)
+        m.checksum = int(checksum64) & (2**64 - 1)
+        for i in range(n):
+            node = m.nodes[i]
+            node.threshold = int(tree.threshold[i])
+            node.feature = int(tree.feature[i])
+            node.left = int(tree.left[i])
+            node.right = int(tree.right[i])
+            node.leaf = int(tree.leaf[i])
+        wait = self._last_flip + GRACE_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # the inactive slot may still be read by a pre-flip decision
+        ctl = self.read_ctl()
+        target = 1 - (ctl["active"] & 1)
+        raw = bytes(m)
+        self.slots.update(target.to_bytes(4, "little"), raw)
+        if self.slots.lookup_u32_key(target) != raw:
+            raise ModelError(f"model slot {target} reads back different bytes; the live model is unchanged")
+        self._write_ctl(target, ctl["mode"], m.version, ctl["swaps"] + 1)
+        self._last_flip = time.monotonic()
+        return target
+
+    def _write_ctl(self, active: int, mode: int, version: int, swaps: int) -> None:
+        c = self._ctl_t()
+        c.active, c.mode, c.version, c.swaps = active, mode, version, swaps
+        self.ctl.update((0).to_bytes(4, "little"), bytes(c))
