@@ -66,3 +66,15 @@ def test_counter_enum_matches_the_c_header(tmp_path):
     with Btf.parse(_obj(ROOT / "bpf" / "counters.bpf.c")) as btf:
         enum = btf.enum("aios_counter")
     assert _c_facts(tmp_path, ["aios/counters.h"], list(enum), [INCLUDE]) == list(enum.values())
+
+
+def test_prog_info_offsets_match_the_uapi_header(tmp_path):
+    from aios_lab.bpf.object import PROG_INFO_OFFSETS, PROG_INFO_SIZE
+
+    if not Path("/usr/include/linux/bpf.h").exists():
+        pytest.skip("no linux/bpf.h (linux-libc-dev)")
+    names = list(PROG_INFO_OFFSETS)
+    facts = _c_facts(tmp_path, ["linux/bpf.h"], [f"offsetof(struct bpf_prog_info, {n})" for n in names]
+                     + ["sizeof(struct bpf_prog_info) >= " + str(PROG_INFO_SIZE)], [])
+    assert facts[:-1] == [PROG_INFO_OFFSETS[n][0] for n in names]
+    assert facts[-1] == 1

@@ -384,20 +384,27 @@ def analyze(trace, as_json) -> None:
 @main.command()
 @click.option("--cpus", default=4, show_default=True, help="vCPUs of the VM.")
 @click.option("--numa", default=2, show_default=True, help="NUMA nodes of the VM.")
-@click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
-@click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
+@click.option("--repeat", default=2, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model", show_default=True,
+              help="Schedulers to compare; <policy>-model trains a model first.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the JSON result.")
 @handle_errors
-def demo(cpus, numa, workload, repeat, out) -> None:
-    """Boot the VM, run a workload under EEVDF and under fifo, print the comparison.
+def demo(cpus, numa, workload, repeat, policies, out) -> None:
+    """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
-    Example: aios-lab demo --cpus 4 --numa 2 --repeat 3
+    Boots the pinned sched_ext kernel, runs the workload once under mllb's
+    collect mode and trains a model on its logged decisions, then runs it
+    under each scheduler in turn (a trace of every run), and prints the
+    comparison of makespan, migrations and BPF decision cost.
+
+    Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
     from .experiment import run_demo
 
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
-             echo=lambda m: click.echo(m))
+             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p])
 
 
 @main.command("bench-schedulers", hidden=False)
@@ -408,8 +415,13 @@ def demo(cpus, numa, workload, repeat, out) -> None:
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
 @click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
               help="Collect a telemetry trace of every run into this directory.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Model for <policy>-model runs (default: train one here first).")
+@click.option("--model-out", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the model trained here (default: results/<policy>-<workload>.model).")
+@click.option("--train-runs", default=1, show_default=True, help="Collect-mode runs to train the model on.")
 @handle_errors
-def bench_schedulers(workload, policies, repeat, json_out, trace_dir) -> None:
+def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
@@ -420,7 +432,12 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir) -> None:
     from .experiment import bench_schedulers as bench
 
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
-                echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None)
+                echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
+                model_path=Path(model_path) if model_path else None,
+                model_out=Path(model_out) if model_out else None, train_runs=train_runs)
+    from .experiment import format_summary
+
+    click.echo(format_summary(res))
     if json_out:
         from .experiment import write_json_atomic
 

@@ -7,13 +7,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from . import policy as pol
 from . import sched_ext, workloads
 from .controller import Deployment
 from .counters import SchedCounters
 from .errors import AiosError
+
+if TYPE_CHECKING:
+    from .mllb.model import ModelFile
 
 BASELINE = "eevdf"  # the kernel's own fair class: no sched_ext policy attached
 
@@ -31,7 +35,7 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
     from .telemetry.trace import Trace
 
     wl.check()
-    path = collect(CollectOptions(out=trace, command=["sh", "-c", f"{wl.command} >/dev/null"], interval_ms=500,
+    path = collect(CollectOptions(out=trace, command=["sh", "-c", f"{wl.shell} >/dev/null"], interval_ms=500,
                                   wakeup_events=False), echo=lambda m: None)
     meta = Trace.open(path).metadata
     if meta.get("workload_exit_code") != 0:
@@ -39,48 +43,164 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
     return float(meta["workload_elapsed_s"])
 
 
-def _one_run(scheduler: str, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None) -> dict:
-    dep = None
-    if scheduler != BASELINE:
-        dep = Deployment(pol.get(scheduler)).start()
+@dataclass(frozen=True)
+class SchedSpec:
+    """One scheduler of a comparison: `eevdf` (no policy), a policy name, or
+    `<learning policy>-collect` / `<learning policy>-model`."""
+    label: str
+    policy: str | None
+    mode: str | None = None
+
+    @classmethod
+    def parse(cls, label: str) -> "SchedSpec":
+        if label == BASELINE:
+            return cls(label, None)
+        for mode in ("collect", "model"):
+            if label.endswith(f"-{mode}"):
+                name = label[: -len(mode) - 1]
+                if pol.get(name).model is None:
+                    raise AiosError(f"{label}: policy {name} learns nothing, it has no {mode} mode")
+                return cls(label, name, mode)
+        if pol.get(label).model is not None:
+            return cls(label, label, "collect")
+        return cls(label, label)
+
+
+# The ops a learning policy decides in; their BPF run time per call is the
+# cost of a decision (plus the scheduling around it, the same in both modes).
+DECISION_OPS = ("select_cpu", "dispatch")
+
+
+def _start(spec: SchedSpec, model: "ModelFile | None"):
+    """Attach the scheduler of `spec`; returns (deployment, learning run or None)."""
+    if spec.policy is None:
+        return None, None
+    if spec.mode is None:
+        return Deployment(pol.get(spec.policy)).start(), None
+    from .mllb.session import LearningRun
+
+    if spec.mode == "model" and model is None:
+        raise AiosError(f"{spec.label} needs a model", hint="train one first (bench trains one unless --model)")
+    run = LearningRun(policy=pol.get(spec.policy), mode=spec.mode, model=model,
+                      model_source="experiment" if model else "")
+    run.start()
+    return run.dep, run
+
+
+def _prog_stats(dep: Deployment | None) -> dict[str, dict[str, int]]:
+    if dep is None or dep.obj is None:
+        return {}
+    return {p.name: p.run_stats() for p in dep.obj.programs() if p.name.endswith(DECISION_OPS)}
+
+
+def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None,
+             model: "ModelFile | None" = None) -> dict:
+    dep, learning = _start(spec, model)
     try:
-        before = counters.read()
+        before, progs0 = counters.read(), _prog_stats(dep)
         makespan = _run_traced(wl, trace) if trace is not None else wl.run()
-        after = counters.read()
+        after, progs1 = counters.read(), _prog_stats(dep)
         if dep is not None:
             dep.check()  # an ejection mid-run would make the numbers meaningless
+        policy_stats = dep.read_stats() if dep is not None else {}
+        if learning is not None:
+            learning.poll()
     finally:
-        if dep is not None:
+        if learning is not None:
+            learning.stop()
+        elif dep is not None:
             dep.stop()
     delta = {k: after[k] - before[k] for k in after}
-    return {"scheduler": scheduler, "makespan_s": round(makespan, 4), **{f"{k}": v for k, v in delta.items()},
+    cost = {}
+    for name, st in progs1.items():
+        runs = st["run_cnt"] - progs0[name]["run_cnt"]
+        if runs > 0:
+            cost[name] = {"calls": runs, "ns_per_call": round((st["run_time_ns"] - progs0[name]["run_time_ns"]) / runs, 1)}
+    return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta,
+            "policy_stats": policy_stats, "bpf_cost": cost,
             "trace": str(trace) if trace is not None else None,
             "load_s": round(dep.load_s, 4) if dep and dep.load_s else None,
             "attach_s": round(dep.attach_s, 4) if dep and dep.attach_s else None}
 
 
+def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
+                echo: Callable[[str], None] = print) -> tuple["ModelFile", dict]:
+    """Run `wl` under the policy's collect mode, train on its logged decisions, save."""
+    from .mllb.model import save_model
+    from .mllb.session import LearningRun
+    from .mllb.train import train
+
+    frames = []
+    for r in range(runs):
+        with LearningRun(policy=pol.get(policy_name), mode="collect") as run:
+            wl.run()
+            run.poll()
+            frames.append(run.window().assign(trace=f"collect-{r + 1}"))
+        echo(f"training run {r + 1}/{runs}: {len(frames[-1])} decisions logged")
+    import pandas as pd
+
+    mf, report = train(pd.concat(frames, ignore_index=True))
+    save_model(out, mf)
+    for line in report.lines():
+        echo(f"  {line}")
+    echo(f"model written to {out}")
+    return mf, report.to_dict()
+
+
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
-                     echo: Callable[[str], None] = print, trace_dir: Path | None = None) -> dict:
-    """Run ``workload`` under each scheduler, interleaved, ``repeat`` times."""
+                     echo: Callable[[str], None] = print, trace_dir: Path | None = None,
+                     model_path: Path | None = None, model_out: Path | None = None,
+                     train_runs: int = 1) -> dict:
+    """Run ``workload`` under each scheduler, interleaved, ``repeat`` times.
+
+    A `<policy>-model` scheduler uses `model_path`, or else a model trained
+    here first from `train_runs` runs of `<policy>-collect` (saved to
+    `model_out`). BPF run-time statistics are on for every run of every
+    scheduler alike, so their cost does not favour one."""
+    from .bpf.object import BpfStats
+
     wl = workloads.get(workload)
     wl.check()
-    if any(p != BASELINE for p in policies):
+    wl.run_prepare()
+    specs = [SchedSpec.parse(p) for p in policies]
+    if any(s.policy for s in specs):
         sched_ext.require()
         sched_ext.require_free()
+    model, training = None, None
+    learners = {s.policy for s in specs if s.mode == "model"}
+    if len(learners) > 1:
+        raise AiosError("one learning policy per comparison")
+    if learners:
+        from .mllb.model import load_model
+
+        if model_path is not None:
+            model = load_model(model_path)
+        else:
+            out = model_out or (trace_dir or paths_results()) / f"{next(iter(learners))}-{wl.name}.model"
+            model, training = train_model(next(iter(learners)), wl, train_runs, out, echo)
+            model_path = out
     runs: list[dict] = []
-    with SchedCounters() as counters:
+    with SchedCounters() as counters, BpfStats():
         for r in range(repeat):
-            for sched in policies:
-                trace = trace_dir / f"{wl.name}-{sched}-{r + 1}" if trace_dir is not None else None
-                res = _one_run(sched, wl, counters, trace)
+            for spec in specs:
+                trace = trace_dir / f"{wl.name}-{spec.label}-{r + 1}" if trace_dir is not None else None
+                res = _one_run(spec, wl, counters, trace, model)
                 res["repeat"] = r
                 runs.append(res)
-                echo(f"run {r + 1}/{repeat} {sched:8} makespan {res['makespan_s']:.2f}s "
-                     f"migrations {res['migrate']} switches {res['switch']}")
-    summary = summarise(runs, policies)
+                cost = "  ".join(f"{k.split('_', 1)[-1]} {v['ns_per_call']:.0f}ns" for k, v in res["bpf_cost"].items())
+                echo(f"run {r + 1}/{repeat} {spec.label:13} makespan {res['makespan_s']:.2f}s "
+                     f"migrations {res['migrate']} switches {res['switch']}" + (f"  bpf {cost}" if cost else ""))
+    summary = summarise(runs, [s.label for s in specs])
     return {"workload": {"name": wl.name, "summary": wl.summary, "command": wl.command},
             "kernel": os.uname().release, "cpus": os.cpu_count(), "repeat": repeat,
+            "model": str(model_path) if model_path else None, "training": training,
             "runs": runs, "summary": summary, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def paths_results() -> Path:
+    from . import paths
+
+    return paths.project_root() / "results"
 
 
 def summarise(runs: list[dict], policies: list[str]) -> dict:
@@ -91,7 +211,15 @@ def summarise(runs: list[dict], policies: list[str]) -> dict:
         if not ms:
             continue
         out[sched] = {"makespan_median_s": statistics.median(ms), "makespan_min_s": min(ms),
-                      "makespan_max_s": max(ms), "migrations_median": statistics.median(mig), "n": len(ms)}
+                      "makespan_max_s": max(ms), "migrations_median": statistics.median(mig),
+                      "migrations_min": min(mig), "migrations_max": max(mig), "n": len(ms)}
+        cost: dict[str, list[float]] = {}
+        for r in runs:
+            if r["scheduler"] == sched:
+                for prog, c in (r.get("bpf_cost") or {}).items():
+                    cost.setdefault(prog, []).append(c["ns_per_call"])
+        if cost:
+            out[sched]["bpf_ns_per_call_median"] = {k: statistics.median(v) for k, v in cost.items()}
     base = out.get(BASELINE)
     for sched, s in out.items():
         if base:
@@ -110,17 +238,38 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
         topo = vm["topology"]
         where += f", QEMU {vm['accel']} ({topo['sockets']} sockets, {topo['numa_nodes']} NUMA nodes)"
     lines.append(f"{where}, {result['repeat']} interleaved runs each")
-    lines.append(f"{'scheduler':10} {'makespan median [min-max]':>28} {'migrations':>11} {'vs eevdf':>9}")
+    lines.append(f"{'scheduler':13} {'makespan median [min-max]':>28} {'vs eevdf':>9} "
+                 f"{'migrations median [min-max]':>30} {'vs eevdf':>9}")
     for sched, s in result["summary"].items():
-        ratio = s.get("makespan_ratio_vs_eevdf")
-        lines.append(f"{sched:10} {s['makespan_median_s']:>12.2f}s [{s['makespan_min_s']:.2f}-{s['makespan_max_s']:.2f}]"
-                     f"{s['migrations_median']:>12.0f} {('x%.2f' % ratio) if ratio else '-':>9}")
+        ratio, mratio = s.get("makespan_ratio_vs_eevdf"), s.get("migrations_ratio_vs_eevdf")
+        lines.append(f"{sched:13} {s['makespan_median_s']:>12.2f}s [{s['makespan_min_s']:.2f}-{s['makespan_max_s']:.2f}]"
+                     f" {('x%.2f' % ratio) if ratio else '-':>9} {s['migrations_median']:>14.0f}"
+                     f" [{s.get('migrations_min', 0):.0f}-{s.get('migrations_max', 0):.0f}]"
+                     f" {('x%.2f' % mratio) if mratio is not None else '-':>9}")
+    costs = {k: v["bpf_ns_per_call_median"] for k, v in result["summary"].items() if v.get("bpf_ns_per_call_median")}
+    if costs:
+        lines.append("BPF run time per call (median over runs; kernel.bpf_stats_enabled):")
+        for sched, c in costs.items():
+            lines.append(f"  {sched:13} " + "  ".join(f"{k}: {v:.0f} ns" for k, v in sorted(c.items())))
+        learn = [k for k in costs if k.endswith("-model")]
+        for m in learn:
+            base = m[: -len("model")] + "collect"
+            if base in costs:
+                ratios = [f"{k}: x{costs[m][k] / costs[base][k]:.2f}" for k in sorted(costs[m])
+                          if k in costs[base] and costs[base][k]]
+                lines.append(f"  {m} vs {base}: " + "  ".join(ratios))
     return "\n".join(lines)
 
 
+DEMO_POLICIES = [BASELINE, "fifo", "mllb-collect", "mllb-model"]
+
+
 def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
-             echo: Callable[[str], None] = print) -> dict:
-    """Host side of `make demo`: build, boot the VM, compare EEVDF and fifo."""
+             echo: Callable[[str], None] = print, policies: list[str] | None = None) -> dict:
+    """Host side of `make demo`: build, boot the VM, and in it: run the
+    workload under mllb's collect mode, train a model on the logged
+    decisions, then compare EEVDF, fifo, mllb-collect and mllb-model."""
+    policies = policies or DEMO_POLICIES
     from . import build, paths
     from .bpf_provision import provision
     from .vm import runner
@@ -136,13 +285,15 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     stamp = time.strftime("%Y%m%d-%H%M%S")
     guest_json = out_dir / f".demo-{stamp}.guest.json"
     traces = out_dir / f"demo-{stamp}-traces"
+    model = out_dir / f"demo-{stamp}-mllb.model"
     cmd = [sys.executable, "-m", "aios_lab.cli", "bench-schedulers", "--workload", workload,
-           "--policies", f"{BASELINE},fifo", "--repeat", str(repeat), "--json-out", str(guest_json),
-           "--trace-dir", str(traces)]
+           "--policies", ",".join(policies), "--repeat", str(repeat), "--json-out", str(guest_json),
+           "--trace-dir", str(traces), "--model-out", str(model)]
     topo = Topology(cpus=cpus, numa_nodes=numa, memory_mb=2048)
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
-         f"under eevdf and fifo, {repeat}x each")
-    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=3600)
+         f"under {', '.join(policies)}, {repeat}x each"
+         + (" (after a training run of mllb-collect)" if any(p.endswith("-model") for p in policies) else ""))
+    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400)
     if res.returncode != 0:
         raise AiosError(f"the experiment failed in the guest (exit {res.returncode})")
     result = json.loads(guest_json.read_text())
@@ -153,11 +304,11 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     from .telemetry.analyze import format_summary as trace_summary, summarize
     from .telemetry.trace import Trace
 
-    for sched in (BASELINE, "fifo"):
+    for sched in policies:
         last = [r for r in result["runs"] if r["scheduler"] == sched][-1]
         echo(f"\n--- trace of the last {sched} run: {last['trace']}")
         echo(trace_summary(summarize(Trace.open(Path(last["trace"])))))
     echo("")
     echo(format_summary(result, result["vm"]))
-    echo(f"\nfull result: {final}\ntraces: {traces}")
+    echo(f"\nfull result: {final}\ntraces: {traces}" + (f"\nmodel: {result['model']}" if result.get("model") else ""))
     return result

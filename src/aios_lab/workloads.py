@@ -1,6 +1,7 @@
 """Workloads are data: workloads/NAME.toml with a shell command to time."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import time
@@ -23,6 +24,22 @@ class Workload:
     command: str
     timeout_s: float = 600.0
     requires: list[str] = field(default_factory=list)
+    prepare: str | None = None  # run once, untimed, before the first timed run (e.g. generate sources)
+
+    @property
+    def shell(self) -> str:
+        """The command as run: from the project root, whatever the caller's directory."""
+        return f"cd {shlex.quote(str(paths.project_root()))} && {self.command}"
+
+    def run_prepare(self) -> None:
+        if not self.prepare:
+            return
+        self.check()
+        proc = subprocess.run(["sh", "-c", self.prepare], cwd=paths.project_root(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=self.timeout_s)
+        if proc.returncode != 0:
+            raise WorkloadError(f"workload {self.name}: prepare step failed with exit {proc.returncode}: "
+                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
 
     def check(self) -> None:
         missing = [b for b in self.requires if not shutil.which(b)]
@@ -35,7 +52,7 @@ class Workload:
         self.check()
         t0 = time.monotonic()
         try:
-            proc = subprocess.run(["sh", "-c", self.command], stdout=subprocess.DEVNULL,
+            proc = subprocess.run(["sh", "-c", self.command], cwd=paths.project_root(), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             raise WorkloadError(f"workload {self.name} did not finish within {self.timeout_s:.0f}s") from None
@@ -54,7 +71,8 @@ def load(path: Path) -> Workload:
     try:
         data = tomllib.loads(path.read_text())
         return Workload(name=data["name"], summary=data.get("summary", ""), command=data["command"],
-                        timeout_s=float(data.get("timeout_s", 600)), requires=list(data.get("requires", [])))
+                        timeout_s=float(data.get("timeout_s", 600)), requires=list(data.get("requires", [])),
+                        prepare=data.get("prepare"))
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         raise WorkloadError(f"workload file {path} is malformed: {exc}") from None
 

@@ -99,6 +99,30 @@ class Link:
         self.destroy()
 
 
+# Offsets in struct bpf_prog_info (uapi/linux/bpf.h). The uapi struct only
+# ever grows at the end, so these are fixed by the ABI; its bitfield
+# (gpl_compatible) keeps it out of our BTF->ctypes mirror.
+# tests/test_layouts.py checks them against the system's linux/bpf.h.
+PROG_INFO_SIZE = 232
+PROG_INFO_OFFSETS = {"id": (4, "<I"), "run_time_ns": (192, "<Q"), "run_cnt": (200, "<Q")}
+
+
+class BpfStats:
+    """Turn on kernel.bpf_stats_enabled while in use (the kernel counts program
+    run time only then; it costs two clock reads per program run) and put the
+    previous value back."""
+
+    PATH = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+    def __enter__(self) -> "BpfStats":
+        self._old = self.PATH.read_text().strip()
+        self.PATH.write_text("1")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.PATH.write_text(self._old)
+
+
 class Program:
     """A program of an object (read-only view; attach through BpfObject.attach)."""
 
@@ -118,6 +142,17 @@ class Program:
     @property
     def type(self) -> int:
         return int(libbpf.func("bpf_program__type")(self.ptr))
+
+    def run_stats(self) -> dict[str, int]:
+        """The kernel's counters for this loaded program: id, run_cnt, run_time_ns.
+
+        run_cnt/run_time_ns only grow while the sysctl kernel.bpf_stats_enabled
+        is 1 (see BpfStats)."""
+        buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
+        size = ctypes.c_uint(PROG_INFO_SIZE)
+        libbpf.call_int(BpfError, f"cannot get info for program {self.name}", "bpf_obj_get_info_by_fd",
+                        self.fd, buf, ctypes.byref(size))
+        return {k: struct.unpack_from(fmt, buf.raw, off)[0] for k, (off, fmt) in PROG_INFO_OFFSETS.items()}
 
 
 class BpfObject(Closeable):
