@@ -54,9 +54,9 @@ def drain_rate(hb: list[str], wakeup_sample: int = 1) -> dict:
         t0, cpu0, n = time.monotonic(), time.process_time(), 0
         while proc.poll() is None:
             col.poll(50)
-            n += sum(len(v) for v in col.take_events().values())
+            n += sum(len(v) for v in col.take_event_frames().values() if v is not None)
         col.poll(0)
-        n += sum(len(v) for v in col.take_events().values())
+        n += sum(len(v) for v in col.take_event_frames().values() if v is not None)
         wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
         lost = col.lost()
     return {"command": hb, "wakeup_sample": wakeup_sample, "events": n, "wall_s": round(wall, 3), "events_per_s": round(n / wall), "drain_cpu_s": round(cpu, 3),
@@ -83,27 +83,33 @@ def main() -> int:
     hb = hackbench_cmd(args.groups, args.loops)
     tmp = Path(tempfile.mkdtemp(prefix="aios-overhead-"))
     aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1000"]
-    times: dict[str, list[float]] = {"baseline": [], "aios-collect": [], "perf-sched": []}
-    collect_lost: list[dict] = []
+    variants = {"aios-collect": [], "aios-collect-s8": ["--wakeup-sample", "8"],
+                "aios-collect-nowake": ["--no-wakeups"]}
+    times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in variants}, "perf-sched": []}
+    collect_lost: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(args.runs):
         times["baseline"].append(run_timed([], hb))
-        trace = tmp / f"trace-{r}"
-        times["aios-collect"].append(run_timed(aios + ["--out", str(trace), "--"], hb))
-        meta = json.loads((trace / "metadata.json").read_text())
-        collect_lost.append(meta.get("lost", {}))
-        shutil.rmtree(trace, ignore_errors=True)
+        for name, extra in variants.items():
+            trace = tmp / f"trace-{name}-{r}"
+            times[name].append(run_timed(aios + extra + ["--out", str(trace), "--"], hb))
+            meta = json.loads((trace / "metadata.json").read_text())
+            collect_lost[name].append(meta.get("lost", {}))
+            shutil.rmtree(trace, ignore_errors=True)
         times["perf-sched"].append(run_timed(["perf", "sched", "record", "-q", "-o", str(tmp / "perf.data"), "--"], hb))
         (tmp / "perf.data").unlink(missing_ok=True)
         print(f"run {r + 1}/{args.runs}: " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["baseline"]
-    over = {k: (med[k] - base) / base for k in ("aios-collect", "perf-sched")}
-    print(f"\nhackbench {' '.join(hb[1:])}, {args.runs} interleaved runs, medians:")
+    over = {k: (med[k] - base) / base for k in times if k != "baseline"}
+    print(f"\nhackbench {' '.join(hb[1:])}, {args.runs} interleaved runs, medians "
+          "(aios-collect-s8: --wakeup-sample 8; -nowake: --no-wakeups):")
     for k, v in times.items():
-        print(f"  {k:13} {med[k]:.3f}s [{min(v):.3f}-{max(v):.3f}]  ratio {med[k] / base:.3f}")
-    print(f"  overhead: aios-collect {over['aios-collect'] * 100:+.1f}%, perf sched {over['perf-sched'] * 100:+.1f}%, "
-          f"aios/perf overhead ratio {over['aios-collect'] / over['perf-sched']:.2f}" if over["perf-sched"] > 0 else "")
-    print(f"  events lost by aios-collect per run: {[dropped(d) for d in collect_lost]}")
+        print(f"  {k:20} {med[k]:.3f}s [{min(v):.3f}-{max(v):.3f}]  ratio {med[k] / base:.3f}")
+    for k in variants:
+        ratio = f", {over[k] / over['perf-sched']:.2f} of perf sched's" if over["perf-sched"] > 0 else ""
+        print(f"  overhead {k}: {over[k] * 100:+.1f}%{ratio}; events lost per run: "
+              f"{[dropped(d) for d in collect_lost[k]]}")
+    print(f"  overhead perf-sched: {over['perf-sched'] * 100:+.1f}%")
     # Zero-loss rate: the same collector at rising load, all wakeups recorded,
     # then the heaviest load with wakeup sampling.
     drains = []

@@ -99,12 +99,22 @@ def test_collect_train_deploy_through_the_cli(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "agreement" in r.stdout
     mf = load_model(model)
-    r = _cli("deploy", "mllb", "--json", "--model", str(model), "--", *HACKBENCH, "50")
+    # Model mode, closing the loop: retrain on live decisions and swap in.
+    trace2 = tmp_path / "decisions-2"
+    r = _cli("deploy", "mllb", "--json", "--model", str(model), "--retrain-every", "4", "--decisions", str(trace2),
+             "--", *HACKBENCH, "300")
     assert r.returncode == 0, r.stdout + r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert events[0]["event"] == "attached" and events[0]["mode"] == "model"
+    kinds = [e["event"] for e in events]
+    assert "retrained" in kinds, kinds
+    retrained = next(e for e in events if e["event"] == "retrained")
+    assert 0.0 <= retrained["accuracy"] <= 1.0 and retrained["agreement"] == 1.0
     assert events[-1]["event"] == "detached" and events[-1]["stats"]["MODEL_DECISIONS"] > 0, events[-1]
-    assert mf.version > 0
+    meta = Trace.open(trace2).metadata
+    versions = [s["version"] for s in meta["model_swaps"]]
+    assert versions[0] == mf.version and len(versions) >= 2 and versions[-1] != mf.version, versions
+    assert Trace.open(trace2).table("lb_decisions")["by_model"].any()
 
 
 def test_a_corrupt_model_is_refused_before_anything_is_attached(tmp_path):

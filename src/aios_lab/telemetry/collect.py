@@ -203,8 +203,10 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     # (a task switched in with no matching switch-out), not a dropped event.
     dropped = {k: v for k, v in lost.items() if v and k != "unpaired_switch"}
     if dropped:
+        hint = ("; record fewer wakeup events with --wakeup-sample N or --no-wakeups"
+                if dropped.get("wakeup_ring") else "")
         echo(f"WARNING: events lost: {', '.join(f'{k}={v}' for k, v in dropped.items())} "
-             "(ring buffer or task map full; see metadata.json 'lost')")
+             f"(ring buffer or task map full; see metadata.json 'lost'){hint}")
     return path
 
 
@@ -233,18 +235,21 @@ EVENT_BATCH_ROWS = 5000
 PROCFS_MIN_PERIOD_NS = 5_000_000_000
 
 
-def _flush_events(bpf, writer: TraceWriter, pending: dict[str, list[dict]], force: bool) -> None:
+def _flush_events(bpf, writer: TraceWriter, pending: dict[str, list], force: bool) -> None:
     """Move decoded ring-buffer events to the writer in large batches.
 
-    Each append converts rows to Arrow, which has a fixed cost; appending a
-    few rows every poll cost 35% of a second on the host and far more in an
+    Each append converts to Arrow, which has a fixed cost; appending a few
+    rows every poll cost 35% of a second on the host and far more in an
     emulated guest.
     """
-    for table, rows in bpf.take_events().items():
-        pending.setdefault(table, []).extend(rows)
-    for table, rows in pending.items():
-        if rows and (force or len(rows) >= EVENT_BATCH_ROWS):
-            writer.append(table, rows)
+    import pandas as pd
+
+    for table, df in bpf.take_event_frames().items():
+        if df is not None and len(df):
+            pending.setdefault(table, []).append(df)
+    for table, frames in pending.items():
+        if frames and (force or sum(len(f) for f in frames) >= EVENT_BATCH_ROWS):
+            writer.append_frame(table, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
             pending[table] = []
 
 
