@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from aios_lab.atomic import fsync_dir
 from aios_lab.errors import ModelError
 from aios_lab.telemetry.schema import LB_FEATURES
 
@@ -424,22 +425,8 @@ def save_model(path: Path | str, model_file: ModelFile) -> Path:
             raise ModelError(f"cannot write model file {path}: {e.strerror or e}",
                              hint="check free disk space and permissions") from None
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
     return path
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename durable; best effort (not every filesystem allows it).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _ints(where: str, values: Any, lo: int, hi: int) -> list[int]:

@@ -17,26 +17,16 @@ from __future__ import annotations
 import ctypes
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from ..bpf import BpfObject, Map
 from ..errors import LayoutError, ModelError
 from ..policy import ModelSpec
+from .model import QuantizedTree
 
 MAGIC = 0x424C4C4D  # MLLB_MODEL_MAGIC
 GRACE_S = 0.02
 MODES = {"collect": 0, "model": 1}
-
-
-class TreeArrays(Protocol):
-    feature: np.ndarray
-    threshold: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    leaf: np.ndarray
-    max_depth: int
 
 
 @dataclass(frozen=True)
@@ -98,7 +88,7 @@ class ModelSlots:
         ctl = self.read_ctl()
         self._write_ctl(ctl["active"], MODES[mode], ctl["version"], ctl["swaps"])
 
-    def push(self, tree: TreeArrays, version: int, checksum64: int) -> int:
+    def push(self, tree: QuantizedTree, version: int, checksum64: int) -> int:
         """Write `tree` into the inactive slot and make it active; returns that slot.
 
         The tree must already be validated against self.limits (the model

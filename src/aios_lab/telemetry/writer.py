@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aios_lab.atomic import fsync_dir
 from aios_lab.errors import TraceError
 from aios_lab.telemetry.schema import (
     METADATA_FILE,
@@ -57,21 +58,6 @@ def _dumps(obj: Any) -> str:
     except (TypeError, ValueError) as e:
         raise TraceError(f"trace metadata cannot be written as JSON: {e}",
                          hint="pass only str/int/float/bool/list/dict values") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable across power loss; best effort (not every
-    # filesystem lets a directory be opened for fsync).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _aios_version() -> str:
@@ -259,7 +245,7 @@ class TraceWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(self.tmp_dir)
+        fsync_dir(self.tmp_dir)
 
     def _publish(self) -> None:
         # rename(2) replaces an empty directory atomically and refuses a
@@ -274,7 +260,7 @@ class TraceWriter:
                          "or remove the old trace and rename it") from None
             raise TraceError(f"cannot move trace into place at {self.out_dir}: {e.strerror}",
                              hint=f"the finished trace is at {self.tmp_dir}") from None
-        _fsync_dir(self.out_dir.parent)
+        fsync_dir(self.out_dir.parent)
 
     def abort(self) -> None:
         """Drop everything: close the writers and remove the temporary directory."""
