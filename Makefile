@@ -1,5 +1,5 @@
 # aios-lab: one command sets up and runs the main job, one runs the tests.
-#   make demo   - install what is needed, build, boot the VM, compare EEVDF and fifo
+#   make demo   - install what is needed, build, boot the VM; collect with mllb, train, deploy, compare
 #   make test   - install what is needed, build, run every test tier
 # Both work on a fresh Debian 12 machine with nothing installed beforehand.
 

@@ -234,10 +234,12 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
               help="Learning policies: write the logged decisions to this trace directory (for `train lb`).")
 @click.option("--retrain-every", type=float, default=None,
               help="Learning policies: every N seconds, retrain on the decisions so far and swap the model in.")
+@click.option("--retrain-min-rows", type=click.IntRange(min=10), default=500, show_default=True,
+              help="With --retrain-every: skip a retrain until this many decisions have outcomes.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decisions_out, retrain_every,
-           command) -> None:
+           retrain_min_rows, command) -> None:
     """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
 
     With a COMMAND (after --) the policy is detached when COMMAND exits, and
@@ -261,7 +263,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
                                "apply to learning policies (see `aios-lab policy list`)")
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
-                      retrain_every_s=retrain_every, command=list(command))
+                      retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command))
 
     def show(event: dict) -> None:
         if as_json:

@@ -31,11 +31,13 @@ class DeployResult:
 class DeployLoop:
     def __init__(self, policy: Policy, tunables: dict[str, Any], *, model_path: str | None = None,
                  mode: str | None = None, decisions_out: Path | None = None,
-                 retrain_every_s: float | None = None, command: list[str] | None = None) -> None:
+                 retrain_every_s: float | None = None, retrain_min_rows: int = 500,
+                 command: list[str] | None = None) -> None:
         self.policy = policy
         self.tunables = tunables
         self.command = list(command or [])
         self.retrain_every_s = retrain_every_s
+        self.retrain_min_rows = retrain_min_rows
         self.decisions_out = decisions_out
         self.learning = None
         if policy.model is not None:
@@ -131,12 +133,12 @@ class DeployLoop:
     def _retrain(self, started: float, on_event: Callable[[dict], None]) -> None:
         t = round(time.monotonic() - started, 2)
         try:
-            out = self.learning.retrain()
+            out = self.learning.retrain(min_rows=self.retrain_min_rows)
         except ModelError as exc:
             on_event({"event": "retrain_skipped", "t": t, "why": exc.one_line()})
             return
         if out is None:
-            on_event({"event": "retrain_skipped", "t": t, "why": "fewer than 500 decisions with outcomes so far"})
+            on_event({"event": "retrain_skipped", "t": t, "why": f"fewer than {self.retrain_min_rows} decisions with outcomes so far"})
             return
         mf, report = out
         on_event({"event": "retrained", "t": t, "rows": report.rows_train + report.rows_test,
