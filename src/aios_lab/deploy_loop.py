@@ -58,6 +58,7 @@ class DeployLoop:
     def run(self, duration_s: float | None, interval_s: float,
             on_event: Callable[[dict], None]) -> DeployResult:
         res = DeployResult()
+        self._warm_up()
         if self.decisions_out is not None:
             self.writer = self._open_writer()  # refuses an existing target before anything is attached
             if self.learning is not None:
@@ -123,6 +124,18 @@ class DeployLoop:
                       "rows": self.learning.seen if self.learning else 0})
         return res
 
+    def _warm_up(self) -> None:
+        """Import now what the loop will need, before the scheduler is attached:
+        in a TCG guest pandas takes over a minute to import and scikit-learn
+        three, and a first drain or retrain stalled that long would leave the
+        decision ring undrained and the retrain schedule meaningless."""
+        if self.learning is None:
+            return
+        if self.decisions_out is not None or self.retrain_every_s:
+            import pandas  # noqa: F401
+        if self.retrain_every_s:
+            from .mllb import train  # noqa: F401  (imports scikit-learn)
+
     def _drain(self) -> None:
         if self.learning is None:
             return
@@ -131,6 +144,7 @@ class DeployLoop:
             self.writer.append_frame("lb_decisions", self.learning.take_new())
 
     def _retrain(self, started: float, on_event: Callable[[dict], None]) -> None:
+        self._drain()  # train on everything logged so far
         t = round(time.monotonic() - started, 2)
         try:
             out = self.learning.retrain(min_rows=self.retrain_min_rows)
