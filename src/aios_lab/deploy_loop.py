@@ -63,11 +63,25 @@ class DeployLoop:
             self.writer = self._open_writer()  # refuses an existing target before anything is attached
             if self.learning is not None:
                 self.learning.keep_pending = True
-        if self.learning is not None:
-            self.learning.start()
-            dep: Deployment = self.learning.dep
-        else:
-            dep = Deployment(self.policy, self.tunables).start()
+        try:
+            if self.learning is not None:
+                self.learning.start()
+                dep: Deployment = self.learning.dep
+            else:
+                dep = Deployment(self.policy, self.tunables).start()
+        except SchedulerEjected as exc:
+            # Ejected while being enabled (e.g. scx_bpf_error on the first
+            # task it saw): start() has already detached and cleaned up.
+            res.ejected, res.exit_info = exc, exc.exit_info
+            if self.writer is not None:
+                self.writer.abort()
+                self.writer = None
+            return res
+        except BaseException:
+            if self.writer is not None:
+                self.writer.abort()
+                self.writer = None
+            raise
         started = time.monotonic()
         on_event({"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
                   "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
