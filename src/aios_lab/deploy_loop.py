@@ -69,18 +69,16 @@ class DeployLoop:
                 dep: Deployment = self.learning.dep
             else:
                 dep = Deployment(self.policy, self.tunables).start()
-        except SchedulerEjected as exc:
-            # Ejected while being enabled (e.g. scx_bpf_error on the first
-            # task it saw): start() has already detached and cleaned up.
-            res.ejected, res.exit_info = exc, exc.exit_info
+        except BaseException as exc:
+            # Nothing ran: no trace. start() has already detached and cleaned up.
             if self.writer is not None:
                 self.writer.abort()
                 self.writer = None
-            return res
-        except BaseException:
-            if self.writer is not None:
-                self.writer.abort()
-                self.writer = None
+            if isinstance(exc, SchedulerEjected):
+                # Ejected while being enabled (e.g. scx_bpf_error on the
+                # first task it saw): reported as an ejection, like later ones.
+                res.ejected, res.exit_info = exc, exc.exit_info
+                return res
             raise
         started = time.monotonic()
         on_event({"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from . import policy as pol
-from . import sched_ext, workloads
+from . import paths, sched_ext, workloads
 from .controller import Deployment
 from .counters import SchedCounters
 from .errors import AiosError
@@ -176,7 +176,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
         if model_path is not None:
             model = load_model(model_path)
         else:
-            out = model_out or (trace_dir or paths_results()) / f"{next(iter(learners))}-{wl.name}.model"
+            out = model_out or (trace_dir or paths.project_root() / "results") / f"{next(iter(learners))}-{wl.name}.model"
             model, training = train_model(next(iter(learners)), wl, train_runs, out, echo)
             model_path = out
     runs: list[dict] = []
@@ -195,12 +195,6 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
             "kernel": os.uname().release, "cpus": os.cpu_count(), "repeat": repeat,
             "model": str(model_path) if model_path else None, "training": training,
             "runs": runs, "summary": summary, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def paths_results() -> Path:
-    from . import paths
-
-    return paths.project_root() / "results"
 
 
 def summarise(runs: list[dict], policies: list[str]) -> dict:
@@ -270,7 +264,7 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     workload under mllb's collect mode, train a model on the logged
     decisions, then compare EEVDF, fifo, mllb-collect and mllb-model."""
     policies = policies or DEMO_POLICIES
-    from . import build, paths
+    from . import build
     from .bpf_provision import provision
     from .vm import runner
     from .vm.kernel import ensure_kernel

@@ -16,9 +16,6 @@ from ..errors import LayoutError
 from ..policy import ModelSpec
 from ..telemetry.schema import LB_FEATURES
 
-SITES = {0: "wakeup", 1: "pull"}
-
-
 class DecisionLog:
     """Consume a policy's decision ring; `take()` returns a DataFrame of new rows."""
 
@@ -37,20 +34,13 @@ class DecisionLog:
             raise LayoutError(f"enum {spec.features_enum} lists {names}, the trace schema {LB_FEATURES}",
                               hint="update LB_FEATURES in telemetry/schema.py together with intf.h")
         self._raw: list[bytes] = []
-        self.records = 0
         self.ring = RingBuffer(obj.map(spec.decisions_ring), self._raw.append)
-
-    def poll(self, timeout_ms: int = 0) -> int:
-        n = self.ring.poll(timeout_ms, max_records=self.POLL_BUDGET)
-        self.records += n
-        return n
 
     def drain(self) -> int:
         """Consume everything available now."""
         total = 0
         while (n := self.ring.consume(max_records=self.POLL_BUDGET)) > 0:
             total += n
-        self.records += total
         return total
 
     def take(self) -> np.ndarray:

@@ -186,11 +186,3 @@ class LearningRun:
         if self.mode != "model":
             self.set_mode("model")
         return mf, report
-
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": self.mode, "swaps": len(self.swaps),
-                               "decisions": self.log.records if self.log else 0}
-        if self.slots is not None:
-            out["ctl"] = self.slots.read_ctl()
-            out["active_model"] = self.slots.active_model()
-        return out
