@@ -35,6 +35,9 @@ enum mllb_feature {
 	MLLB_F_TASK_WEIGHT,		/* sched_ext weight, 100 = nice 0 */
 	MLLB_F_TASK_WAIT_US,		/* time the task has been runnable without running, us */
 	MLLB_F_TASK_RECENT_MIGRATIONS,	/* the task's migrations, halved every 100 ms */
+	MLLB_F_SRC_WAIT_EST_US,		/* expected wait before the task would run on src if it stays, us */
+	MLLB_F_DST_WAIT_EST_US,		/* expected wait before it would run on dst if it moves, us */
+	MLLB_F_WAIT_GAIN_US,		/* src_wait_est - dst_wait_est: what moving saves, us */
 	MLLB_F_SITE,			/* where the decision is taken: 0 wakeup, 1 idle pull */
 	MLLB_NR_FEATURES,
 };
@@ -111,6 +114,7 @@ enum mllb_stat {
 	MLLB_STAT_MODEL_BAD_WALK,	/* the model's walk found no leaf: the task stayed */
 	MLLB_STAT_LOGGED,		/* decisions written to the decisions ring */
 	MLLB_STAT_LOG_LOST,		/* decisions dropped: ring full */
+	MLLB_STAT_WAKE_PREEMPT,		/* a short task that stayed was queued first and preempted its CPU's long one */
 	MLLB_NR_STATS,
 };
 

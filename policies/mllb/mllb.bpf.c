@@ -37,6 +37,11 @@ bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
 const volatile u64 slice_ns = 5000000;
 const volatile bool log_decisions = true;
 const volatile u64 cache_hot_ns = 500000;	/* heuristic: ran this recently = cache-hot */
+/* A woken task whose runs average at most this long, and at most half of
+ * what is left of its CPU's current run, is queued first there and preempts
+ * (as EEVDF's wakeup preemption would) instead of waiting a slice or being
+ * moved: a short task keeps its cache and costs the long one little. */
+const volatile u64 preempt_run_ns = 1000000;
 const volatile u32 cpu_llc[MLLB_MAX_CPUS];	/* LLC id of each CPU (sysfs cache/index3/id) */
 const volatile u32 cpu_node[MLLB_MAX_CPUS];	/* NUMA node of each CPU */
 
@@ -76,6 +81,8 @@ struct {
 struct mllb_cpu {
 	u64 last_update_ns;
 	u64 run_start_ns;
+	u64 curr_expect_ns;	/* expected length of the current run (its task's EWMA) */
+	s64 queued_ns;		/* expected work waiting in this CPU's DSQ; atomic, any CPU adds */
 	u32 load;		/* busy fraction, 0..1024, EWMA over stop events */
 	u32 running;
 };
@@ -96,7 +103,9 @@ struct mllb_task {
 	u64 run_start_ns;
 	u64 mig_decay_ns;
 	u32 recent_migrations;
+	u64 queued_cost_ns;	/* what this task added to queued_ns of queued_cpu */
 	s32 last_cpu;
+	s32 queued_cpu;		/* DSQ it waits in (counted in queued_ns), -1 if none */
 	u32 pending;
 	u32 _pad;
 	struct mllb_decision dec;
@@ -190,9 +199,72 @@ static __always_inline u32 recent_migrations(struct mllb_task *tc, u64 now)
 	return tc->recent_migrations;
 }
 
-/* Fill tc->dec for a decision about moving p from src to dst. */
+/* How long the task is expected to run once it runs: its EWMA, capped at a
+ * slice; a task with no history counts as a full slice. */
+static __always_inline u64 expected_run(struct mllb_task *tc)
+{
+	u64 r = tc->runtime_ewma_ns;
+
+	return r && r < slice_ns ? r : slice_ns;
+}
+
+/* Expected wait before a task queued on cpu now would run: the rest of the
+ * current run (its task's expected length minus what it has run), plus the
+ * expected work already queued there when the task would go to the tail. */
+static __always_inline u64 wait_estimate(s32 cpu, u64 now, bool behind_queue)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+	u64 wait = 0, ran;
+	s64 queued;
+
+	if (!c)
+		return 0;
+	if (c->running) {
+		ran = now > c->run_start_ns ? now - c->run_start_ns : 0;
+		if (ran < c->curr_expect_ns)
+			wait = c->curr_expect_ns - ran;
+	}
+	if (behind_queue) {
+		queued = c->queued_ns;
+		if (queued > 0)
+			wait += queued;
+	}
+	return wait;
+}
+
+/* Whether a woken task staying on cpu would preempt there (preempt_run_ns). */
+static __always_inline bool preempts(struct mllb_task *tc, s32 cpu, u64 now)
+{
+	u64 r = tc->runtime_ewma_ns;
+
+	return r && r <= preempt_run_ns && wait_estimate(cpu, now, false) > 2 * r;
+}
+
+static __always_inline void account_queued(struct mllb_task *tc, s32 cpu)
+{
+	struct mllb_cpu *c;
+
+	if (tc->queued_cpu >= 0) {
+		c = cpu_ctx_of(tc->queued_cpu);
+		if (c)
+			__sync_fetch_and_add(&c->queued_ns, -(s64)tc->queued_cost_ns);
+		tc->queued_cpu = -1;
+	}
+	if (cpu < 0)
+		return;
+	c = cpu_ctx_of(cpu);
+	if (!c)
+		return;
+	tc->queued_cost_ns = expected_run(tc);
+	tc->queued_cpu = cpu;
+	__sync_fetch_and_add(&c->queued_ns, (s64)tc->queued_cost_ns);
+}
+
+/* Fill tc->dec for a decision about moving p from src to dst; src_wait and
+ * dst_wait are the wait estimates of staying and of moving. */
 static __always_inline void fill_features(struct mllb_task *tc, struct task_struct *p, s32 src, s32 dst,
-					  u32 site, u64 now, const struct cpumask *idle)
+					  u32 site, u64 now, const struct cpumask *idle,
+					  u64 src_wait, u64 dst_wait)
 {
 	s64 *f = tc->dec.features;
 	s64 src_nr = scx_bpf_dsq_nr_queued(src), dst_nr = scx_bpf_dsq_nr_queued(dst);
@@ -215,6 +287,9 @@ static __always_inline void fill_features(struct mllb_task *tc, struct task_stru
 	f[MLLB_F_TASK_WAIT_US] = tc->runnable_since_ns && now > tc->runnable_since_ns ?
 				  clamp_pos((now - tc->runnable_since_ns) / 1000) : 0;
 	f[MLLB_F_TASK_RECENT_MIGRATIONS] = recent_migrations(tc, now);
+	f[MLLB_F_SRC_WAIT_EST_US] = clamp_pos(src_wait / 1000);
+	f[MLLB_F_DST_WAIT_EST_US] = clamp_pos(dst_wait / 1000);
+	f[MLLB_F_WAIT_GAIN_US] = clamp_sym((s64)(src_wait / 1000) - (s64)(dst_wait / 1000));
 	f[MLLB_F_SITE] = site;
 	tc->dec.ts_ns = now;
 	tc->dec.pid = p->pid;
@@ -345,8 +420,8 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 {
 	const struct cpumask *idle;
 	struct mllb_task *tc;
-	u64 now = bpf_ktime_get_ns();
-	bool migrate;
+	u64 now = bpf_ktime_get_ns(), src_wait, dst_wait;
+	bool migrate, dst_idle;
 	s32 cand;
 
 	tc = task_ctx_of(p);
@@ -366,7 +441,12 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 		aios_stat_inc(&stats, MLLB_STAT_WAKE_NO_CANDIDATE);
 		return prev_cpu;
 	}
-	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle);
+	/* Staying means the tail of prev's queue, or its head if the task is
+	 * short enough to preempt there; moving, the tail of cand's. */
+	dst_idle = bpf_cpumask_test_cpu(cand, idle);
+	src_wait = preempts(tc, prev_cpu, now) ? 0 : wait_estimate(prev_cpu, now, true);
+	dst_wait = dst_idle ? 0 : wait_estimate(cand, now, true);
+	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle, src_wait, dst_wait);
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
@@ -384,9 +464,22 @@ void BPF_STRUCT_OPS(mllb_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct mllb_task *tc = task_ctx_of(p);
 	s32 cpu = scx_bpf_task_cpu(p), other;
+	u64 now = bpf_ktime_get_ns();
 
 	if (tc && !tc->runnable_since_ns)
-		tc->runnable_since_ns = bpf_ktime_get_ns();
+		tc->runnable_since_ns = now;
+	/* A short woken task goes first on its busy CPU and preempts the long
+	 * one there (preempt_run_ns); per-CPU kthreads get here without a
+	 * select_cpu, so this is the one place that sees every wakeup. */
+	if (tc && (enq_flags & SCX_ENQ_WAKEUP) && preempts(tc, cpu, now)) {
+		account_queued(tc, cpu);
+		aios_dsq_insert(p, cpu, slice_ns, enq_flags | SCX_ENQ_HEAD);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		aios_stat_inc(&stats, MLLB_STAT_WAKE_PREEMPT);
+		return;
+	}
+	if (tc)
+		account_queued(tc, cpu);
 	aios_dsq_insert(p, cpu, slice_ns, enq_flags);
 	/* Wake the task's CPU if it idles; if it is busy, wake an idle CPU so
 	 * that its dispatch can decide whether to pull. */
@@ -434,6 +527,7 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	struct mllb_task *tc;
 	bool migrate;
 	s32 victim;
+	u64 now;
 
 	if (aios_dsq_move_to_local(cpu)) {
 		aios_stat_inc(&stats, MLLB_STAT_LOCAL);
@@ -449,7 +543,10 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	if (!tc)
 		return;
 	idle = scx_bpf_get_idle_cpumask();
-	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, bpf_ktime_get_ns(), idle);
+	/* p heads victim's queue: staying, it runs when victim's current run
+	 * ends; pulled, it runs here now. */
+	now = bpf_ktime_get_ns();
+	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, wait_estimate(victim, now, false), 0);
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
@@ -469,9 +566,11 @@ void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
 	if (c) {
 		c->run_start_ns = now;
 		c->running = 1;
+		c->curr_expect_ns = tc ? expected_run(tc) : slice_ns;
 	}
 	if (!tc)
 		return;
+	account_queued(tc, -1);
 	if (tc->last_cpu >= 0 && tc->last_cpu != cpu) {
 		aios_stat_inc(&stats, MLLB_STAT_MIGRATIONS);
 		recent_migrations(tc, now);
@@ -535,7 +634,18 @@ s32 BPF_STRUCT_OPS(mllb_init_task, struct task_struct *p, struct scx_init_task_a
 	if (!tc)
 		return -12;	/* -ENOMEM: sched_ext refuses the task rather than run it blind */
 	tc->last_cpu = -1;
+	tc->queued_cpu = -1;
 	return 0;
+}
+
+/* A task leaving sched_ext while queued (class change) takes its expected
+ * work out of its queue's estimate. */
+void BPF_STRUCT_OPS(mllb_disable, struct task_struct *p)
+{
+	struct mllb_task *tc = task_ctx_of(p);
+
+	if (tc)
+		account_queued(tc, -1);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(mllb_init)
@@ -570,6 +680,7 @@ struct sched_ext_ops mllb_ops = {
 	.running	= (void *)mllb_running,
 	.stopping	= (void *)mllb_stopping,
 	.init_task	= (void *)mllb_init_task,
+	.disable	= (void *)mllb_disable,
 	.init		= (void *)mllb_init,
 	.exit		= (void *)mllb_exit,
 	.name		= "mllb",

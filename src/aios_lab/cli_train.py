@@ -31,8 +31,12 @@ def train() -> None:
 @click.option("--test-size", default=0.25, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Fraction of each trace, the latest decisions, held out for evaluation.")
+@click.option("--migration-cost-us", default=500.0, show_default=True,
+              type=click.FloatRange(0, None),
+              help="What a migration within an LLC costs the task (x2 across LLCs, x4 across "
+                   "NUMA nodes): a migration is labelled right when it saves more wait than this.")
 def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
-       test_size: float) -> None:
+       test_size: float, migration_cost_us: float) -> None:
     """Train the mllb load-balancing decision tree from logged decisions.
 
     Prints held-out accuracy, the confusion matrix and the agreement between
@@ -42,16 +46,17 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_train_lb)(traces, out, max_depth, seed, test_size)
+    handle_errors(_train_lb)(traces, out, max_depth, seed, test_size, migration_cost_us)
 
 
 def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
-              test_size: float) -> None:
+              test_size: float, migration_cost_us: float) -> None:
     from aios_lab.mllb.model import save_model
     from aios_lab.mllb.train import load_decisions, train as train_model
 
     df = load_decisions(traces)
-    model_file, report = train_model(df, test_size=test_size, seed=seed, max_depth=max_depth)
+    model_file, report = train_model(df, test_size=test_size, seed=seed, max_depth=max_depth,
+                                     migration_cost_ns=int(migration_cost_us * 1000))
     for line in report.lines():
         click.echo(line)
     path = save_model(out, model_file)

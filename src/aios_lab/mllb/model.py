@@ -44,7 +44,7 @@ MLLB_FEATURE_MAX = 1_000_000_000
 FEATURES: list[str] = list(LB_FEATURES)
 MLLB_NR_FEATURES = len(FEATURES)
 # Features that may be negative; all others are clamped to 0..MLLB_FEATURE_MAX.
-SIGNED_FEATURES = frozenset({"load_diff", "nr_diff"})
+SIGNED_FEATURES = frozenset({"load_diff", "nr_diff", "wait_gain_us"})
 
 FORMAT = "aios-lab-model"
 FORMAT_VERSION = 1

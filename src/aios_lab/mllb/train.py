@@ -2,40 +2,27 @@
 
 Labelling rule
 --------------
-Each logged decision carries its outcome: ``wait_after_ns`` (decision -> the
-task next ran) and ``run_after_ns`` (how long that run lasted). The label is
-1 when *migrating was the right answer* and 0 when staying was:
+A migration is worth making when it saves the task more waiting than it
+costs. Each logged decision carries its outcome, ``wait_after_ns`` (decision
+-> the task next ran), and two estimates BPF made when deciding:
+``src_wait_est_us``, how long the task would wait if it stayed (the rest of
+src's current run, plus the work queued there unless the task would be
+queued first) and ``dst_wait_est_us``, how long it would wait on dst (0 when
+dst is idle). For each decision one side is observed and the other is the
+estimate (the counterfactual):
 
-* a decision that **migrated** is labelled 1 when the task ran soon,
-  ``wait_after_ns <= wait_good_ns``, and its next run was not cache-cold;
-  otherwise 0. A run counts as cache-cold when it was inflated well beyond
-  the task's usual run length: ``run_after_ns > cold_factor *
-  max(task_runtime_us * 1000, cold_min_ns)`` (the same work taking twice as
-  long points at refilling caches). Tasks with no run history
-  (``task_runtime_us == 0``) are never called cold; ``cold_factor=None``
-  turns the check off.
-* a decision that **stayed** is labelled 1 when the task waited long,
-  ``wait_after_ns > wait_bad_ns`` (moving it would have been better), else 0.
+* **migrated**: stay wait = ``src_wait_est``, move wait = ``wait_after``;
+* **stayed**: stay wait = ``wait_after``, move wait = ``dst_wait_est``.
 
-Default thresholds are relative to the data, because absolute waits depend
-on the machine and the workload. Each decision is judged against the typical
-outcome of the *other* choice (its counterfactual), measured in the training
-split only, so the held-out set does not shape its own labels:
-
-* ``wait_good_ns`` = the median wait of the decisions that **stayed**
-  (``good_quantile=0.5``): a migration paid off if the task ran at least as
-  soon as a typical task that stayed;
-* ``wait_bad_ns`` = the 90th percentile of the waits of the decisions that
-  **migrated** (``bad_quantile=0.9``): staying was wrong if the task waited
-  longer than nine in ten migrated tasks did.
-
-A quantile of the stays' own waits would force about a tenth of the stays to
-be "wrong" whatever the machine did; the cross reference does not. When one
-side has fewer than ``MIN_SIDE`` decisions, its quantile comes from all
-waits instead. ``cold_factor`` defaults to 2 and ``cold_min_ns`` to 50 us
-(below that, run length noise from interrupts and ticks dwarfs cache
-refill). The thresholds used, and how each was chosen, go into the model
-file's training metadata.
+The label is 1 ("migrating was right") when ``stay wait - move wait > cost``
+and 0 otherwise. ``cost`` is what a migration costs the task in lost cache
+warmth: ``migration_cost_ns`` (default 500 us, the default of CFS's
+``sched_migration_cost_ns``, below which CFS calls a task cache-hot) within
+an LLC, ``llc_factor`` (2) times that across LLCs of one NUMA node and
+``node_factor`` (4) times that across nodes. The costs are parameters, not
+measurements: under TCG there is no cache to lose, so on the VM they encode
+what real hardware would charge. The rule and its parameters go into the
+model file's training metadata.
 
 Split
 -----
@@ -62,12 +49,10 @@ TABLE = "lb_decisions"
 OUTCOME_COLUMNS = ["ts_ns", "migrate", "wait_after_ns", "run_after_ns"]
 FEATURE_COLUMNS = [f"f_{n}" for n in FEATURES]
 MIN_ROWS = 20  # fewer usable decisions than this cannot say anything held-out
-MIN_SIDE = 10  # a quantile of fewer waits than this is noise
 
-DEFAULT_GOOD_QUANTILE = 0.5
-DEFAULT_BAD_QUANTILE = 0.9
-DEFAULT_COLD_FACTOR = 2.0
-DEFAULT_COLD_MIN_NS = 50_000
+DEFAULT_MIGRATION_COST_NS = 500_000  # CFS's sched_migration_cost_ns default
+DEFAULT_LLC_FACTOR = 2.0
+DEFAULT_NODE_FACTOR = 4.0
 
 _COLLECT_HINT = ("collect a trace while the mllb policy runs with decision logging; "
                  "its collect mode logs every decision")
@@ -115,7 +100,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_matrix(df: pd.DataFrame) -> np.ndarray:
-    """(n, 16) int64 features in enum order, clamped as BPF clamps them (so the
+    """(n, MLLB_NR_FEATURES) int64 features in enum order, clamped as BPF clamps them (so the
     training data covers exactly the values the kernel can produce)."""
     X = df[FEATURE_COLUMNS].to_numpy(dtype=np.int64)
     lo, hi = feature_bounds()
@@ -126,65 +111,51 @@ def feature_matrix(df: pd.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LabelRule:
-    """The thresholds of the labelling rule (module docstring)."""
+    """The cost-aware labelling rule (module docstring)."""
 
-    wait_good_ns: int
-    wait_bad_ns: int
-    cold_factor: float | None = DEFAULT_COLD_FACTOR
-    cold_min_ns: int = DEFAULT_COLD_MIN_NS
-    derived: dict[str, str] = field(default_factory=dict)  # how each was chosen
+    migration_cost_ns: int = DEFAULT_MIGRATION_COST_NS
+    llc_factor: float = DEFAULT_LLC_FACTOR
+    node_factor: float = DEFAULT_NODE_FACTOR
 
-    def apply(self, df: pd.DataFrame) -> np.ndarray:
+    def __post_init__(self) -> None:
+        if self.migration_cost_ns < 0:
+            raise ModelError(f"migration cost must be >= 0, not {self.migration_cost_ns} ns")
+        for name in ("llc_factor", "node_factor"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 1):
+                raise ModelError(f"{name} must be a finite number >= 1, not {v}")
+
+    def cost_ns(self, df: pd.DataFrame) -> np.ndarray:
+        same_llc = df["f_same_llc"].to_numpy() != 0
+        same_node = df["f_same_node"].to_numpy() != 0
+        factor = np.where(same_llc, 1.0, np.where(same_node, self.llc_factor, self.node_factor))
+        return self.migration_cost_ns * factor
+
+    def waits(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(stay wait, move wait) per decision, ns: observed for the choice
+        taken, BPF's estimate for the other."""
         wait = df["wait_after_ns"].to_numpy(dtype=np.int64)
         migrate = df["migrate"].to_numpy(dtype=bool)
-        good_migration = migrate & (wait <= self.wait_good_ns) & ~self.cold(df)
-        bad_stay = ~migrate & (wait > self.wait_bad_ns)
-        return (good_migration | bad_stay).astype(np.int64)
+        src_est = df["f_src_wait_est_us"].to_numpy(dtype=np.int64) * 1000
+        dst_est = df["f_dst_wait_est_us"].to_numpy(dtype=np.int64) * 1000
+        return np.where(migrate, src_est, wait), np.where(migrate, wait, dst_est)
 
-    def cold(self, df: pd.DataFrame) -> np.ndarray:
-        """Rows whose next run was inflated beyond the task's usual run length."""
-        if self.cold_factor is None:
-            return np.zeros(len(df), dtype=bool)
-        usual_ns = df["f_task_runtime_us"].to_numpy(dtype=np.int64) * 1000
-        run = df["run_after_ns"].to_numpy(dtype=np.int64)
-        limit = self.cold_factor * np.maximum(usual_ns, self.cold_min_ns)
-        return (usual_ns > 0) & (run > limit)
+    def apply(self, df: pd.DataFrame) -> np.ndarray:
+        stay, move = self.waits(df)
+        return ((stay - move) > self.cost_ns(df)).astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "rule": "migrate iff stay_wait - move_wait > cost; "
+                "the choice taken is observed, the other is BPF's estimate"}
 
 
-def label_rule(df: pd.DataFrame, *, wait_good_ns: int | None = None,
-               wait_bad_ns: int | None = None, good_quantile: float = DEFAULT_GOOD_QUANTILE,
-               bad_quantile: float = DEFAULT_BAD_QUANTILE,
-               cold_factor: float | None = DEFAULT_COLD_FACTOR,
-               cold_min_ns: int = DEFAULT_COLD_MIN_NS) -> LabelRule:
-    """The rule's thresholds: given ones as they are, others from ``df``'s waits."""
-    if len(df) == 0:
-        raise ModelError("no decisions to derive labelling thresholds from")
-    migrated = df["migrate"].astype(bool)
-
-    def waits_of(mask: pd.Series, name: str) -> tuple[pd.Series, str]:
-        if int(mask.sum()) >= MIN_SIDE:
-            return df.loc[mask, "wait_after_ns"], name
-        return df["wait_after_ns"], f"all decisions (fewer than {MIN_SIDE} {name})"
-
-    derived = {}
-    if wait_good_ns is None:
-        waits, of = waits_of(~migrated, "stays")
-        wait_good_ns = int(waits.quantile(good_quantile))
-        derived["wait_good_ns"] = f"q{good_quantile:g} of wait_after_ns of {of}"
-    else:
-        derived["wait_good_ns"] = "given"
-    if wait_bad_ns is None:
-        waits, of = waits_of(migrated, "migrations")
-        wait_bad_ns = int(waits.quantile(bad_quantile))
-        derived["wait_bad_ns"] = f"q{bad_quantile:g} of wait_after_ns of {of}"
-    else:
-        derived["wait_bad_ns"] = "given"
-    return LabelRule(int(wait_good_ns), int(wait_bad_ns),
-                     None if cold_factor is None else float(cold_factor), int(cold_min_ns),
-                     derived)
+def label_rule(df: pd.DataFrame | None = None, *,
+               migration_cost_ns: int = DEFAULT_MIGRATION_COST_NS,
+               llc_factor: float = DEFAULT_LLC_FACTOR,
+               node_factor: float = DEFAULT_NODE_FACTOR) -> LabelRule:
+    """The rule with the given costs. ``df`` is accepted for symmetry with
+    data-derived rules; the cost-aware rule takes nothing from the data."""
+    return LabelRule(int(migration_cost_ns), float(llc_factor), float(node_factor))
 
 
 def label(df: pd.DataFrame, rule: LabelRule | None = None, **kwargs: Any) -> pd.Series:
@@ -245,14 +216,12 @@ class TrainReport:
         r, (tn, fp), (fn, tp) = self.label_rule, *self.confusion
         cb = self.class_balance
         top = [f"{k} {v:.2f}" for k, v in self.importances.items() if v > 0][:6]
-        cold = ("cold check off" if r["cold_factor"] is None
-                else f"not cold: run <= {r['cold_factor']:g}x max(task runtime, "
-                     f"{r['cold_min_ns'] / 1e3:g} us)")
         return [
             f"decisions: {self.rows_total} from {len(self.traces)} trace(s), {self.rows_used} "
             f"usable ({self.rows_dropped} without outcome or features)",
-            f"labels: migrate good if wait <= {r['wait_good_ns'] / 1e3:.1f} us and {cold}; "
-            f"stay bad if wait > {r['wait_bad_ns'] / 1e3:.1f} us",
+            f"labels: migrate iff the wait it saves exceeds the migration cost "
+            f"({r['migration_cost_ns'] / 1e3:g} us in an LLC, x{r['llc_factor']:g} across LLCs, "
+            f"x{r['node_factor']:g} across nodes)",
             f"split: {self.split}: {self.rows_train} train, {self.rows_test} held out",
             f"class balance: train stay {cb['train']['stay']} / migrate {cb['train']['migrate']}, "
             f"held-out stay {cb['test']['stay']} / migrate {cb['test']['migrate']}",

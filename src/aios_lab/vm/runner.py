@@ -69,6 +69,16 @@ def find_vng() -> tuple[str, str]:
     return exe, path
 
 
+def _numpy_at_least(major: int, minor: int) -> bool:
+    from importlib import metadata
+
+    try:
+        parts = metadata.version("numpy").split(".")
+        return (int(parts[0]), int(parts[1])) >= (major, minor)
+    except (metadata.PackageNotFoundError, ValueError, IndexError):
+        return False
+
+
 def _guest_env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {
         "AIOS_LAB_ROOT": str(paths.project_root()),
@@ -166,6 +176,13 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
     (rundir / "cmd.sh").write_text(shell + "\n")
     genv = _guest_env(env)
     genv["AIOS_GUEST_CWD"] = str(cwd)
+    if accel == "tcg":
+        # numpy's AVX2 kernels died with a general protection fault on a
+        # vpgatherqq under TCG (1 of 2 runs of the same training, console
+        # log kept in the 2026-11-25 note); the SSE4.2 baseline is enough here.
+        # The group names are numpy >= 2.4's; older ones are left alone.
+        if _numpy_at_least(2, 4):
+            genv.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V3 X86_V4")
     (rundir / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in genv.items()))
     for f in ("output", "exitcode"):
         (rundir / f).touch()
