@@ -71,7 +71,7 @@ def _one_line_error(exc: pytest.ExceptionInfo) -> str:
 
 def test_lb_features_match_intf_h():
     assert features_from_header() == LB_FEATURES == FEATURES
-    assert len(FEATURES) == 19
+    assert len(FEATURES) == 20
     cols = [f.name for f in LB_DECISIONS if f.name.startswith("f_")]
     assert cols == [f"f_{n}" for n in FEATURES]
 
@@ -211,7 +211,7 @@ def test_predict_rejects_wrong_shape_and_non_integers():
     (dict(left=[1, 0, 1, 0, 0]), "left child 1 is not in 3..4"),
     (dict(right=[2, 0, 9, 0, 0]), "right child 9"),
     (dict(left=[0, 0, 3, 0, 0]), "left child 0"),
-    (dict(feature=[19, -1, 4, -1, -1]), "feature 19"),
+    (dict(feature=[20, -1, 4, -1, -1]), "feature 20"),
     (dict(threshold=[10 ** 9 + 1, 0, -3, 0, 0]), "threshold"),
     (dict(leaf=[0, 0, 0, 2, 0]), "leaf 3 answers 2"),
     (dict(float_threshold=[5.5, 0, float("nan"), 0, 0]), "NaN"),

@@ -47,7 +47,7 @@ def _raw(slots: ModelSlots) -> tuple[bytes, bytes, bytes]:
 
 def test_limits_and_feature_names_come_from_btf(slots):
     assert slots.limits.feature_names == LB_FEATURES
-    assert slots.limits.nr_features == 19 and slots.limits.max_nodes == 511 and slots.limits.max_depth == 16
+    assert slots.limits.nr_features == 20 and slots.limits.max_nodes == 511 and slots.limits.max_depth == 16
 
 
 def test_push_writes_the_inactive_slot_then_flips(slots):

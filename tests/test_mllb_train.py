@@ -49,7 +49,8 @@ def decisions(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     src_est = np.where(good, rng.integers(3000, 10_000, n), rng.integers(0, 200, n))
     dst_est = np.where(good, 0, rng.integers(0, 300, n))
     f.update(src_wait_est_us=src_est, dst_wait_est_us=dst_est, wait_gain_us=src_est - dst_est,
-             site=rng.integers(0, 2, n))
+             dst_idle_est_us=np.where(f["dst_idle"] == 1, rng.integers(5000, 50_000, n), 0),
+             site=np.where(f["dst_idle"] == 1, rng.integers(0, 2, n), 0))
     migrate = rng.random(n) < 0.5
     wait = (np.where(migrate, dst_est, src_est) + rng.integers(0, 50, n)) * US
     df = pd.DataFrame({
@@ -83,20 +84,25 @@ def test_default_rule_recovers_the_known_rule():
 def test_label_rule_cases():
     ms = 1_000_000
     rows = pd.DataFrame({
-        "migrate":           [True, True, True, False, False, False, True],
-        "wait_after_ns":     [0, 0, 2 * ms, 3 * ms, 300_000, 3 * ms, 0],
-        "f_src_wait_est_us": [1000, 400, 3000, 0, 0, 0, 1500],
-        "f_dst_wait_est_us": [0, 0, 0, 0, 0, 2000, 0],
-        "f_same_llc":        [1, 1, 1, 1, 1, 1, 0],
-        "f_same_node":       [1, 1, 1, 1, 1, 1, 1],
+        "migrate":           [True, True, True, False, False, False, True, True, False],
+        "wait_after_ns":     [0, 0, 2 * ms, 3 * ms, 300_000, 3 * ms, 0, 0, 3 * ms],
+        "f_src_wait_est_us": [1000, 400, 3000, 0, 0, 0, 1500, 5000, 0],
+        "f_dst_wait_est_us": [0, 0, 0, 0, 0, 2000, 0, 0, 0],
+        "f_dst_idle":        [1, 1, 1, 1, 1, 0, 1, 1, 1],
+        "f_dst_idle_est_us": [9000, 9000, 9000, 9000, 9000, 0, 9000, 200, 200],
+        "f_site":            [0, 0, 0, 0, 1, 0, 1, 1, 0],
+        "f_same_llc":        [1, 1, 1, 1, 1, 1, 0, 1, 1],
+        "f_same_node":       [1, 1, 1, 1, 1, 1, 1, 1, 1],
     })
     rule = LabelRule()  # 500 us, x2 across LLCs, x4 across nodes
     # moved, saved 1 ms; moved, saved 0.4 ms (< cost); moved but waited 2 ms
     # of the 3 it saved; stayed 3 ms where dst was free; stayed 0.3 ms;
-    # stayed 3 ms where dst would have taken 2; moved across LLCs saving
-    # 1.5 ms (> 1 ms).
-    assert rule.apply(rows).tolist() == [1, 0, 1, 1, 0, 1, 1]
-    assert LabelRule(migration_cost_ns=800_000).apply(rows).tolist() == [1, 0, 1, 1, 0, 1, 0]
+    # stayed 3 ms where busy dst would have taken 2; pulled across LLCs
+    # saving 1.5 ms (> 1 ms); pulled saving 5 ms onto a CPU that idles
+    # 200 us; stayed 3 ms where dst idles 200 us.
+    assert rule.apply(rows).tolist() == [1, 0, 1, 1, 0, 1, 1, 0, 0]
+    assert rule.gain_ns(rows).tolist()[7:] == [200_000, 200_000]
+    assert LabelRule(migration_cost_ns=800_000).apply(rows).tolist() == [1, 0, 1, 1, 0, 1, 0, 0, 0]
     assert rule.to_dict()["migration_cost_ns"] == 500_000
 
 

@@ -10,7 +10,7 @@
  * In collect mode a documented heuristic answers (the system runs well
  * without a model) and in model mode a decision tree held in the `model` map
  * answers, evaluated here with integer comparisons in a bounded loop. Both
- * modes can log each decision with its 16 features to the `decisions` ring
+ * modes can log each decision with its features to the `decisions` ring
  * once its outcome is known: how long the task waited until it next ran,
  * where, and how long that run was. User space trains on those logs
  * (aios-lab train lb) and swaps models in while this runs (double-buffered
@@ -36,7 +36,7 @@ bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
 /* Tunables and topology, set by the loader before load (rodata). */
 const volatile u64 slice_ns = 5000000;
 const volatile bool log_decisions = true;
-const volatile u64 cache_hot_ns = 500000;	/* heuristic: ran this recently = cache-hot */
+const volatile u64 cache_hot_ns = 500000;	/* heuristic: what a migration costs (CFS: sched_migration_cost) */
 /* A woken task whose runs average at most this long, and at most half of
  * what is left of its CPU's current run, is queued first there and preempts
  * (as EEVDF's wakeup preemption would) instead of waiting a slice or being
@@ -47,6 +47,7 @@ const volatile u32 cpu_node[MLLB_MAX_CPUS];	/* NUMA node of each CPU */
 
 #define LOAD_WINDOW_NS	10000000ULL	/* idle decay of the per-CPU load signal */
 #define MIG_DECAY_NS	100000000ULL	/* recent migrations halve every 100 ms */
+#define IDLE_CAP_NS	100000000ULL	/* one idle period counts at most 100 ms in avg_idle */
 
 AIOS_STATS_MAP(MLLB_NR_STATS);
 AIOS_BTF_EXPORT_ENUM(mllb_stat);
@@ -83,6 +84,8 @@ struct mllb_cpu {
 	u64 run_start_ns;
 	u64 curr_expect_ns;	/* expected length of the current run (its task's EWMA) */
 	s64 queued_ns;		/* expected work waiting in this CPU's DSQ; atomic, any CPU adds */
+	u64 idle_start_ns;	/* when dispatch found nothing to run, 0 while busy */
+	u64 avg_idle_ns;	/* EWMA (1/4) of idle period lengths, like CFS's rq->avg_idle */
 	u32 load;		/* busy fraction, 0..1024, EWMA over stop events */
 	u32 running;
 };
@@ -232,6 +235,19 @@ static __always_inline u64 wait_estimate(s32 cpu, u64 now, bool behind_queue)
 	return wait;
 }
 
+/* How long an idle cpu is expected to stay idle: its typical idle period,
+ * or how long it has already idled if that is longer. 0 for a busy CPU. */
+static __always_inline u64 idle_estimate(s32 cpu, u64 now)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+	u64 idle_for;
+
+	if (!c || c->running)
+		return 0;
+	idle_for = c->idle_start_ns && now > c->idle_start_ns ? now - c->idle_start_ns : 0;
+	return idle_for > c->avg_idle_ns ? idle_for : c->avg_idle_ns;
+}
+
 /* Whether a woken task staying on cpu would preempt there (preempt_run_ns). */
 static __always_inline bool preempts(struct mllb_task *tc, s32 cpu, u64 now)
 {
@@ -264,7 +280,7 @@ static __always_inline void account_queued(struct mllb_task *tc, s32 cpu)
  * dst_wait are the wait estimates of staying and of moving. */
 static __always_inline void fill_features(struct mllb_task *tc, struct task_struct *p, s32 src, s32 dst,
 					  u32 site, u64 now, const struct cpumask *idle,
-					  u64 src_wait, u64 dst_wait)
+					  u64 src_wait, u64 dst_wait, u64 dst_idle)
 {
 	s64 *f = tc->dec.features;
 	s64 src_nr = scx_bpf_dsq_nr_queued(src), dst_nr = scx_bpf_dsq_nr_queued(dst);
@@ -290,6 +306,7 @@ static __always_inline void fill_features(struct mllb_task *tc, struct task_stru
 	f[MLLB_F_SRC_WAIT_EST_US] = clamp_pos(src_wait / 1000);
 	f[MLLB_F_DST_WAIT_EST_US] = clamp_pos(dst_wait / 1000);
 	f[MLLB_F_WAIT_GAIN_US] = clamp_sym((s64)(src_wait / 1000) - (s64)(dst_wait / 1000));
+	f[MLLB_F_DST_IDLE_EST_US] = clamp_pos(dst_idle / 1000);
 	f[MLLB_F_SITE] = site;
 	tc->dec.ts_ns = now;
 	tc->dec.pid = p->pid;
@@ -301,25 +318,17 @@ static __always_inline void fill_features(struct mllb_task *tc, struct task_stru
 	tc->dec.run_after_ns = 0;
 }
 
-/* The collect-mode heuristic (docs/mllb.md):
- *  wakeup: move to an idle CPU unless the task is cache-hot and would cross
- *          an LLC while its own CPU has nothing else queued; move to a busy
- *          CPU only when the queues differ by 2 or more on the same node.
- *  pull:   take work from a CPU that is busy and has a queue, across LLCs
- *          only when that queue holds 2 or more tasks. */
+/* The collect-mode heuristic (docs/mllb.md): move when it saves the task
+ * more waiting than cache_hot_ns (twice that across LLCs), i.e. the wait
+ * estimates against CFS's migration cost; a pull also needs src busy with a
+ * queue. */
 static __always_inline bool heuristic(const s64 *f)
 {
-	if (f[MLLB_F_SITE] == MLLB_SITE_WAKEUP) {
-		if (f[MLLB_F_DST_IDLE]) {
-			bool hot = f[MLLB_F_TASK_SINCE_RAN_US] * 1000 < (s64)cache_hot_ns;
+	s64 cost_us = (s64)(cache_hot_ns / 1000) * (f[MLLB_F_SAME_LLC] ? 1 : 2);
 
-			return !hot || f[MLLB_F_SAME_LLC] || f[MLLB_F_SRC_NR_QUEUED] >= 1;
-		}
-		return f[MLLB_F_NR_DIFF] >= 2 && f[MLLB_F_SAME_NODE];
-	}
-	if (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE])
+	if (f[MLLB_F_SITE] == MLLB_SITE_PULL && (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE]))
 		return false;
-	return f[MLLB_F_SAME_LLC] || f[MLLB_F_SRC_NR_QUEUED] >= 2;
+	return f[MLLB_F_WAIT_GAIN_US] > cost_us;
 }
 
 /* Walk the tree from node 0. A walk that leaves the node array, names an
@@ -436,6 +445,17 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 		return prev_cpu;
 	idle = scx_bpf_get_idle_cpumask();
 	cand = wake_candidate(p, prev_cpu, idle);
+	/* Placing a new task is not a migration: the kernel does not count it
+	 * and there is no cache to lose, so it goes to the best CPU unasked. */
+	if (wake_flags & SCX_WAKE_FORK) {
+		scx_bpf_put_idle_cpumask(idle);
+		aios_stat_inc(&stats, MLLB_STAT_FORK_PLACED);
+		if (cand < 0)
+			return prev_cpu;
+		if (scx_bpf_test_and_clear_cpu_idle(cand))
+			aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		return cand;
+	}
 	if (cand < 0) {
 		scx_bpf_put_idle_cpumask(idle);
 		aios_stat_inc(&stats, MLLB_STAT_WAKE_NO_CANDIDATE);
@@ -446,7 +466,8 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 	dst_idle = bpf_cpumask_test_cpu(cand, idle);
 	src_wait = preempts(tc, prev_cpu, now) ? 0 : wait_estimate(prev_cpu, now, true);
 	dst_wait = dst_idle ? 0 : wait_estimate(cand, now, true);
-	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle, src_wait, dst_wait);
+	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle, src_wait, dst_wait,
+		      dst_idle ? idle_estimate(cand, now) : 0);
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
@@ -520,6 +541,19 @@ static __always_inline s32 pull_victim(s32 self)
 	return best;
 }
 
+/* cpu found nothing to run: it idles from now, unless prev (slice expired,
+ * still runnable) simply keeps running. */
+static __always_inline void mark_idle(s32 cpu, struct task_struct *prev)
+{
+	struct mllb_cpu *c;
+
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED))
+		return;
+	c = cpu_ctx_of(cpu);
+	if (c && !c->idle_start_ns)
+		c->idle_start_ns = bpf_ktime_get_ns();
+}
+
 void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 {
 	const struct cpumask *idle;
@@ -535,25 +569,30 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	}
 	victim = pull_victim(cpu);
 	if (victim < 0 || !bpf_ksym_exists(scx_bpf_dsq_peek))
-		return;
+		goto idle;
 	p = scx_bpf_dsq_peek(victim);
 	if (!p || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-		return;
+		goto idle;
 	tc = task_ctx_of(p);
 	if (!tc)
-		return;
+		goto idle;
 	idle = scx_bpf_get_idle_cpumask();
 	/* p heads victim's queue: staying, it runs when victim's current run
-	 * ends; pulled, it runs here now. */
+	 * ends; pulled, it runs here now, on a CPU that would otherwise idle
+	 * for about idle_estimate(). */
 	now = bpf_ktime_get_ns();
-	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, wait_estimate(victim, now, false), 0);
+	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, wait_estimate(victim, now, false), 0,
+		      idle_estimate(cpu, now));
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
-	if (migrate && aios_dsq_move_to_local(victim))
+	if (migrate && aios_dsq_move_to_local(victim)) {
 		aios_stat_inc(&stats, MLLB_STAT_PULL_MIGRATE);
-	else
-		aios_stat_inc(&stats, MLLB_STAT_PULL_STAY);
+		return;
+	}
+	aios_stat_inc(&stats, MLLB_STAT_PULL_STAY);
+idle:
+	mark_idle(cpu, prev);
 }
 
 void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
@@ -564,6 +603,14 @@ void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
 	u64 now = bpf_ktime_get_ns();
 
 	if (c) {
+		if (c->idle_start_ns) {
+			u64 gap = now > c->idle_start_ns ? now - c->idle_start_ns : 0;
+
+			if (gap > IDLE_CAP_NS)
+				gap = IDLE_CAP_NS;
+			c->avg_idle_ns = (c->avg_idle_ns * 3 + gap) / 4;
+			c->idle_start_ns = 0;
+		}
 		c->run_start_ns = now;
 		c->running = 1;
 		c->curr_expect_ns = tc ? expected_run(tc) : slice_ns;

@@ -421,7 +421,9 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
               help="Model for <policy>-model runs (default: train one here first).")
 @click.option("--model-out", type=click.Path(dir_okay=False), default=None,
               help="Where to save the model trained here (default: results/<policy>-<workload>.model).")
-@click.option("--train-runs", default=1, show_default=True, help="Collect-mode runs to train the model on.")
+@click.option("--train-runs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Runs to train the model on: the first in collect mode, each later one under "
+                   "the model trained so far; the model is trained on all of them.")
 @handle_errors
 def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.

@@ -125,21 +125,35 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
 
 def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
                 echo: Callable[[str], None] = print) -> tuple["ModelFile", dict]:
-    """Run `wl` under the policy's collect mode, train on its logged decisions, save."""
+    """Train the policy's model on `runs` runs of `wl`, save it to `out`.
+
+    The first run is in collect mode (the heuristic decides). Each later run
+    deploys the model trained so far and logs *its* decisions, and the next
+    model is trained on every run's decisions (data aggregation, as in
+    DAgger): a model trained only on the heuristic's decisions meets states
+    in deployment that the heuristic never led to, and the counterfactual
+    labels make the model's own decisions usable as training data."""
     from .mllb.model import save_model
     from .mllb.session import LearningRun
     from .mllb.train import train
 
-    frames = []
-    for r in range(runs):
-        with LearningRun(policy=pol.get(policy_name), mode="collect") as run:
-            wl.run()
-            run.poll()
-            frames.append(run.window().assign(trace=f"collect-{r + 1}"))
-        echo(f"training run {r + 1}/{runs}: {len(frames[-1])} decisions logged")
     import pandas as pd
 
-    mf, report = train(pd.concat(frames, ignore_index=True))
+    frames, mf, report = [], None, None
+    for r in range(runs):
+        mode = "collect" if mf is None else "model"
+        with LearningRun(policy=pol.get(policy_name), mode=mode, model=mf,
+                         model_source=f"training round {r}") as run:
+            wl.run()
+            run.poll()
+            stats = run.dep.read_stats()
+            frames.append(run.window().assign(trace=f"{mode}-{r + 1}"))
+        echo(f"training run {r + 1}/{runs} ({mode} mode): {len(frames[-1])} decisions logged, "
+             f"{stats.get('MIGRATIONS', 0)} migrations")
+        mf, report = train(pd.concat(frames, ignore_index=True))
+        if r + 1 < runs:
+            echo(f"  model {r + 1}: held-out accuracy {report.accuracy:.3f}")
+    assert mf is not None and report is not None
     save_model(out, mf)
     for line in report.lines():
         echo(f"  {line}")
@@ -150,11 +164,11 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
                      echo: Callable[[str], None] = print, trace_dir: Path | None = None,
                      model_path: Path | None = None, model_out: Path | None = None,
-                     train_runs: int = 1) -> dict:
+                     train_runs: int = 2) -> dict:
     """Run ``workload`` under each scheduler, interleaved, ``repeat`` times.
 
     A `<policy>-model` scheduler uses `model_path`, or else a model trained
-    here first from `train_runs` runs of `<policy>-collect` (saved to
+    here first from `train_runs` runs (see train_model; saved to
     `model_out`). BPF run-time statistics are on for every run of every
     scheduler alike, so their cost does not favour one."""
     from .bpf.object import BpfStats
@@ -286,7 +300,7 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     topo = Topology(cpus=cpus, numa_nodes=numa, memory_mb=2048)
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
          f"under {', '.join(policies)}, {repeat}x each"
-         + (" (after a training run of mllb-collect)" if any(p.endswith("-model") for p in policies) else ""))
+         + (" (after training: a run of mllb-collect, then one under the first model)" if any(p.endswith("-model") for p in policies) else ""))
     res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400)
     if res.returncode != 0:
         raise AiosError(f"the experiment failed in the guest (exit {res.returncode})")

@@ -4,6 +4,7 @@ collect -> train -> deploy loop works through the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,6 +51,40 @@ def test_collect_mode_logs_decisions_with_outcomes():
     moved = df[df["migrate"] & (df["site"] == "wakeup")]
     if len(moved):
         assert (moved["ran_cpu"] == moved["dst_cpu"]).mean() > 0.5
+
+
+def _queued_ns(run: LearningRun) -> list[int]:
+    """Each CPU's expected queued work (struct mllb_cpu.queued_ns, from BTF)."""
+    obj = run.dep.obj
+    off = obj.btf.struct("mllb_cpu").member("queued_ns").offset
+    cpu_ctx = obj.map("cpu_ctx")
+    out = []
+    for cpu in range(os.cpu_count() or 1):
+        raw = cpu_ctx.lookup(cpu.to_bytes(4, "little"))
+        out.append(int.from_bytes(raw[off:off + 8], "little", signed=True))
+    return out
+
+
+def test_wait_estimates_are_consistent_and_queued_work_drains():
+    """The logged waits obey their definitions, and the per-CPU queued-work
+    sums (enqueue adds, running subtracts) come back to ~0 once the load
+    is gone: no leak through pulls, preemption or direct dispatch."""
+    with _run("collect") as run:
+        _hackbench(50)
+        time.sleep(0.5)
+        run.poll()
+        df = run.window()
+        stats = run.dep.read_stats()
+        queued = _queued_ns(run)
+    assert len(df) > 0
+    src, dst, gain = df["f_src_wait_est_us"], df["f_dst_wait_est_us"], df["f_wait_gain_us"]
+    assert (src >= 0).all() and (dst >= 0).all()
+    assert (gain == src - dst).all()
+    # Moving to an idle CPU, or pulling to the idle puller, costs no wait.
+    assert (dst[(df["site"] == "pull") | (df["f_dst_idle"] == 1)] == 0).all()
+    assert "WAKE_PREEMPT" in stats
+    # At most a slice (5 ms) per task still queued on an idle machine.
+    assert all(-1_000_000 <= q <= 20_000_000 for q in queued), queued
 
 
 def test_constant_models_steer_migrations():

@@ -24,7 +24,7 @@ class TreeModel(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, max_depth: int = 8, min_samples_leaf: int = 20,
-                 max_leaf_nodes: int | None = 256, class_weight: Any = "balanced",
+                 max_leaf_nodes: int | None = 256, class_weight: Any = None,
                  random_state: int | None = 0) -> None:
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf

@@ -123,7 +123,7 @@ LB_FEATURES = [
     "src_nr_queued", "dst_nr_queued", "src_load", "dst_load", "load_diff", "nr_diff",
     "src_idle", "dst_idle", "same_llc", "same_node", "task_runtime_us", "task_since_ran_us",
     "task_weight", "task_wait_us", "task_recent_migrations", "src_wait_est_us",
-    "dst_wait_est_us", "wait_gain_us", "site",
+    "dst_wait_est_us", "wait_gain_us", "dst_idle_est_us", "site",
 ]
 LB_DECISIONS = pa.schema([
     pa.field("ts_ns", pa.int64(), nullable=False),   # when the decision was taken
