@@ -78,7 +78,7 @@ def write_trace(path, df: pd.DataFrame | None) -> None:
 def test_default_rule_recovers_the_known_rule():
     df = prepare(decisions())
     good = ((df["f_src_nr_queued"] >= 2) & (df["f_dst_idle"] == 1)).to_numpy()
-    assert (label(df, label_rule(df)).to_numpy() == good).all()
+    assert (label(df, label_rule()).to_numpy() == good).all()
 
 
 def test_label_rule_cases():

@@ -4,7 +4,7 @@ Labelling rule
 --------------
 A migration is worth making when it saves the task more waiting than it
 costs. Each logged decision carries its outcome, ``wait_after_ns`` (decision
--> the task next ran), and two estimates BPF made when deciding:
+-> the task next ran), and the estimates BPF made when deciding:
 ``src_wait_est_us``, how long the task would wait if it stayed (the rest of
 src's current run, plus the work queued there unless the task would be
 queued first) and ``dst_wait_est_us``, how long it would wait on dst (0 when
@@ -25,8 +25,9 @@ signal to skip pulling onto a CPU that is idle only briefly). So
     gain = stay wait - move wait, capped at dst_idle_est when dst is idle
            (always at a pull)
 
-and the label is 1 ("migrating was right") when ``gain > cost``, else 0. ``cost`` is what a migration costs the task in lost cache
-warmth: ``migration_cost_ns`` (default 500 us, the default of CFS's
+and the label is 1 ("migrating was right") when ``gain > cost``, else 0.
+``cost`` is what a migration costs the task in lost cache warmth:
+``migration_cost_ns`` (default 500 us, the default of CFS's
 ``sched_migration_cost_ns``, below which CFS calls a task cache-hot) within
 an LLC, ``llc_factor`` (2) times that across LLCs of one NUMA node and
 ``node_factor`` (4) times that across nodes. The costs are parameters, not
@@ -174,19 +175,17 @@ class LabelRule:
                 "dst idle) > cost; the choice taken is observed, the other is BPF's estimate"}
 
 
-def label_rule(df: pd.DataFrame | None = None, *,
-               migration_cost_ns: int = DEFAULT_MIGRATION_COST_NS,
+def label_rule(*, migration_cost_ns: int = DEFAULT_MIGRATION_COST_NS,
                llc_factor: float = DEFAULT_LLC_FACTOR,
                node_factor: float = DEFAULT_NODE_FACTOR) -> LabelRule:
-    """The rule with the given costs. ``df`` is accepted for symmetry with
-    data-derived rules; the cost-aware rule takes nothing from the data."""
+    """The rule with the given costs (it takes nothing from the data)."""
     return LabelRule(int(migration_cost_ns), float(llc_factor), float(node_factor))
 
 
 def label(df: pd.DataFrame, rule: LabelRule | None = None, **kwargs: Any) -> pd.Series:
     """Labels (1 = migrating was right) of prepared decisions; ``kwargs`` go to
     ``label_rule`` when no rule is given."""
-    rule = rule or label_rule(df, **kwargs)
+    rule = rule or label_rule(**kwargs)
     return pd.Series(rule.apply(df), index=df.index, name="label")
 
 
@@ -282,7 +281,7 @@ def train(df: pd.DataFrame, *, test_size: float = 0.25, seed: int = 0, max_depth
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise ModelError(f"test_size {test_size} leaves an empty train or test set")
     tr, te = data.loc[train_idx], data.loc[test_idx]
-    rule = rule or label_rule(tr, **label_kwargs)
+    rule = rule or label_rule(**label_kwargs)
     X_tr, X_te = feature_matrix(tr), feature_matrix(te)
     y_tr, y_te = rule.apply(tr), rule.apply(te)
 
