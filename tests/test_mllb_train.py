@@ -11,6 +11,7 @@ from aios_lab.errors import ModelError, TraceError
 from aios_lab.mllb.model import FEATURES, load_model
 from aios_lab.mllb.train import (
     LabelRule,
+    calibration,
     feature_matrix,
     label,
     label_rule,
@@ -106,6 +107,21 @@ def test_label_rule_cases():
     assert rule.to_dict()["migration_cost_ns"] == 500_000
 
 
+def test_calibration_compares_each_side_with_its_estimate():
+    rows = pd.DataFrame({
+        "migrate": [False, False, False, True],
+        "wait_after_ns": [1_000_000, 3_000_000, 2_000_000, 400_000],
+        "f_src_wait_est_us": [0, 100, 200, 9999],
+        "f_dst_wait_est_us": [9999, 9999, 9999, 100],
+    })
+    c = calibration(rows)
+    assert c["stay"] == {"n": 3, "observed_p50_us": 2000.0, "estimate_p50_us": 100.0,
+                         "observed_mean_us": 2000.0, "estimate_mean_us": 100.0}
+    assert c["move"]["n"] == 1 and c["move"]["observed_p50_us"] == 400.0
+    assert c["move"]["estimate_mean_us"] == 100.0
+    assert calibration(rows[rows["migrate"]])["stay"] == {"n": 0}
+
+
 def test_label_rule_rejects_bad_costs():
     with pytest.raises(ModelError, match="migration cost"):
         label_rule(migration_cost_ns=-1)
@@ -162,6 +178,11 @@ def test_train_learns_the_known_rule():
     assert mf.version == 5 and mf.tree.max_depth <= 6
     mf.validate()
     assert any("held-out accuracy" in ln for ln in rep.lines())
+    # Estimates equal the true waits here; observed adds 0-49 us of noise.
+    for side in ("stay", "move"):
+        c = rep.calibration[side]
+        assert c["n"] > 1000 and 0 <= c["observed_mean_us"] - c["estimate_mean_us"] < 50
+    assert any("that stayed: observed median" in ln for ln in rep.lines())
 
 
 def test_train_rejects_too_little_data():

@@ -36,7 +36,7 @@ enum mllb_feature {
 	MLLB_F_TASK_WAIT_US,		/* time the task has been runnable without running, us */
 	MLLB_F_TASK_RECENT_MIGRATIONS,	/* the task's migrations, halved every 100 ms */
 	MLLB_F_SRC_WAIT_EST_US,		/* expected wait before the task would run on src if it stays, us */
-	MLLB_F_DST_WAIT_EST_US,		/* expected wait before it would run on dst if it moves, us */
+	MLLB_F_DST_WAIT_EST_US,		/* expected wait before it would run on dst if it moves (idle dst: its wake-up latency), us */
 	MLLB_F_WAIT_GAIN_US,		/* src_wait_est - dst_wait_est: what moving saves, us */
 	MLLB_F_DST_IDLE_EST_US,		/* how long dst is expected to stay idle (0 if busy), us */
 	MLLB_F_SITE,			/* where the decision is taken: 0 wakeup, 1 idle pull */
@@ -117,6 +117,7 @@ enum mllb_stat {
 	MLLB_STAT_LOG_LOST,		/* decisions dropped: ring full */
 	MLLB_STAT_FORK_PLACED,		/* a new task was placed (free: no migration, no decision) */
 	MLLB_STAT_WAKE_PREEMPT,		/* a short task that stayed was queued first and preempted its CPU's long one */
+	MLLB_STAT_KEEP,			/* a task used up its slice with nothing queued on its CPU and got another */
 	MLLB_NR_STATS,
 };
 

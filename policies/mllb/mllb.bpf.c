@@ -81,11 +81,14 @@ struct {
  * value is fine for a heuristic feature. */
 struct mllb_cpu {
 	u64 last_update_ns;
-	u64 run_start_ns;
-	u64 curr_expect_ns;	/* expected length of the current run (its task's EWMA) */
+	u64 run_start_ns;	/* when the current task started running (load signal) */
+	u64 curr_from_ns;	/* when its current slice started (run start, or a keep in dispatch) */
+	u64 curr_expect_ns;	/* expected length of that slice's run (its task's EWMA, capped at a slice) */
 	s64 queued_ns;		/* expected work waiting in this CPU's DSQ; atomic, any CPU adds */
 	u64 idle_start_ns;	/* when dispatch found nothing to run, 0 while busy */
 	u64 avg_idle_ns;	/* EWMA (1/4) of idle period lengths, like CFS's rq->avg_idle */
+	u64 wake_from_ns;	/* when this idle CPU was claimed or kicked for work, 0 if not */
+	u64 wake_lat_ns;	/* EWMA (1/4) of claim/kick -> it ran dispatch or a task */
 	u32 load;		/* busy fraction, 0..1024, EWMA over stop events */
 	u32 running;
 };
@@ -202,37 +205,92 @@ static __always_inline u32 recent_migrations(struct mllb_task *tc, u64 now)
 	return tc->recent_migrations;
 }
 
-/* How long the task is expected to run once it runs: its EWMA, capped at a
- * slice; a task with no history counts as a full slice. */
+/* How long the task is expected to run once it runs: its EWMA, capped at
+ * two slices (a slice ends at the first tick after slice_ns, so a CPU-bound
+ * task's runs measure between one slice and one slice plus a tick); a task
+ * with no history counts as a full slice. */
 static __always_inline u64 expected_run(struct mllb_task *tc)
 {
 	u64 r = tc->runtime_ewma_ns;
 
-	return r && r < slice_ns ? r : slice_ns;
+	if (!r)
+		return slice_ns;
+	return r < 2 * slice_ns ? r : 2 * slice_ns;
 }
 
-/* Expected wait before a task queued on cpu now would run: the rest of the
- * current run (its task's expected length minus what it has run), plus the
- * expected work already queued there when the task would go to the tail. */
-static __always_inline u64 wait_estimate(s32 cpu, u64 now, bool behind_queue)
+/* EWMA with weight 1/4 whose first sample is taken as it is (starting from 0
+ * would read a new task's first 5 ms run as 1.25 ms). */
+static __always_inline u64 ewma(u64 avg, u64 sample)
+{
+	return avg ? (avg * 3 + sample) / 4 : sample;
+}
+
+/* An idle cpu was claimed or kicked at now: time how long it takes to act. */
+static __always_inline void note_wake(s32 cpu, u64 now)
 {
 	struct mllb_cpu *c = cpu_ctx_of(cpu);
-	u64 wait = 0, ran;
-	s64 queued;
+
+	if (c && !c->wake_from_ns)
+		c->wake_from_ns = now;
+}
+
+/* cpu runs dispatch or a task: if it had been woken for work, that took
+ * now - wake_from_ns. Under TCG this is milliseconds (the vCPU thread has
+ * to be scheduled), on hardware the IPI and idle-state exit. */
+static __always_inline void woke(struct mllb_cpu *c, u64 now)
+{
+	if (!c || !c->wake_from_ns)
+		return;
+	c->wake_lat_ns = ewma(c->wake_lat_ns, now > c->wake_from_ns ? now - c->wake_from_ns : 0);
+	c->wake_from_ns = 0;
+}
+
+/* How long before c's CPU can run the next task in its queue: what is left
+ * of its current run (its task's expected run length minus what it has run
+ * of its current slice) or, if it idles and has been woken for work, what
+ * is left of its measured wake-up latency. The second case is a task queued
+ * on an idle CPU whose vCPU has not woken yet: under TCG its wait is
+ * milliseconds, which an estimate of 0 hid. */
+static __always_inline u64 run_left(struct mllb_cpu *c, u64 now)
+{
+	u64 since;
 
 	if (!c)
 		return 0;
 	if (c->running) {
-		ran = now > c->run_start_ns ? now - c->run_start_ns : 0;
-		if (ran < c->curr_expect_ns)
-			wait = c->curr_expect_ns - ran;
+		since = now > c->curr_from_ns ? now - c->curr_from_ns : 0;
+		return since < c->curr_expect_ns ? c->curr_expect_ns - since : 0;
 	}
-	if (behind_queue) {
-		queued = c->queued_ns;
-		if (queued > 0)
-			wait += queued;
-	}
-	return wait;
+	if (!c->wake_from_ns)
+		return 0;
+	since = now > c->wake_from_ns ? now - c->wake_from_ns : 0;
+	return since < c->wake_lat_ns ? c->wake_lat_ns - since : 0;
+}
+
+/* Expected work waiting in c's queue. */
+static __always_inline u64 queued_work(struct mllb_cpu *c)
+{
+	s64 queued = c ? c->queued_ns : 0;
+
+	return queued > 0 ? queued : 0;
+}
+
+/* Expected wait before a task queued on cpu now would run: the rest of the
+ * current run, plus the work already queued there when the task would go
+ * to the tail. */
+static __always_inline u64 wait_estimate(s32 cpu, u64 now, bool behind_queue)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+
+	return run_left(c, now) + (behind_queue ? queued_work(c) : 0);
+}
+
+/* What a task sent to idle cpu waits for it to wake: its measured latency. */
+static __always_inline u64 wake_latency(s32 cpu)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+
+	return c ? c->wake_lat_ns : 0;
 }
 
 /* How long an idle cpu is expected to stay idle: its typical idle period,
@@ -248,12 +306,13 @@ static __always_inline u64 idle_estimate(s32 cpu, u64 now)
 	return idle_for > c->avg_idle_ns ? idle_for : c->avg_idle_ns;
 }
 
-/* Whether a woken task staying on cpu would preempt there (preempt_run_ns). */
-static __always_inline bool preempts(struct mllb_task *tc, s32 cpu, u64 now)
+/* Whether a woken task staying on a CPU would preempt there
+ * (preempt_run_ns); run_left is wait_estimate(cpu, now, false). */
+static __always_inline bool preempts(struct mllb_task *tc, u64 run_left)
 {
 	u64 r = tc->runtime_ewma_ns;
 
-	return r && r <= preempt_run_ns && wait_estimate(cpu, now, false) > 2 * r;
+	return r && r <= preempt_run_ns && run_left > 2 * r;
 }
 
 static __always_inline void account_queued(struct mllb_task *tc, s32 cpu)
@@ -318,17 +377,25 @@ static __always_inline void fill_features(struct mllb_task *tc, struct task_stru
 	tc->dec.run_after_ns = 0;
 }
 
-/* The collect-mode heuristic (docs/mllb.md): move when it saves the task
- * more waiting than cache_hot_ns (twice that across LLCs), i.e. the wait
- * estimates against CFS's migration cost; a pull also needs src busy with a
- * queue. */
+/* The collect-mode heuristic (docs/mllb.md) is the training label rule
+ * applied to the estimates: move when the wait it saves, capped at how long
+ * dst would otherwise idle, exceeds cache_hot_ns (CFS's migration cost; x2
+ * across LLCs, x4 across nodes). A pull also needs src busy with a queue. */
 static __always_inline bool heuristic(const s64 *f)
 {
-	s64 cost_us = (s64)(cache_hot_ns / 1000) * (f[MLLB_F_SAME_LLC] ? 1 : 2);
+	s64 cost_us = (s64)(cache_hot_ns / 1000), gain = f[MLLB_F_WAIT_GAIN_US];
 
-	if (f[MLLB_F_SITE] == MLLB_SITE_PULL && (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE]))
-		return false;
-	return f[MLLB_F_WAIT_GAIN_US] > cost_us;
+	if (!f[MLLB_F_SAME_NODE])
+		cost_us *= 4;
+	else if (!f[MLLB_F_SAME_LLC])
+		cost_us *= 2;
+	if (f[MLLB_F_SITE] == MLLB_SITE_PULL) {
+		if (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE])
+			return false;
+	}
+	if ((f[MLLB_F_SITE] == MLLB_SITE_PULL || f[MLLB_F_DST_IDLE]) && gain > f[MLLB_F_DST_IDLE_EST_US])
+		gain = f[MLLB_F_DST_IDLE_EST_US];
+	return gain > cost_us;
 }
 
 /* Walk the tree from node 0. A walk that leaves the node array, names an
@@ -425,11 +492,23 @@ static __always_inline s32 wake_candidate(struct task_struct *p, s32 prev, const
 	return best_idle >= 0 ? best_idle : best_busy;
 }
 
+/* Send a woken task to cpu: straight to its local DSQ if cpu is idle (and
+ * claimed here), else through enqueue to cpu's queue. */
+static __always_inline s32 place_on(struct task_struct *p, s32 cpu, u64 now)
+{
+	if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+		note_wake(cpu, now);
+		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+	}
+	return cpu;
+}
+
 s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	const struct cpumask *idle;
+	struct mllb_cpu *prev_ctx;
 	struct mllb_task *tc;
-	u64 now = bpf_ktime_get_ns(), src_wait, dst_wait;
+	u64 now = bpf_ktime_get_ns(), src_wait, dst_wait, left;
 	bool migrate, dst_idle;
 	s32 cand;
 
@@ -438,6 +517,7 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 		tc->runnable_since_ns = now;
 	if (scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
 		aios_stat_inc(&stats, MLLB_STAT_WAKE_PREV_IDLE);
+		note_wake(prev_cpu, now);
 		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
 		return prev_cpu;
 	}
@@ -450,11 +530,7 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 	if (wake_flags & SCX_WAKE_FORK) {
 		scx_bpf_put_idle_cpumask(idle);
 		aios_stat_inc(&stats, MLLB_STAT_FORK_PLACED);
-		if (cand < 0)
-			return prev_cpu;
-		if (scx_bpf_test_and_clear_cpu_idle(cand))
-			aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
-		return cand;
+		return cand < 0 ? prev_cpu : place_on(p, cand, now);
 	}
 	if (cand < 0) {
 		scx_bpf_put_idle_cpumask(idle);
@@ -464,8 +540,10 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 	/* Staying means the tail of prev's queue, or its head if the task is
 	 * short enough to preempt there; moving, the tail of cand's. */
 	dst_idle = bpf_cpumask_test_cpu(cand, idle);
-	src_wait = preempts(tc, prev_cpu, now) ? 0 : wait_estimate(prev_cpu, now, true);
-	dst_wait = dst_idle ? 0 : wait_estimate(cand, now, true);
+	prev_ctx = cpu_ctx_of(prev_cpu);
+	left = run_left(prev_ctx, now);
+	src_wait = preempts(tc, left) ? 0 : left + queued_work(prev_ctx);
+	dst_wait = dst_idle ? wake_latency(cand) : wait_estimate(cand, now, true);
 	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle, src_wait, dst_wait,
 		      dst_idle ? idle_estimate(cand, now) : 0);
 	scx_bpf_put_idle_cpumask(idle);
@@ -476,9 +554,7 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 		return prev_cpu;
 	}
 	aios_stat_inc(&stats, MLLB_STAT_WAKE_MIGRATE);
-	if (tc->dec.features[MLLB_F_DST_IDLE] && scx_bpf_test_and_clear_cpu_idle(cand))
-		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
-	return cand;
+	return place_on(p, cand, now);
 }
 
 void BPF_STRUCT_OPS(mllb_enqueue, struct task_struct *p, u64 enq_flags)
@@ -492,7 +568,7 @@ void BPF_STRUCT_OPS(mllb_enqueue, struct task_struct *p, u64 enq_flags)
 	/* A short woken task goes first on its busy CPU and preempts the long
 	 * one there (preempt_run_ns); per-CPU kthreads get here without a
 	 * select_cpu, so this is the one place that sees every wakeup. */
-	if (tc && (enq_flags & SCX_ENQ_WAKEUP) && preempts(tc, cpu, now)) {
+	if (tc && (enq_flags & SCX_ENQ_WAKEUP) && preempts(tc, run_left(cpu_ctx_of(cpu), now))) {
 		account_queued(tc, cpu);
 		aios_dsq_insert(p, cpu, slice_ns, enq_flags | SCX_ENQ_HEAD);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
@@ -505,12 +581,15 @@ void BPF_STRUCT_OPS(mllb_enqueue, struct task_struct *p, u64 enq_flags)
 	/* Wake the task's CPU if it idles; if it is busy, wake an idle CPU so
 	 * that its dispatch can decide whether to pull. */
 	if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+		note_wake(cpu, now);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		return;
 	}
 	other = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-	if (other >= 0)
+	if (other >= 0) {
+		note_wake(other, now);
 		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
+	}
 }
 
 /* The queue an idle CPU would pull from: the longest one whose head may run
@@ -541,15 +620,35 @@ static __always_inline s32 pull_victim(s32 self)
 	return best;
 }
 
-/* cpu found nothing to run: it idles from now, unless prev (slice expired,
- * still runnable) simply keeps running. */
-static __always_inline void mark_idle(s32 cpu, struct task_struct *prev)
+/* prev used up its slice and nothing waits on cpu, so the kernel keeps it
+ * running (SCX_RQ_BAL_KEEP) with no stopping/running pair in between: this
+ * is the one place that sees its next slice start. Giving it slice_ns
+ * (instead of the kernel's SCX_SLICE_DFL refill) keeps what a task queued
+ * here next waits to at most a slice, and restarting curr_from_ns keeps
+ * wait_estimate() honest; without it a long run looked finished (0 us left)
+ * while tasks queued behind it waited milliseconds. The CPU is not going
+ * idle, so it pulls nothing: that would only swap which task waits. */
+static __always_inline void keep_running(s32 cpu, struct task_struct *prev)
 {
-	struct mllb_cpu *c;
+	struct mllb_task *tc = task_ctx_of(prev);
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+	u64 now = bpf_ktime_get_ns();
 
-	if (prev && (prev->scx.flags & SCX_TASK_QUEUED))
+	prev->scx.slice = slice_ns;
+	if (!c)
 		return;
-	c = cpu_ctx_of(cpu);
+	if (tc && now > c->curr_from_ns)
+		tc->runtime_ewma_ns = ewma(tc->runtime_ewma_ns, now - c->curr_from_ns);
+	c->curr_from_ns = now;
+	c->curr_expect_ns = tc ? expected_run(tc) : slice_ns;
+	aios_stat_inc(&stats, MLLB_STAT_KEEP);
+}
+
+/* cpu found nothing to run and prev does not want it: it idles from now. */
+static __always_inline void mark_idle(s32 cpu)
+{
+	struct mllb_cpu *c = cpu_ctx_of(cpu);
+
 	if (c && !c->idle_start_ns)
 		c->idle_start_ns = bpf_ktime_get_ns();
 }
@@ -561,10 +660,15 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	struct mllb_task *tc;
 	bool migrate;
 	s32 victim;
-	u64 now;
+	u64 now = bpf_ktime_get_ns();
 
+	woke(cpu_ctx_of(cpu), now);
 	if (aios_dsq_move_to_local(cpu)) {
 		aios_stat_inc(&stats, MLLB_STAT_LOCAL);
+		return;
+	}
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
+		keep_running(cpu, prev);
 		return;
 	}
 	victim = pull_victim(cpu);
@@ -580,7 +684,6 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	/* p heads victim's queue: staying, it runs when victim's current run
 	 * ends; pulled, it runs here now, on a CPU that would otherwise idle
 	 * for about idle_estimate(). */
-	now = bpf_ktime_get_ns();
 	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, wait_estimate(victim, now, false), 0,
 		      idle_estimate(cpu, now));
 	scx_bpf_put_idle_cpumask(idle);
@@ -592,7 +695,7 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	}
 	aios_stat_inc(&stats, MLLB_STAT_PULL_STAY);
 idle:
-	mark_idle(cpu, prev);
+	mark_idle(cpu);
 }
 
 void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
@@ -603,15 +706,17 @@ void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)
 	u64 now = bpf_ktime_get_ns();
 
 	if (c) {
+		woke(c, now);
 		if (c->idle_start_ns) {
 			u64 gap = now > c->idle_start_ns ? now - c->idle_start_ns : 0;
 
 			if (gap > IDLE_CAP_NS)
 				gap = IDLE_CAP_NS;
-			c->avg_idle_ns = (c->avg_idle_ns * 3 + gap) / 4;
+			c->avg_idle_ns = ewma(c->avg_idle_ns, gap);
 			c->idle_start_ns = 0;
 		}
 		c->run_start_ns = now;
+		c->curr_from_ns = now;
 		c->running = 1;
 		c->curr_expect_ns = tc ? expected_run(tc) : slice_ns;
 	}
@@ -639,6 +744,7 @@ void BPF_STRUCT_OPS(mllb_stopping, struct task_struct *p, bool runnable)
 	struct mllb_cpu *c = cpu_ctx_of(scx_bpf_task_cpu(p));
 	u64 now = bpf_ktime_get_ns();
 	struct mllb_decision *e;
+	u64 from = 0;
 
 	if (c) {
 		u64 ran = now > c->run_start_ns ? now - c->run_start_ns : 0;
@@ -650,11 +756,15 @@ void BPF_STRUCT_OPS(mllb_stopping, struct task_struct *p, bool runnable)
 		c->load = (c->load * 3 + sample) / 4;
 		c->last_update_ns = now;
 		c->running = 0;
+		from = c->curr_from_ns;
 	}
 	if (!tc)
 		return;
-	if (now > tc->run_start_ns)
-		tc->runtime_ewma_ns = (tc->runtime_ewma_ns * 3 + (now - tc->run_start_ns)) / 4;
+	/* One sample per slice: a kept run (keep_running) was sampled there. */
+	if (from < tc->run_start_ns)
+		from = tc->run_start_ns;
+	if (now > from)
+		tc->runtime_ewma_ns = ewma(tc->runtime_ewma_ns, now - from);
 	tc->last_stop_ns = now;
 	tc->runnable_since_ns = runnable ? now : 0;
 	if (tc->pending != 2)

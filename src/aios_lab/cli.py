@@ -424,8 +424,12 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
 @click.option("--train-runs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Runs to train the model on: the first in collect mode, each later one under "
                    "the model trained so far; the model is trained on all of them.")
+@click.option("--migration-cost-us", type=click.FloatRange(min=0), default=None,
+              help="Migration cost of the training labels within an LLC (default: that of "
+                   "`aios-lab train lb`).")
 @handle_errors
-def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs) -> None:
+def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
+                     migration_cost_us) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
@@ -438,7 +442,8 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
                 echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,
-                model_out=Path(model_out) if model_out else None, train_runs=train_runs)
+                model_out=Path(model_out) if model_out else None, train_runs=train_runs,
+                migration_cost_ns=None if migration_cost_us is None else int(migration_cost_us * 1000))
     from .experiment import format_summary
 
     click.echo(format_summary(res))

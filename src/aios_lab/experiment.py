@@ -124,8 +124,10 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
 
 
 def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
-                echo: Callable[[str], None] = print) -> tuple["ModelFile", dict]:
+                echo: Callable[[str], None] = print,
+                migration_cost_ns: int | None = None) -> tuple["ModelFile", dict]:
     """Train the policy's model on `runs` runs of `wl`, save it to `out`.
+    `migration_cost_ns` is the labelling rule's cost (None: its default).
 
     The first run is in collect mode (the heuristic decides). Each later run
     deploys the model trained so far and logs *its* decisions, and the next
@@ -150,7 +152,8 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
             frames.append(run.window().assign(trace=f"{mode}-{r + 1}"))
         echo(f"training run {r + 1}/{runs} ({mode} mode): {len(frames[-1])} decisions logged, "
              f"{stats.get('MIGRATIONS', 0)} migrations")
-        mf, report = train(pd.concat(frames, ignore_index=True))
+        mf, report = train(pd.concat(frames, ignore_index=True),
+                           **({} if migration_cost_ns is None else {"migration_cost_ns": migration_cost_ns}))
         if r + 1 < runs:
             echo(f"  model {r + 1}: held-out accuracy {report.accuracy:.3f}")
     assert mf is not None and report is not None
@@ -164,7 +167,7 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
                      echo: Callable[[str], None] = print, trace_dir: Path | None = None,
                      model_path: Path | None = None, model_out: Path | None = None,
-                     train_runs: int = 2) -> dict:
+                     train_runs: int = 2, migration_cost_ns: int | None = None) -> dict:
     """Run ``workload`` under each scheduler, interleaved, ``repeat`` times.
 
     A `<policy>-model` scheduler uses `model_path`, or else a model trained
@@ -191,7 +194,8 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
             model = load_model(model_path)
         else:
             out = model_out or (trace_dir or paths.project_root() / "results") / f"{next(iter(learners))}-{wl.name}.model"
-            model, training = train_model(next(iter(learners)), wl, train_runs, out, echo)
+            model, training = train_model(next(iter(learners)), wl, train_runs, out, echo,
+                                          migration_cost_ns)
             model_path = out
     runs: list[dict] = []
     with SchedCounters() as counters, BpfStats():

@@ -80,8 +80,11 @@ def test_wait_estimates_are_consistent_and_queued_work_drains():
     src, dst, gain = df["f_src_wait_est_us"], df["f_dst_wait_est_us"], df["f_wait_gain_us"]
     assert (src >= 0).all() and (dst >= 0).all()
     assert (gain == src - dst).all()
-    # Moving to an idle CPU, or pulling to the idle puller, costs no wait.
-    assert (dst[(df["site"] == "pull") | (df["f_dst_idle"] == 1)] == 0).all()
+    # Pulling to the idle puller costs no wait; moving to an idle CPU costs
+    # its measured wake-up latency, which a real (and a TCG) CPU never has 0.
+    assert (dst[df["site"] == "pull"] == 0).all()
+    to_idle = dst[(df["site"] == "wakeup") & (df["f_dst_idle"] == 1)]
+    assert len(to_idle) == 0 or (to_idle > 0).any(), to_idle.describe()
     assert "WAKE_PREEMPT" in stats
     # At most a slice (5 ms) per task still queued on an idle machine.
     assert all(-1_000_000 <= q <= 20_000_000 for q in queued), queued

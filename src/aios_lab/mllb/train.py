@@ -175,6 +175,29 @@ class LabelRule:
                 "dst idle) > cost; the choice taken is observed, the other is BPF's estimate"}
 
 
+def calibration(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """How BPF's wait estimates compare with the waits observed, per side:
+    on the decisions that stayed (observed wait vs ``src_wait_est``) and on
+    those that moved (vs ``dst_wait_est``). The labels trust the estimate
+    for the choice not taken, so a side whose observed waits run far above
+    its estimates tilts them towards the other choice; this says by how much."""
+    out: dict[str, dict[str, float]] = {}
+    migrate = df["migrate"].to_numpy(dtype=bool)
+    for side, mask, col in (("stay", ~migrate, "f_src_wait_est_us"),
+                            ("move", migrate, "f_dst_wait_est_us")):
+        obs = df["wait_after_ns"].to_numpy(dtype=np.int64)[mask] / 1e3
+        est = df[col].to_numpy(dtype=np.int64)[mask].astype(float)
+        if len(obs) == 0:
+            out[side] = {"n": 0}
+            continue
+        out[side] = {"n": int(len(obs)),
+                     "observed_p50_us": float(np.median(obs)),
+                     "estimate_p50_us": float(np.median(est)),
+                     "observed_mean_us": float(obs.mean()),
+                     "estimate_mean_us": float(est.mean())}
+    return out
+
+
 def label_rule(*, migration_cost_ns: int = DEFAULT_MIGRATION_COST_NS,
                llc_factor: float = DEFAULT_LLC_FACTOR,
                node_factor: float = DEFAULT_NODE_FACTOR) -> LabelRule:
@@ -215,6 +238,7 @@ class TrainReport:
     split: str
     label_rule: dict[str, Any]
     class_balance: dict[str, dict[str, int]]
+    calibration: dict[str, dict[str, float]]  # observed waits vs BPF's estimates, per side
     accuracy: float
     balanced_accuracy: float
     baseline_accuracy: float  # always answering the training split's majority class
@@ -249,6 +273,7 @@ class TrainReport:
             f"split: {self.split}: {self.rows_train} train, {self.rows_test} held out",
             f"class balance: train stay {cb['train']['stay']} / migrate {cb['train']['migrate']}, "
             f"held-out stay {cb['test']['stay']} / migrate {cb['test']['migrate']}",
+            *self._calibration_lines(),
             f"held-out accuracy: {self.accuracy:.3f} (balanced {self.balanced_accuracy:.3f}, "
             f"majority baseline {self.baseline_accuracy:.3f})",
             "confusion (rows true, columns predicted):",
@@ -260,6 +285,17 @@ class TrainReport:
             f"tree: {self.nr_nodes} nodes, depth {self.depth}",
             f"top features: {', '.join(top) if top else 'none (constant tree)'}",
         ]
+
+
+    def _calibration_lines(self) -> list[str]:
+        out = []
+        for side, what in (("stay", "stayed"), ("move", "moved")):
+            c = self.calibration.get(side, {})
+            if c.get("n"):
+                out.append(f"waits of the {c['n']} decisions that {what}: observed median "
+                           f"{c['observed_p50_us']:.0f} us / mean {c['observed_mean_us']:.0f} us, "
+                           f"BPF estimated {c['estimate_p50_us']:.0f} / {c['estimate_mean_us']:.0f}")
+        return out
 
 
 def _balance(y: np.ndarray) -> dict[str, int]:
@@ -306,6 +342,7 @@ def train(df: pd.DataFrame, *, test_size: float = 0.25, seed: int = 0, max_depth
         split=f"by time, last {test_size:.0%} of each trace's decisions held out",
         label_rule=rule.to_dict(),
         class_balance={"train": _balance(y_tr), "test": _balance(y_te)},
+        calibration=calibration(data),
         accuracy=float((pred == y_te).mean()),
         balanced_accuracy=float(np.mean(recalls)),
         baseline_accuracy=float((y_te == majority).mean()),
