@@ -275,29 +275,23 @@ static __always_inline u64 queued_work(struct mllb_cpu *c)
 	return queued > 0 ? queued : 0;
 }
 
-/* Expected wait before a task queued on cpu now would run: the rest of the
- * current run, plus the work already queued there when the task would go
- * to the tail. */
-static __always_inline u64 wait_estimate(s32 cpu, u64 now, bool behind_queue)
+/* Expected wait before a task queued at the tail of c's CPU now would run:
+ * the rest of the current run plus the work already queued there. */
+static __always_inline u64 wait_estimate(struct mllb_cpu *c, u64 now)
 {
-	struct mllb_cpu *c = cpu_ctx_of(cpu);
-
-	return run_left(c, now) + (behind_queue ? queued_work(c) : 0);
+	return run_left(c, now) + queued_work(c);
 }
 
-/* What a task sent to idle cpu waits for it to wake: its measured latency. */
-static __always_inline u64 wake_latency(s32 cpu)
+/* What a task sent to c's idle CPU waits for it to wake: its measured latency. */
+static __always_inline u64 wake_latency(struct mllb_cpu *c)
 {
-	struct mllb_cpu *c = cpu_ctx_of(cpu);
-
 	return c ? c->wake_lat_ns : 0;
 }
 
-/* How long an idle cpu is expected to stay idle: its typical idle period,
+/* How long c's idle CPU is expected to stay idle: its typical idle period,
  * or how long it has already idled if that is longer. 0 for a busy CPU. */
-static __always_inline u64 idle_estimate(s32 cpu, u64 now)
+static __always_inline u64 idle_estimate(struct mllb_cpu *c, u64 now)
 {
-	struct mllb_cpu *c = cpu_ctx_of(cpu);
 	u64 idle_for;
 
 	if (!c || c->running)
@@ -307,7 +301,7 @@ static __always_inline u64 idle_estimate(s32 cpu, u64 now)
 }
 
 /* Whether a woken task staying on a CPU would preempt there
- * (preempt_run_ns); run_left is wait_estimate(cpu, now, false). */
+ * (preempt_run_ns); run_left is run_left() of that CPU. */
 static __always_inline bool preempts(struct mllb_task *tc, u64 run_left)
 {
 	u64 r = tc->runtime_ewma_ns;
@@ -389,10 +383,8 @@ static __always_inline bool heuristic(const s64 *f)
 		cost_us *= 4;
 	else if (!f[MLLB_F_SAME_LLC])
 		cost_us *= 2;
-	if (f[MLLB_F_SITE] == MLLB_SITE_PULL) {
-		if (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE])
-			return false;
-	}
+	if (f[MLLB_F_SITE] == MLLB_SITE_PULL && (f[MLLB_F_SRC_NR_QUEUED] < 1 || f[MLLB_F_SRC_IDLE]))
+		return false;
 	if ((f[MLLB_F_SITE] == MLLB_SITE_PULL || f[MLLB_F_DST_IDLE]) && gain > f[MLLB_F_DST_IDLE_EST_US])
 		gain = f[MLLB_F_DST_IDLE_EST_US];
 	return gain > cost_us;
@@ -506,7 +498,7 @@ static __always_inline s32 place_on(struct task_struct *p, s32 cpu, u64 now)
 s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	const struct cpumask *idle;
-	struct mllb_cpu *prev_ctx;
+	struct mllb_cpu *prev_ctx, *cand_ctx;
 	struct mllb_task *tc;
 	u64 now = bpf_ktime_get_ns(), src_wait, dst_wait, left;
 	bool migrate, dst_idle;
@@ -543,9 +535,10 @@ s32 BPF_STRUCT_OPS(mllb_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 	prev_ctx = cpu_ctx_of(prev_cpu);
 	left = run_left(prev_ctx, now);
 	src_wait = preempts(tc, left) ? 0 : left + queued_work(prev_ctx);
-	dst_wait = dst_idle ? wake_latency(cand) : wait_estimate(cand, now, true);
+	cand_ctx = cpu_ctx_of(cand);
+	dst_wait = dst_idle ? wake_latency(cand_ctx) : wait_estimate(cand_ctx, now);
 	fill_features(tc, p, prev_cpu, cand, MLLB_SITE_WAKEUP, now, idle, src_wait, dst_wait,
-		      dst_idle ? idle_estimate(cand, now) : 0);
+		      dst_idle ? idle_estimate(cand_ctx, now) : 0);
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
@@ -625,13 +618,12 @@ static __always_inline s32 pull_victim(s32 self)
  * is the one place that sees its next slice start. Giving it slice_ns
  * (instead of the kernel's SCX_SLICE_DFL refill) keeps what a task queued
  * here next waits to at most a slice, and restarting curr_from_ns keeps
- * wait_estimate() honest; without it a long run looked finished (0 us left)
+ * run_left() honest; without it a long run looked finished (0 us left)
  * while tasks queued behind it waited milliseconds. The CPU is not going
  * idle, so it pulls nothing: that would only swap which task waits. */
-static __always_inline void keep_running(s32 cpu, struct task_struct *prev)
+static __always_inline void keep_running(struct mllb_cpu *c, struct task_struct *prev)
 {
 	struct mllb_task *tc = task_ctx_of(prev);
-	struct mllb_cpu *c = cpu_ctx_of(cpu);
 	u64 now = bpf_ktime_get_ns();
 
 	prev->scx.slice = slice_ns;
@@ -644,17 +636,16 @@ static __always_inline void keep_running(s32 cpu, struct task_struct *prev)
 	aios_stat_inc(&stats, MLLB_STAT_KEEP);
 }
 
-/* cpu found nothing to run and prev does not want it: it idles from now. */
-static __always_inline void mark_idle(s32 cpu)
+/* c's CPU found nothing to run and prev does not want it: it idles from now. */
+static __always_inline void mark_idle(struct mllb_cpu *c)
 {
-	struct mllb_cpu *c = cpu_ctx_of(cpu);
-
 	if (c && !c->idle_start_ns)
 		c->idle_start_ns = bpf_ktime_get_ns();
 }
 
 void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 {
+	struct mllb_cpu *self = cpu_ctx_of(cpu);
 	const struct cpumask *idle;
 	struct task_struct *p;
 	struct mllb_task *tc;
@@ -662,13 +653,13 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	s32 victim;
 	u64 now = bpf_ktime_get_ns();
 
-	woke(cpu_ctx_of(cpu), now);
+	woke(self, now);
 	if (aios_dsq_move_to_local(cpu)) {
 		aios_stat_inc(&stats, MLLB_STAT_LOCAL);
 		return;
 	}
 	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
-		keep_running(cpu, prev);
+		keep_running(self, prev);
 		return;
 	}
 	victim = pull_victim(cpu);
@@ -684,8 +675,8 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	/* p heads victim's queue: staying, it runs when victim's current run
 	 * ends; pulled, it runs here now, on a CPU that would otherwise idle
 	 * for about idle_estimate(). */
-	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, wait_estimate(victim, now, false), 0,
-		      idle_estimate(cpu, now));
+	fill_features(tc, p, victim, cpu, MLLB_SITE_PULL, now, idle, run_left(cpu_ctx_of(victim), now), 0,
+		      idle_estimate(self, now));
 	scx_bpf_put_idle_cpumask(idle);
 	migrate = decide(tc);
 	note_decision(tc, migrate);
@@ -695,7 +686,7 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 	}
 	aios_stat_inc(&stats, MLLB_STAT_PULL_STAY);
 idle:
-	mark_idle(cpu);
+	mark_idle(self);
 }
 
 void BPF_STRUCT_OPS(mllb_running, struct task_struct *p)

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_train import migration_cost_option, train as _train
 from .errors import AiosError, SchedulerEjected
 
 
@@ -424,9 +425,7 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
 @click.option("--train-runs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Runs to train the model on: the first in collect mode, each later one under "
                    "the model trained so far; the model is trained on all of them.")
-@click.option("--migration-cost-us", type=click.FloatRange(min=0), default=None,
-              help="Migration cost of the training labels within an LLC (default: that of "
-                   "`aios-lab train lb`).")
+@migration_cost_option
 @handle_errors
 def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
                      migration_cost_us) -> None:
@@ -443,7 +442,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
                 echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
-                migration_cost_ns=None if migration_cost_us is None else int(migration_cost_us * 1000))
+                migration_cost_ns=int(migration_cost_us * 1000))
     from .experiment import format_summary
 
     click.echo(format_summary(res))
@@ -452,8 +451,6 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
 
         write_json_atomic(Path(json_out), res)
 
-
-from .cli_train import train as _train  # noqa: E402 - registered after main exists
 
 main.add_command(_train)
 

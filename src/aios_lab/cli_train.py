@@ -11,6 +11,13 @@ from pathlib import Path
 import click
 
 
+# Shared by `train lb` and `bench-schedulers` (which trains in the boot).
+migration_cost_option = click.option(
+    "--migration-cost-us", default=500.0, show_default=True, type=click.FloatRange(0, None),
+    help="What a migration within an LLC costs the task (x2 across LLCs, x4 across NUMA "
+         "nodes): a migration is labelled right when it saves more wait than this.")
+
+
 @click.group("train")
 def train() -> None:
     """Learn models from collected traces.
@@ -31,10 +38,7 @@ def train() -> None:
 @click.option("--test-size", default=0.25, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Fraction of each trace, the latest decisions, held out for evaluation.")
-@click.option("--migration-cost-us", default=500.0, show_default=True,
-              type=click.FloatRange(0, None),
-              help="What a migration within an LLC costs the task (x2 across LLCs, x4 across "
-                   "NUMA nodes): a migration is labelled right when it saves more wait than this.")
+@migration_cost_option
 def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
        test_size: float, migration_cost_us: float) -> None:
     """Train the mllb load-balancing decision tree from logged decisions.

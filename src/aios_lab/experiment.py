@@ -137,10 +137,11 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
     labels make the model's own decisions usable as training data."""
     from .mllb.model import save_model
     from .mllb.session import LearningRun
-    from .mllb.train import train
+    from .mllb.train import label_rule, train
 
     import pandas as pd
 
+    rule = label_rule() if migration_cost_ns is None else label_rule(migration_cost_ns=migration_cost_ns)
     frames, mf, report = [], None, None
     for r in range(runs):
         mode = "collect" if mf is None else "model"
@@ -152,8 +153,7 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
             frames.append(run.window().assign(trace=f"{mode}-{r + 1}"))
         echo(f"training run {r + 1}/{runs} ({mode} mode): {len(frames[-1])} decisions logged, "
              f"{stats.get('MIGRATIONS', 0)} migrations")
-        mf, report = train(pd.concat(frames, ignore_index=True),
-                           **({} if migration_cost_ns is None else {"migration_cost_ns": migration_cost_ns}))
+        mf, report = train(pd.concat(frames, ignore_index=True), rule=rule)
         if r + 1 < runs:
             echo(f"  model {r + 1}: held-out accuracy {report.accuracy:.3f}")
     assert mf is not None and report is not None

@@ -286,7 +286,6 @@ class TrainReport:
             f"top features: {', '.join(top) if top else 'none (constant tree)'}",
         ]
 
-
     def _calibration_lines(self) -> list[str]:
         out = []
         for side, what in (("stay", "stayed"), ("move", "moved")):
