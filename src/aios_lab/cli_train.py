@@ -66,3 +66,68 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
     path = save_model(out, model_file)
     click.echo(f"model written to {path} (version {model_file.version}, "
                f"sha256 {model_file.sha256[:16]}...)")
+
+
+@train.command("freq")
+@click.option("--method", type=click.Choice(["rl", "sweep"]), default="rl", show_default=True,
+              help="rl: tabular Q-learning on the simulator (MobiRL-style); sweep: sample every OPP per "
+                   "state bucket and keep the best (CRAVE-style table governor).")
+@click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
+              help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, runs 1-2.")
+@click.option("--test-trace", "test_traces", multiple=True, type=click.Path(path_type=Path),
+              help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
+@click.option("--cluster", default="gs101:big", show_default=True,
+              help="Simulated frequency domain, PLATFORM:CLUSTER (OPP tables in aios_lab/dvfs/data).")
+@click.option("--mem-share", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of each item's work that is memory-bound and does not speed up with frequency.")
+@click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Frequency table to write (JSON; replaced atomically).")
+@click.option("--curve", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="RL: write the learning curve as a PNG here (default: next to --out).")
+def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve) -> None:
+    """Learn a frequency table (state -> perf level) on the DVFS simulator.
+
+    Every figure printed is SIMULATED: these machines have no cpufreq or
+    energy counters. Deploy the table with `aios-lab deploy freq --model OUT`.
+
+    Example: aios-lab train freq --method sweep --out freq.json
+    """
+    from aios_lab.cli import handle_errors
+
+    handle_errors(_train_freq)(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve)
+
+
+def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve) -> None:
+    from aios_lab.dvfs import experiment as ex
+    from aios_lab.dvfs.governors import Schedutil
+    from aios_lab.dvfs.platform import load_cluster
+    from aios_lab.dvfs.table import save_table
+
+    cl = load_cluster(cluster)
+    d_train, d_test = ex.default_split()
+    train_paths = list(traces) or d_train
+    test_paths = list(test_traces) or ([] if traces else d_test)
+    train_d = ex.load_demands(train_paths)
+    test_d = ex.load_demands(test_paths)
+    click.echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
+               f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "
+               f"{len(test_d)} held-out traces; method {method}")
+    outcome = ex.train_table(method, cl, train_d, test=test_d, seed=seed, episodes=episodes,
+                             mem_share=mem_share, progress=click.echo)
+    outcome.table.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
+                              seed=seed)
+    save_table(out, outcome.table)
+    click.echo(f"table written: {out}")
+    if outcome.curve:
+        png = curve or out.with_suffix(".curve.png")
+        ex.save_curve_png(outcome.curve, png, f"RL frequency policy, seed {seed}")
+        click.echo(f"learning curve: {png}")
+    if test_d:
+        gov = ex.table_governor(outcome.table, method)
+        for d in test_d:
+            base = ex.evaluate(cl, [d], [Schedutil()], mem_share=mem_share)[0]
+            mine = ex.evaluate(cl, [d], [gov], mem_share=mem_share)[0]
+            click.echo(f"held-out {d.name:10} {method}: {mine.energy_j:7.2f} J ({mine.energy_j / base.energy_j:5.2f}x "
+                       f"schedutil), misses {mine.misses}/{mine.items} (schedutil {base.misses}) [simulated]")

@@ -185,7 +185,9 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
             "ended_by": how, "workload_exit_code": rc, "workload_elapsed_s": exited.elapsed(), "lost": lost,
             "sched_ext_at_end": sched_ext.read_state().describe() if sched_ext.available() else None,
             "policy": policy.policy if policy else None,
-            "collector": cost.describe(interval_ns),
+            # the collector's own pid, so that analyses of the workload's
+            # demand (dvfs.demand) can leave the collector's CPU time out
+            "collector": {**cost.describe(interval_ns), "pid": os.getpid()},
         }
         path = writer.close(status=status, extra=extra)
     except BaseException:

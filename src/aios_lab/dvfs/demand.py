@@ -1,0 +1,188 @@
+"""Per-CPU demand for the simulator: replayed from traces or drawn from models.
+
+Demand is a list of work items per CPU. Interval k brings `work_s[k, cpu]`
+seconds of CPU time, measured at the cluster's top frequency, arriving at
+`starts_s[k]` and due `deadline_s[k]` later. A trace gives one item per
+collection interval and CPU: what the traced workload ran on that CPU in that
+interval (task_intervals.oncpu_ns by the task's CPU; the collector's own
+process is left out). Arrival at the interval's start is the conservative
+reading: the work is as bursty as the interval allows.
+
+Assumptions, stated wherever results are reported: the recording machine's
+CPU time is taken as time at the simulated cluster's top OPP (this host has
+no cpufreq, so it ran at one fixed speed), and the work of an interval is
+due by the end of the following interval (deadline = 2 intervals) unless a
+workload model says otherwise (a frame is due at the next frame).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TraceError
+
+# trace workload command -> demand kind, by the workloads/dvfs scripts' names
+_KINDS = {"bursty": "interactive", "frames": "periodic", "build": "throughput"}
+
+
+@dataclass
+class Demand:
+    name: str
+    kind: str                      # interactive | periodic | throughput
+    starts_s: np.ndarray           # (n,) arrival of each interval's work, from 0
+    work_s: np.ndarray             # (n, cpus) CPU-seconds at the top OPP
+    deadline_s: np.ndarray         # (n,) relative deadline of each interval's work
+    duration_s: float
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.starts_s = np.asarray(self.starts_s, dtype=float)
+        self.work_s = np.asarray(self.work_s, dtype=float)
+        self.deadline_s = np.broadcast_to(np.asarray(self.deadline_s, dtype=float), self.starts_s.shape).copy()
+        if self.work_s.ndim != 2 or self.work_s.shape[0] != self.starts_s.shape[0]:
+            raise TraceError(f"demand {self.name}: work has shape {self.work_s.shape}, "
+                             f"expected ({self.starts_s.shape[0]}, cpus)")
+        if not (np.all(np.isfinite(self.work_s)) and np.all(self.work_s >= 0)):
+            raise TraceError(f"demand {self.name}: work holds negative or non-finite values")
+        if np.any(np.diff(self.starts_s) < 0):
+            raise TraceError(f"demand {self.name}: interval starts are not in time order")
+
+    @property
+    def nr_cpus(self) -> int:
+        return self.work_s.shape[1]
+
+    @property
+    def total_work_s(self) -> float:
+        return float(self.work_s.sum())
+
+    def utilisation(self) -> float:
+        """Mean share of the CPUs' time the work needs at the top OPP."""
+        return self.total_work_s / max(self.duration_s * self.nr_cpus, 1e-12)
+
+    def window(self, start_s: float, length_s: float) -> "Demand":
+        """The items arriving in [start_s, start_s + length_s), re-timed from 0."""
+        sel = (self.starts_s >= start_s) & (self.starts_s < start_s + length_s)
+        return Demand(f"{self.name}@{start_s:.1f}s", self.kind, self.starts_s[sel] - start_s, self.work_s[sel],
+                      self.deadline_s[sel], min(length_s, max(self.duration_s - start_s, 0.0)), self.source,
+                      dict(self.meta, window=(start_s, length_s)))
+
+    def fold(self, nr_cpus: int) -> "Demand":
+        """Map the recorded CPUs onto a cluster of `nr_cpus` (cpu % nr_cpus)."""
+        if nr_cpus == self.nr_cpus:
+            return self
+        out = np.zeros((self.work_s.shape[0], nr_cpus))
+        for c in range(self.nr_cpus):
+            out[:, c % nr_cpus] += self.work_s[:, c]
+        return Demand(self.name, self.kind, self.starts_s, out, self.deadline_s, self.duration_s,
+                      self.source, dict(self.meta, folded_from=self.nr_cpus))
+
+
+def kind_of_trace(meta: dict) -> str:
+    cmd = " ".join((meta.get("workload") or {}).get("command") or [])
+    for key, kind in _KINDS.items():
+        if key in cmd:
+            return kind
+    return "interactive"
+
+
+def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals: float = 2.0) -> Demand:
+    """Per-CPU demand of the traced workload, one item per interval and CPU."""
+    from ..telemetry.trace import Trace
+
+    tr = Trace.open(path)
+    meta = tr.metadata
+    if "task_intervals" not in tr.tables or tr.rows("task_intervals") == 0:
+        raise TraceError(f"trace {path} has no task_intervals rows: no demand to replay",
+                         hint="record it with BPF telemetry: aios-lab collect --interval 10 -- CMD")
+    t = tr.arrow("task_intervals").select(
+        ["interval_start_ns", "interval_end_ns", "pid", "tgid", "comm", "oncpu_ns", "last_cpu"]).to_pandas()
+    collector = (meta.get("collector") or {}).get("pid")
+    drop = t["comm"].eq("aios-lab")  # older traces do not record the collector's pid
+    if collector is not None:
+        drop |= t["tgid"].eq(int(collector))
+    t = t[~drop & t["last_cpu"].ge(0)]
+    cpus = [c["cpu"] for c in (meta.get("topology") or {}).get("cpus", [])] or sorted(t["last_cpu"].unique())
+    nr = max(cpus) + 1
+    bounds = (t[["interval_start_ns", "interval_end_ns"]].drop_duplicates()
+              .sort_values("interval_start_ns").to_numpy())
+    if len(bounds) == 0:
+        raise TraceError(f"trace {path}: no intervals with workload tasks")
+    t0 = int(bounds[0, 0])
+    index = {int(s): i for i, (s, _) in enumerate(bounds)}
+    lengths = (bounds[:, 1] - bounds[:, 0]) / 1e9
+    work = np.zeros((len(bounds), nr))
+    g = t.groupby(["interval_start_ns", "last_cpu"])["oncpu_ns"].sum()
+    for (start, cpu), ns in g.items():
+        work[index[int(start)], int(cpu)] += ns / 1e9
+    # A task that ran on two CPUs in one interval is booked to its last one;
+    # move what exceeds the interval to the least-loaded CPU so no CPU is
+    # given more than it could have run.
+    for i in range(len(bounds)):
+        over = np.maximum(work[i] - lengths[i], 0)
+        if over.any():
+            work[i] -= over
+            for extra in over[over > 0]:
+                j = int(np.argmin(work[i]))
+                work[i, j] = min(lengths[i], work[i, j] + extra)
+    starts = (bounds[:, 0] - t0) / 1e9
+    duration = float((bounds[-1, 1] - t0) / 1e9)
+    return Demand(name=Path(path).name, kind=kind or kind_of_trace(meta), starts_s=starts, work_s=work,
+                  deadline_s=lengths * deadline_intervals, duration_s=duration, source=str(path),
+                  meta={"interval_ms": meta.get("interval_ms"), "trace_status": tr.status,
+                        "collector_pid": collector})
+
+
+# ----------------------------------------------------------------- workload models
+
+def periodic(*, fps: float = 60.0, load: float = 0.45, duration_s: float = 10.0, nr_cpus: int = 2,
+             heavy_every: int = 30, seed: int = 0) -> Demand:
+    """A frame loop on CPU 0 (each frame due at the next), a light 100 Hz task on CPU 1."""
+    rng = np.random.default_rng(seed)
+    period = 1.0 / fps
+    n = int(duration_s / period)
+    starts = np.arange(n) * period
+    work = np.zeros((n, nr_cpus))
+    frame = period * load * rng.uniform(0.7, 1.3, n)
+    if heavy_every:
+        frame *= np.where(rng.random(n) < 1 / heavy_every, 1.8, 1.0)
+    work[:, 0] = np.minimum(frame, period)
+    if nr_cpus > 1:
+        work[:, 1] = period * 0.12  # the 100 Hz audio task's share, per frame
+    return Demand(f"periodic-{fps:g}fps-{load:g}", "periodic", starts, work, period, n * period,
+                  source="model:periodic", meta={"seed": seed})
+
+
+def bursty(*, duration_s: float = 10.0, nr_cpus: int = 2, think_ms: float = 60.0, burst_ms: float = 6.0,
+           seed: int = 0, step_ms: float = 10.0) -> Demand:
+    """Trains of lognormal bursts separated by exponential think times, per CPU."""
+    rng = np.random.default_rng(seed)
+    step = step_ms / 1000
+    n = int(duration_s / step)
+    work = np.zeros((n, nr_cpus))
+    for c in range(nr_cpus):
+        t = rng.exponential(think_ms / 1000)
+        while t < duration_s:
+            for _ in range(rng.integers(1, 9)):
+                burst = min(rng.lognormal(0, 0.8) * burst_ms, 80) / 1000
+                b, k = burst, int(t / step)
+                while b > 1e-12 and k < n:  # spread a long burst over the intervals it covers
+                    take = min(b, step - work[k, c])
+                    work[k, c] += take
+                    b -= take
+                    k += 1
+                t += burst + rng.exponential(0.004) + 1e-3
+            t += rng.exponential(think_ms / 1000)
+    return Demand(f"bursty-{seed}", "interactive", np.arange(n) * step, work, 2 * step, n * step,
+                  source="model:bursty", meta={"seed": seed})
+
+
+def batch(*, work_s: float = 4.0, nr_cpus: int = 2, duration_s: float = 2.0, step_ms: float = 10.0) -> Demand:
+    """Throughput: `work_s` CPU-seconds spread evenly over `duration_s` on every CPU."""
+    step = step_ms / 1000
+    n = int(duration_s / step)
+    per = work_s / (n * nr_cpus)
+    return Demand("batch", "throughput", np.arange(n) * step, np.full((n, nr_cpus), min(per, step)),
+                  2 * step, n * step, source="model:batch")

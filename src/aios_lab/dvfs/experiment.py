@@ -1,0 +1,125 @@
+"""Train and evaluate frequency policies on recorded traces (SIMULATED).
+
+The recorded traces ship in workloads/dvfs/traces (benchmarks/dvfs_record.sh
+records them again): three kinds of demand, three runs each; runs 1 and 2
+train, run 3 is held out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import paths
+from ..errors import ModelError
+from .demand import Demand, from_trace
+from .governors import BUILTIN, Governor, Static, TableGovernor
+from .platform import Cluster
+from .rl import QConfig, train_q
+from .sim import SimResult, simulate
+from .sweep import SweepConfig, sweep
+from .table import FreqTable
+
+KINDS = ("bursty", "frames", "build")
+TRAIN_RUNS = (1, 2)
+TEST_RUNS = (3,)
+SIMULATED = "SIMULATED: trace-driven DVFS simulator (no cpufreq or energy counters on this machine)"
+
+
+def traces_dir() -> Path:
+    return paths.project_root() / "workloads" / "dvfs" / "traces"
+
+
+def default_split() -> tuple[list[Path], list[Path]]:
+    d = traces_dir()
+    train = [d / f"{k}-{r}" for k in KINDS for r in TRAIN_RUNS]
+    test = [d / f"{k}-{r}" for k in KINDS for r in TEST_RUNS]
+    return train, test
+
+
+def load_demands(traces: list[Path]) -> list[Demand]:
+    return [from_trace(p) for p in traces]
+
+
+@dataclass
+class TrainOutcome:
+    table: FreqTable
+    curve: list[dict]
+    candidates: list[dict]
+
+
+def train_table(method: str, cluster: Cluster, train: list[Demand], *, test: list[Demand] | None = None,
+                seed: int = 0, episodes: int = 300, mem_share: float = 0.3,
+                progress: Callable[[str], None] | None = None) -> TrainOutcome:
+    if not train:
+        raise ModelError("no training demand: give at least one trace")
+    if method == "rl":
+        def point(row: dict) -> None:
+            if progress and "test_energy_j" in row:
+                progress(f"episode {row['episode']}: held-out energy {row['test_energy_j']:.2f} J, "
+                         f"misses {row['test_misses']}/{row['test_items']} (simulated)")
+        table, curve = train_q(cluster, train, test=test, cfg=QConfig(episodes=episodes, seed=seed),
+                               mem_share=mem_share, on_point=point)
+        return TrainOutcome(table, curve, [])
+    if method == "sweep":
+        res = sweep(cluster, train, cfg=SweepConfig(), mem_share=mem_share, progress=progress)
+        return TrainOutcome(res.table, [], res.candidates)
+    raise ModelError(f"unknown training method {method!r}", hint="use rl or sweep")
+
+
+def evaluate(cluster: Cluster, demands: list[Demand], governors: list[Governor], *,
+             mem_share: float = 0.3) -> list[SimResult]:
+    return [simulate(cluster, d, g, mem_share=mem_share) for d in demands for g in governors]
+
+
+def oracle_static(cluster: Cluster, demand: Demand, *, miss_budget: int, mem_share: float = 0.3) -> SimResult:
+    """The best fixed OPP for this very demand (an oracle: it sees the test trace):
+    least energy among OPPs that miss no more than `miss_budget`, else fewest misses."""
+    runs = [simulate(cluster, demand, Static(o), mem_share=mem_share) for o in range(cluster.nr_opps)]
+    ok = [r for r in runs if r.misses <= miss_budget]
+    best = min(ok, key=lambda r: r.energy_j) if ok else min(runs, key=lambda r: (r.misses, r.energy_j))
+    best.governor = "oracle-static"
+    return best
+
+
+def builtin_governors() -> list[Governor]:
+    return [cls() for cls in BUILTIN.values()]
+
+
+def table_governor(table: FreqTable, name: str) -> Governor:
+    return TableGovernor(table, name=name)
+
+
+def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
+    """Learning curve: training reward per episode and held-out energy/misses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import fsync_dir
+
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    eps = [r["episode"] for r in curve]
+    a1.plot(eps, [r["reward"] for r in curve], lw=0.8)
+    a1.set_ylabel("training reward / episode")
+    a1.set_title(f"{title} (simulated)")
+    pts = [r for r in curve if "test_energy_j" in r]
+    if pts:
+        a2.plot([r["episode"] for r in pts], [r["test_energy_j"] for r in pts], "o-", label="held-out energy (J)")
+        a3 = a2.twinx()
+        a3.plot([r["episode"] for r in pts], [r["test_misses"] for r in pts], "s--", color="tab:red",
+                label="held-out deadline misses")
+        a3.set_ylabel("misses")
+        a2.legend(loc="upper left")
+        a3.legend(loc="upper right")
+    a2.set_xlabel("episode")
+    a2.set_ylabel("energy (J)")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    fsync_dir(path.parent if str(path.parent) else Path("."))
+    return path

@@ -1,0 +1,291 @@
+"""A trace-driven DVFS simulator for one frequency domain (a cluster).
+
+SIMULATED: no machine here has cpufreq or energy counters, so every figure
+this module produces is a model's output, and every report that shows one
+says so.
+
+Model, per step of `step_s` (1 ms by default):
+* Work arrives per CPU as items (dvfs.demand) and runs FIFO on its CPU.
+* Performance: an item's CPU-bound share (1 - mem_share) scales with
+  frequency, its memory-bound share does not, so at OPP f it progresses at
+  r(f) = 1 / ((1 - m) * f_max / f + m) seconds of top-OPP work per second.
+* Frequency: the whole cluster shares one OPP. A governor's request takes
+  effect after the cluster's transition latency (the device tree's
+  clock-latency-ns); the CPUs keep running at the old OPP meanwhile.
+* Power: dvfs.platform (C*V^2*f + leakage when busy; leakage in shallow
+  idle; power-collapsed after the idle state's min-residency).
+* Utilisation: each CPU keeps a PELT-like signal (32 ms half-life, updated
+  each 1 ms, frequency-invariant: busy share x current perf), the value
+  schedutil and the table governor read.
+* QoS: an item that completes after its deadline is a deadline miss (a frame
+  drop for periodic demand); for throughput the makespan (time until all
+  work is done) is the figure. Items unfinished when the run is cut off
+  (at 3x the demand's duration) count as misses.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .demand import Demand
+from .platform import Cluster
+from .table import rq_bucket, util_bucket
+
+PELT_HALF_LIFE_S = 0.032
+
+
+@dataclass
+class Obs:
+    """What a governor sees when it decides."""
+
+    t_s: float
+    opp: int                     # current OPP index
+    util: np.ndarray             # per CPU, 0..1024, frequency-invariant PELT-like
+    busy: np.ndarray             # per CPU busy share since this governor's last decision
+    nr_queued: np.ndarray        # per CPU items waiting behind the running one
+    cluster: Cluster
+
+
+@dataclass
+class SimResult:
+    governor: str
+    demand: str
+    kind: str
+    energy_j: float
+    duration_s: float            # the demand's span
+    makespan_s: float            # until the last item completed
+    items: int
+    misses: int
+    late_work_s: float           # top-OPP work of the items that missed
+    mean_latency_s: float        # work-weighted mean completion latency of items
+    transitions: int
+    mean_khz: float
+    residency: list[float] = field(default_factory=list)  # share of time at each OPP
+
+    @property
+    def miss_rate(self) -> float:
+        return self.misses / self.items if self.items else 0.0
+
+    @property
+    def edp(self) -> float:
+        """Energy-delay product: joules x the items' mean completion latency (s)."""
+        return self.energy_j * self.mean_latency_s
+
+    def as_dict(self) -> dict:
+        return {"governor": self.governor, "demand": self.demand, "kind": self.kind,
+                "energy_j": self.energy_j, "duration_s": self.duration_s, "makespan_s": self.makespan_s,
+                "items": self.items, "misses": self.misses, "miss_rate": self.miss_rate,
+                "late_work_s": self.late_work_s, "mean_latency_s": self.mean_latency_s, "edp": self.edp,
+                "transitions": self.transitions, "mean_khz": self.mean_khz, "simulated": True}
+
+
+class Simulation:
+    """One run of `demand` on `cluster`, advanced step by step.
+
+    `run(governor)` drives it with a governor; the RL environment drives it
+    with `request()` + `advance()` directly.
+    """
+
+    def __init__(self, cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, step_s: float = 0.001,
+                 start_opp: int | None = None, cutoff_factor: float = 3.0) -> None:
+        if not 0 <= mem_share < 1:
+            raise ValueError("mem_share must be in [0, 1)")
+        self.c = cluster
+        self.d = demand.fold(cluster.nr_cpus)
+        self.m = float(mem_share)
+        self.dt = float(step_s)
+        f = np.array(cluster.freqs_khz, dtype=float)
+        self._rate = 1.0 / ((1 - self.m) * f[-1] / f + self.m)
+        self._busy_w = cluster.busy_w
+        self._static_w = cluster.static_w
+        self._sleep_w = cluster.sleep_w
+        self._y = 0.5 ** (self.dt / PELT_HALF_LIFE_S)
+        n = cluster.nr_cpus
+        self.t = 0.0
+        self.opp = cluster.nr_opps - 1 if start_opp is None else int(start_opp)
+        self._next_opp: int | None = None
+        self._next_at = 0.0
+        self.queues: list[deque] = [deque() for _ in range(n)]
+        self.util = np.zeros(n)
+        self.idle_streak = np.zeros(n)
+        self.busy_acc = np.zeros(n)      # busy seconds since the governor's last look
+        self.acc_t = 0.0
+        self._k = 0                      # next demand interval to arrive
+        self.cutoff = max(self.d.duration_s, 1e-3) * cutoff_factor
+        self.energy_j = 0.0
+        self.items = 0
+        self.misses = 0
+        self.late_work = 0.0
+        self.lat_weighted = 0.0
+        self.work_done = 0.0
+        self.last_completion = 0.0
+        self.transitions = 0
+        self.opp_time = np.zeros(cluster.nr_opps)
+        # per step, for the RL reward: what happened in the last advance()
+        self.step_misses = 0
+        self.step_energy = 0.0
+        self.step_overdue = 0.0
+        self.log: list[tuple[int, int, float, int, float]] | None = None  # see enable_log()
+
+    def enable_log(self) -> None:
+        """Record, per step, (util bucket, queue bucket, energy J, misses,
+        overdue CPU-seconds) with the buckets of the busiest CPU at the
+        step's start: what the table sweep attributes costs to."""
+        self.log = []
+
+    # -- control ------------------------------------------------------------
+
+    def request(self, opp: int) -> None:
+        """Ask for an OPP; it takes effect after the transition latency."""
+        opp = int(min(max(opp, 0), self.c.nr_opps - 1))
+        if opp == self.opp and self._next_opp is None:
+            return
+        if self._next_opp == opp:
+            return
+        self._next_opp = opp
+        self._next_at = self.t + self.c.transition_latency_s
+
+    @property
+    def done(self) -> bool:
+        drained = (self._k >= len(self.d.starts_s) and not any(self.queues)
+                   and self.t >= self.d.duration_s - 1e-12)
+        return drained or self.t >= self.cutoff
+
+    def observe(self) -> Obs:
+        span = max(self.acc_t, 1e-12)
+        obs = Obs(t_s=self.t, opp=self.opp, util=self.util.copy(), busy=np.minimum(self.busy_acc / span, 1.0),
+                  nr_queued=np.array([max(len(q) - 1, 0) for q in self.queues]), cluster=self.c)
+        self.busy_acc[:] = 0
+        self.acc_t = 0.0
+        return obs
+
+    # -- stepping -----------------------------------------------------------
+
+    def advance(self, steps: int = 1) -> None:
+        self.step_misses = 0
+        self.step_energy = 0.0
+        self.step_overdue = 0.0
+        for _ in range(steps):
+            if self.done:
+                return
+            self._step()
+
+    def _arrivals(self, until: float) -> None:
+        d = self.d
+        while self._k < len(d.starts_s) and d.starts_s[self._k] < until:
+            k = self._k
+            for cpu in range(d.nr_cpus):
+                w = d.work_s[k, cpu]
+                if w > 0:
+                    # [remaining top-OPP work, absolute deadline, arrival, total work]
+                    self.queues[cpu].append([w, d.starts_s[k] + d.deadline_s[k], d.starts_s[k], w])
+                    self.items += 1
+            self._k += 1
+
+    def _step(self) -> None:
+        t0, dt = self.t, self.dt
+        t1 = t0 + dt
+        self._arrivals(t1)
+        if self.log is not None:
+            busiest = int(np.argmax(self.util))
+            state = (int(util_bucket(self.util[busiest])),
+                     int(rq_bucket(max(max(len(q) - 1, 0) for q in self.queues))))
+            misses0, overdue0 = self.misses, self.step_overdue
+        # the OPPs in force during this step: the old one until a pending change lands
+        if self._next_opp is not None and self._next_at < t1:
+            cut = max(self._next_at - t0, 0.0)
+            segments = [(cut, self.opp), (dt - cut, self._next_opp)]
+            self.opp = self._next_opp
+            self._next_opp = None
+            self.transitions += 1
+        else:
+            segments = [(dt, self.opp)]
+        perf_eff = 0.0
+        for seg_dt, opp in segments:
+            self.opp_time[opp] += seg_dt
+            perf_eff += seg_dt / dt * (self.c.freqs_khz[opp] / self.c.max_khz)
+        energy = 0.0
+        for cpu, q in enumerate(self.queues):
+            busy = 0.0
+            seg_start = t0
+            for seg_dt, opp in segments:
+                rate = self._rate[opp]
+                avail = seg_dt
+                used = 0.0
+                while q and avail - used > 1e-15:
+                    item = q[0]
+                    need = item[0] / rate
+                    if need <= avail - used:
+                        used += need
+                        done_at = seg_start + used
+                        self._complete(item, done_at)
+                        q.popleft()
+                    else:
+                        item[0] -= (avail - used) * rate
+                        used = avail
+                busy += used
+                idle = seg_dt - used
+                energy += used * self._busy_w[opp]
+                if used > 0:
+                    self.idle_streak[cpu] = 0.0
+                if idle > 0:
+                    shallow = min(idle, max(self.c.idle_min_residency_s - self.idle_streak[cpu], 0.0))
+                    energy += shallow * self._static_w[opp] + (idle - shallow) * self._sleep_w[opp]
+                    self.idle_streak[cpu] += idle
+                seg_start += seg_dt
+            self.busy_acc[cpu] += busy
+            self.util[cpu] = self.util[cpu] * self._y + (1 - self._y) * (busy / dt) * perf_eff * 1024
+            if q and q[0][1] < t1:
+                self.step_overdue += dt
+        self.acc_t += dt
+        self.energy_j += energy
+        self.step_energy += energy
+        self.t = t1
+        if self.log is not None:
+            self.log.append((state[0], state[1], energy, self.misses - misses0, self.step_overdue - overdue0))
+
+    def _complete(self, item: list, done_at: float) -> None:
+        work = item[3]
+        self.work_done += work
+        self.lat_weighted += work * (done_at - item[2])
+        self.last_completion = max(self.last_completion, done_at)
+        if done_at > item[1] + 1e-9:
+            self.misses += 1
+            self.step_misses += 1
+            self.late_work += work
+
+    # -- results ------------------------------------------------------------
+
+    def result(self, governor: str) -> SimResult:
+        # what is still queued at the cut-off missed its deadline
+        left = [it for q in self.queues for it in q]
+        misses = self.misses + len(left)
+        late = self.late_work + sum(it[3] for it in left)
+        total_t = max(self.opp_time.sum(), 1e-12)
+        khz = np.array(self.c.freqs_khz, dtype=float)
+        return SimResult(governor=governor, demand=self.d.name, kind=self.d.kind, energy_j=self.energy_j,
+                         duration_s=self.d.duration_s,
+                         makespan_s=self.t if left else max(self.last_completion, 0.0),
+                         items=self.items, misses=misses, late_work_s=late,
+                         mean_latency_s=self.lat_weighted / self.work_done if self.work_done else 0.0,
+                         transitions=self.transitions, mean_khz=float((self.opp_time * khz).sum() / total_t),
+                         residency=(self.opp_time / total_t).round(4).tolist())
+
+    def run(self, governor) -> SimResult:
+        """Drive to the end with `governor` (dvfs.governors), deciding every governor.period_s."""
+        governor.reset(self.c)
+        every = max(1, int(round(governor.period_s / self.dt)))
+        self.request(governor.decide(self.observe()))
+        n = 0
+        while not self.done:
+            self._step()
+            n += 1
+            if n % every == 0:
+                self.request(governor.decide(self.observe()))
+        return self.result(governor.name)
+
+
+def simulate(cluster: Cluster, demand: Demand, governor, **kw) -> SimResult:
+    return Simulation(cluster, demand, **kw).run(governor)

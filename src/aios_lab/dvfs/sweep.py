@@ -1,0 +1,127 @@
+"""The learned table governor (after CRAVE): sample the frequency space at
+design time, keep the best setting per state bucket.
+
+1. Sample: replay every training demand at every fixed OPP (on the
+   simulator here; `aios_lab.cpufreq` could pin real OPPs on a host with
+   cpufreq the same way). Per step the simulator logs the state bucket
+   (utilisation, queue of the busiest CPU) and what the step cost: energy,
+   deadline misses, overdue time.
+2. Choose: for each bucket, the OPP with the lowest mean cost per step,
+   cost = energy + lam x (misses + overdue-seconds / step), normalised by
+   the top OPP's busy power. Buckets never sampled fall back to schedutil's
+   choice; the table is then made non-decreasing in utilisation and queue
+   (more demand never gets a lower frequency).
+3. Tune: lam over a grid; keep the table with the least training energy whose
+   training deadline misses stay within `miss_slack` of schedutil's.
+
+Every number here is SIMULATED.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .demand import Demand
+from .governors import Schedutil, Static, TableGovernor
+from .platform import Cluster
+from .rl import schedutil_perf
+from .sim import Simulation, simulate
+from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    lambdas: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 32, 64)
+    miss_slack: float = 0.05       # training misses <= schedutil's x (1 + slack)
+    min_visits: int = 5            # a bucket/OPP pair seen fewer steps is not trusted
+    overdue_weight: float = 0.25
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Samples:
+    steps: np.ndarray      # [opp, ub, rb]
+    energy: np.ndarray
+    misses: np.ndarray
+    overdue: np.ndarray
+    step_s: float
+
+
+def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
+           progress: Callable[[str], None] | None = None) -> Samples:
+    shape = (cluster.nr_opps, UTIL_BUCKETS, RQ_BUCKETS)
+    s = Samples(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape), 0.001)
+    for o in range(cluster.nr_opps):
+        for d in demands:
+            # cut the drain short: steps after the demand ends say little about a bucket
+            sim = Simulation(cluster, d, mem_share=mem_share, start_opp=o, cutoff_factor=1.2)
+            sim.enable_log()
+            sim.run(Static(o))
+            log = np.array(sim.log, dtype=float)
+            if not len(log):
+                continue
+            ub, rb = log[:, 0].astype(int), log[:, 1].astype(int)
+            np.add.at(s.steps[o], (ub, rb), 1)
+            np.add.at(s.energy[o], (ub, rb), log[:, 2])
+            np.add.at(s.misses[o], (ub, rb), log[:, 3])
+            np.add.at(s.overdue[o], (ub, rb), log[:, 4])
+            s.step_s = sim.dt
+        if progress:
+            progress(f"sampled OPP {o + 1}/{cluster.nr_opps} ({cluster.freqs_khz[o] // 1000} MHz)")
+    return s
+
+
+def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.ndarray:
+    e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * s.step_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cost = (s.energy / e_norm + lam * (s.misses + cfg.overdue_weight * s.overdue / s.step_s)) / s.steps
+    cost[s.steps < cfg.min_visits] = np.inf
+    perf = np.zeros((UTIL_BUCKETS, RQ_BUCKETS), dtype=np.int64)
+    for ub in range(UTIL_BUCKETS):
+        for rb in range(RQ_BUCKETS):
+            c = cost[:, ub, rb]
+            o = int(np.argmin(c)) if np.isfinite(c).any() else cluster.opp_for_perf(schedutil_perf(ub))
+            perf[ub, rb] = int(np.ceil(cluster.perf[o]))
+    perf = np.maximum.accumulate(np.maximum.accumulate(perf, axis=0), axis=1)
+    return np.clip(perf, 1, PERF_MAX)
+
+
+@dataclass
+class SweepResult:
+    table: FreqTable
+    candidates: list[dict] = field(default_factory=list)
+    schedutil_train: dict = field(default_factory=dict)
+
+
+def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConfig(), mem_share: float = 0.3,
+          progress: Callable[[str], None] | None = None) -> SweepResult:
+    samples = sample(cluster, train, mem_share=mem_share, progress=progress)
+    base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
+    base_misses = sum(r.misses for r in base)
+    base_energy = sum(r.energy_j for r in base)
+    budget = base_misses * (1 + cfg.miss_slack)
+    cands = []
+    for lam in cfg.lambdas:
+        perf = choose(cluster, samples, lam, cfg)
+        tab = FreqTable(perf, method="sweep")
+        res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
+        row = {"lambda": lam, "energy_j": sum(r.energy_j for r in res), "misses": sum(r.misses for r in res),
+               "perf": perf}
+        cands.append(row)
+        if progress:
+            progress(f"lambda {lam:g}: training energy {row['energy_j']:.2f} J (schedutil {base_energy:.2f}), "
+                     f"misses {row['misses']} (schedutil {base_misses})")
+    ok = [c for c in cands if c["misses"] <= budget]
+    best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["misses"], c["energy_j"]))
+    meta = {"config": cfg.as_dict(), "mem_share": mem_share, "cluster": cluster.describe(),
+            "train": [d.name for d in train], "lambda": best["lambda"], "met_miss_budget": bool(ok),
+            "train_energy_j": best["energy_j"], "train_misses": best["misses"],
+            "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
+    table = FreqTable(best["perf"], method="sweep", meta=meta)
+    for c in cands:
+        c.pop("perf")
+    return SweepResult(table, cands, {"energy_j": base_energy, "misses": base_misses})
