@@ -118,3 +118,35 @@ class TraceError(AiosError):
 class ModelError(AiosError):
     """A learned model is invalid, corrupt, of an unknown format, or could not be
     trained or written (bad tree, checksum mismatch, no training data)."""
+
+
+class CpufreqError(AiosError):
+    """Reading or writing cpufreq sysfs failed: a missing or read-only attribute,
+    a value the kernel rejected (EINVAL, EBUSY), or a saved state that could not
+    be put back."""
+
+
+class CpufreqUnavailable(CpufreqError):
+    """This machine has no cpufreq driver (no policyN under
+    /sys/devices/system/cpu/cpufreq), as in every QEMU guest."""
+
+    hint = ("frequency control needs a real host with a cpufreq driver: acpi-cpufreq, "
+            "intel_pstate, amd-pstate ...; here, use the DVFS simulator")
+
+
+class CpufreqPermissionError(CpufreqError, PrivilegeError):
+    """Changing cpufreq settings (or writing the governor's state file) needs root."""
+
+    hint = "run as root, e.g. with sudo (the VM has no cpufreq, so it cannot help here)"
+
+
+class EnergyError(AiosError):
+    """A RAPL energy counter could not be read or made no sense."""
+
+
+class EnergyUnavailable(EnergyError):
+    """No RAPL energy counters under /sys/class/powercap on this machine."""
+
+    hint = ("RAPL needs a real Intel or AMD host with the intel_rapl_msr module loaded; "
+            "AMD shows up under the same intel-rapl names on recent kernels; "
+            "QEMU guests and most cloud VMs have none")

@@ -11,8 +11,9 @@ reading: the work is as bursty as the interval allows.
 Assumptions, stated wherever results are reported: the recording machine's
 CPU time is taken as time at the simulated cluster's top OPP (this host has
 no cpufreq, so it ran at one fixed speed), and the work of an interval is
-due by the end of the following interval (deadline = 2 intervals) unless a
-workload model says otherwise (a frame is due at the next frame).
+due by the end of the following interval (deadline = 2 intervals; 10 for
+throughput demand, see DEADLINE_INTERVALS) unless a workload model says
+otherwise (a frame is due at the next frame).
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Demand:
                              f"expected ({self.starts_s.shape[0]}, cpus)")
         if not (np.all(np.isfinite(self.work_s)) and np.all(self.work_s >= 0)):
             raise TraceError(f"demand {self.name}: work holds negative or non-finite values")
+        if not np.all(np.isfinite(self.starts_s)) or (len(self.starts_s) and self.starts_s.min() < 0):
+            raise TraceError(f"demand {self.name}: interval starts hold negative or non-finite values")
+        if not (np.all(np.isfinite(self.deadline_s)) and np.all(self.deadline_s > 0)):
+            raise TraceError(f"demand {self.name}: deadlines must be finite and > 0")
         if np.any(np.diff(self.starts_s) < 0):
             raise TraceError(f"demand {self.name}: interval starts are not in time order")
 
@@ -88,7 +93,15 @@ def kind_of_trace(meta: dict) -> str:
     return "interactive"
 
 
-def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals: float = 2.0) -> Demand:
+# How long after its arrival an interval's work is due, in intervals, per
+# kind: interactive work and frames within the next interval (a frame at
+# 60 fps is ~1.7 intervals of 10 ms); throughput work may lag 100 ms (a batch
+# job is judged by its completion time, so a governor may stretch it, but not
+# let it fall ever further behind).
+DEADLINE_INTERVALS = {"interactive": 2.0, "periodic": 2.0, "throughput": 10.0}
+
+
+def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals: float | None = None) -> Demand:
     """Per-CPU demand of the traced workload, one item per interval and CPU."""
     from ..telemetry.trace import Trace
 
@@ -129,8 +142,10 @@ def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals:
                 work[i, j] = min(lengths[i], work[i, j] + extra)
     starts = (bounds[:, 0] - t0) / 1e9
     duration = float((bounds[-1, 1] - t0) / 1e9)
-    return Demand(name=Path(path).name, kind=kind or kind_of_trace(meta), starts_s=starts, work_s=work,
-                  deadline_s=lengths * deadline_intervals, duration_s=duration, source=str(path),
+    kind = kind or kind_of_trace(meta)
+    due = deadline_intervals if deadline_intervals is not None else DEADLINE_INTERVALS.get(kind, 2.0)
+    return Demand(name=Path(path).name, kind=kind, starts_s=starts, work_s=work,
+                  deadline_s=lengths * due, duration_s=duration, source=str(path),
                   meta={"interval_ms": meta.get("interval_ms"), "trace_status": tr.status,
                         "collector_pid": collector})
 
@@ -185,4 +200,4 @@ def batch(*, work_s: float = 4.0, nr_cpus: int = 2, duration_s: float = 2.0, ste
     n = int(duration_s / step)
     per = work_s / (n * nr_cpus)
     return Demand("batch", "throughput", np.arange(n) * step, np.full((n, nr_cpus), min(per, step)),
-                  2 * step, n * step, source="model:batch")
+                  DEADLINE_INTERVALS["throughput"] * step, n * step, source="model:batch")

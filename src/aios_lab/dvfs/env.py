@@ -1,7 +1,7 @@
 """A gymnasium environment over the DVFS simulator (SIMULATED figures).
 
 Observation: MultiDiscrete([16, 4, nr_opps]) = (utilisation bucket of the
-busiest CPU, queue bucket: the most items waiting behind a running one on
+busiest CPU, by the freq policy's windowed signal (dvfs.sim), queue bucket: the most items waiting behind a running one on
 any CPU, current OPP index). The first two are exactly the state a
 FreqTable is indexed by, so a policy over them deploys as a table.
 Action: Discrete(nr_opps), the OPP to request (it lands after the
@@ -62,9 +62,8 @@ class FreqEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         s = self.sim
-        busiest = int(np.argmax(s.util))
         q = max(max(len(x) - 1, 0) for x in s.queues)
-        return np.array([util_bucket(s.util[busiest]), rq_bucket(q), s.opp], dtype=np.int64)
+        return np.array([util_bucket(float(max(s.util_win))), rq_bucket(q), s.opp], dtype=np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

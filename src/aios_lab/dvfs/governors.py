@@ -11,7 +11,7 @@ import numpy as np
 
 from .platform import Cluster
 from .sim import Obs
-from .table import SCHEDUTIL_HEADROOM, FreqTable
+from .table import SCHEDUTIL_HEADROOM, FreqTable, rq_bucket, util_bucket
 
 
 class Governor:
@@ -63,11 +63,11 @@ class Ondemand(Governor):
 
     def decide(self, obs: Obs) -> int:
         c = obs.cluster
-        load = 100.0 * float(np.max(obs.busy)) if len(obs.busy) else 0.0
+        load = 100.0 * max(obs.busy, default=0.0)
         if load > self.up:
             return c.nr_opps - 1
         lo, hi = c.freqs_khz[0], c.max_khz
-        return c.opp_for_khz(lo + load * (hi - lo) / 100.0)
+        return c.opp_closest_khz(lo + load * (hi - lo) / 100.0)  # od_update: CPUFREQ_RELATION_C
 
 
 class Conservative(Governor):
@@ -84,16 +84,19 @@ class Conservative(Governor):
     def reset(self, cluster: Cluster) -> None:
         super().reset(cluster)
         self.target = float(cluster.max_khz)
+        self._opp = cluster.nr_opps - 1
 
     def decide(self, obs: Obs) -> int:
         c = obs.cluster
-        load = 100.0 * float(np.max(obs.busy)) if len(obs.busy) else 0.0
+        load = 100.0 * max(obs.busy, default=0.0)
         delta = c.max_khz * self.step / 100.0
         if load > self.up:
             self.target = min(self.target + delta, c.max_khz)
+            self._opp = c.opp_at_or_below_khz(self.target)   # cs_dbs_update: RELATION_H going up
         elif load < self.down:
             self.target = max(self.target - delta, c.freqs_khz[0])
-        return c.opp_for_khz(self.target)
+            self._opp = c.opp_for_khz(self.target)           # RELATION_L going down
+        return self._opp
 
 
 class Schedutil(Governor):
@@ -116,12 +119,13 @@ class Schedutil(Governor):
             self.period_s = max(1.5 * cluster.transition_latency_s, 0.001)
 
     def decide(self, obs: Obs) -> int:
-        util = float(np.max(obs.util)) if len(obs.util) else 0.0
+        util = max(obs.util, default=0.0)
         return obs.cluster.opp_for_perf(min(self.headroom * util, 1024.0))
 
 
 class TableGovernor(Governor):
-    """A learned FreqTable: each CPU looks up perf[util bucket][queue bucket];
+    """A learned FreqTable: each CPU looks up perf[util bucket][queue bucket]
+    with the freq policy's windowed utilisation (Obs.util_win);
     the cluster runs at the highest request (as schedutil aggregates the
     CPUs of a shared policy), at the lowest OPP that reaches it. Decides as
     often as schedutil may (the BPF policy updates on every tick/running)."""
@@ -131,9 +135,14 @@ class TableGovernor(Governor):
         self.name = name or f"table:{table.method}"
         self.period_s = period_s
 
+    def reset(self, cluster: Cluster) -> None:
+        super().reset(cluster)
+        # perf -> OPP is monotone, so the highest request's OPP is the highest OPP
+        self._opp = [[cluster.opp_for_perf(int(p)) for p in row] for row in self.table.perf]
+
     def decide(self, obs: Obs) -> int:
-        perf = max(self.table.lookup(u, q) for u, q in zip(obs.util, obs.nr_queued))
-        return obs.cluster.opp_for_perf(perf)
+        return max(self._opp[util_bucket(float(u))][rq_bucket(int(q))]
+                   for u, q in zip(obs.util if obs.util_win is None else obs.util_win, obs.nr_queued))
 
 
 BUILTIN = {"performance": Performance, "powersave": Powersave, "ondemand": Ondemand,

@@ -19,6 +19,7 @@ Power of one CPU (the simulator's model; every number it yields is simulated):
 """
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -82,10 +83,29 @@ class Cluster:
         """Each OPP's perf level on the kernel's 0..1024 scale (share of the top frequency)."""
         return np.array(self.freqs_khz, dtype=float) * 1024 / self.max_khz
 
+    @cached_property
+    def _perf_list(self) -> list[float]:
+        return [float(p) - 1e-9 for p in self.perf]
+
     def opp_for_perf(self, perf: float) -> int:
         """Lowest OPP whose perf is at or above `perf` (cpufreq's CPUFREQ_RELATION_L)."""
-        i = int(np.searchsorted(self.perf, float(perf) - 1e-9, side="left"))
+        i = bisect.bisect_left(self._perf_list, float(perf) - 1e-9)
         return min(i, self.nr_opps - 1)
+
+    def table_perf(self, opp: int) -> int:
+        """The integer perf level a table stores to mean OPP `opp`: the floor of
+        its perf, so that every backend's "lowest OPP at or above" lands on
+        `opp` itself (a ceiling would land one OPP higher)."""
+        return max(1, int(np.floor(self.perf[int(opp)])))
+
+    def opp_closest_khz(self, khz: float) -> int:
+        """The OPP nearest `khz` (CPUFREQ_RELATION_C)."""
+        return int(np.argmin(np.abs(np.array(self.freqs_khz, dtype=float) - float(khz))))
+
+    def opp_at_or_below_khz(self, khz: float) -> int:
+        """Highest OPP at or below `khz`, the lowest if none (CPUFREQ_RELATION_H)."""
+        i = int(np.searchsorted(np.array(self.freqs_khz, dtype=float), float(khz) + 1e-6, side="right")) - 1
+        return max(i, 0)
 
     def opp_for_khz(self, khz: float) -> int:
         i = int(np.searchsorted(np.array(self.freqs_khz, dtype=float), float(khz) - 1e-6, side="left"))

@@ -14,9 +14,12 @@ Model, per step of `step_s` (1 ms by default):
   clock-latency-ns); the CPUs keep running at the old OPP meanwhile.
 * Power: dvfs.platform (C*V^2*f + leakage when busy; leakage in shallow
   idle; power-collapsed after the idle state's min-residency).
-* Utilisation: each CPU keeps a PELT-like signal (32 ms half-life, updated
-  each 1 ms, frequency-invariant: busy share x current perf), the value
-  schedutil and the table governor read.
+* Utilisation: each CPU keeps two frequency-invariant signals (busy share x
+  current perf / top perf, 0..1024): PELT-like (32 ms half-life, updated each
+  1 ms), which schedutil reads, and the `freq` sched_ext policy's own
+  (busy fraction per 8 ms window folded into an EWMA of weight 1/4,
+  policies/freq/freq.bpf.c), which the table governor and the RL state read,
+  so a table trained here sees the signal it is indexed by in the kernel.
 * QoS: an item that completes after its deadline is a deadline miss (a frame
   drop for periodic demand); for throughput the makespan (time until all
   work is done) is the figure. Items unfinished when the run is cut off
@@ -34,6 +37,8 @@ from .platform import Cluster
 from .table import rq_bucket, util_bucket
 
 PELT_HALF_LIFE_S = 0.032
+WINDOW_S = 0.008        # policies/freq: window_ns
+WINDOW_WEIGHT = 0.25    # policies/freq: fp = (fp * 3 + sample) / 4
 
 
 @dataclass
@@ -42,10 +47,13 @@ class Obs:
 
     t_s: float
     opp: int                     # current OPP index
-    util: np.ndarray             # per CPU, 0..1024, frequency-invariant PELT-like
-    busy: np.ndarray             # per CPU busy share since this governor's last decision
-    nr_queued: np.ndarray        # per CPU items waiting behind the running one
+    util: list[float]            # per CPU, 0..1024, frequency-invariant PELT-like (schedutil's)
+    busy: list[float]            # per CPU busy share since this governor's last decision
+    nr_queued: list[int]         # per CPU items waiting behind the running one
     cluster: Cluster
+    # per CPU, 0..1024, the freq policy's windowed EWMA (what tables are indexed
+    # by); None in a hand-built Obs means "same as util"
+    util_win: list[float] | None = None
 
 
 @dataclass
@@ -97,10 +105,11 @@ class Simulation:
         self.m = float(mem_share)
         self.dt = float(step_s)
         f = np.array(cluster.freqs_khz, dtype=float)
-        self._rate = 1.0 / ((1 - self.m) * f[-1] / f + self.m)
-        self._busy_w = cluster.busy_w
-        self._static_w = cluster.static_w
-        self._sleep_w = cluster.sleep_w
+        self._rate = (1.0 / ((1 - self.m) * f[-1] / f + self.m)).tolist()
+        self._busy_w = cluster.busy_w.tolist()
+        self._static_w = cluster.static_w.tolist()
+        self._sleep_w = cluster.sleep_w.tolist()
+        self._rel_f = (f / f[-1]).tolist()
         self._y = 0.5 ** (self.dt / PELT_HALF_LIFE_S)
         n = cluster.nr_cpus
         self.t = 0.0
@@ -108,9 +117,16 @@ class Simulation:
         self._next_opp: int | None = None
         self._next_at = 0.0
         self.queues: list[deque] = [deque() for _ in range(n)]
-        self.util = np.zeros(n)
-        self.idle_streak = np.zeros(n)
-        self.busy_acc = np.zeros(n)      # busy seconds since the governor's last look
+        # plain lists, not arrays: per-element updates every 1 ms step are
+        # several times faster on Python floats than on numpy scalars
+        self.util = [0.0] * n
+        self.util_win = [0.0] * n
+        self._win_busy = [0.0] * n      # perf-weighted busy seconds in the current window
+        self._win_t = 0.0
+        self._win_steps = max(1, int(round(WINDOW_S / step_s)))
+        self._nstep = 0
+        self.idle_streak = [0.0] * n
+        self.busy_acc = [0.0] * n        # busy seconds since the governor's last look
         self.acc_t = 0.0
         self._k = 0                      # next demand interval to arrive
         self.cutoff = max(self.d.duration_s, 1e-3) * cutoff_factor
@@ -122,7 +138,7 @@ class Simulation:
         self.work_done = 0.0
         self.last_completion = 0.0
         self.transitions = 0
-        self.opp_time = np.zeros(cluster.nr_opps)
+        self.opp_time = [0.0] * cluster.nr_opps
         # per step, for the RL reward: what happened in the last advance()
         self.step_misses = 0
         self.step_energy = 0.0
@@ -140,7 +156,8 @@ class Simulation:
     def request(self, opp: int) -> None:
         """Ask for an OPP; it takes effect after the transition latency."""
         opp = int(min(max(opp, 0), self.c.nr_opps - 1))
-        if opp == self.opp and self._next_opp is None:
+        if opp == self.opp:
+            self._next_opp = None  # back to where we are: cancel a pending change, no transition
             return
         if self._next_opp == opp:
             return
@@ -155,9 +172,9 @@ class Simulation:
 
     def observe(self) -> Obs:
         span = max(self.acc_t, 1e-12)
-        obs = Obs(t_s=self.t, opp=self.opp, util=self.util.copy(), busy=np.minimum(self.busy_acc / span, 1.0),
-                  nr_queued=np.array([max(len(q) - 1, 0) for q in self.queues]), cluster=self.c)
-        self.busy_acc[:] = 0
+        obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
+                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=list(self.util_win))
+        self.busy_acc = [0.0] * len(self.busy_acc)
         self.acc_t = 0.0
         return obs
 
@@ -189,8 +206,7 @@ class Simulation:
         t1 = t0 + dt
         self._arrivals(t1)
         if self.log is not None:
-            busiest = int(np.argmax(self.util))
-            state = (int(util_bucket(self.util[busiest])),
+            state = (util_bucket(float(max(self.util_win))),
                      int(rq_bucket(max(max(len(q) - 1, 0) for q in self.queues))))
             misses0, overdue0 = self.misses, self.step_overdue
         # the OPPs in force during this step: the old one until a pending change lands
@@ -205,26 +221,30 @@ class Simulation:
         perf_eff = 0.0
         for seg_dt, opp in segments:
             self.opp_time[opp] += seg_dt
-            perf_eff += seg_dt / dt * (self.c.freqs_khz[opp] / self.c.max_khz)
+            perf_eff += seg_dt / dt * self._rel_f[opp]
         energy = 0.0
         for cpu, q in enumerate(self.queues):
             busy = 0.0
             seg_start = t0
             for seg_dt, opp in segments:
                 rate = self._rate[opp]
-                avail = seg_dt
-                used = 0.0
-                while q and avail - used > 1e-15:
+                used = 0.0     # busy time in this segment
+                cursor = 0.0   # time into the segment
+                while q and seg_dt - cursor > 1e-15:
                     item = q[0]
+                    start = max(cursor, item[2] - seg_start)  # work that arrives mid-step starts then
+                    if start >= seg_dt:
+                        break
                     need = item[0] / rate
-                    if need <= avail - used:
+                    if need <= seg_dt - start:
                         used += need
-                        done_at = seg_start + used
-                        self._complete(item, done_at)
+                        cursor = start + need
+                        self._complete(item, seg_start + cursor)
                         q.popleft()
                     else:
-                        item[0] -= (avail - used) * rate
-                        used = avail
+                        item[0] -= (seg_dt - start) * rate
+                        used += seg_dt - start
+                        cursor = seg_dt
                 busy += used
                 idle = seg_dt - used
                 energy += used * self._busy_w[opp]
@@ -237,9 +257,17 @@ class Simulation:
                 seg_start += seg_dt
             self.busy_acc[cpu] += busy
             self.util[cpu] = self.util[cpu] * self._y + (1 - self._y) * (busy / dt) * perf_eff * 1024
+            self._win_busy[cpu] += busy * perf_eff
             if q and q[0][1] < t1:
                 self.step_overdue += dt
         self.acc_t += dt
+        self._nstep += 1
+        if self._nstep % self._win_steps == 0:
+            span = self._win_steps * dt
+            for cpu in range(len(self.util_win)):
+                sample = min(self._win_busy[cpu] / span, 1.0) * 1024
+                self.util_win[cpu] += WINDOW_WEIGHT * (sample - self.util_win[cpu])
+                self._win_busy[cpu] = 0.0
         self.energy_j += energy
         self.step_energy += energy
         self.t = t1
@@ -263,15 +291,16 @@ class Simulation:
         left = [it for q in self.queues for it in q]
         misses = self.misses + len(left)
         late = self.late_work + sum(it[3] for it in left)
-        total_t = max(self.opp_time.sum(), 1e-12)
+        opp_time = np.array(self.opp_time)
+        total_t = max(opp_time.sum(), 1e-12)
         khz = np.array(self.c.freqs_khz, dtype=float)
         return SimResult(governor=governor, demand=self.d.name, kind=self.d.kind, energy_j=self.energy_j,
                          duration_s=self.d.duration_s,
                          makespan_s=self.t if left else max(self.last_completion, 0.0),
                          items=self.items, misses=misses, late_work_s=late,
                          mean_latency_s=self.lat_weighted / self.work_done if self.work_done else 0.0,
-                         transitions=self.transitions, mean_khz=float((self.opp_time * khz).sum() / total_t),
-                         residency=(self.opp_time / total_t).round(4).tolist())
+                         transitions=self.transitions, mean_khz=float((opp_time * khz).sum() / total_t),
+                         residency=(opp_time / total_t).round(4).tolist())
 
     def run(self, governor) -> SimResult:
         """Drive to the end with `governor` (dvfs.governors), deciding every governor.period_s."""

@@ -33,10 +33,11 @@ from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
 
 @dataclass(frozen=True)
 class SweepConfig:
-    lambdas: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 32, 64)
+    lambdas: tuple[float, ...] = (0.25, 1, 4, 16, 64)
     miss_slack: float = 0.05       # training misses <= schedutil's x (1 + slack)
     min_visits: int = 5            # a bucket/OPP pair seen fewer steps is not trusted
     overdue_weight: float = 0.25
+    bisect_steps: int = 5
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +86,7 @@ def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.nda
         for rb in range(RQ_BUCKETS):
             c = cost[:, ub, rb]
             o = int(np.argmin(c)) if np.isfinite(c).any() else cluster.opp_for_perf(schedutil_perf(ub))
-            perf[ub, rb] = int(np.ceil(cluster.perf[o]))
+            perf[ub, rb] = cluster.table_perf(o)
     perf = np.maximum.accumulate(np.maximum.accumulate(perf, axis=0), axis=1)
     return np.clip(perf, 1, PERF_MAX)
 
@@ -98,14 +99,15 @@ class SweepResult:
 
 
 def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConfig(), mem_share: float = 0.3,
-          progress: Callable[[str], None] | None = None) -> SweepResult:
+          refine_passes: int = 0, progress: Callable[[str], None] | None = None) -> SweepResult:
     samples = sample(cluster, train, mem_share=mem_share, progress=progress)
     base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
     base_misses = sum(r.misses for r in base)
     base_energy = sum(r.energy_j for r in base)
     budget = base_misses * (1 + cfg.miss_slack)
-    cands = []
-    for lam in cfg.lambdas:
+    cands: list[dict] = []
+
+    def trial(lam: float) -> dict:
         perf = choose(cluster, samples, lam, cfg)
         tab = FreqTable(perf, method="sweep")
         res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
@@ -115,6 +117,22 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
         if progress:
             progress(f"lambda {lam:g}: training energy {row['energy_j']:.2f} J (schedutil {base_energy:.2f}), "
                      f"misses {row['misses']} (schedutil {base_misses})")
+        return row
+
+    for lam in cfg.lambdas:
+        trial(lam)
+    # Misses fall as lambda grows: bisect (geometrically) between the largest
+    # lambda over the budget and the smallest within it, where the cheapest
+    # table that still meets the budget lies.
+    for _ in range(cfg.bisect_steps):
+        over = [c["lambda"] for c in cands if c["misses"] > budget]
+        within = [c["lambda"] for c in cands if c["misses"] <= budget]
+        if not over or not within:
+            break
+        lo = max((x for x in over if x < min(within)), default=None)
+        if lo is None:
+            break
+        trial(float(np.sqrt(lo * min(within))))
     ok = [c for c in cands if c["misses"] <= budget]
     best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["misses"], c["energy_j"]))
     meta = {"config": cfg.as_dict(), "mem_share": mem_share, "cluster": cluster.describe(),
@@ -122,6 +140,55 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
             "train_energy_j": best["energy_j"], "train_misses": best["misses"],
             "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
     table = FreqTable(best["perf"], method="sweep", meta=meta)
+    if refine_passes:
+        table = refine(cluster, table, train, lam=best["lambda"], passes=refine_passes, mem_share=mem_share,
+                       visits=samples.steps.sum(axis=0), max_misses=budget if ok else None,
+                       progress=progress)
     for c in cands:
         c.pop("perf")
     return SweepResult(table, cands, {"energy_j": base_energy, "misses": base_misses})
+
+
+def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: float, passes: int = 1,
+           top_buckets: int = 24, steps: tuple[int, ...] = (-2, -1, 1, 2), mem_share: float = 0.3,
+           visits: np.ndarray | None = None, max_misses: float | None = None,
+           progress: Callable[[str], None] | None = None) -> FreqTable:
+    """Coordinate descent on the whole-run objective: for the most visited
+    buckets, try neighbouring OPPs and keep a change when the training
+    energy + lam x misses (energy in top-OPP busy-power seconds) drops.
+    Sampling attributes costs step by step and so misses effects that build
+    up over time (a backlog left by a low OPP); this sees them. With
+    `max_misses`, a change that takes training misses above it is refused."""
+    e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * 0.001
+
+    def objective(perf: np.ndarray) -> tuple[float, float, int]:
+        tab = FreqTable(perf, method="sweep")
+        res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
+        e = sum(r.energy_j for r in res)
+        m = sum(r.misses for r in res)
+        return e / e_norm + lam * m, e, m
+
+    perf = table.perf.copy()
+    best, e, m = objective(perf)
+    order = ([tuple(ix) for ix in np.argwhere(visits > 0)[np.argsort(-visits[visits > 0])]]
+             if visits is not None else [(u, r) for u in range(UTIL_BUCKETS) for r in range(RQ_BUCKETS)])
+    for p in range(passes):
+        for ub, rb in order[:top_buckets]:
+            cur = cluster.opp_for_perf(perf[ub, rb])
+            for step in steps:
+                o = cur + step
+                if not 0 <= o < cluster.nr_opps:
+                    continue
+                cand = perf.copy()
+                cand[ub, rb] = cluster.table_perf(o)
+                # keep the table monotone: raise the buckets above, lower those below
+                cand[ub:, rb:] = np.maximum(cand[ub:, rb:], cand[ub, rb])
+                cand[:ub + 1, :rb + 1] = np.minimum(cand[:ub + 1, :rb + 1], cand[ub, rb])
+                j, ce, cm = objective(cand)
+                if j < best - 1e-9 and (max_misses is None or cm <= max_misses):
+                    best, perf, e, m = j, cand, ce, cm
+                    break
+        if progress:
+            progress(f"refine pass {p + 1}: training energy {e:.2f} J, misses {m}")
+    return FreqTable(perf, method="sweep", meta=dict(table.meta, refined_passes=passes,
+                                                     train_energy_j=e, train_misses=m))

@@ -41,12 +41,17 @@ SCHEDUTIL_HEADROOM = 1.25
 
 def util_bucket(util: float | np.ndarray) -> int | np.ndarray:
     """Bucket of a utilisation on the 0..1024 scale (same integer arithmetic as BPF)."""
+    if isinstance(util, (int, float)):  # the simulator's hot path: no numpy round trip
+        u = min(max(int(util), 0), UTIL_MAX) if util == util else 0  # NaN -> bucket 0
+        return min(u * UTIL_BUCKETS // UTIL_MAX, UTIL_BUCKETS - 1)
     u = np.clip(np.asarray(util, dtype=np.int64), 0, UTIL_MAX)
     b = np.minimum(u * UTIL_BUCKETS // UTIL_MAX, UTIL_BUCKETS - 1)  # BPF: min(u >> 6, 15)
     return int(b) if b.ndim == 0 else b
 
 
 def rq_bucket(nr_queued: int | np.ndarray) -> int | np.ndarray:
+    if isinstance(nr_queued, (int, float)):
+        return min(max(int(nr_queued), 0), RQ_BUCKETS - 1)
     b = np.clip(np.asarray(nr_queued, dtype=np.int64), 0, RQ_BUCKETS - 1)
     return int(b) if b.ndim == 0 else b
 
@@ -132,9 +137,17 @@ class FreqTable:
             for v in r:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ModelError(f"{where}: perf value {v!r} is not a number")
-        arr = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 0))
-        return cls(arr, method=str(d.get("method", "unknown")), meta=dict(d.get("meta") or {}),
-                   version=int(d.get("version", 1)))
+        try:
+            arr = np.array(rows, dtype=np.float64) if rows else np.zeros((0, 0))
+        except OverflowError:
+            raise ModelError(f"{where}: a perf value is too large to be a number") from None
+        version = d.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ModelError(f"{where}: 'version' must be an integer >= 1, not {version!r}")
+        meta = d.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ModelError(f"{where}: 'meta' must be an object, not {type(meta).__name__}")
+        return cls(arr, method=str(d.get("method", "unknown")), meta=dict(meta), version=version)
 
 
 def save_table(path: Path | str, table: FreqTable) -> Path:
@@ -145,6 +158,8 @@ def save_table(path: Path | str, table: FreqTable) -> Path:
         text = json.dumps(table.to_dict(), indent=1, allow_nan=False) + "\n"
     except ValueError:
         raise ModelError("frequency table metadata holds NaN or infinity; it cannot be saved") from None
+    except TypeError as e:
+        raise ModelError(f"frequency table metadata cannot be written as JSON: {e}") from None
     try:
         write_text_atomic(path, text)
     except OSError as e:

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""DVFS policies on held-out recorded traces, on the simulator (SIMULATED).
+
+Trains the CRAVE-style table (sweep, deterministic) once and the RL policy
+once per seed on runs 1-2 of each recorded trace kind, then replays run 3 of
+each kind under: performance, powersave, ondemand, conservative, schedutil,
+the best static OPP for that very trace (an oracle: it sees the test trace),
+the table and the RL policy. Prints energy, deadline misses and EDP per
+trace and in total, with ratios against schedutil from the same run.
+
+    .venv/bin/python benchmarks/dvfs_bench.py --seeds 5 --json-out results/dvfs-bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from aios_lab.dvfs import experiment as ex
+from aios_lab.dvfs.governors import BUILTIN, TableGovernor
+from aios_lab.dvfs.platform import load_cluster
+from aios_lab.dvfs.rl import QConfig, train_q
+from aios_lab.dvfs.sim import simulate
+from aios_lab.dvfs.sweep import SweepConfig, sweep
+from aios_lab.dvfs.table import save_table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--cluster", default="gs101:big")
+    ap.add_argument("--mem-share", type=float, default=0.3)
+    ap.add_argument("--refine-passes", type=int, default=1, help="sweep: coordinate-descent passes")
+    ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--tables-out", type=Path, default=None, help="folder to keep the learned tables in")
+    a = ap.parse_args()
+
+    cl = load_cluster(a.cluster)
+    train_p, test_p = ex.default_split()
+    train, test = ex.load_demands(train_p), ex.load_demands(test_p)
+    m = a.mem_share
+    print(ex.SIMULATED)
+    print(f"cluster {cl.platform}:{cl.name}: {cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs "
+          f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz; mem_share {m}; "
+          f"train {[d.name for d in train]}; held out {[d.name for d in test]}")
+    t0 = time.time()
+    rows: list[dict] = []
+
+    def add(res, seed=None):
+        d = res.as_dict()
+        d["seed"] = seed
+        rows.append(d)
+
+    base = {}
+    for d in test:
+        for name, cls in BUILTIN.items():
+            r = simulate(cl, d, cls(), mem_share=m)
+            add(r)
+            if name == "schedutil":
+                base[d.name] = r
+        add(ex.oracle_static(cl, d, miss_budget=int(base[d.name].misses * 1.05), mem_share=m))
+    print(f"baselines: {time.time() - t0:.0f} s", flush=True)
+
+    t1 = time.time()
+    sw = sweep(cl, train, cfg=SweepConfig(), mem_share=m, refine_passes=a.refine_passes)
+    sweep_s = time.time() - t1
+    print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}", flush=True)
+    if a.tables_out:
+        a.tables_out.mkdir(parents=True, exist_ok=True)
+        save_table(a.tables_out / "table-sweep.json", sw.table)
+    for d in test:
+        r = simulate(cl, d, TableGovernor(sw.table, name="table"), mem_share=m)
+        add(r)
+    rl_s = []
+    for seed in range(a.seeds):
+        t2 = time.time()
+        tab, curve = train_q(cl, train, cfg=QConfig(episodes=a.episodes, seed=seed), mem_share=m)
+        rl_s.append(time.time() - t2)
+        if a.tables_out:
+            save_table(a.tables_out / f"table-rl-seed{seed}.json", tab)
+            ex.save_curve_png(curve, a.tables_out / f"rl-seed{seed}.curve.png", f"RL seed {seed}")
+        for d in test:
+            add(simulate(cl, d, TableGovernor(tab, name="rl"), mem_share=m), seed)
+        print(f"rl seed {seed} trained in {rl_s[-1]:.0f} s", flush=True)
+
+    govs = ["performance", "powersave", "ondemand", "conservative", "schedutil", "oracle-static", "table", "rl"]
+    print("\nper held-out trace (rl: mean over seeds; ratios vs schedutil)  [SIMULATED]")
+    print(f"{'trace':10} {'governor':14} {'energy J':>9} {'xE':>6} {'misses':>9} {'miss %':>7} {'EDP mJ*s':>9}")
+    totals = {}
+    for d in test:
+        b = base[d.name]
+        for g in govs:
+            sel = [r for r in rows if r["demand"] == d.name and r["governor"] == g]
+            e = statistics.mean(r["energy_j"] for r in sel)
+            mi = statistics.mean(r["misses"] for r in sel)
+            edp = statistics.mean(r["edp"] for r in sel)
+            t = totals.setdefault(g, {"energy_j": 0.0, "misses": 0.0, "items": 0, "edp": 0.0})
+            t["energy_j"] += e
+            t["misses"] += mi
+            t["items"] += sel[0]["items"]
+            t["edp"] += edp
+            print(f"{d.name:10} {g:14} {e:9.2f} {e / b.energy_j:6.2f} {mi:9.1f} {100 * mi / sel[0]['items']:7.2f} "
+                  f"{1000 * edp:9.2f}")
+    sb = totals["schedutil"]
+    print("\nall held-out traces  [SIMULATED]")
+    for g in govs:
+        t = totals[g]
+        print(f"{g:14} energy {t['energy_j']:8.2f} J (x{t['energy_j'] / sb['energy_j']:.3f})  misses "
+              f"{t['misses']:8.1f} ({100 * t['misses'] / t['items']:.2f} %, x{t['misses'] / max(sb['misses'], 1):.3f})"
+              f"  EDP x{t['edp'] / sb['edp']:.3f}")
+    if a.seeds > 1:
+        per_seed = [sum(r["energy_j"] for r in rows if r["governor"] == "rl" and r["seed"] == s)
+                    for s in range(a.seeds)]
+        per_seed_m = [sum(r["misses"] for r in rows if r["governor"] == "rl" and r["seed"] == s)
+                      for s in range(a.seeds)]
+        print(f"rl over {a.seeds} seeds: energy {statistics.mean(per_seed):.2f} +- {statistics.stdev(per_seed):.2f} J,"
+              f" misses {statistics.mean(per_seed_m):.1f} +- {statistics.stdev(per_seed_m):.1f}")
+    for g in ("table", "rl"):
+        t = totals[g]
+        e_ratio = t["energy_j"] / sb["energy_j"]
+        m_ratio = t["misses"] / max(sb["misses"], 1)
+        met = e_ratio <= 0.80 and m_ratio <= 1.05
+        print(f"target ({g}: >= 20% less energy than schedutil at <= 5% more misses): "
+              f"energy x{e_ratio:.3f}, misses x{m_ratio:.3f} -> {'MET' if met else 'NOT MET'}")
+    out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "train": [d.name for d in train],
+           "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
+           "sweep_table": sw.table.to_dict(), "argv": sys.argv}
+    if a.json_out:
+        from aios_lab.experiment import write_json_atomic
+        write_json_atomic(a.json_out, out)
+        print(f"\nwritten: {a.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
