@@ -82,11 +82,14 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Share of each item's work that is memory-bound and does not speed up with frequency.")
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--refine-passes", default=1, show_default=True, type=click.IntRange(0, 10),
+              help="Sweep: coordinate-descent passes on whole training runs after the sampled choice "
+                   "(each costs ~100 simulations).")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Frequency table to write (JSON; replaced atomically).")
 @click.option("--curve", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="RL: write the learning curve as a PNG here (default: next to --out).")
-def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve) -> None:
+def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out, curve) -> None:
     """Learn a frequency table (state -> perf level) on the DVFS simulator.
 
     Every figure printed is SIMULATED: these machines have no cpufreq or
@@ -96,10 +99,12 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, out, c
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_train_freq)(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve)
+    handle_errors(_train_freq)(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes,
+                               out, curve)
 
 
-def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, out, curve) -> None:
+def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out,
+                curve) -> None:
     from aios_lab.dvfs import experiment as ex
     from aios_lab.dvfs.governors import Schedutil
     from aios_lab.dvfs.platform import load_cluster
@@ -115,7 +120,7 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
                f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "
                f"{len(test_d)} held-out traces; method {method}")
     outcome = ex.train_table(method, cl, train_d, test=test_d, seed=seed, episodes=episodes,
-                             mem_share=mem_share, progress=click.echo)
+                             mem_share=mem_share, refine_passes=refine_passes, progress=click.echo)
     outcome.table.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
                               seed=seed)
     save_table(out, outcome.table)

@@ -49,7 +49,7 @@ class TrainOutcome:
 
 
 def train_table(method: str, cluster: Cluster, train: list[Demand], *, test: list[Demand] | None = None,
-                seed: int = 0, episodes: int = 300, mem_share: float = 0.3,
+                seed: int = 0, episodes: int = 300, mem_share: float = 0.3, refine_passes: int = 1,
                 progress: Callable[[str], None] | None = None) -> TrainOutcome:
     if not train:
         raise ModelError("no training demand: give at least one trace")
@@ -62,7 +62,8 @@ def train_table(method: str, cluster: Cluster, train: list[Demand], *, test: lis
                                mem_share=mem_share, on_point=point)
         return TrainOutcome(table, curve, [])
     if method == "sweep":
-        res = sweep(cluster, train, cfg=SweepConfig(), mem_share=mem_share, progress=progress)
+        res = sweep(cluster, train, cfg=SweepConfig(), mem_share=mem_share, refine_passes=refine_passes,
+                    progress=progress)
         return TrainOutcome(res.table, [], res.candidates)
     raise ModelError(f"unknown training method {method!r}", hint="use rl or sweep")
 

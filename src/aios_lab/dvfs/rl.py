@@ -29,11 +29,12 @@ class QConfig:
     window_s: float = 4.0          # each episode replays a random window of a training demand
     decision_s: float = 0.004
     alpha: float = 0.1
-    gamma: float = 0.95
-    eps_start: float = 1.0
+    gamma: float = 0.99            # ~100 decisions (0.4 s): long enough to see a backlog build up
+    eps_start: float = 0.5
     eps_end: float = 0.02
     eval_every: int = 25           # learning-curve points on the held-out demands
     max_actions: int = 9           # OPPs the agent may pick, spread over the table (fewer: faster learning)
+    prior: float = 1.0             # weight of the schedutil-shaped initial Q values
     select_every: int = 25         # judge the greedy table on the training demands this often, keep the best
     miss_slack: float = 0.05       # "best": least training energy with misses <= schedutil's x (1 + slack)
     seed: int = 0
@@ -54,7 +55,7 @@ def action_opps(cluster: Cluster, max_actions: int) -> list[int]:
 
 
 def table_from_q(q: np.ndarray, visits: np.ndarray, cluster: Cluster, meta: dict,
-                 actions: list[int] | None = None) -> FreqTable:
+                 actions: list[int] | None = None, monotone: bool = True) -> FreqTable:
     actions = actions or list(range(cluster.nr_opps))
     perf = np.zeros((UTIL_BUCKETS, RQ_BUCKETS), dtype=np.int64)
     for ub in range(UTIL_BUCKETS):
@@ -63,6 +64,22 @@ def table_from_q(q: np.ndarray, visits: np.ndarray, cluster: Cluster, meta: dict
                 perf[ub, rb] = cluster.table_perf(actions[int(np.argmax(q[ub, rb]))])
             else:  # never seen in training: behave like schedutil there
                 perf[ub, rb] = cluster.table_perf(cluster.opp_for_perf(schedutil_perf(ub)))
+    if monotone:
+        # The sweep's structural prior: more utilisation or a longer queue never
+        # gets a lower frequency. Q-learning's greedy table has holes (a rarely
+        # visited high-utilisation bucket at a low OPP) that let a backlog grow
+        # without bound on demand it has not seen. A running maximum would let
+        # one noisy high entry at low utilisation raise every bucket above it,
+        # so each queue column gets the visit-weighted isotonic fit along
+        # utilisation instead, snapped to an OPP, then a running max over queues.
+        from sklearn.isotonic import IsotonicRegression
+
+        w = visits.sum(axis=2).astype(float) + 1e-3  # unvisited buckets barely count
+        for rb in range(RQ_BUCKETS):
+            fit = IsotonicRegression(increasing=True).fit_transform(
+                np.arange(UTIL_BUCKETS), perf[:, rb].astype(float), sample_weight=w[:, rb])
+            perf[:, rb] = [cluster.table_perf(cluster.opp_for_perf(v)) for v in fit]
+        perf = np.maximum.accumulate(np.maximum.accumulate(perf, axis=0), axis=1)
     perf = np.clip(perf, 1, PERF_MAX)
     return FreqTable(perf, method="rl", meta=dict(meta, unvisited=int((visits.sum(axis=2) == 0).sum())))
 
@@ -77,7 +94,13 @@ def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None 
     rng = np.random.default_rng(cfg.seed)
     actions = action_opps(cluster, cfg.max_actions)
     n_act = len(actions)
+    # Start from schedutil's choice: a small penalty on each action by its
+    # distance from what schedutil would pick in that utilisation bucket, so
+    # the first greedy policy is sensible and exploration refines it.
     q = np.zeros((UTIL_BUCKETS, RQ_BUCKETS, n_act))
+    act_perf = np.array([cluster.perf[a] for a in actions])
+    for ub in range(UTIL_BUCKETS):
+        q[ub, :, :] = -cfg.prior * np.abs(act_perf - schedutil_perf(ub)) / PERF_MAX
     visits = np.zeros((UTIL_BUCKETS, RQ_BUCKETS, n_act), dtype=np.int64)
     curve: list[dict] = []
     meta = {"actions_khz": [cluster.freqs_khz[a] for a in actions], "config": cfg.as_dict(),

@@ -158,15 +158,20 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
     energy + lam x misses (energy in top-OPP busy-power seconds) drops.
     Sampling attributes costs step by step and so misses effects that build
     up over time (a backlog left by a low OPP); this sees them. With
-    `max_misses`, a change that takes training misses above it is refused."""
+    `max_misses`, the objective is constrained instead: least energy among
+    tables within that many training misses."""
     e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * 0.001
 
-    def objective(perf: np.ndarray) -> tuple[float, float, int]:
+    def objective(perf: np.ndarray) -> tuple[tuple, float, int]:
         tab = FreqTable(perf, method="sweep")
         res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
         e = sum(r.energy_j for r in res)
         m = sum(r.misses for r in res)
-        return e / e_norm + lam * m, e, m
+        if max_misses is not None:
+            # constrained: within the miss budget, less energy is better; outside
+            # it, fewer misses are (and any table within beats any outside)
+            return ((0, e) if m <= max_misses else (1, m)), e, m
+        return (0, e / e_norm + lam * m), e, m
 
     perf = table.perf.copy()
     best, e, m = objective(perf)
@@ -185,7 +190,7 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
                 cand[ub:, rb:] = np.maximum(cand[ub:, rb:], cand[ub, rb])
                 cand[:ub + 1, :rb + 1] = np.minimum(cand[:ub + 1, :rb + 1], cand[ub, rb])
                 j, ce, cm = objective(cand)
-                if j < best - 1e-9 and (max_misses is None or cm <= max_misses):
+                if j < best:
                     best, perf, e, m = j, cand, ce, cm
                     break
         if progress:
