@@ -173,7 +173,7 @@ def test_train_q_returns_a_valid_table_and_a_curve():
     for row in held_out:
         assert row["test_energy_j"] > 0 and row["test_items"] > 0 and 0 <= row["test_misses"] <= row["test_items"]
     eps = [row["epsilon"] for row in curve]
-    assert eps[0] == 1.0 and eps == sorted(eps, reverse=True) and eps[-1] >= cfg.eps_end
+    assert eps[0] == cfg.eps_start and eps == sorted(eps, reverse=True) and eps[-1] >= cfg.eps_end
     for row in curve:
         assert row["reward"] < 0 and row["energy_j"] > 0 and row["misses"] >= 0
 
