@@ -43,6 +43,10 @@ def test_unknown_policy_names_the_known_ones():
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\n", "needs struct_ops"),
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
      "[tunables.t]\ntype = \"float\"\ndefault = 1\n", "unknown type"),
+    ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
+     "[model]\nkind = \"forest\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "kind 'forest' is unknown"),
+    ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
+     "[model]\nkind = \"tree\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "missing required key 'features_enum'"),
 ])
 def test_malformed_manifests_give_one_clear_error(tmp_path, text, err):
     (tmp_path / "x.bpf.c").write_text("")

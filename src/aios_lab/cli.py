@@ -228,7 +228,8 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between stats lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print stats lines and the final summary as JSON.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Learning policies: model file to verify and push before attaching (implies --mode model).")
+              help="Learning policies: model file (mllb) or frequency table (freq) to verify and push "
+                   "before attaching (mllb: implies --mode model).")
 @click.option("--mode", type=click.Choice(["collect", "model"]), default=None,
               help="Learning policies: who decides, the heuristic (collect) or the model.")
 @click.option("--decisions", "decisions_out", type=click.Path(file_okay=False), default=None,
@@ -237,10 +238,15 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
               help="Learning policies: every N seconds, retrain on the decisions so far and swap the model in.")
 @click.option("--retrain-min-rows", type=click.IntRange(min=10), default=500, show_default=True,
               help="With --retrain-every: skip a retrain until this many decisions have outcomes.")
+@click.option("--backend", type=click.Choice(["sched_ext", "cpufreq"]), default="sched_ext", show_default=True,
+              help="Frequency-table policies: sched_ext (the table in BPF, scx_bpf_cpuperf_set) or cpufreq "
+                   "(a user-space governor writing cpufreq sysfs on a host that has a cpufreq driver).")
+@click.option("--watch", is_flag=True,
+              help="Frequency-table policies: re-read --model when the file changes and swap it in live.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decisions_out, retrain_every,
-           retrain_min_rows, command) -> None:
+           retrain_min_rows, backend, watch, command) -> None:
     """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
 
     With a COMMAND (after --) the policy is detached when COMMAND exits, and
@@ -251,7 +257,9 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
 
     Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30;
     aios-lab deploy mllb --decisions traces/d1 -- make -j4;
-    aios-lab deploy mllb --model lb.model --retrain-every 30
+    aios-lab deploy mllb --model lb.model --retrain-every 30;
+    aios-lab deploy freq --model table.json --watch -- make -j4;
+    sudo aios-lab deploy freq --backend cpufreq --model table.json --duration 60
     """
     from . import policy as pol
     from .deploy_loop import DeployLoop
@@ -262,15 +270,42 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     if learning and policy.model is None:
         raise click.UsageError(f"policy {name} learns nothing: --model/--mode/--decisions/--retrain-every "
                                "apply to learning policies (see `aios-lab policy list`)")
+    freq_table = policy.model is not None and policy.model.kind == "freq-table"
+    if freq_table:
+        tree_only = [flag for flag, v in (("--mode", mode), ("--decisions", decisions_out),
+                                          ("--retrain-every", retrain_every)) if v is not None]
+        if tree_only:
+            raise click.UsageError(f"policy {name} deploys a frequency table: {'/'.join(tree_only)} apply to "
+                                   "decision-tree policies (mllb); use --model TABLE [--watch]")
+    if backend == "cpufreq":
+        # Deploy (a): the same table from user space through cpufreq sysfs.
+        if not freq_table or not model_path:
+            raise click.UsageError("--backend cpufreq applies a frequency table: "
+                                   "aios-lab deploy freq --backend cpufreq --model TABLE")
+        if command or sets or watch:
+            raise click.UsageError("--backend cpufreq takes --model, --duration and --json only "
+                                   "(no COMMAND, --set or --watch)")
+        from .cli_freq import _run as run_cpufreq
+
+        run_cpufreq(Path(model_path), 0.01, duration, Path("/"), Path("/"), as_json)
+        return
+    if watch and not (freq_table and model_path):
+        raise click.UsageError("--watch needs a frequency-table policy and --model TABLE "
+                               "(e.g. aios-lab deploy freq --model table.json --watch)")
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
-                      retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command))
+                      retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command),
+                      watch_model=watch)
 
     def show(event: dict) -> None:
         if as_json:
             click.echo(json.dumps(event))
         elif event["event"] == "attached":
             extra = f", mode {event['mode']}" if event.get("mode") else ""
+            if "table" in event:
+                t = event["table"]
+                extra += (f", table version {t['version']} from {t['source']}" if t else
+                          ", no table: perf targets are left as they are")
             click.echo(f"attached {name} (load {event['load_s']:.3f}s, attach {event['attach_s']:.3f}s{extra}); "
                        "Ctrl-C to detach")
         elif event["event"] == "stats":
@@ -282,6 +317,11 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
                        f"now in slot {event['slot']}")
         elif event["event"] == "retrain_skipped":
             click.echo(f"[{event['t']:7.1f}s] retrain skipped: {event['why']}")
+        elif event["event"] == "table_swapped":
+            click.echo(f"[{event['t']:7.1f}s] table version {event['version']} from {event['source']} "
+                       f"now in slot {event['slot']}")
+        elif event["event"] == "swap_rejected":
+            click.echo(f"[{event['t']:7.1f}s] table not swapped, the live one stays: {event['why']}")
         elif event["event"] == "command_exited":
             click.echo(f"command exited with {event['exit_code']} after {event['elapsed_s']:.2f}s", err=True)
         elif event["event"] == "decisions_written":
@@ -296,6 +336,8 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     info = result.exit_info
     summary = {"event": "detached", "policy": name, "stats": result.final_stats,
                "exit": info.describe() if info else None}
+    if result.table_swaps:
+        summary["table_swaps"] = result.table_swaps
     click.echo(json.dumps(summary) if as_json else
                f"detached {name}: {info.one_line() if info else 'no exit info'}; totals: "
                + ", ".join(f"{k.lower()}={v}" for k, v in result.final_stats.items()))
@@ -323,6 +365,11 @@ def status(as_json: bool) -> None:
     p = st.get("policy")
     if p:
         click.echo(f"policy: {p['name']} (pid {p['pid']}, up {p['uptime_s']}s)")
+        m = p.get("model")
+        if m:
+            what = "table" if m.get("kind") == "freq-table" else "model"
+            click.echo(f"  {what} version {m['version'] or 'none'} ({m.get('swaps', 0)} swaps)" if "version" in m
+                       else f"  {what} version unknown: {m.get('error', 'unreadable')}")
         for k, v in (p.get("stats") or {}).items():
             click.echo(f"  {k.lower():12} {v}")
     elif s["ops"]:
@@ -453,6 +500,10 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
 
 
 main.add_command(_train)
+
+from .cli_freq import freq as _freq  # noqa: E402  (its commands import handle_errors from here)
+
+main.add_command(_freq)
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ import ctypes
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,6 +115,9 @@ class DeployRecord:
     stat_names: list[str]
     started: float
     tunables: dict[str, Any]
+    # Set by the policy's session: {"model": {"ctl_map_id", "version_offset",
+    # "swaps_offset", "kind"}} lets `status` read the live model version.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Deployment:
@@ -137,6 +140,8 @@ class Deployment:
         self.load_s: float | None = None
         self.final_exit: ExitInfo | None = None
         self._before_attach = before_attach
+        # Written into the status record; before_attach may fill it.
+        self.record_extra: dict[str, Any] = {}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class Deployment:
         rec = DeployRecord(pid=os.getpid(), policy=self.policy.name, ops_name=self.policy.ops_name,
                            stats_map_id=self.stats.map.id if self.stats else None,
                            stat_names=self.stats.names if self.stats else [], started=time.time(),
-                           tunables=self.tunables)
+                           tunables=self.tunables, extra=self.record_extra)
         RECORD_DIR.mkdir(parents=True, exist_ok=True)
         tmp = _record_path().with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(rec.__dict__, indent=2))
@@ -296,7 +301,29 @@ def live_status() -> dict:
                 policy["stats"] = {n: m.sum_percpu_u64(i.to_bytes(4, "little")) for i, n in enumerate(rec.stat_names)}
         except BpfError as exc:
             policy["stats_error"] = exc.one_line()
+    model = _model_status(rec.extra.get("model"))
+    if model is not None:
+        policy["model"] = model
     out["policy"] = policy
+    return out
+
+
+def _model_status(spec: Any) -> dict[str, Any] | None:
+    """The live model's version from its control map: a u64 read at the offset
+    the session recorded, so no BTF has to be parsed here."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("ctl_map_id"), int):
+        return None
+    out: dict[str, Any] = {"kind": spec.get("kind")}
+    try:
+        with Map.from_id(spec["ctl_map_id"]) as m:
+            raw = m.lookup((0).to_bytes(4, "little"))
+    except BpfError as exc:
+        out["error"] = exc.one_line()
+        return out
+    for key in ("version", "swaps"):
+        off = spec.get(f"{key}_offset")
+        if isinstance(raw, bytes) and isinstance(off, int) and 0 <= off <= len(raw) - 8:
+            out[key] = int.from_bytes(raw[off:off + 8], "little")
     return out
 
 

@@ -2,7 +2,9 @@
 
 Works for any sched_ext policy; for a learning one (a manifest with a
 [model] table) it also drains the decision log, writes it to a trace,
-and retrains on a schedule. Events go to a callback so the CLI only prints.
+and retrains on a schedule (kind "tree", mllb), or pushes a frequency
+table and swaps new ones in (kind "freq-table", freq). Events go to a
+callback so the CLI only prints.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .controller import Deployment
-from .errors import ModelError, SchedulerEjected
+from .errors import ModelError, PolicyError, SchedulerEjected
 from .policy import Policy
 from .sched_ext import ExitInfo
 
@@ -26,13 +28,14 @@ class DeployResult:
     ejected: SchedulerEjected | None = None
     command_exit: int | None = None
     decisions_path: Path | None = None
+    table_swaps: list[dict] = field(default_factory=list)
 
 
 class DeployLoop:
     def __init__(self, policy: Policy, tunables: dict[str, Any], *, model_path: str | None = None,
                  mode: str | None = None, decisions_out: Path | None = None,
                  retrain_every_s: float | None = None, retrain_min_rows: int = 500,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, watch_model: bool = False) -> None:
         self.policy = policy
         self.tunables = tunables
         self.command = list(command or [])
@@ -40,10 +43,28 @@ class DeployLoop:
         self.retrain_min_rows = retrain_min_rows
         self.decisions_out = decisions_out
         self.learning = None
-        if policy.model is not None:
+        self.freq = None
+        self.watch_model = watch_model
+        self._watched = None
+        kind = policy.model.kind if policy.model is not None else None
+        if watch_model and (kind != "freq-table" or not model_path):
+            raise PolicyError("watching the model file needs a frequency-table policy and a table file",
+                              hint="e.g. aios-lab deploy freq --model table.json --watch")
+        if kind == "freq-table":
+            unused = [n for n, v in (("mode", mode), ("decisions", decisions_out),
+                                     ("retrain_every", retrain_every_s)) if v is not None]
+            if unused:
+                raise PolicyError(f"policy {policy.name} deploys a frequency table: {', '.join(unused)} "
+                                  "apply to decision-tree policies (mllb)")
+            from .dvfs.freq_run import FreqRun
+
+            self.freq = FreqRun.create(policy, tunables, table_path=model_path)
+            self._watched = _file_stamp(model_path) if watch_model else None
+        elif policy.model is not None:
             from .mllb.session import LearningRun
 
             self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
+        self.model_path = model_path
         self.writer = None
 
     def _open_writer(self):
@@ -67,6 +88,9 @@ class DeployLoop:
             if self.learning is not None:
                 self.learning.start()
                 dep: Deployment = self.learning.dep
+            elif self.freq is not None:
+                self.freq.start()
+                dep = self.freq.dep
             else:
                 dep = Deployment(self.policy, self.tunables).start()
         except BaseException as exc:
@@ -81,9 +105,13 @@ class DeployLoop:
                 return res
             raise
         started = time.monotonic()
-        on_event({"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
-                  "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
-                  "mode": self.learning.mode if self.learning else None})
+        attached = {"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
+                    "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
+                    "mode": self.learning.mode if self.learning else None}
+        if self.freq is not None:
+            attached["table"] = ({"version": int(self.freq.table.version), "source": self.freq.source}
+                                 if self.freq.table is not None else None)
+        on_event(attached)
         proc = subprocess.Popen(self.command) if self.command else None
         prev = dep.read_stats()
         next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
@@ -103,6 +131,8 @@ class DeployLoop:
                 on_event({"event": "stats", "t": round(time.monotonic() - started, 2), "stats": cur,
                           "delta": {k: cur[k] - prev.get(k, 0) for k in cur}})
                 prev = cur
+                if self._watched is not None:
+                    self._reload_if_changed(started, on_event)
                 if next_retrain is not None and time.monotonic() >= next_retrain:
                     self._retrain(started, on_event)
                     next_retrain = time.monotonic() + self.retrain_every_s
@@ -128,13 +158,45 @@ class DeployLoop:
                     proc.kill()
                     proc.wait()
             res.final_stats = dep.read_stats() if res.ejected is None and dep.stats else prev
-            res.exit_info = self.learning.stop() if self.learning else dep.stop()
+            owner = self.learning or self.freq
+            res.exit_info = owner.stop() if owner is not None else dep.stop()
+            if self.freq is not None:
+                res.table_swaps = [s.__dict__ for s in self.freq.swaps]
             self._drain()
             res.decisions_path = self._close_writer(status, res)
         if res.decisions_path is not None:
             on_event({"event": "decisions_written", "path": str(res.decisions_path),
                       "rows": self.learning.seen if self.learning else 0})
         return res
+
+    def swap(self, table, source: str = ""):
+        """Hot swap: make `table` (a FreqTable) the live one while `run` runs,
+        e.g. from the on_event callback. The table is checked first; on any
+        error the live table stays."""
+        if self.freq is None:
+            raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
+        return self.freq.swap(table, source=source)
+
+    def _reload_if_changed(self, started: float, on_event: Callable[[dict], None]) -> None:
+        """--watch: when the table file changed, load, check and swap it in."""
+        from .dvfs.table import load_table
+
+        stamp = _file_stamp(self.model_path)
+        if stamp == self._watched or stamp is None:
+            return  # unchanged, or being replaced right now: look again next interval
+        self._watched = stamp
+        t = round(time.monotonic() - started, 2)
+        try:
+            table = load_table(self.model_path)
+            if self.freq.table is not None and self.freq.table.version == table.version \
+                    and (self.freq.table.perf == table.perf).all():
+                return  # rewritten with the same table
+            rec = self.swap(table, source=str(self.model_path))
+        except ModelError as exc:
+            on_event({"event": "swap_rejected", "t": t, "why": exc.one_line()})
+            return
+        on_event({"event": "table_swapped", "t": t, "version": rec.version, "slot": rec.slot,
+                  "source": rec.source})
 
     def _warm_up(self) -> None:
         """Import now what the loop will need, before the scheduler is attached:
@@ -183,3 +245,12 @@ class DeployLoop:
         if self.learning is not None:
             extra["model_swaps"] = [s.__dict__ for s in self.learning.swaps]
         return w.close(status=status, extra=extra)
+
+
+def _file_stamp(path: str | Path | None) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size): an atomic rewrite changes the inode, an edit in place the rest."""
+    try:
+        st = os.stat(path)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

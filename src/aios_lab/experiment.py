@@ -58,12 +58,19 @@ class SchedSpec:
         for mode in ("collect", "model"):
             if label.endswith(f"-{mode}"):
                 name = label[: -len(mode) - 1]
-                if pol.get(name).model is None:
-                    raise AiosError(f"{label}: policy {name} learns nothing, it has no {mode} mode")
+                if not _has_modes(name):
+                    raise AiosError(f"{label}: policy {name} has no {mode} mode (only decision-tree policies do)")
                 return cls(label, name, mode)
-        if pol.get(label).model is not None:
+        if _has_modes(label):
             return cls(label, label, "collect")
         return cls(label, label)
+
+
+def _has_modes(name: str) -> bool:
+    """Collect/model modes belong to decision-tree policies (mllb); a
+    frequency-table policy (freq) runs here as a plain one, with no table."""
+    model = pol.get(name).model
+    return model is not None and model.kind == "tree"
 
 
 # The ops a learning policy decides in; their BPF run time per call is the

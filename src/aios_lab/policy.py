@@ -65,15 +65,21 @@ class StatsSpec:
     help: dict[str, str] = field(default_factory=dict)
 
 
+# [model] kinds: a decision tree walked in BPF (mllb), or a frequency table
+# looked up in BPF (freq, aios_lab.dvfs).
+MODEL_KINDS = ("tree", "freq-table")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Where a learning policy keeps its model (the manifest's [model] table)."""
     kind: str
     slots_map: str
     ctl_map: str
-    features_enum: str
-    feature_prefix: str
+    features_enum: str = ""         # tree: the enum naming the features, in order
+    feature_prefix: str = ""
     decisions_ring: str | None = None
+    state_map: str | None = None    # freq-table: per-CPU observations user space reads
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,12 @@ def load_manifest(path: Path) -> Policy:
     model = None
     if "model" in data:
         m = data["model"]
-        model = ModelSpec(_require(m, "kind", path), _require(m, "slots_map", path), _require(m, "ctl_map", path),
-                          _require(m, "features_enum", path), m.get("feature_prefix", ""), m.get("decisions_ring"))
+        kind = _require(m, "kind", path)
+        if kind not in MODEL_KINDS:
+            raise PolicyError(f"{path}: [model] kind {kind!r} is unknown", hint=f"use one of {', '.join(MODEL_KINDS)}")
+        model = ModelSpec(kind, _require(m, "slots_map", path), _require(m, "ctl_map", path),
+                          _require(m, "features_enum", path) if kind == "tree" else m.get("features_enum", ""),
+                          m.get("feature_prefix", ""), m.get("decisions_ring"), m.get("state_map"))
     topology = {str(k): str(v) for k, v in data.get("topology", {}).items()}
     unknown = set(topology) - {"llc", "node"}
     if unknown:

@@ -1,0 +1,368 @@
+/* freq: a simple scheduler that sets each CPU's performance target from a
+ * learned frequency table held in a BPF map.
+ *
+ * Scheduling is deliberately plain: every CPU has its own FIFO dispatch
+ * queue (DSQ id = CPU number); a woken task goes straight to an idle CPU
+ * when scx_bpf_select_cpu_dfl() finds one, otherwise it is queued on its
+ * CPU and an idle CPU is kicked; a CPU whose own queue is empty takes the
+ * head of the longest other queue. Per-CPU queues are what give the table
+ * its second input, the number of tasks waiting for a CPU.
+ *
+ * Frequency: each CPU measures its frequency-invariant utilisation on the
+ * capacity scale 0..1024: the time a task of ours ran in a window of
+ * window_ns, each running stretch scaled by scx_bpf_cpuperf_cur()/1024 (the
+ * CPU's current perf level relative to its highest, 1024 where the kernel
+ * has no frequency invariance), divided by the window; windows are folded
+ * into an EWMA with weight 1/4 per elapsed window (a CPU idle for n windows
+ * decays by (3/4)^n). On every tick of a CPU, and on every `running` at most
+ * once per running_min_ns, the policy reads
+ *     perf = table[active slot][min(util >> 6, 15)][min(nr_queued, 3)]
+ * and calls scx_bpf_cpuperf_set(cpu, ceil(perf / 1.25)): schedutil (the
+ * governor that reads this target) multiplies by 1.25 again, so the CPU ends
+ * at `perf`. The table is double-buffered like mllb's model (freq_ctl); with
+ * no valid table the perf target is left as it is (FREQ_STAT_NO_TABLE).
+ * What it observed and asked for is kept per CPU in `cpu_state`.
+ *
+ * Where it fails: utilisation counts only sched_ext tasks (RT and deadline
+ * tasks are invisible to it); an idle CPU gets no tick, so its target stays
+ * where its last task left it until it runs again; the target only matters
+ * under schedutil with a cpufreq driver (none in a QEMU guest, so there it
+ * changes no frequency); schedutil reads the target on the capacity scale,
+ * so on asymmetric CPUs (capacity < 1024) a table value means a larger share
+ * of a small CPU's range; at most FREQ_MAX_CPUS CPUs.
+ */
+#include "aios/scx.bpf.h"
+#include "intf.h"
+
+u32 scx_bpf_cpuperf_cap(s32 cpu) __ksym __weak;
+u32 scx_bpf_cpuperf_cur(s32 cpu) __ksym __weak;
+void scx_bpf_cpuperf_set(s32 cpu, u32 perf) __ksym __weak;
+s32 scx_bpf_pick_idle_cpu(const struct cpumask *cpus_allowed, u64 flags) __ksym __weak;
+bool scx_bpf_test_and_clear_cpu_idle(s32 cpu) __ksym __weak;
+s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym __weak;
+u32 scx_bpf_nr_cpu_ids(void) __ksym __weak;
+
+/* Tunables, set by the loader before load (rodata). */
+const volatile u64 slice_ns = 5000000;
+const volatile u64 window_ns = 8000000;		/* utilisation window: two ticks at HZ=250 */
+const volatile u64 running_min_ns = 1000000;	/* `running` decides at most once per this */
+
+/* An EWMA step per elapsed window; past this many windows the old value has
+ * decayed below 1% ((3/4)^16) and is dropped. */
+#define MAX_DECAY_STEPS 16
+#define UTIL_FP_SHIFT	10
+
+AIOS_STATS_MAP(FREQ_NR_STATS);
+AIOS_BTF_EXPORT_ENUM(freq_stat);
+AIOS_BTF_EXPORT_ENUM(freq_limit);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct freq_table);
+} table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct freq_ctl);
+} table_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FREQ_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct freq_cpu);
+} cpu_state SEC(".maps");
+
+static u32 nr_cpus = 1;
+
+static __always_inline struct freq_cpu *cpu_of(s32 cpu)
+{
+	u32 key = cpu;
+
+	return bpf_map_lookup_elem(&cpu_state, &key);
+}
+
+/* clang can fold a clamp into the address computation in a way the verifier
+ * cannot follow; the empty asm hides the value from clang so the mask below
+ * survives and bounds the index. Both bucket counts are powers of two and
+ * the value is clamped first, so the mask changes nothing. */
+static __always_inline u32 bounded(u32 v, u32 mask)
+{
+	u64 i = v;
+
+	asm volatile("" : "+r"(i));
+	return i & mask;
+}
+
+/* Count the running stretch up to now into the window's busy time, at the
+ * CPU's current perf level: a CPU at half speed did half the work. */
+static __always_inline void account_busy(struct freq_cpu *c, s32 cpu, u64 now)
+{
+	u64 cur;
+
+	if (!c->running || now <= c->run_start_ns)
+		return;
+	cur = scx_bpf_cpuperf_cur(cpu);
+	if (cur > FREQ_PERF_MAX)
+		cur = FREQ_PERF_MAX;
+	c->busy_ns += (now - c->run_start_ns) * cur / FREQ_PERF_MAX;
+	c->run_start_ns = now;
+}
+
+/* Close the window once window_ns has passed: its busy fraction (0..1024)
+ * enters the EWMA once per elapsed window, so a long idle gap decays the
+ * utilisation as much as that many empty windows would. */
+static __always_inline void roll_window(struct freq_cpu *c, s32 cpu, u64 now)
+{
+	u64 elapsed, sample, periods, fp;
+	int i;
+
+	account_busy(c, cpu, now);
+	if (!c->window_start_ns || now < c->window_start_ns) {
+		c->window_start_ns = now;
+		c->busy_ns = 0;
+		return;
+	}
+	elapsed = now - c->window_start_ns;
+	if (elapsed < window_ns || !elapsed)
+		return;
+	sample = c->busy_ns * FREQ_PERF_MAX / elapsed;
+	if (sample > FREQ_PERF_MAX)
+		sample = FREQ_PERF_MAX;
+	sample <<= UTIL_FP_SHIFT;
+	periods = window_ns ? elapsed / window_ns : 1;
+	fp = c->util_fp;
+	for (i = 0; i < MAX_DECAY_STEPS; i++) {
+		if (i >= periods)
+			break;
+		fp = (fp * 3 + sample) / 4;
+	}
+	if (periods > MAX_DECAY_STEPS)
+		fp = sample;
+	c->util_fp = fp;
+	c->window_start_ns = now;
+	c->busy_ns = 0;
+}
+
+/* ceil(perf / 1.25), clamped to 1..1024: schedutil multiplies the target by
+ * 1.25 (map_util_perf), so asking for this ends at perf. The same integer
+ * formula as aios_lab.dvfs.table.cpuperf_request. */
+static __always_inline u32 headroom_request(u32 perf)
+{
+	u32 r = (perf * 4 + 4) / 5;
+
+	if (r < 1)
+		return 1;
+	return r > FREQ_PERF_MAX ? FREQ_PERF_MAX : r;
+}
+
+/* Tasks waiting for cpu: its own DSQ plus its local DSQ (tasks placed there
+ * directly). Errors (negative) count as none. */
+static __always_inline u32 queued_on(s32 cpu)
+{
+	s32 own = scx_bpf_dsq_nr_queued(cpu);
+	s32 local = scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | (u64)cpu);
+
+	return (own > 0 ? own : 0) + (local > 0 ? local : 0);
+}
+
+/* Observe cpu, look its state up in the active table and set its perf
+ * target. Called with cpu's runqueue locked (tick, running), which is also
+ * the only CPU scx_bpf_cpuperf_set() accepts there. */
+static __always_inline void update_perf(s32 cpu, u64 now, u32 stat)
+{
+	struct freq_cpu *c = cpu_of(cpu);
+	struct freq_table *t;
+	struct freq_ctl *ctl;
+	u32 zero = 0, slot, util, ub, rb, nr, perf;
+
+	if (!c)
+		return;
+	__sync_fetch_and_add(&c->seq, 1);	/* odd: user space retries */
+	roll_window(c, cpu, now);
+	util = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT;
+	if (util > FREQ_PERF_MAX)
+		util = FREQ_PERF_MAX;
+	ub = util >> FREQ_UTIL_SHIFT;
+	if (ub > FREQ_UTIL_BUCKETS - 1)
+		ub = FREQ_UTIL_BUCKETS - 1;
+	nr = queued_on(cpu);
+	rb = nr < FREQ_RQ_BUCKETS - 1 ? nr : FREQ_RQ_BUCKETS - 1;
+	c->util = util;
+	c->util_bucket = ub;
+	c->nr_queued = nr;
+	c->rq_bucket = rb;
+	c->perf_cur = scx_bpf_cpuperf_cur(cpu);
+	c->perf_cap = scx_bpf_cpuperf_cap(cpu);
+	c->last_set_ns = now;
+	c->updates++;
+
+	ctl = bpf_map_lookup_elem(&table_ctl, &zero);
+	slot = ctl ? (ctl->active & 1) : 0;
+	t = ctl ? bpf_map_lookup_elem(&table, &slot) : NULL;
+	if (!t || t->magic != FREQ_TABLE_MAGIC || t->util_buckets != FREQ_UTIL_BUCKETS ||
+	    t->rq_buckets != FREQ_RQ_BUCKETS) {
+		c->table_version = 0;
+		c->perf = 0;
+		c->request = 0;
+		aios_stat_inc(&stats, FREQ_STAT_NO_TABLE);
+		goto out;
+	}
+	perf = t->perf[bounded(ub, FREQ_UTIL_BUCKETS - 1)][bounded(rb, FREQ_RQ_BUCKETS - 1)];
+	/* User space checks every value; a value out of range would make the
+	 * kernel eject us (perf > 1024 is an error), so clamp anyway. */
+	if (perf < 1 || perf > FREQ_PERF_MAX) {
+		perf = perf < 1 ? 1 : FREQ_PERF_MAX;
+		aios_stat_inc(&stats, FREQ_STAT_CLAMPED);
+	}
+	c->table_version = t->version;
+	c->perf = perf;
+	c->request = headroom_request(perf);
+	scx_bpf_cpuperf_set(cpu, c->request);
+	aios_stat_inc(&stats, stat);
+out:
+	__sync_fetch_and_add(&c->seq, 1);	/* even: consistent again */
+}
+
+s32 BPF_STRUCT_OPS(freq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		aios_stat_inc(&stats, FREQ_STAT_DIRECT);
+		aios_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(freq_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	s32 cpu = scx_bpf_task_cpu(p), other;
+
+	aios_stat_inc(&stats, FREQ_STAT_QUEUED);
+	aios_dsq_insert(p, cpu, slice_ns, enq_flags);
+	/* Wake the task's CPU if it idles; if it is busy, wake an idle CPU so
+	 * that its dispatch takes the task instead of leaving it waiting. */
+	if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+	other = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (other >= 0)
+		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
+}
+
+/* The longest queue other than self's, or -1 when all are empty. */
+static __always_inline s32 busiest_other(s32 self)
+{
+	struct bpf_iter_num it;
+	s32 best = -1, cpu;
+	s32 best_nr = 0;
+
+	aios_for(cpu, 0, nr_cpus, it) {
+		s32 nr;
+
+		if (cpu == self)
+			continue;
+		nr = scx_bpf_dsq_nr_queued(cpu);
+		if (nr > best_nr) {
+			best_nr = nr;
+			best = cpu;
+		}
+	}
+	bpf_iter_num_destroy(&it);
+	return best;
+}
+
+void BPF_STRUCT_OPS(freq_dispatch, s32 cpu, struct task_struct *prev)
+{
+	s32 victim;
+
+	if (aios_dsq_move_to_local(cpu)) {
+		aios_stat_inc(&stats, FREQ_STAT_LOCAL);
+		return;
+	}
+	/* Only tasks allowed on this CPU are moved; if the head of the
+	 * busiest queue is not, the task waits for its own CPU's dispatch. */
+	victim = busiest_other(cpu);
+	if (victim >= 0 && aios_dsq_move_to_local(victim))
+		aios_stat_inc(&stats, FREQ_STAT_STOLEN);
+}
+
+void BPF_STRUCT_OPS(freq_running, struct task_struct *p)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct freq_cpu *c = cpu_of(cpu);
+	u64 now = bpf_ktime_get_ns();
+
+	if (!c)
+		return;
+	/* The idle gap before this task enters the window as not busy. */
+	roll_window(c, cpu, now);
+	c->running = 1;
+	c->run_start_ns = now;
+	if (c->last_set_ns && now - c->last_set_ns < running_min_ns) {
+		aios_stat_inc(&stats, FREQ_STAT_RATE_LIMITED);
+		return;
+	}
+	update_perf(cpu, now, FREQ_STAT_RUNNING_SET);
+}
+
+void BPF_STRUCT_OPS(freq_tick, struct task_struct *p)
+{
+	update_perf(scx_bpf_task_cpu(p), bpf_ktime_get_ns(), FREQ_STAT_TICK_SET);
+}
+
+void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct freq_cpu *c = cpu_of(cpu);
+
+	if (!c)
+		return;
+	account_busy(c, cpu, bpf_ktime_get_ns());
+	c->running = 0;
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(freq_init)
+{
+	struct bpf_iter_num it;
+	s32 cpu, err = 0;
+
+	nr_cpus = scx_bpf_nr_cpu_ids();
+	if (nr_cpus > FREQ_MAX_CPUS) {
+		aios_error("freq supports at most %d CPUs, this machine has %u", FREQ_MAX_CPUS, nr_cpus);
+		return -22;
+	}
+	aios_for(cpu, 0, nr_cpus, it) {
+		err = scx_bpf_create_dsq(cpu, -1);
+		if (err)
+			break;
+	}
+	bpf_iter_num_destroy(&it);
+	return err;
+}
+
+void BPF_STRUCT_OPS(freq_exit, struct scx_exit_info *ei)
+{
+	aios_record_exit(ei);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops freq_ops = {
+	.select_cpu	= (void *)freq_select_cpu,
+	.enqueue	= (void *)freq_enqueue,
+	.dispatch	= (void *)freq_dispatch,
+	.running	= (void *)freq_running,
+	.tick		= (void *)freq_tick,
+	.stopping	= (void *)freq_stopping,
+	.init		= (void *)freq_init,
+	.exit		= (void *)freq_exit,
+	.name		= "freq",
+};

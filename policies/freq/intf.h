@@ -1,0 +1,79 @@
+/* Layouts shared by freq.bpf.c and Python. User space never redeclares
+ * them: aios_lab.dvfs.freq_slots builds its ctypes types and reads the
+ * limits from the object's BTF, and tests/test_freq_layout.py checks that
+ * this header, the BTF and aios_lab.dvfs.table agree. */
+#ifndef FREQ_INTF_H
+#define FREQ_INTF_H
+
+/* Limits, as an enum so that they are in BTF. The table layout must match
+ * aios_lab.dvfs.table (UTIL_BUCKETS, RQ_BUCKETS, PERF_MAX). */
+enum freq_limit {
+	FREQ_UTIL_BUCKETS = 16,		/* utilisation buckets: bucket = min(util >> FREQ_UTIL_SHIFT, 15) */
+	FREQ_UTIL_SHIFT = 6,		/* 1024 / 16 = 64 = 1 << 6 */
+	FREQ_RQ_BUCKETS = 4,		/* queue-length buckets: 0, 1, 2, 3 or more tasks waiting */
+	FREQ_PERF_MAX = 1024,		/* SCX_CPUPERF_ONE: the highest perf level (and utilisation) */
+	FREQ_MAX_CPUS = 256,		/* per-CPU DSQ ids are 0..FREQ_MAX_CPUS-1; more CPUs refuse to load */
+	FREQ_TABLE_MAGIC = 0x51455246,	/* "FREQ" little-endian: the slot holds a table */
+};
+
+/* One table slot. There are two (the `table` array map): user space writes
+ * the inactive one, reads it back and then flips freq_ctl.active, so a
+ * lookup never sees a half-written table. */
+struct freq_table {
+	u32 magic;		/* FREQ_TABLE_MAGIC when the slot holds a table */
+	u32 util_buckets;	/* must equal FREQ_UTIL_BUCKETS */
+	u32 rq_buckets;		/* must equal FREQ_RQ_BUCKETS */
+	u32 _pad;
+	u64 version;		/* the table's version (FreqTable.version), echoed per CPU */
+	u32 perf[FREQ_UTIL_BUCKETS][FREQ_RQ_BUCKETS];	/* perf level 1..FREQ_PERF_MAX */
+};
+
+struct freq_ctl {
+	u32 active;		/* slot lookups read: 0 or 1 */
+	u32 _pad;
+	u64 version;		/* version of the table in the active slot, 0 = none yet */
+	u64 swaps;		/* number of flips so far */
+};
+
+/* What the policy last observed and asked for on one CPU (the `cpu_state`
+ * array map, key = CPU). Written only under that CPU's runqueue lock (tick,
+ * running and stopping of a task on that CPU all hold it), so the CPU's
+ * entries never race each other; user space reads them without a lock and
+ * uses `seq` to tell a consistent copy from one taken mid-update. */
+struct freq_cpu {
+	u64 seq;		/* odd while a perf update is being written */
+	u64 window_start_ns;	/* start of the current utilisation window */
+	u64 run_start_ns;	/* start of the running segment not yet counted in busy_ns */
+	u64 busy_ns;		/* busy time in the current window, scaled by perf_cur / 1024 */
+	u64 util_fp;		/* utilisation EWMA << 10 (fixed point, so it can reach 1024) */
+	u64 last_set_ns;	/* when perf was last decided (rate limit of `running`) */
+	u64 table_version;	/* version of the table used by the last decision, 0 = no table */
+	u64 updates;		/* perf decisions taken on this CPU */
+	u32 util;		/* frequency-invariant utilisation 0..1024 of the last decision */
+	u32 util_bucket;	/* min(util >> 6, 15) */
+	u32 nr_queued;		/* tasks waiting for this CPU: its DSQ plus its local DSQ */
+	u32 rq_bucket;		/* min(nr_queued, 3) */
+	u32 perf;		/* table[util_bucket][rq_bucket], 0 = no table */
+	u32 request;		/* value passed to scx_bpf_cpuperf_set(), 0 = none (no table) */
+	u32 perf_cur;		/* scx_bpf_cpuperf_cur(cpu) at the decision */
+	u32 perf_cap;		/* scx_bpf_cpuperf_cap(cpu) at the decision */
+	u32 running;		/* a task of ours is on the CPU (busy time is accruing) */
+	u32 _pad;
+};
+
+/* Index of each per-CPU counter in the `stats` map. Python reads the names
+ * from this enum in BTF; descriptions live in manifest.toml. */
+enum freq_stat {
+	FREQ_STAT_DIRECT = 0,		/* woken task placed straight on an idle CPU's local DSQ */
+	FREQ_STAT_QUEUED,		/* task queued on its CPU's DSQ */
+	FREQ_STAT_LOCAL,		/* a CPU ran a task from its own DSQ */
+	FREQ_STAT_STOLEN,		/* a CPU with an empty DSQ took a task from another CPU's */
+	FREQ_STAT_TICK_SET,		/* perf set from ops.tick */
+	FREQ_STAT_RUNNING_SET,		/* perf set from ops.running */
+	FREQ_STAT_RATE_LIMITED,		/* ops.running skipped: perf was decided less than running_min_ns ago */
+	FREQ_STAT_NO_TABLE,		/* no valid table in the active slot: perf left as it was */
+	FREQ_STAT_CLAMPED,		/* a table value outside 1..1024 was clamped (never, if user space checked) */
+	FREQ_NR_STATS,
+};
+
+#endif

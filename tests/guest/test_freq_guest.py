@@ -1,0 +1,247 @@
+"""freq for real inside the VM: the policy loads and passes the verifier,
+the table pushed into its map decides what each CPU asks for, a hot swap
+changes the requests and the version, a malformed table never gets near the
+kernel, and detaching leaves sched_ext disabled.
+
+The guest has no cpufreq driver (../shared/PLATFORM.md), so
+scx_bpf_cpuperf_set() changes no real frequency here: schedutil is not
+running and nothing reads the target. What these tests check is what the
+policy asks for, from its per-CPU `cpu_state` map: the utilisation and
+queue it measured, the table entry it looked up, and the request it passed
+to the kernel, against aios_lab.dvfs.table's own lookup and headroom.
+
+No pandas or scikit-learn here: numpy is the heaviest import.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aios_lab import policy, sched_ext
+from aios_lab.deploy_loop import DeployLoop
+from aios_lab.dvfs.freq_run import FreqRun
+from aios_lab.dvfs.table import (RQ_BUCKETS, UTIL_BUCKETS, FreqTable, cpuperf_request, rq_bucket, save_table,
+                                 util_bucket)
+from aios_lab.errors import ModelError
+
+from .conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.guest
+
+NCPU = os.cpu_count() or 1
+
+
+def _graded(version: int) -> FreqTable:
+    """Every (util bucket, queue bucket) has its own perf level, 1 mod 16,
+    so a request names the bucket it came from."""
+    u, r = np.meshgrid(np.arange(UTIL_BUCKETS), np.arange(RQ_BUCKETS), indexing="ij")
+    return FreqTable(64 * u + 16 * r + 1, method="test-graded", version=version)
+
+
+def _flat(perf: int, version: int) -> FreqTable:
+    t = FreqTable.constant(perf, method="test-flat")
+    t.version = version
+    return t
+
+
+def _spin_script(n: int, until: Path | None = None, seconds: float = 300) -> str:
+    """A shell command running n CPU-bound shells until the file `until`
+    exists (or for `seconds`), then exiting 0."""
+    start = (f"pids=; for i in $(seq {n}); do timeout {seconds} sh -c 'while :; do :; done' & "
+             f"pids=\"$pids $!\"; done; ")
+    if until is None:
+        return start + "wait; exit 0"
+    return start + f"while [ ! -e {until} ]; do sleep 0.2; done; kill $pids 2>/dev/null; wait; exit 0"
+
+
+@contextmanager
+def _spinners(n: int):
+    """n CPU-bound shells while the block runs (more than the CPUs, so queues
+    form). Stopped through a flag file: `timeout` puts each in its own process
+    group, out of reach of a signal to ours."""
+    with tempfile.TemporaryDirectory() as d:
+        flag = Path(d) / "stop"
+        proc = subprocess.Popen(["sh", "-c", _spin_script(n, until=flag)])
+        try:
+            yield proc
+        finally:
+            flag.touch()
+            proc.wait(timeout=120)
+
+
+def _check_requests(states, table: FreqTable) -> list:
+    """Every CPU that decided under `table` asked for cpuperf_request(lookup)."""
+    used = [s for s in states if s.table_version == table.version]
+    for s in used:
+        assert s.consistent, s
+        assert 0 <= s.util <= 1024 and s.util_bucket == util_bucket(s.util), s
+        assert s.rq_bucket == rq_bucket(s.nr_queued), s
+        assert s.perf == table.lookup(s.util, s.nr_queued), s
+        assert s.request == cpuperf_request(s.perf), s
+        assert 1 <= s.perf_cur <= 1024 and 1 <= s.perf_cap <= 1024, s
+    return used
+
+
+def test_the_table_in_the_map_decides_each_cpus_request():
+    table = _graded(version=7)
+    with FreqRun(policy=policy.get("freq"), table=table, source="graded") as run:
+        assert sched_ext.read_state().ops == "freq"
+        assert run.active_version() == 7 and run.slots.read_ctl()["swaps"] == 1
+        with _spinners(2 * NCPU):
+            time.sleep(4)
+            states = run.states()
+        # Then a light load: short runs between 50 ms sleeps. Each task
+        # start decides again, and the idle windows decay the utilisation.
+        subprocess.run(["sh", "-c", "for i in $(seq 40); do sleep 0.05; done"], check=True, timeout=300)
+        light = run.states()
+        stats = run.dep.read_stats()
+    assert sched_ext.read_state().state == "disabled"
+    assert stats["TICK_SET"] > 0 and stats["RUNNING_SET"] > 0, stats
+    assert stats["NO_TABLE"] == 0 and stats["CLAMPED"] == 0, stats
+    used = _check_requests(states, table)
+    assert len(used) == NCPU, states  # every CPU ran spinners and decided
+    assert max(s.util for s in used) >= 512, states  # the load was measured
+    assert any(s.nr_queued > 0 for s in used), states  # and so were the queues
+    assert len(_check_requests(light, table)) == NCPU, light
+    assert min(s.util for s in light) < min(s.util for s in used), (states, light)  # and its decay
+    print("\nper-CPU state under load:", [s.to_dict() for s in states])
+    print("per-CPU state after a light load:", [s.to_dict() for s in light])
+
+
+def test_without_a_table_perf_is_left_alone():
+    with FreqRun(policy=policy.get("freq")) as run:
+        with _spinners(NCPU):
+            time.sleep(2)
+            states = run.states()
+        stats = run.dep.read_stats()
+    assert stats["NO_TABLE"] > 0 and stats["TICK_SET"] == 0 and stats["RUNNING_SET"] == 0, stats
+    assert all(s.request == 0 and s.table_version == 0 for s in states), states
+    assert any(s.updates > 0 for s in states)
+
+
+def test_hot_swap_changes_the_requests_and_the_version(tmp_path):
+    a, b = _graded(version=1), _flat(1000, version=2)
+    path = save_table(tmp_path / "a.json", a)
+    flag = tmp_path / "done"
+    loop = DeployLoop(policy.get("freq"), {}, model_path=str(path),
+                      command=["sh", "-c", _spin_script(2 * NCPU, until=flag)])
+    seen: dict = {"stats": 0}
+
+    def on_event(e: dict) -> None:
+        if e["event"] != "stats":
+            return
+        seen["stats"] += 1
+        if seen["stats"] == 2:
+            seen["before"] = loop.freq.states()
+            seen["swap"] = loop.swap(b, source="flat")
+        elif seen["stats"] == 4:
+            seen["after"] = loop.freq.states()
+            seen["ctl"] = loop.freq.slots.read_ctl()
+            flag.touch()  # the load ends, and with it the deployment
+
+    try:
+        res = loop.run(duration_s=300, interval_s=1.0, on_event=on_event)
+    finally:
+        flag.touch()
+    assert res.ejected is None and res.command_exit == 0, res
+    assert sched_ext.read_state().state == "disabled"
+    assert _check_requests(seen["before"], a), seen["before"]
+    after = _check_requests(seen["after"], b)
+    assert after, seen["after"]
+    # 1000 is never a graded level, and 800 = ceil(1000 / 1.25) never a graded request
+    assert all(s.perf == 1000 and s.request == 800 for s in after)
+    assert {s.table_version for s in seen["after"]} <= {1, 2}
+    assert seen["ctl"] == {"active": 0, "version": 2, "swaps": 2}, seen["ctl"]
+    assert [s["version"] for s in res.table_swaps] == [1, 2]
+
+
+def test_bad_tables_never_reach_the_map():
+    good = _graded(version=3)
+    wrong_shape = _graded(version=4)
+    wrong_shape.perf = np.ones((8, 4), dtype=np.int64)
+    too_high = _graded(version=5)
+    too_high.perf[2, 1] = 1025
+    nan = _graded(version=6)
+    nan.perf = nan.perf.astype(float)
+    nan.perf[0, 0] = np.nan
+    same_version = _flat(500, version=3)
+    # Before attach: refused before the object is even opened.
+    run = FreqRun(policy=policy.get("freq"), table=too_high, source="too_high")
+    with pytest.raises(ModelError, match="outside 1..1024"):
+        run.start()
+    assert run.dep is None and sched_ext.read_state().state == "disabled"
+    # While running: the live table and both slots stay exactly as they were.
+    with FreqRun(policy=policy.get("freq"), table=good, source="good") as run:
+        slots = run.slots
+        before = (slots.slots.lookup_u32_key(0), slots.slots.lookup_u32_key(1), slots.ctl.lookup_u32_key(0))
+        for bad, why in ((wrong_shape, "shape"), (too_high, "outside"), (nan, "NaN"),
+                         (same_version, "live with different values")):
+            with pytest.raises(ModelError, match=why):
+                run.swap(bad, source=why)
+        after = (slots.slots.lookup_u32_key(0), slots.slots.lookup_u32_key(1), slots.ctl.lookup_u32_key(0))
+        run.dep.check()
+    assert before == after
+    assert sched_ext.read_state().state == "disabled"
+
+
+def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aios_lab.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+def test_a_malformed_table_is_refused_before_anything_is_attached(tmp_path):
+    bad = tmp_path / "bad.json"
+    d = _graded(version=1).to_dict()
+    d["perf"][3][2] = float("nan")
+    bad.write_text(json.dumps(d))
+    r = _cli("deploy", "freq", "--model", str(bad), "--duration", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "NaN" in lines[0], r.stderr
+    assert sched_ext.read_state().state == "disabled"
+
+
+def test_cli_deploy_status_and_watched_swap(tmp_path):
+    """`deploy freq --model T --watch -- CMD`: status shows the live table's
+    version, rewriting T swaps the new one in, CMD's end detaches."""
+    path = save_table(tmp_path / "t.json", _graded(version=1))
+    flag = tmp_path / "done"
+    cmd = _spin_script(NCPU, until=flag)
+    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "deploy", "freq", "--json", "--model", str(path),
+                             "--watch", "--interval", "1", "--", "sh", "-c", cmd],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(json.loads(x) for x in proc.stdout
+                                                            if x.startswith("{")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any(e["event"] == "attached" for e in events), 300, "freq attached")
+        st = _cli("status", "--json")
+        assert st.returncode == 0, st.stderr
+        live = json.loads(st.stdout)["policy"]
+        assert live["name"] == "freq" and live["model"]["version"] == 1, live
+        save_table(path, _flat(900, version=2))  # atomic rewrite, as `train freq` writes
+        wait_for(lambda: any(e["event"] == "table_swapped" for e in events), 120, "the watched table swapped in")
+    finally:
+        flag.touch()
+        rc = proc.wait(timeout=300)
+        reader.join(timeout=30)
+    assert rc == 0, proc.stderr.read()
+    attached = next(e for e in events if e["event"] == "attached")
+    assert attached["table"]["version"] == 1
+    swapped = next(e for e in events if e["event"] == "table_swapped")
+    assert swapped["version"] == 2 and swapped["slot"] == 0
+    final = events[-1]
+    assert final["event"] == "detached" and final["stats"]["TICK_SET"] > 0, final
+    assert [s["version"] for s in final["table_swaps"]] == [1, 2]
+    assert sched_ext.read_state().state == "disabled"
