@@ -100,22 +100,32 @@ def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
 
     from ..atomic import fsync_dir
 
+    import numpy as np
+
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     eps = [r["episode"] for r in curve]
-    a1.plot(eps, [r["reward"] for r in curve], lw=0.8)
-    a1.set_ylabel("training reward / episode")
+    rewards = np.array([r["reward"] for r in curve], dtype=float)
+    a1.plot(eps, rewards, lw=0.5, alpha=0.5, label="per episode (a random window)")
+    k = min(25, len(rewards))
+    if k > 1:  # episodes replay different windows, so the raw reward is noisy: show a running mean too
+        a1.plot(eps[k - 1:], np.convolve(rewards, np.ones(k) / k, mode="valid"), lw=1.5,
+                label=f"mean of {k}")
+    a1.set_ylabel("training reward")
+    a1.legend(loc="lower right", fontsize=8)
     a1.set_title(f"{title} (simulated)")
-    pts = [r for r in curve if "test_energy_j" in r]
-    if pts:
-        a2.plot([r["episode"] for r in pts], [r["test_energy_j"] for r in pts], "o-", label="held-out energy (J)")
-        a3 = a2.twinx()
-        a3.plot([r["episode"] for r in pts], [r["test_misses"] for r in pts], "s--", color="tab:red",
-                label="held-out deadline misses")
-        a3.set_ylabel("misses")
-        a2.legend(loc="upper left")
-        a3.legend(loc="upper right")
+    a3 = a2.twinx()
+    for key_e, key_m, label, style in (("train_energy_j", "train_misses", "training traces", "-"),
+                                       ("test_energy_j", "test_misses", "held-out traces", "--")):
+        pts = [r for r in curve if key_e in r]
+        if pts:
+            x = [r["episode"] for r in pts]
+            a2.plot(x, [r[key_e] for r in pts], "o" + style, color="tab:blue", label=f"energy, {label}")
+            a3.plot(x, [r[key_m] for r in pts], "s" + style, color="tab:red", label=f"misses, {label}")
+    a3.set_ylabel("deadline misses (greedy table)")
+    a2.legend(loc="upper left", fontsize=8)
+    a3.legend(loc="upper right", fontsize=8)
     a2.set_xlabel("episode")
-    a2.set_ylabel("energy (J)")
+    a2.set_ylabel("energy, J (greedy table)")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
