@@ -24,8 +24,9 @@
  * What it observed and asked for is kept per CPU in `cpu_state`.
  *
  * Where it fails: utilisation counts only sched_ext tasks (RT and deadline
- * tasks are invisible to it); an idle CPU gets no tick, so its target stays
- * where its last task left it until it runs again; the target only matters
+ * tasks are invisible to it); an idle CPU gets no tick, so a timer every
+ * window_ns decays its utilisation and re-applies the table (see
+ * decay_timer_fn); the target only matters
  * under schedutil with a cpufreq driver (none in a QEMU guest, so there it
  * changes no frequency); schedutil reads the target on the capacity scale,
  * so on asymmetric CPUs (capacity < 1024) a table value means a larger share
@@ -99,37 +100,45 @@ static __always_inline u32 bounded(u32 v, u32 mask)
 }
 
 /* Count the running stretch up to now into the window's busy time, at the
- * CPU's current perf level: a CPU at half speed did half the work. */
-static __always_inline void account_busy(struct freq_cpu *c, s32 cpu, u64 now)
+ * CPU's current perf level cur (0..1024): a CPU at half speed did half the
+ * work. Called with c->lock held (no kfunc calls there: cur is read before). */
+static __always_inline void account_busy(struct freq_cpu *c, u64 cur, u64 now)
 {
-	u64 cur;
-
 	if (!c->running || now <= c->run_start_ns)
 		return;
-	cur = scx_bpf_cpuperf_cur(cpu);
 	if (cur > FREQ_PERF_MAX)
 		cur = FREQ_PERF_MAX;
 	c->busy_ns += (now - c->run_start_ns) * cur / FREQ_PERF_MAX;
 	c->run_start_ns = now;
 }
 
+static __always_inline u64 perf_cur(s32 cpu)
+{
+	return scx_bpf_cpuperf_cur(cpu);
+}
+
 /* Close the window once window_ns has passed: its busy fraction (0..1024)
  * enters the EWMA once per elapsed window, so a long idle gap decays the
- * utilisation as much as that many empty windows would. */
-static __always_inline void roll_window(struct freq_cpu *c, s32 cpu, u64 now)
+ * utilisation as much as that many empty windows would. `aligned` (the
+ * idle-decay timer, on a CPU with nothing running) keeps the window grid:
+ * the next window starts at the last boundary, not at now, so a CPU idling
+ * decays exactly one step per window_ns as the simulator's does. A running
+ * CPU restarts its window at now (the busy time up to now is counted).
+ * Called with c->lock held. Returns the number of windows closed. */
+static __always_inline u64 roll_window(struct freq_cpu *c, u64 cur, u64 now, bool aligned)
 {
 	u64 elapsed, sample, periods, fp;
 	int i;
 
-	account_busy(c, cpu, now);
+	account_busy(c, cur, now);
 	if (!c->window_start_ns || now < c->window_start_ns) {
 		c->window_start_ns = now;
 		c->busy_ns = 0;
-		return;
+		return 0;
 	}
 	elapsed = now - c->window_start_ns;
 	if (elapsed < window_ns || !elapsed)
-		return;
+		return 0;
 	sample = c->busy_ns * FREQ_PERF_MAX / elapsed;
 	if (sample > FREQ_PERF_MAX)
 		sample = FREQ_PERF_MAX;
@@ -144,8 +153,12 @@ static __always_inline void roll_window(struct freq_cpu *c, s32 cpu, u64 now)
 	if (periods > MAX_DECAY_STEPS)
 		fp = sample;
 	c->util_fp = fp;
-	c->window_start_ns = now;
+	if (aligned && !c->running && periods <= MAX_DECAY_STEPS && window_ns)
+		c->window_start_ns = now - elapsed % window_ns;
+	else
+		c->window_start_ns = now;
 	c->busy_ns = 0;
+	return periods;
 }
 
 /* ceil(perf / 1.25), clamped to 1..1024: schedutil multiplies the target by
@@ -170,62 +183,182 @@ static __always_inline u32 queued_on(s32 cpu)
 	return (own > 0 ? own : 0) + (local > 0 ? local : 0);
 }
 
-/* Observe cpu, look its state up in the active table and set its perf
- * target. Called with cpu's runqueue locked (tick, running), which is also
- * the only CPU scx_bpf_cpuperf_set() accepts there. */
-static __always_inline void update_perf(s32 cpu, u64 now, u32 stat)
+/* The table in the active slot, or NULL when it holds none. */
+static __always_inline struct freq_table *active_table(void)
 {
-	struct freq_cpu *c = cpu_of(cpu);
 	struct freq_table *t;
 	struct freq_ctl *ctl;
-	u32 zero = 0, slot, util, ub, rb, nr, perf;
+	u32 zero = 0, slot;
 
-	if (!c)
-		return;
-	__sync_fetch_and_add(&c->seq, 1);	/* odd: user space retries */
-	roll_window(c, cpu, now);
+	ctl = bpf_map_lookup_elem(&table_ctl, &zero);
+	if (!ctl)
+		return NULL;
+	slot = ctl->active & 1;
+	t = bpf_map_lookup_elem(&table, &slot);
+	if (!t || t->magic != FREQ_TABLE_MAGIC || t->util_buckets != FREQ_UTIL_BUCKETS ||
+	    t->rq_buckets != FREQ_RQ_BUCKETS)
+		return NULL;
+	return t;
+}
+
+/* Record a decision in c from its (already rolled) util_fp, the queue
+ * length nr and table t (NULL: none). Called with c->lock held. Returns the
+ * request, 0 when there is no table; *clamped says a table value was out
+ * of range. */
+static __always_inline u32 decide(struct freq_cpu *c, struct freq_table *t, u32 nr, u32 cur, u32 cap,
+				  bool *clamped)
+{
+	u32 util, ub, rb, perf;
+
 	util = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT;
 	if (util > FREQ_PERF_MAX)
 		util = FREQ_PERF_MAX;
 	ub = util >> FREQ_UTIL_SHIFT;
 	if (ub > FREQ_UTIL_BUCKETS - 1)
 		ub = FREQ_UTIL_BUCKETS - 1;
-	nr = queued_on(cpu);
 	rb = nr < FREQ_RQ_BUCKETS - 1 ? nr : FREQ_RQ_BUCKETS - 1;
 	c->util = util;
 	c->util_bucket = ub;
 	c->nr_queued = nr;
 	c->rq_bucket = rb;
-	c->perf_cur = scx_bpf_cpuperf_cur(cpu);
-	c->perf_cap = scx_bpf_cpuperf_cap(cpu);
-	c->last_set_ns = now;
+	c->perf_cur = cur;
+	c->perf_cap = cap;
 	c->updates++;
-
-	ctl = bpf_map_lookup_elem(&table_ctl, &zero);
-	slot = ctl ? (ctl->active & 1) : 0;
-	t = ctl ? bpf_map_lookup_elem(&table, &slot) : NULL;
-	if (!t || t->magic != FREQ_TABLE_MAGIC || t->util_buckets != FREQ_UTIL_BUCKETS ||
-	    t->rq_buckets != FREQ_RQ_BUCKETS) {
+	if (!t) {
 		c->table_version = 0;
 		c->perf = 0;
 		c->request = 0;
-		aios_stat_inc(&stats, FREQ_STAT_NO_TABLE);
-		goto out;
+		return 0;
 	}
 	perf = t->perf[bounded(ub, FREQ_UTIL_BUCKETS - 1)][bounded(rb, FREQ_RQ_BUCKETS - 1)];
 	/* User space checks every value; a value out of range would make the
 	 * kernel eject us (perf > 1024 is an error), so clamp anyway. */
 	if (perf < 1 || perf > FREQ_PERF_MAX) {
 		perf = perf < 1 ? 1 : FREQ_PERF_MAX;
-		aios_stat_inc(&stats, FREQ_STAT_CLAMPED);
+		*clamped = true;
 	}
 	c->table_version = t->version;
 	c->perf = perf;
 	c->request = headroom_request(perf);
-	scx_bpf_cpuperf_set(cpu, c->request);
-	aios_stat_inc(&stats, stat);
-out:
+	return c->request;
+}
+
+/* Observe cpu, look its state up in the active table and set its perf
+ * target. Called with cpu's runqueue locked (tick, running), which is also
+ * the only CPU scx_bpf_cpuperf_set() accepts there. The kfuncs are called
+ * outside c->lock (the verifier allows none under a BPF spin lock). */
+static __always_inline void update_perf(s32 cpu, u64 now, u32 stat)
+{
+	struct freq_cpu *c = cpu_of(cpu);
+	struct freq_table *t;
+	u32 nr, cur, cap, req;
+	bool clamped = false;
+
+	if (!c)
+		return;
+	cur = perf_cur(cpu);
+	cap = scx_bpf_cpuperf_cap(cpu);
+	nr = queued_on(cpu);
+	t = active_table();
+	bpf_spin_lock(&c->lock);
+	__sync_fetch_and_add(&c->seq, 1);	/* odd: user space retries */
+	roll_window(c, cur, now, false);
+	c->last_set_ns = now;
+	req = decide(c, t, nr, cur, cap, &clamped);
 	__sync_fetch_and_add(&c->seq, 1);	/* even: consistent again */
+	bpf_spin_unlock(&c->lock);
+	if (clamped)
+		aios_stat_inc(&stats, FREQ_STAT_CLAMPED);
+	if (!req) {
+		aios_stat_inc(&stats, FREQ_STAT_NO_TABLE);
+		return;
+	}
+	scx_bpf_cpuperf_set(cpu, req);
+	aios_stat_inc(&stats, stat);
+}
+
+/* Idle decay. An idle CPU gets no tick (nohz) and no callback of ours, so
+ * nothing would close its windows: its utilisation, and its perf target,
+ * would stay where its last task left them, holding a shared cpufreq
+ * policy's frequency up (schedutil takes the max over its CPUs). The
+ * simulator the tables are trained on (dvfs.sim) closes every CPU's window
+ * every window_ns, busy or not. So a timer fires every window_ns and, for
+ * each CPU with no task of ours running, closes its elapsed windows (on the
+ * window grid: one (3/4) step per window) and re-applies the table for the
+ * decayed utilisation and the CPU's queue (0 while it idles).
+ *
+ * scx_bpf_cpuperf_set() may target any CPU from here: with no runqueue
+ * lock held it takes that CPU's lock itself (kernel/sched/ext.c,
+ * scx_locked_rq() == NULL). It is called after c->lock is dropped; if the
+ * CPU's own callbacks decided in between (seq moved), their request may
+ * have been overwritten by ours, so theirs is set again. */
+struct decay_timer_val {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct decay_timer_val);
+} decay_timer SEC(".maps");
+
+#define FREQ_CLOCK_MONOTONIC 1
+
+static __always_inline void decay_idle(s32 cpu, struct freq_table *t, u64 now)
+{
+	struct freq_cpu *c = cpu_of(cpu);
+	u32 nr, cur, cap, req = 0, old_req = 0;
+	u64 seq = 0, closed = 0;
+	bool clamped = false, redo = false;
+
+	if (!c || c->running)	/* unlocked peek: skip busy CPUs cheaply */
+		return;
+	cur = perf_cur(cpu);
+	cap = scx_bpf_cpuperf_cap(cpu);
+	nr = queued_on(cpu);
+	bpf_spin_lock(&c->lock);
+	if (!c->running && c->updates) {
+		old_req = c->request;
+		__sync_fetch_and_add(&c->seq, 1);
+		closed = roll_window(c, cur, now, true);
+		if (closed)
+			req = decide(c, t, nr, cur, cap, &clamped);
+		__sync_fetch_and_add(&c->seq, 1);
+	}
+	seq = c->seq;
+	bpf_spin_unlock(&c->lock);
+	if (clamped)
+		aios_stat_inc(&stats, FREQ_STAT_CLAMPED);
+	/* Nothing closed, no table, or the same target as before: no call. */
+	if (!closed || !req || req == old_req)
+		return;
+	scx_bpf_cpuperf_set(cpu, req);
+	aios_stat_inc(&stats, FREQ_STAT_IDLE_DECAY);
+	/* A task started there meanwhile and decided: make its request win. */
+	bpf_spin_lock(&c->lock);
+	if (c->seq != seq && !(c->seq & 1)) {
+		redo = true;
+		req = c->request;
+	}
+	bpf_spin_unlock(&c->lock);
+	if (redo && req)
+		scx_bpf_cpuperf_set(cpu, req);
+}
+
+static int decay_timer_fn(void *map, int *key, struct bpf_timer *timer)
+{
+	struct bpf_iter_num it;
+	struct freq_table *t = active_table();
+	u64 now = bpf_ktime_get_ns();
+	s32 cpu;
+
+	aios_for(cpu, 0, nr_cpus, it) {
+		decay_idle(cpu, t, now);
+	}
+	bpf_iter_num_destroy(&it);
+	bpf_timer_start(timer, window_ns, 0);
+	return 0;
 }
 
 s32 BPF_STRUCT_OPS(freq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -301,13 +434,21 @@ void BPF_STRUCT_OPS(freq_running, struct task_struct *p)
 	struct freq_cpu *c = cpu_of(cpu);
 	u64 now = bpf_ktime_get_ns();
 
+	u64 cur, last;
+
 	if (!c)
 		return;
+	cur = perf_cur(cpu);
+	bpf_spin_lock(&c->lock);
+	__sync_fetch_and_add(&c->seq, 1);
 	/* The idle gap before this task enters the window as not busy. */
-	roll_window(c, cpu, now);
+	roll_window(c, cur, now, false);
 	c->running = 1;
 	c->run_start_ns = now;
-	if (c->last_set_ns && now - c->last_set_ns < running_min_ns) {
+	last = c->last_set_ns;
+	__sync_fetch_and_add(&c->seq, 1);
+	bpf_spin_unlock(&c->lock);
+	if (last && now - last < running_min_ns) {
 		aios_stat_inc(&stats, FREQ_STAT_RATE_LIMITED);
 		return;
 	}
@@ -324,16 +465,25 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct freq_cpu *c = cpu_of(cpu);
 
+	u64 cur, now = bpf_ktime_get_ns();
+
 	if (!c)
 		return;
-	account_busy(c, cpu, bpf_ktime_get_ns());
+	cur = perf_cur(cpu);
+	bpf_spin_lock(&c->lock);
+	__sync_fetch_and_add(&c->seq, 1);
+	account_busy(c, cur, now);
 	c->running = 0;
+	__sync_fetch_and_add(&c->seq, 1);
+	bpf_spin_unlock(&c->lock);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(freq_init)
 {
+	struct decay_timer_val *dt;
 	struct bpf_iter_num it;
 	s32 cpu, err = 0;
+	u32 zero = 0;
 
 	nr_cpus = scx_bpf_nr_cpu_ids();
 	if (nr_cpus > FREQ_MAX_CPUS) {
@@ -346,11 +496,28 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(freq_init)
 			break;
 	}
 	bpf_iter_num_destroy(&it);
-	return err;
+	if (err)
+		return err;
+	dt = bpf_map_lookup_elem(&decay_timer, &zero);
+	if (!dt)
+		return -2;
+	err = bpf_timer_init(&dt->timer, &decay_timer, FREQ_CLOCK_MONOTONIC);
+	if (err)
+		return err;
+	err = bpf_timer_set_callback(&dt->timer, decay_timer_fn);
+	if (err)
+		return err;
+	return bpf_timer_start(&dt->timer, window_ns, 0);
 }
 
 void BPF_STRUCT_OPS(freq_exit, struct scx_exit_info *ei)
 {
+	struct decay_timer_val *dt;
+	u32 zero = 0;
+
+	dt = bpf_map_lookup_elem(&decay_timer, &zero);
+	if (dt)
+		bpf_timer_cancel(&dt->timer);
 	aios_record_exit(ei);
 }
 

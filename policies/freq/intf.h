@@ -5,6 +5,14 @@
 #ifndef FREQ_INTF_H
 #define FREQ_INTF_H
 
+/* BPF gets struct bpf_spin_lock from vmlinux.h; a C compiler reading this
+ * header elsewhere (the layout test) gets the same 4 bytes. */
+#ifndef __VMLINUX_H__
+struct bpf_spin_lock {
+	u32 val;
+};
+#endif
+
 /* Limits, as an enum so that they are in BTF. The table layout must match
  * aios_lab.dvfs.table (UTIL_BUCKETS, RQ_BUCKETS, PERF_MAX). */
 enum freq_limit {
@@ -36,11 +44,13 @@ struct freq_ctl {
 };
 
 /* What the policy last observed and asked for on one CPU (the `cpu_state`
- * array map, key = CPU). Written only under that CPU's runqueue lock (tick,
- * running and stopping of a task on that CPU all hold it), so the CPU's
- * entries never race each other; user space reads them without a lock and
- * uses `seq` to tell a consistent copy from one taken mid-update. */
+ * array map, key = CPU). Written by that CPU's tick, running and stopping
+ * (under its runqueue lock) and by the idle-decay timer (from any CPU), so
+ * every write holds `lock`; user space reads without it and uses `seq` to
+ * tell a consistent copy from one taken mid-update. */
 struct freq_cpu {
+	struct bpf_spin_lock lock;	/* held by every BPF write of this entry */
+	u32 _pad0;
 	u64 seq;		/* odd while a perf update is being written */
 	u64 window_start_ns;	/* start of the current utilisation window */
 	u64 run_start_ns;	/* start of the running segment not yet counted in busy_ns */
@@ -73,6 +83,7 @@ enum freq_stat {
 	FREQ_STAT_RATE_LIMITED,		/* ops.running skipped: perf was decided less than running_min_ns ago */
 	FREQ_STAT_NO_TABLE,		/* no valid table in the active slot: perf left as it was */
 	FREQ_STAT_CLAMPED,		/* a table value outside 1..1024 was clamped (never, if user space checked) */
+	FREQ_STAT_IDLE_DECAY,		/* perf set by the timer for an idle CPU whose utilisation decayed */
 	FREQ_NR_STATS,
 };
 

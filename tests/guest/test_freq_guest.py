@@ -100,6 +100,11 @@ def test_the_table_in_the_map_decides_each_cpus_request():
         with _spinners(2 * NCPU):
             time.sleep(4)
             states = run.states()
+        # Then ~200 ms of idle (25 windows): no tick reaches an idle CPU, so
+        # only the window timer can decay its utilisation and re-apply the
+        # table, as the simulator decays every CPU every window.
+        time.sleep(0.2)
+        idle = run.states()
         # Then a light load: short runs between 50 ms sleeps. Each task
         # start decides again, and the idle windows decay the utilisation.
         subprocess.run(["sh", "-c", "for i in $(seq 40); do sleep 0.05; done"], check=True, timeout=300)
@@ -108,13 +113,22 @@ def test_the_table_in_the_map_decides_each_cpus_request():
     assert sched_ext.read_state().state == "disabled"
     assert stats["TICK_SET"] > 0 and stats["RUNNING_SET"] > 0, stats
     assert stats["NO_TABLE"] == 0 and stats["CLAMPED"] == 0, stats
+    assert stats["IDLE_DECAY"] > 0, stats
     used = _check_requests(states, table)
     assert len(used) == NCPU, states  # every CPU ran spinners and decided
     assert max(s.util for s in used) >= 512, states  # the load was measured
     assert any(s.nr_queued > 0 for s in used), states  # and so were the queues
+    # After the idle gap every CPU's recorded utilisation has decayed to the
+    # lowest bucket ((3/4)^25 of 1024 rounds to 0) and its request is the
+    # table's for that state, not what the spinners left.
+    assert len(_check_requests(idle, table)) == NCPU, idle
+    assert all(s.util < 64 and s.util_bucket == 0 for s in idle), idle
+    assert all(s.request == cpuperf_request(table.lookup(s.util, s.nr_queued)) for s in idle), idle
+    assert all(s.request < min(u.request for u in used) for s in idle), (states, idle)
     assert len(_check_requests(light, table)) == NCPU, light
     assert min(s.util for s in light) < min(s.util for s in used), (states, light)  # and its decay
     print("\nper-CPU state under load:", [s.to_dict() for s in states])
+    print("per-CPU state after 200 ms idle:", [s.to_dict() for s in idle])
     print("per-CPU state after a light load:", [s.to_dict() for s in light])
 
 
