@@ -218,7 +218,7 @@ def test_rl_table_runs_the_opp_the_agent_chose():
 
 def test_sweep_returns_a_monotone_simulated_table():
     lambdas = (1.0, 16.0)
-    res = sweep.sweep(BIG, tiny_demands(), cfg=sweep.SweepConfig(lambdas=lambdas))
+    res = sweep.sweep(BIG, tiny_demands(), cfg=sweep.SweepConfig(lambdas=lambdas, bisect_steps=0))
     t = res.table
     assert isinstance(t, FreqTable) and t.method == "sweep"
     t.validate()
@@ -274,3 +274,16 @@ def test_sweep_table_runs_the_cheapest_opp():
     s = _samples(lambda ub, rb: 3)
     perf = sweep.choose(BIG, s, 1.0, sweep.SweepConfig())
     assert BIG.opp_for_perf(perf[0, 0]) == 3
+
+
+def test_miss_excess_per_trace_and_total():
+    from types import SimpleNamespace as R
+
+    base = [R(misses=100, items=1000), R(misses=0, items=1000)]
+    per = sweep.miss_excess(base, sweep.SweepConfig(per_trace=True, miss_slack=0.05, abs_slack=0.005))
+    tot = sweep.miss_excess(base, sweep.SweepConfig(per_trace=False, miss_slack=0.05))
+    # caps per trace: 105 + 5 = 110 and 0 + 5 = 5; total cap 105
+    assert per([R(misses=110, items=1000), R(misses=5, items=1000)]) == 0
+    assert per([R(misses=0, items=1000), R(misses=50, items=1000)]) == 45  # trading kinds is not allowed
+    assert tot([R(misses=0, items=1000), R(misses=50, items=1000)]) == 0   # in total it is
+    assert tot([R(misses=100, items=1000), R(misses=10, items=1000)]) == 5

@@ -33,8 +33,13 @@ from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
 
 @dataclass(frozen=True)
 class SweepConfig:
-    lambdas: tuple[float, ...] = (0.25, 1, 4, 16, 64)
+    lambdas: tuple[float, ...] = (0.25, 1, 4, 16, 64, 256, 1024)
     miss_slack: float = 0.05       # training misses <= schedutil's x (1 + slack)
+    # per_trace: the budget holds for every training trace on its own (plus
+    # abs_slack of its items), so misses cannot be traded between kinds of
+    # demand; otherwise it holds for the sum over all traces
+    per_trace: bool = False
+    abs_slack: float = 0.005
     min_visits: int = 5            # a bucket/OPP pair seen fewer steps is not trusted
     overdue_weight: float = 0.25
     bisect_steps: int = 5
@@ -91,6 +96,16 @@ def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.nda
     return np.clip(perf, 1, PERF_MAX)
 
 
+def miss_excess(base: list, cfg: SweepConfig) -> Callable[[list], float]:
+    """How far a set of runs (same order as `base`, schedutil's runs) is over
+    the miss budget: 0 when within it."""
+    if cfg.per_trace:
+        caps = [b.misses * (1 + cfg.miss_slack) + cfg.abs_slack * b.items for b in base]
+        return lambda res: float(sum(max(0.0, r.misses - c) for r, c in zip(res, caps)))
+    cap = sum(b.misses for b in base) * (1 + cfg.miss_slack)
+    return lambda res: float(max(0.0, sum(r.misses for r in res) - cap))
+
+
 @dataclass
 class SweepResult:
     table: FreqTable
@@ -104,7 +119,7 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
     base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
     base_misses = sum(r.misses for r in base)
     base_energy = sum(r.energy_j for r in base)
-    budget = base_misses * (1 + cfg.miss_slack)
+    excess = miss_excess(base, cfg)
     cands: list[dict] = []
 
     def trial(lam: float) -> dict:
@@ -112,11 +127,11 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
         tab = FreqTable(perf, method="sweep")
         res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
         row = {"lambda": lam, "energy_j": sum(r.energy_j for r in res), "misses": sum(r.misses for r in res),
-               "perf": perf}
+               "excess": excess(res), "perf": perf}
         cands.append(row)
         if progress:
             progress(f"lambda {lam:g}: training energy {row['energy_j']:.2f} J (schedutil {base_energy:.2f}), "
-                     f"misses {row['misses']} (schedutil {base_misses})")
+                     f"misses {row['misses']} (schedutil {base_misses}), over budget by {row['excess']:.0f}")
         return row
 
     for lam in cfg.lambdas:
@@ -125,25 +140,25 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
     # lambda over the budget and the smallest within it, where the cheapest
     # table that still meets the budget lies.
     for _ in range(cfg.bisect_steps):
-        over = [c["lambda"] for c in cands if c["misses"] > budget]
-        within = [c["lambda"] for c in cands if c["misses"] <= budget]
+        over = [c["lambda"] for c in cands if c["excess"] > 0]
+        within = [c["lambda"] for c in cands if c["excess"] == 0]
         if not over or not within:
             break
         lo = max((x for x in over if x < min(within)), default=None)
         if lo is None:
             break
         trial(float(np.sqrt(lo * min(within))))
-    ok = [c for c in cands if c["misses"] <= budget]
-    best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["misses"], c["energy_j"]))
+    ok = [c for c in cands if c["excess"] == 0]
+    best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["excess"], c["energy_j"]))
     meta = {"config": cfg.as_dict(), "mem_share": mem_share, "cluster": cluster.describe(),
             "train": [d.name for d in train], "lambda": best["lambda"], "met_miss_budget": bool(ok),
+            "budget": "per trace" if cfg.per_trace else "total",
             "train_energy_j": best["energy_j"], "train_misses": best["misses"],
             "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
     table = FreqTable(best["perf"], method="sweep", meta=meta)
     if refine_passes:
         table = refine(cluster, table, train, lam=best["lambda"], passes=refine_passes, mem_share=mem_share,
-                       visits=samples.steps.sum(axis=0), max_misses=budget if ok else None,
-                       progress=progress)
+                       visits=samples.steps.sum(axis=0), excess=excess, progress=progress)
     for c in cands:
         c.pop("perf")
     return SweepResult(table, cands, {"energy_j": base_energy, "misses": base_misses})
@@ -151,15 +166,16 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
 
 def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: float, passes: int = 1,
            top_buckets: int = 24, steps: tuple[int, ...] = (-2, -1, 1, 2), mem_share: float = 0.3,
-           visits: np.ndarray | None = None, max_misses: float | None = None,
+           visits: np.ndarray | None = None, excess: Callable[[list], float] | None = None,
            progress: Callable[[str], None] | None = None) -> FreqTable:
     """Coordinate descent on the whole-run objective: for the most visited
     buckets, try neighbouring OPPs and keep a change when the training
     energy + lam x misses (energy in top-OPP busy-power seconds) drops.
     Sampling attributes costs step by step and so misses effects that build
     up over time (a backlog left by a low OPP); this sees them. With
-    `max_misses`, the objective is constrained instead: least energy among
-    tables within that many training misses."""
+    `excess` (see miss_excess), the objective is constrained instead: least
+    energy among tables within the miss budget, and any table within it beats
+    any table over it."""
     e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * 0.001
 
     def objective(perf: np.ndarray) -> tuple[tuple, float, int]:
@@ -167,10 +183,9 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
         res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
         e = sum(r.energy_j for r in res)
         m = sum(r.misses for r in res)
-        if max_misses is not None:
-            # constrained: within the miss budget, less energy is better; outside
-            # it, fewer misses are (and any table within beats any outside)
-            return ((0, e) if m <= max_misses else (1, m)), e, m
+        if excess is not None:
+            over = excess(res)
+            return ((0, e) if over == 0 else (1, over)), e, m
         return (0, e / e_norm + lam * m), e, m
 
     perf = table.perf.copy()
