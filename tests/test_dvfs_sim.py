@@ -539,3 +539,39 @@ def test_window_selects_and_retimes():
     assert len(tail.starts_s) == int((d.starts_s >= 0.4).sum())
     empty = d.window(0.6, 0.1)
     assert len(empty.starts_s) == 0 and empty.duration_s == 0.0
+
+
+def test_schedutil_util_est_reacts_to_recurring_bursts():
+    # Bursts that PELT alone forgets between arrivals: util_est remembers the
+    # util each burst reached, so schedutil with it starts the next burst
+    # higher and misses fewer deadlines, at some energy.
+    from aios_lab.dvfs import demand as dm
+    from aios_lab.dvfs.governors import Schedutil
+    from aios_lab.dvfs.sim import simulate
+
+    d = dm.bursty(duration_s=3.0, seed=5)
+    plain = simulate(BIG, d, Schedutil(util_est=False))
+    est = simulate(BIG, d, Schedutil())
+    assert est.misses < plain.misses
+    assert est.energy_j > plain.energy_j
+
+
+def test_util_est_update_rule():
+    # up at once to a larger sample, down by a quarter of the gap to a smaller one
+    from aios_lab.dvfs.demand import Demand
+    from aios_lab.dvfs.sim import Simulation
+
+    d = Demand("two", "interactive", [0.0, 0.1], [[0.05, 0.0], [0.01, 0.0]], 0.1, 0.2)
+    sim = Simulation(BIG, d, step_s=0.001)
+    samples, est_after = [], []
+    had = False
+    while not sim.done:
+        sim.advance(1)
+        if had and not sim.queues[0]:
+            samples.append(sim.util[0])
+            est_after.append(sim.util_est[0])
+        had = bool(sim.queues[0])
+    assert len(samples) == 2 and samples[1] < samples[0]
+    assert est_after[0] == pytest.approx(samples[0])
+    assert est_after[1] == pytest.approx(samples[0] + (samples[1] - samples[0]) / 4)
+    assert sim.util_est[1] == 0.0

@@ -104,12 +104,15 @@ class Schedutil(Governor):
     busiest CPU's frequency-invariant utilisation (get_next_freq,
     sugov_next_freq_shared), rate-limited to the policy's transition delay
     (1.5 x transition latency, cpufreq_policy_transition_delay_us). Left out:
-    util_est, iowait boost, uclamp, the 'busy CPU keeps its frequency' hold."""
+    iowait boost, uclamp, the 'busy CPU keeps its frequency' hold. util_est
+    is in (dvfs.sim models it per CPU); util_est=False gives PELT alone."""
 
     name = "schedutil"
 
-    def __init__(self, rate_limit_s: float | None = None, headroom: float = SCHEDUTIL_HEADROOM) -> None:
+    def __init__(self, rate_limit_s: float | None = None, headroom: float = SCHEDUTIL_HEADROOM,
+                 util_est: bool = True) -> None:
         self._rate = rate_limit_s
+        self.util_est = util_est
         self.headroom = headroom
         self.period_s = rate_limit_s or 0.001
 
@@ -120,6 +123,8 @@ class Schedutil(Governor):
 
     def decide(self, obs: Obs) -> int:
         util = max(obs.util, default=0.0)
+        if obs.util_est is not None and self.util_est:
+            util = max(util, max(obs.util_est, default=0.0))  # cpu_util(): max(util_avg, util_est)
         return obs.cluster.opp_for_perf(min(self.headroom * util, 1024.0))
 
 

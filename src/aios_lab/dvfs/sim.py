@@ -14,6 +14,9 @@ Model, per step of `step_s` (1 ms by default):
   clock-latency-ns); the CPUs keep running at the old OPP meanwhile.
 * Power: dvfs.platform (C*V^2*f + leakage when busy; leakage in shallow
   idle; power-collapsed after the idle state's min-residency).
+* util_est: per CPU, an EWMA of its PELT util each time its work runs out
+  (kernel util_est_update: up at once, down by 1/4), counted while the CPU
+  has work, as schedutil adds it to util_avg (cpu_util: max of the two).
 * Utilisation: each CPU keeps two frequency-invariant signals (busy share x
   current perf / top perf, 0..1024): PELT-like (32 ms half-life, updated each
   1 ms), which schedutil reads, and the `freq` sched_ext policy's own
@@ -54,6 +57,8 @@ class Obs:
     # per CPU, 0..1024, the freq policy's windowed EWMA (what tables are indexed
     # by); None in a hand-built Obs means "same as util"
     util_win: list[float] | None = None
+    # per CPU, the util_est schedutil adds (0 while the CPU has nothing runnable); None: none
+    util_est: list[float] | None = None
 
 
 @dataclass
@@ -121,6 +126,7 @@ class Simulation:
         # several times faster on Python floats than on numpy scalars
         self.util = [0.0] * n
         self.util_win = [0.0] * n
+        self.util_est = [0.0] * n       # EWMA of util at each "dequeue" (the CPU's work running out)
         self._win_busy = [0.0] * n      # perf-weighted busy seconds in the current window
         self._win_t = 0.0
         self._win_steps = max(1, int(round(WINDOW_S / step_s)))
@@ -173,7 +179,8 @@ class Simulation:
     def observe(self) -> Obs:
         span = max(self.acc_t, 1e-12)
         obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
-                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=list(self.util_win))
+                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=list(self.util_win),
+                  util_est=[e if q else 0.0 for e, q in zip(self.util_est, self.queues)])
         self.busy_acc = [0.0] * len(self.busy_acc)
         self.acc_t = 0.0
         return obs
@@ -225,6 +232,7 @@ class Simulation:
         energy = 0.0
         for cpu, q in enumerate(self.queues):
             busy = 0.0
+            had_work = bool(q)
             seg_start = t0
             for seg_dt, opp in segments:
                 rate = self._rate[opp]
@@ -257,6 +265,14 @@ class Simulation:
                 seg_start += seg_dt
             self.busy_acc[cpu] += busy
             self.util[cpu] = self.util[cpu] * self._y + (1 - self._y) * (busy / dt) * perf_eff * 1024
+            if had_work and not q:
+                # util_est (kernel/sched/fair.c util_est_update): at dequeue the
+                # task's util is a sample; the EWMA jumps up to a larger sample
+                # and falls by 1/4 of the difference to a smaller one. The
+                # CPU's work running out stands for its task going to sleep.
+                sample = self.util[cpu]
+                est = self.util_est[cpu]
+                self.util_est[cpu] = sample if sample >= est else est + (sample - est) / 4
             self._win_busy[cpu] += busy * perf_eff
             if q and q[0][1] < t1:
                 self.step_overdue += dt
