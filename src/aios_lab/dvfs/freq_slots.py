@@ -1,13 +1,9 @@
 """Push a FreqTable into the running `freq` policy, atomically; read what it did.
 
-The policy looks up `table[ctl.active]` on every tick. A map update from
-user space is a plain copy into the value, which a concurrent lookup could
-see half-done, so the slot the kernel reads is never written: the inactive
-one is written, read back, and only then `ctl.active` flips (one aligned
-u32 whose only changing byte is 0 or 1). The retired slot may still be read
-by a lookup that loaded `active` before the flip, so it is not rewritten for
-a grace period (lookups run for microseconds under RCU; GRACE_S is three
-orders of magnitude longer). This is the scheme of aios_lab.mllb.slots.
+The policy looks up `table[ctl.active]` on every tick; the inactive slot is
+written and read back, then `ctl.active` flips (one aligned u32 whose only
+changing byte is 0 or 1), with a grace period before a retired slot is
+reused: mllb's scheme, shared in aios_lab.bpf.double_buffer.
 
 Everything that would make the kernel's view wrong is checked before the
 first write (`check_table`): shape, integer perf levels within 1..1024, no
@@ -20,17 +16,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from ..bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
 from ..errors import AiosError, LayoutError, ModelError
 from . import table as tbl
 from .table import FreqTable
 
-GRACE_S = 0.02
 MAGIC = 0x51455246  # FREQ_TABLE_MAGIC, "FREQ": the slot holds a table (checked against BTF)
 MAX_CPUS = 256      # FREQ_MAX_CPUS
 TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT, LIMIT_ENUM = "freq_table", "freq_ctl", "freq_cpu", "freq_limit"
@@ -148,7 +143,7 @@ class FreqSlots:
         self.slots, self.ctl, self.state = slots, ctl, state
         self._table_t, self._ctl_t, self._cpu_t = table_t, ctl_t, cpu_t
         self.limits = limits
-        self._last_flip = 0.0
+        self._writer = SlotWriter(self.slots)
 
     @classmethod
     def from_object(cls, obj, spec) -> "FreqSlots":
@@ -227,19 +222,12 @@ class FreqSlots:
         for u in range(self.limits.util_buckets):
             for r in range(self.limits.rq_buckets):
                 t.perf[u][r] = int(perf[u, r])
-        wait = self._last_flip + GRACE_S - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # the inactive slot may still be read by a pre-flip lookup
         ctl = self.read_ctl()
-        target = 1 - (ctl["active"] & 1)
-        raw = bytes(t)
-        self.slots.update(target.to_bytes(4, "little"), raw)
-        if bytes(self.slots.lookup_u32_key(target)) != raw:
-            raise ModelError(f"table slot {target} reads back different bytes; the live table is unchanged")
+        target = self._writer.write_inactive(ctl["active"], bytes(t), "table")
         c = self._ctl_t()
         c.active, c.version, c.swaps = target, version, ctl["swaps"] + 1
         self.ctl.update((0).to_bytes(4, "little"), bytes(c))
-        self._last_flip = time.monotonic()
+        self._writer.flipped()
         after = self.read_ctl()
         if after["active"] != target or after["version"] != version:
             raise ModelError(f"the control word reads back {after} after the flip to slot {target}")

@@ -1,13 +1,8 @@
 """Push a decision tree into a running policy's model slots, atomically.
 
-The policy reads `model[ctl.active]` on every decision. A map update from
-user space is a plain copy into the value, which a concurrent BPF program
-could see half-done, so we never write the slot the kernel reads: we write
-the other one, read it back, and only then flip `ctl.active` (one aligned
-u32 store). The slot that was just retired may still be read by a program
-that looked up `active` before the flip, so it is not rewritten until a
-grace period has passed (BPF programs run for microseconds, under RCU;
-GRACE_S is three orders of magnitude longer).
+The policy reads `model[ctl.active]` on every decision; the inactive slot is
+written and read back, then `ctl.active` flips (one aligned u32 store), with
+a grace period before a retired slot is reused (aios_lab.bpf.double_buffer).
 
 Layouts come from the object's BTF (policies/mllb/intf.h), never from
 Python declarations.
@@ -15,17 +10,16 @@ Python declarations.
 from __future__ import annotations
 
 import ctypes
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from ..bpf import BpfObject, Map
+from ..bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
 from ..errors import LayoutError, ModelError
 from ..policy import ModelSpec
 from .model import QuantizedTree
 
 MAGIC = 0x424C4C4D  # MLLB_MODEL_MAGIC
-GRACE_S = 0.02
 MODES = {"collect": 0, "model": 1}
 
 
@@ -61,7 +55,7 @@ class ModelSlots:
         self.limits = SlotLimits(nr_features=len(names), max_nodes=nr_nodes, max_depth=limit["MLLB_MAX_DEPTH"],
                                  feature_max=limit["MLLB_FEATURE_MAX"],
                                  feature_names=[names[i] for i in sorted(names)])
-        self._last_flip = 0.0
+        self._writer = SlotWriter(self.slots)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -113,17 +107,10 @@ class ModelSlots:
             node.left = int(tree.left[i])
             node.right = int(tree.right[i])
             node.leaf = int(tree.leaf[i])
-        wait = self._last_flip + GRACE_S - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # the inactive slot may still be read by a pre-flip decision
         ctl = self.read_ctl()
-        target = 1 - (ctl["active"] & 1)
-        raw = bytes(m)
-        self.slots.update(target.to_bytes(4, "little"), raw)
-        if self.slots.lookup_u32_key(target) != raw:
-            raise ModelError(f"model slot {target} reads back different bytes; the live model is unchanged")
+        target = self._writer.write_inactive(ctl["active"], bytes(m), "model")
         self._write_ctl(target, ctl["mode"], m.version, ctl["swaps"] + 1)
-        self._last_flip = time.monotonic()
+        self._writer.flipped()
         return target
 
     def _write_ctl(self, active: int, mode: int, version: int, swaps: int) -> None:
