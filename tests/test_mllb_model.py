@@ -342,7 +342,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, fail_at):
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(m.os, fail_at, boom)
+    monkeypatch.setattr(os, fail_at, boom)
     with pytest.raises(ModelError, match="cannot write model file") as exc:
         save_model(target, ModelFile(tree=_tree()))
     _one_line_error(exc)
@@ -356,7 +356,7 @@ def test_failed_save_keeps_the_old_model(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(m.os, "fsync", interrupted)
+    monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_model(target, constant_model(1))
     assert target.read_bytes() == before

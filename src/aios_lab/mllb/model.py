@@ -19,12 +19,11 @@ be loaded into the kernel.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from aios_lab.atomic import fsync_dir
+from aios_lab.atomic import write_text_atomic
 from aios_lab.errors import ModelError
 from aios_lab.telemetry.schema import LB_FEATURES
 
@@ -404,28 +403,15 @@ def save_model(path: Path | str, model_file: ModelFile) -> Path:
         text = json.dumps(model_file.to_dict(), indent=1, sort_keys=True, allow_nan=False)
     except ValueError:
         raise ModelError("model metadata holds NaN or infinity; it cannot be saved") from None
-    parent = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_text_atomic(path, text + "\n")
     except OSError as e:
-        raise ModelError(f"cannot write model file {path}: {e.strerror}",
-                         hint="check that the folder exists and is writable") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ModelError(f"cannot write model file {path}: {e.strerror or e}",
-                             hint="check free disk space and permissions") from None
-        raise
-    fsync_dir(parent)
+        # a missing or read-only folder fails before anything is written; the
+        # rest (a full disk) fails while writing the temporary file
+        hint = ("check that the folder exists and is writable"
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS)
+                else "check free disk space and permissions")
+        raise ModelError(f"cannot write model file {path}: {e.strerror or e}", hint=hint) from None
     return path
 
 
