@@ -26,7 +26,7 @@ from gymnasium import spaces
 from .demand import Demand
 from .platform import Cluster
 from .sim import Simulation
-from .table import RQ_BUCKETS, UTIL_BUCKETS, rq_bucket, util_bucket
+from .table import RQ_BUCKETS, UTIL_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ class FreqEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         s = self.sim
-        q = max(max(len(x) - 1, 0) for x in s.queues)
-        return np.array([util_bucket(float(max(s.util_win))), rq_bucket(q), s.opp], dtype=np.int64)
+        return np.array([*s.table_state(), s.opp], dtype=np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

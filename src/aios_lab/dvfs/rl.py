@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from .budget import miss_excess, within_first
 from .demand import Demand
 from .env import FreqEnv, RewardWeights
 from .governors import TableGovernor
@@ -113,7 +114,7 @@ def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None 
     from .governors import Schedutil
 
     base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train] if cfg.select_every else []
-    budget = sum(r.misses for r in base) * (1 + cfg.miss_slack)
+    excess = miss_excess(base, miss_slack=cfg.miss_slack)
     best: tuple[tuple, FreqTable] | None = None
     obs, _ = env.reset(seed=cfg.seed)
     for ep in range(cfg.episodes):
@@ -143,7 +144,7 @@ def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None 
             res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
             e, m = sum(r.energy_j for r in res), sum(r.misses for r in res)
             row["train_energy_j"], row["train_misses"] = e, m
-            key = (0, e) if m <= budget else (1, m)
+            key = within_first(e, excess(res))
             if best is None or key < best[0]:
                 best = (key, tab)
                 tab.meta.update(selected_episode=ep + 1, train_energy_j=e, train_misses=m,

@@ -176,6 +176,13 @@ class Simulation:
                    and self.t >= self.d.duration_s - 1e-12)
         return drained or self.t >= self.cutoff
 
+    def table_state(self) -> tuple[int, int]:
+        """The cluster's state as a table indexes it: the utilisation bucket of
+        the busiest CPU (the freq policy's windowed signal) and the bucket of
+        the longest queue. What the sweep logs and the RL agent sees."""
+        return (util_bucket(float(max(self.util_win))),
+                rq_bucket(max(max(len(q) - 1, 0) for q in self.queues)))
+
     def observe(self) -> Obs:
         span = max(self.acc_t, 1e-12)
         obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
@@ -213,8 +220,7 @@ class Simulation:
         t1 = t0 + dt
         self._arrivals(t1)
         if self.log is not None:
-            state = (util_bucket(float(max(self.util_win))),
-                     int(rq_bucket(max(max(len(q) - 1, 0) for q in self.queues))))
+            state = self.table_state()
             misses0, overdue0 = self.misses, self.step_overdue
         # the OPPs in force during this step: the old one until a pending change lands
         if self._next_opp is not None and self._next_at < t1:

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import budget
 from .demand import Demand
 from .governors import Schedutil, Static, TableGovernor
 from .platform import Cluster
@@ -97,13 +98,9 @@ def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.nda
 
 
 def miss_excess(base: list, cfg: SweepConfig) -> Callable[[list], float]:
-    """How far a set of runs (same order as `base`, schedutil's runs) is over
-    the miss budget: 0 when within it."""
-    if cfg.per_trace:
-        caps = [b.misses * (1 + cfg.miss_slack) + cfg.abs_slack * b.items for b in base]
-        return lambda res: float(sum(max(0.0, r.misses - c) for r, c in zip(res, caps)))
-    cap = sum(b.misses for b in base) * (1 + cfg.miss_slack)
-    return lambda res: float(max(0.0, sum(r.misses for r in res) - cap))
+    """The budget of `cfg` over schedutil's runs `base` (see dvfs.budget)."""
+    return budget.miss_excess(base, miss_slack=cfg.miss_slack, per_trace=cfg.per_trace,
+                              abs_slack=cfg.abs_slack)
 
 
 @dataclass
@@ -184,8 +181,7 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
         e = sum(r.energy_j for r in res)
         m = sum(r.misses for r in res)
         if excess is not None:
-            over = excess(res)
-            return ((0, e) if over == 0 else (1, over)), e, m
+            return budget.within_first(e, excess(res)), e, m
         return (0, e / e_norm + lam * m), e, m
 
     perf = table.perf.copy()
