@@ -14,6 +14,10 @@
  *  - migration_ring / wakeup_ring (ring buffers): one record per
  *    sched_migrate_task / sched_wakeup(_new), with run-queue length and load
  *    of the CPUs involved. Wakeup records can be turned off (wakeup_events).
+ *  - switch_ring (ring buffer, switch_events): one record per sched_switch,
+ *    the raw stream per-CPU timelines and exact wait percentiles need. It
+ *    notifies the reader only when a quarter full: a wakeup per record
+ *    would switch the reader in, which records a switch, which wakes it.
  *  - drops (PERCPU_ARRAY): reserve failures per ring, events that found
  *    the task map full, and unpaired switches (below). Nothing is lost
  *    silently.
@@ -74,6 +78,8 @@ const volatile u32 wakeup_sample = 1;
  * as events (they are still aggregated), or draining the rings would feed
  * the rings, a loop that swamps slow machines (measured under TCG). */
 const volatile s32 ignore_tgid = 0;
+/* One record per context switch: the heaviest stream, so it can be off. */
+const volatile bool switch_events = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -98,6 +104,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
 } wakeup_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} switch_ring SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -125,6 +136,7 @@ enum aios_task_flag __aios_btf_flag __attribute__((unused));
 struct aios_cpu_stats __aios_btf_cpu __attribute__((unused));
 struct aios_migration_event __aios_btf_mig __attribute__((unused));
 struct aios_wakeup_event __aios_btf_wake __attribute__((unused));
+struct aios_switch_event __aios_btf_switch __attribute__((unused));
 
 /* Before 5.14 task_struct had `long state`; since then `unsigned int __state`. */
 struct task_struct___pre_5_14 {
@@ -314,6 +326,66 @@ static __always_inline u32 cpu_switch(u32 cpu, struct task_struct *prev, u32 pre
 	return unpaired;
 }
 
+/* prev_state as the sched_switch tracepoint prints it (the kernel's
+ * __trace_sched_switch_state): a preempted task is TASK_REPORT_MAX (0x100,
+ * "R+"); otherwise one bit, 1 << (fls(state & TASK_REPORT) - 1), with
+ * TASK_IDLE reported as 0x80 ("I") and an RT-lock wait as "D". */
+#define AIOS_TASK_REPORT	0x7f
+#define AIOS_TASK_IDLE		0x402	/* TASK_UNINTERRUPTIBLE | TASK_NOLOAD */
+#define AIOS_TASK_RTLOCK_WAIT	0x1000
+static __always_inline s64 ftrace_prev_state(bool preempt, struct task_struct *prev)
+{
+	long st;
+	u32 s, bit = 0x40;
+
+	if (preempt)
+		return 0x100;
+	st = task_state(prev);
+	if (st == AIOS_TASK_IDLE)
+		return 0x80;
+	if (st == AIOS_TASK_RTLOCK_WAIT)
+		return 0x2;
+	s = ((u32)st | (u32)BPF_CORE_READ(prev, exit_state)) & AIOS_TASK_REPORT;
+	if (!s)
+		return 0;
+	/* Highest set bit of 7: a bounded loop the verifier unrolls. */
+	for (int i = 0; i < 7; i++) {
+		if (s & bit)
+			return bit;
+		bit >>= 1;
+	}
+	return 0;
+}
+
+static __always_inline void emit_switch(u32 cpu, u64 now, bool preempt, struct task_struct *prev,
+					u32 prev_pid, struct task_struct *next, u32 next_pid,
+					s64 next_wait)
+{
+	struct aios_switch_event *e = bpf_ringbuf_reserve(&switch_ring, sizeof(*e), 0);
+	u64 avail;
+
+	if (!e) {
+		drop(AIOS_DROP_SWITCH_RING);
+		return;
+	}
+	e->ts_ns = now;
+	e->cpu = cpu;
+	e->prev_pid = prev_pid;
+	e->prev_tgid = BPF_CORE_READ(prev, tgid);
+	e->next_pid = next_pid;
+	e->next_tgid = BPF_CORE_READ(next, tgid);
+	e->prev_prio = BPF_CORE_READ(prev, prio);
+	e->next_prio = BPF_CORE_READ(next, prio);
+	e->_pad = 0;
+	e->prev_state = ftrace_prev_state(preempt, prev);
+	e->next_wait_ns = next_wait;
+	BPF_CORE_READ_STR_INTO(&e->prev_comm, prev, comm);
+	BPF_CORE_READ_STR_INTO(&e->next_comm, next, comm);
+	avail = bpf_ringbuf_query(&switch_ring, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail > bpf_ringbuf_query(&switch_ring, BPF_RB_RING_SIZE) / 4 ?
+			   BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
@@ -322,6 +394,7 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 	u32 prev_pid = BPF_CORE_READ(prev, pid), next_pid = BPF_CORE_READ(next, pid);
 	u32 ep = cur_epoch();
 	struct aios_task_stats *ts;
+	s64 next_wait = -1;
 	u32 unpaired;
 
 	unpaired = cpu_switch(cpu, prev, prev_pid, next_pid, now, ep);
@@ -363,14 +436,18 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 	if (next_pid) {
 		ts = task_entry(next, next_pid);
 		if (ts) {
-			if (ts->wait_since_ns && now >= ts->wait_since_ns)
-				record_wait(ts, now - ts->wait_since_ns, ep);
+			if (ts->wait_since_ns && now >= ts->wait_since_ns) {
+				next_wait = now - ts->wait_since_ns;
+				record_wait(ts, next_wait, ep);
+			}
 			ts->wait_since_ns = 0;
 			ts->oncpu_since_ns = now;
 			ts->last_cpu = cpu;
 			refresh_identity(ts, next);
 		}
 	}
+	if (switch_events)
+		emit_switch(cpu, now, preempt, prev, prev_pid, next, next_pid, next_wait);
 	return 0;
 }
 

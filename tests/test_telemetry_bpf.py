@@ -70,7 +70,7 @@ class Recorder:
         self.col = col
         self.tasks: list[dict] = []
         self.cpus: list[dict] = []
-        self.events: dict[str, list[dict]] = {"migrations": [], "wakeups": []}
+        self.events: dict[str, list[dict]] = {"migrations": [], "wakeups": [], "switches": []}
         self.t = col.now_ns()
         col.snapshot(0, self.t)          # baseline: earlier activity is not ours
         col.take_events()
@@ -106,10 +106,20 @@ def rec():
         yield Recorder(col)
 
 
+@pytest.fixture
+def srec():
+    """A recorder with the per-switch event stream on."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load BPF")
+    with BpfCollector(switch_events=True) as col:
+        yield Recorder(col)
+
+
 def check_schema(rec: Recorder) -> None:
     """Every row has exactly the schema's columns, and pyarrow accepts the types."""
     for name, rows in (("task_intervals", rec.tasks), ("cpu_intervals", rec.cpus),
-                       ("migrations", rec.events["migrations"]), ("wakeups", rec.events["wakeups"])):
+                       ("migrations", rec.events["migrations"]), ("wakeups", rec.events["wakeups"]),
+                       ("switches", rec.events["switches"])):
         sch = schema.TABLES[name]
         for r in rows:
             assert list(r) == sch.names, name
@@ -286,7 +296,8 @@ def test_nothing_lost_at_normal_rates(rec):
     rec.snap()
     assert rec.events["wakeups"], "wakeup events were expected"
     lost = rec.col.lost()
-    assert set(lost) == {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch"}
+    assert set(lost) == {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch",
+                         "switch_ring"}
     assert lost["migration_ring"] == lost["wakeup_ring"] == lost["task_map_full"] == 0, lost
     # Unpaired switches are a kernel property, not a rate problem: our 6.18
     # host does not trace some tasks' switch-outs. They must stay rare.
@@ -305,6 +316,51 @@ def test_wakeup_events_can_be_turned_off():
         assert rec.task(p.pid)["wakeups"] >= 20     # still counted in the map
 
 
+@needs_root
+def test_switch_events_are_off_unless_asked(rec):
+    run_until_exit(rec.col, [spawn("import time\nfor _ in range(20): time.sleep(0.002)\n")])
+    rec.snap()
+    assert rec.events["switches"] == []
+
+
+@needs_root
+@needs_2_cpus
+def test_switch_stream_sleeper_and_preempted_spinners(srec):
+    """A pinned sleeper leaves its CPU as S (ftrace state 1) once per sleep;
+    two spinners sharing a CPU leave it still runnable (R, 0); the waits the
+    stream carries are the same waits the per-task aggregates count."""
+    sleeper = spawn("import time\nfor _ in range(100): time.sleep(0.002)\n", cpu=1)
+    spinners = [spawn(SPIN_WALL.format(s=0.3), cpu=0), spawn(SPIN_WALL.format(s=0.3), cpu=0)]
+    run_until_exit(srec.col, [sleeper, *spinners])
+    srec.snap()
+    sw = srec.events["switches"]
+    assert srec.col.lost()["switch_ring"] == 0
+    outs = [r for r in sw if r["prev_pid"] == sleeper.pid]
+    sleeps = [r for r in outs if r["prev_state"] == 1]
+    assert len(sleeps) >= 100 and all(r["cpu"] == 1 for r in sleeps)
+    ins = [r for r in sw if r["next_pid"] == sleeper.pid]
+    assert ins and all(r["next_comm"] == "python3" or r["next_comm"].startswith("python")
+                       for r in ins[-50:])
+    assert all(r["next_prio"] == 120 for r in ins)
+    for p in spinners:
+        # Still runnable when switched out: R (0) after a tick preemption
+        # taken on the way back to user space, R+ (256) in kernel.
+        out = [r["prev_state"] for r in sw if r["prev_pid"] == p.pid]
+        assert sum(s in (0, 256) for s in out) >= 5, f"spinner {p.pid}: {out[:20]}"
+    # Per CPU the stream is a chain: who comes in is who leaves next.
+    for cpu in (0, 1):
+        rows = sorted((r for r in sw if r["cpu"] == cpu), key=lambda r: r["ts_ns"])
+        linked = sum(a["next_pid"] == b["prev_pid"] for a, b in zip(rows, rows[1:]))
+        assert linked >= 0.95 * (len(rows) - 1), (cpu, linked, len(rows))
+    # Exact waits in the stream == the aggregate the task map kept.
+    for p in (sleeper, *spinners):
+        waits = [r["next_wait_ns"] for r in sw if r["next_pid"] == p.pid and r["next_wait_ns"] is not None]
+        t = srec.task(p.pid)
+        assert len(waits) == t["wait_count"], p.pid
+        assert sum(waits) == t["wait_ns"], p.pid
+    check_schema(srec)
+
+
 def test_start_needs_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(PrivilegeError):
@@ -318,7 +374,8 @@ def test_ringbuf_pages_must_be_a_power_of_two():
 
 # -- layouts: BTF mirror vs the host C compiler -------------------------------------------------
 
-STRUCTS = ["aios_task_stats", "aios_cpu_stats", "aios_migration_event", "aios_wakeup_event"]
+STRUCTS = ["aios_task_stats", "aios_cpu_stats", "aios_migration_event", "aios_wakeup_event",
+           "aios_switch_event"]
 
 
 def _c_facts(tmp_path: Path, exprs: list[str]) -> list[int]:

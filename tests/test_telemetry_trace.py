@@ -312,6 +312,15 @@ def test_missing_table_file(tmp_path):
     assert f"trace {out}: wakeups.parquet is missing; re-collect it" in _open_error(out)
 
 
+def test_trace_from_before_the_switches_table_reads_it_as_empty(tmp_path):
+    out = write_full_trace(tmp_path / "t")
+    (out / "switches.parquet").unlink()
+    t = Trace.open(out)
+    assert t.rows("switches") == 0 and t.file("switches") is None
+    sw = t.arrow("switches")
+    assert sw.num_rows == 0 and sw.schema.names == schema.TABLES["switches"].names
+
+
 def test_missing_required_column_and_row_mismatch(tmp_path):
     out = write_full_trace(tmp_path / "t")
     f = out / "wakeups.parquet"

@@ -387,10 +387,13 @@ def status(as_json: bool) -> None:
 @click.option("--no-wakeups", is_flag=True, help="Do not record individual wakeup events (they are frequent).")
 @click.option("--wakeup-sample", type=click.IntRange(min=1), default=1, show_default=True,
               help="Record 1 in N wakeup events, at random (per-task wakeup counts and waits still see all).")
+@click.option("--no-switches", is_flag=True,
+              help="Do not record each context switch (the switches table: Perfetto lanes, exact "
+                   "wait percentiles); the heaviest stream.")
 @click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_bpf, command) -> None:
+def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf, command) -> None:
     """Record per-task and per-CPU scheduler telemetry into a trace directory.
 
     Runs COMMAND (after --) and stops when it exits, or stops after
@@ -405,7 +408,8 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_bpf, comma
 
     opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
                           command=list(command), wakeup_events=not no_wakeups,
-                          wakeup_sample=wakeup_sample, bpf="off" if no_bpf else "auto")
+                          wakeup_sample=wakeup_sample, switch_events=not no_switches,
+                          bpf="off" if no_bpf else "auto")
     if not command and duration is None:
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))

@@ -25,6 +25,7 @@ enum aios_telemetry_drop {
 	AIOS_DROP_TASK_MAP_FULL,	/* an event found no task_stats slot (map full) */
 	AIOS_DROP_UNPAIRED_SWITCH,	/* a CPU's previous task left without a sched_switch
 					 * naming it as prev: its run is not credited */
+	AIOS_DROP_SWITCH_RING,		/* bpf_ringbuf_reserve failed on switch_ring */
 	AIOS_NR_DROPS,
 };
 
@@ -112,6 +113,24 @@ struct aios_wakeup_event {
 	__u64 weight;
 	__u32 is_new;			/* 1 for sched_wakeup_new (fork) */
 	__u32 _pad;
+};
+
+/* One record of the switch_ring ring buffer: a sched_switch as ftrace
+ * reports it, plus the run-queue wait the switch ended. */
+struct aios_switch_event {
+	__u64 ts_ns;
+	__u32 cpu;
+	__u32 prev_pid;
+	__u32 prev_tgid;
+	__u32 next_pid;
+	__u32 next_tgid;
+	__s32 prev_prio;		/* p->prio: 120 = nice 0 (fair and ext) */
+	__s32 next_prio;
+	__u32 _pad;
+	__s64 prev_state;		/* ftrace's encoding, see schema.SWITCHES */
+	__s64 next_wait_ns;		/* -1: the wait's start was not seen */
+	char prev_comm[AIOS_COMM_LEN];
+	char next_comm[AIOS_COMM_LEN];
 };
 
 #endif /* AIOS_TELEMETRY_H */

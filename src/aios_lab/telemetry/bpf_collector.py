@@ -36,7 +36,7 @@ from ..errors import BpfError, BpfMapError, BuildError
 from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
-RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring"}
+RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring", "switches": "switch_ring"}
 EXITED = 2                      # enum aios_task_flag AIOS_TASK_EXITED (checked against BTF)
 _INT32_MAX = 2**31 - 1
 
@@ -102,21 +102,26 @@ class BpfCollector:
     """Load, attach and read the telemetry BPF object (root only)."""
 
     POLL_BUDGET = 4096  # records per ring per poll()
+    # The switch ring notifies only when a quarter full, so each poll must
+    # be able to drain more of it than of the others.
+    SWITCH_POLL_BUDGET = 65536
 
     def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 1024,
-                 max_tasks: int = 16384, topology: CpuTopology | None = None, wakeup_sample: int = 1) -> None:
+                 max_tasks: int = 16384, topology: CpuTopology | None = None, wakeup_sample: int = 1,
+                 switch_events: bool = False) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
         if wakeup_sample < 1:
             raise ValueError(f"wakeup_sample must be >= 1, got {wakeup_sample}")
         self.wakeup_events = wakeup_events
         self.wakeup_sample = wakeup_sample
+        self.switch_events = switch_events
         self.ringbuf_pages = ringbuf_pages
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
         self.obj: BpfObject | None = None
         self._rings: list[RingBuffer] = []
-        self._raw: dict[str, list[bytes]] = {"migrations": [], "wakeups": []}
+        self._raw: dict[str, list[bytes]] = {"migrations": [], "wakeups": [], "switches": []}
         self._topo_arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._prev_tasks: dict[int, tuple] = {}    # pid -> (start_ns, cumulative counters)
         self._prev_cpus: dict[int, tuple] = {}
@@ -136,6 +141,7 @@ class BpfCollector:
             obj.set_rodata("wakeup_events", bool(self.wakeup_events))
             obj.set_rodata("ignore_tgid", os.getpid())
             obj.set_rodata("wakeup_sample", int(self.wakeup_sample))
+            obj.set_rodata("switch_events", bool(self.switch_events))
             ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
             for ring in RINGS.values():
                 _set_max_entries(obj, ring, ring_bytes)
@@ -149,6 +155,7 @@ class BpfCollector:
             self._cpu_t = btf.ctypes_type("aios_cpu_stats")
             self._mig_t = btf.ctypes_type("aios_migration_event")
             self._wake_t = btf.ctypes_type("aios_wakeup_event")
+            self._switch_t = btf.ctypes_type("aios_switch_event")
             if btf.enum("aios_task_flag")["AIOS_TASK_EXITED"] != EXITED:
                 raise BpfError("enum aios_task_flag changed: update EXITED")
             self._drop_names = {i: n.removeprefix("AIOS_DROP_").lower()
@@ -158,9 +165,10 @@ class BpfCollector:
             self._cpus: Map = obj.map("cpu_stats")
             self._drops: Map = obj.map("drops")
             self._epoch_map: Map = obj.map("epoch")
-            self._dtypes = {"migrations": np.dtype(self._mig_t), "wakeups": np.dtype(self._wake_t)}
-            self._rings = [RingBuffer(obj.map(RINGS["migrations"]), self._raw["migrations"].append),
-                           RingBuffer(obj.map(RINGS["wakeups"]), self._raw["wakeups"].append)]
+            self._dtypes = {"migrations": np.dtype(self._mig_t), "wakeups": np.dtype(self._wake_t),
+                            "switches": np.dtype(self._switch_t)}
+            self._rings = [RingBuffer(obj.map(ring), self._raw[table].append)
+                           for table, ring in RINGS.items()]
         except BaseException:
             for rb in self._rings:
                 rb.close()
@@ -205,7 +213,9 @@ class BpfCollector:
         select.select(fds, [], [], max(timeout_ms, 0) / 1000.0)
         # Bounded: under a flood, an unbounded consume never returns (the
         # producers keep up with a Python consumer), and intervals stall.
-        return sum(rb.consume(max_records=self.POLL_BUDGET) for rb in self._rings)
+        return sum(rb.consume(max_records=self.SWITCH_POLL_BUDGET if ring == "switch_ring"
+                              else self.POLL_BUDGET)
+                   for ring, rb in zip(RINGS.values(), self._rings))
 
     def take_event_frames(self) -> dict[str, "pd.DataFrame"]:
         """Events drained since the last call, decoded in one numpy pass per
@@ -223,7 +233,9 @@ class BpfCollector:
             blob = b"".join(r[:size] for r in raws)
             raws.clear()
             a = np.frombuffer(blob, dtype=self._dtypes[table])
-            out[table] = self._decode_migrations(a) if table == "migrations" else self._decode_wakeups(a)
+            decode = {"migrations": self._decode_migrations, "wakeups": self._decode_wakeups,
+                      "switches": self._decode_switches}[table]
+            out[table] = decode(a)
         return out
 
     def take_events(self) -> dict[str, list[dict]]:
@@ -280,6 +292,18 @@ class BpfCollector:
             "target_nr_running": _nullable(a["target_nr_running"], "Int32"),
             "since_last_ran_ns": _nullable(a["since_last_ran_ns"], "Int64"),
             "weight": np.minimum(a["weight"], _INT32_MAX).astype(np.int32),
+        })
+
+    @staticmethod
+    def _decode_switches(a: np.ndarray) -> "pd.DataFrame":
+        return pd.DataFrame({
+            "ts_ns": a["ts_ns"].astype(np.int64), "cpu": a["cpu"].astype(np.int32),
+            "prev_pid": a["prev_pid"].astype(np.int32), "prev_tgid": a["prev_tgid"].astype(np.int32),
+            "prev_comm": _comm(a["prev_comm"]), "prev_prio": a["prev_prio"].astype(np.int32),
+            "prev_state": a["prev_state"].astype(np.int64),
+            "next_pid": a["next_pid"].astype(np.int32), "next_tgid": a["next_tgid"].astype(np.int32),
+            "next_comm": _comm(a["next_comm"]), "next_prio": a["next_prio"].astype(np.int32),
+            "next_wait_ns": _nullable(a["next_wait_ns"], "Int64"),
         })
 
     # -- interval tables -------------------------------------------------------------
@@ -401,7 +425,7 @@ class BpfCollector:
 
     def lost(self) -> dict[str, int]:
         """What the BPF side could not record, by cause (enum aios_telemetry_drop):
-        {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch"}."""
+        {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch", "switch_ring"}."""
         self._live()
         return {name: self._drops.sum_percpu_u64(struct.pack("=I", idx))
                 for idx, name in sorted(self._drop_names.items())}

@@ -37,6 +37,7 @@ class CollectOptions:
     command: list[str] = field(default_factory=list)
     wakeup_events: bool = True
     wakeup_sample: int = 1  # record 1 in N wakeup events (counts and histograms see them all)
+    switch_events: bool = True  # one row per context switch (Perfetto lanes, exact wait percentiles)
     bpf: str = "auto"  # auto: use BPF when we can; on: require it; off: /proc only
 
 
@@ -89,7 +90,8 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
         return None, {"enabled": False, "reason": "disabled with --no-bpf"}
     from .bpf_collector import BpfCollector
 
-    col = BpfCollector(wakeup_events=opts.wakeup_events, wakeup_sample=opts.wakeup_sample)
+    col = BpfCollector(wakeup_events=opts.wakeup_events, wakeup_sample=opts.wakeup_sample,
+                       switch_events=opts.switch_events)
     try:
         col.start()
     except PrivilegeError as exc:
@@ -101,7 +103,8 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
     except BaseException:
         col.close()
         raise
-    return col, {"enabled": True, "wakeup_events": opts.wakeup_events, "wakeup_sample": opts.wakeup_sample}
+    return col, {"enabled": True, "wakeup_events": opts.wakeup_events, "wakeup_sample": opts.wakeup_sample,
+                 "switch_events": opts.switch_events}
 
 
 def _raise_interrupt(signum, frame):

@@ -89,6 +89,25 @@ WAKEUPS = pa.schema([
     pa.field("weight", pa.int32()),
 ], metadata={"aios.table": "wakeups", "aios.schema_version": str(SCHEMA_VERSION)})
 
+# One row per context switch (sched_switch), the raw event stream that
+# per-CPU timelines (Perfetto's CPU tracks) and exact wait percentiles need.
+# Added after version 1 was first written: a trace without the file reads as
+# an empty table (see OPTIONAL_TABLES), so older traces stay valid.
+SWITCHES = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),
+    pa.field("cpu", pa.int32(), nullable=False),
+    pa.field("prev_pid", pa.int32(), nullable=False),
+    pa.field("prev_tgid", pa.int32()),
+    pa.field("prev_comm", pa.string()),
+    pa.field("prev_prio", pa.int32()),          # kernel prio (p->prio): 120 = nice 0 CFS/EXT
+    pa.field("prev_state", pa.int64()),         # ftrace encoding: 0 R, 1 S, 2 D, ..., 256 R+ (preempted)
+    pa.field("next_pid", pa.int32(), nullable=False),
+    pa.field("next_tgid", pa.int32()),
+    pa.field("next_comm", pa.string()),
+    pa.field("next_prio", pa.int32()),
+    pa.field("next_wait_ns", pa.int64()),       # run-queue wait this switch ended; null if not seen begin
+], metadata={"aios.table": "switches", "aios.schema_version": str(SCHEMA_VERSION)})
+
 # The attached sched_ext policy's own per-CPU counters (its stats map), in
 # long form because every policy has its own set; empty when none is attached.
 POLICY_STATS = pa.schema([
@@ -147,7 +166,12 @@ TABLES: dict[str, pa.Schema] = {
     "policy_stats": POLICY_STATS,
     "processes": PROCESSES,
     "lb_decisions": LB_DECISIONS,
+    "switches": SWITCHES,
 }
+
+# Tables added to version 1 after it was first written. A trace that lacks
+# one of these files is still a version-1 trace: the table reads as empty.
+OPTIONAL_TABLES = frozenset({"switches"})
 
 
 def table_file(name: str) -> str:

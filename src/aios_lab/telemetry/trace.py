@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aios_lab.errors import TraceError
-from aios_lab.telemetry.schema import METADATA_FILE, SCHEMA_VERSION, TABLES, table_file
+from aios_lab.telemetry.schema import (METADATA_FILE, OPTIONAL_TABLES, SCHEMA_VERSION, TABLES,
+                                       table_file)
 
 # Versions this reader understands. A newer writer that only added nullable
 # columns keeps the version, so extra columns are tolerated below.
@@ -47,7 +48,7 @@ def _same_family(found: pa.DataType, expected: pa.DataType) -> bool:
 class Trace:
     """A validated trace directory. Build with ``Trace.open(path)``."""
 
-    def __init__(self, path: Path, metadata: dict, files: dict[str, Path],
+    def __init__(self, path: Path, metadata: dict, files: dict[str, Path | None],
                  file_schemas: dict[str, pa.Schema], rows: dict[str, int]) -> None:
         self.path = path
         self.metadata = metadata
@@ -75,6 +76,11 @@ class Trace:
         for name, expected in TABLES.items():
             fname = table_file(name)
             fpath = path / fname
+            if not fpath.is_file() and name in OPTIONAL_TABLES and not path.joinpath(
+                    fname).exists():
+                # Added to version 1 later; an older trace simply has none.
+                files[name], schemas[name], rows[name] = None, expected, 0
+                continue
             if not fpath.is_file():
                 raise TraceError(f"{where}: {fname} is missing; {_RECOLLECT}",
                                  hint="every trace has every table, empty or not")
@@ -110,6 +116,11 @@ class Trace:
     def tables(self) -> list[str]:
         return list(TABLES)
 
+    def file(self, name: str) -> Path | None:
+        """The table's Parquet file, or None for an optional table the trace lacks."""
+        self._require_table(name)
+        return self._files[name]
+
     def rows(self, name: str) -> int:
         """Row count of a table, from its Parquet footer (no data read)."""
         self._require_table(name)
@@ -126,6 +137,8 @@ class Trace:
         if name in self._cache:
             return self._cache[name]
         fname = table_file(name)
+        if self._files[name] is None:
+            return TABLES[name].empty_table()
         try:
             raw = pq.read_table(self._files[name])
         except (pa.ArrowException, OSError, ValueError):
