@@ -417,22 +417,6 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
     click.echo(format_summary(summarize(Trace.open(path))))
 
 
-@main.command()
-@click.argument("trace", type=click.Path(exists=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
-@handle_errors
-def analyze(trace, as_json) -> None:
-    """Summarise a trace: run-queue wait, wakeup latency, migrations, CPU use.
-
-    Example: aios-lab analyze results/traces/20261124-201500
-    """
-    from .telemetry.analyze import format_summary, summarize
-    from .telemetry.trace import Trace
-
-    summary = summarize(Trace.open(Path(trace)))
-    click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
-
-
 # --------------------------------------------------------------------------- experiments
 
 @main.command()
@@ -508,6 +492,11 @@ main.add_command(_train)
 from .cli_freq import freq as _freq  # noqa: E402  (its commands import handle_errors from here)
 
 main.add_command(_freq)
+
+from .cli_analysis import analyze as _analyze, compare as _compare, export as _export  # noqa: E402
+
+for _cmd in (_analyze, _compare, _export):
+    main.add_command(_cmd)
 
 if __name__ == "__main__":
     main()

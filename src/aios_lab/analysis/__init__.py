@@ -1,0 +1,1 @@
+"""Offline analysis of traces: metrics over Parquet with duckdb, reports, comparisons, export."""

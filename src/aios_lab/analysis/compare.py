@@ -1,0 +1,302 @@
+"""Side-by-side comparison of runs (``aios-lab compare A B ... --report``).
+
+Runs are grouped by label: ``--label`` per trace, else the trace folder's
+name without a trailing ``-N`` run number (``build-eevdf-1`` and
+``build-eevdf-2`` are two runs of ``build-eevdf``). The first group is the
+baseline unless one is named.
+
+Statistics, per metric (each run contributes one value; waits inside a run
+are not independent samples, so runs are the unit):
+- per group: mean, sample standard deviation and a 95 % Student-t
+  confidence interval of the mean (n >= 2);
+- per group against the baseline: the ratio of means with a 95 % bootstrap
+  confidence interval (runs resampled within each group, fixed seed, so the
+  same input gives the same interval) and Welch's t-test p-value
+  (unequal variances), both when each group has n >= 2. With one run per
+  group only the ratio is given, and the report says so.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from aios_lab.analysis import plots
+from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table
+from aios_lab.analysis.metrics import trace_metrics
+from aios_lab.analysis.report import warnings_of
+from aios_lab.atomic import write_text_atomic
+from aios_lab.errors import AiosError
+
+BOOTSTRAP = 5000
+SEED = 0
+
+
+def _util_mean(m: dict) -> float | None:
+    u = [v for v in m["time"].get("util_by_cpu") or [] if v is not None]
+    return sum(u) / len(u) if u else None
+
+
+def _rq_mean(m: dict) -> float | None:
+    vals = [v for row in m["time"].get("rq_len") or [] for v in row if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _cross_llc_per_s(m: dict) -> float | None:
+    mig, d = m["migrations"], m["duration_s"]
+    if not mig.get("by_domain") or not d:
+        return None
+    return (mig["by_domain"]["cross_llc"] + mig["by_domain"]["cross_node"]) / d
+
+
+# key, label, unit ("ns", "s", "rate", "frac", "num"), getter. Lower is better for all but util.
+METRICS: list[tuple[str, str, str, Callable[[dict], float | None]]] = [
+    ("wait_mean", "wait mean", "ns", lambda m: m["wait"].get("mean_ns")),
+    ("wait_p50", "wait p50", "ns", lambda m: m["wait"].get("p50_ns")),
+    ("wait_p90", "wait p90", "ns", lambda m: m["wait"].get("p90_ns")),
+    ("wait_p99", "wait p99", "ns", lambda m: m["wait"].get("p99_ns")),
+    ("wait_p999", "wait p99.9", "ns", lambda m: m["wait"].get("p999_ns")),
+    ("duration", "duration (makespan)", "s", lambda m: m["duration_s"]),
+    ("migrations_per_s", "migrations/s", "rate", lambda m: m["migrations"].get("rate_per_s")),
+    ("cross_llc_per_s", "cross-LLC/node migrations/s", "rate", _cross_llc_per_s),
+    ("switches_per_s", "context switches/s", "rate", lambda m: m["switches"].get("rate_per_s")),
+    ("util", "mean CPU utilisation", "frac", _util_mean),
+    ("rq_len", "mean run-queue length", "num", _rq_mean),
+]
+
+
+def default_label(trace: str | Path) -> str:
+    """The folder name without a trailing -N (run number)."""
+    return re.sub(r"-\d+$", "", Path(trace).resolve().name) or Path(trace).name
+
+
+def _t_ci(values: np.ndarray) -> float | None:
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return None
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def _bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
+    """95 % percentile bootstrap CI of mean(a)/mean(b), runs resampled per group."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    rng = np.random.default_rng(SEED)
+    ma = a[rng.integers(0, len(a), (BOOTSTRAP, len(a)))].mean(axis=1)
+    mb = b[rng.integers(0, len(b), (BOOTSTRAP, len(b)))].mean(axis=1)
+    ok = mb != 0
+    if not ok.any():
+        return None
+    r = ma[ok] / mb[ok]
+    return float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))
+
+
+def _welch_p(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0  # no spread: the means decide
+    import warnings
+
+    with warnings.catch_warnings():
+        # Nearly identical runs make scipy warn about precision; the p-value stands.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def compare_metrics(runs: Sequence[tuple[str, dict]], baseline: str | None = None) -> dict[str, Any]:
+    """Statistics over (label, trace_metrics) pairs; see the module docstring."""
+    if len(runs) < 2:
+        raise AiosError("compare needs at least two traces", hint="give two or more trace folders")
+    order: list[str] = []
+    for label, _ in runs:
+        if label not in order:
+            order.append(label)
+    base = baseline or order[0]
+    if base not in order:
+        raise AiosError(f"baseline {base!r} is not one of the labels: {', '.join(order)}",
+                        hint="use one of those labels, or leave --baseline out")
+    order.remove(base)
+    order.insert(0, base)
+    values = {g: {k: [] for k, *_ in METRICS} for g in order}
+    for label, m in runs:
+        for key, _, _, get in METRICS:
+            v = get(m)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                values[label][key].append(float(v))
+    groups = []
+    for g in order:
+        stats_g = {}
+        for key, *_ in METRICS:
+            a = np.array(values[g][key], dtype=float)
+            stats_g[key] = {"n": len(a), "values": a.tolist(),
+                            "mean": float(a.mean()) if len(a) else None,
+                            "sd": float(a.std(ddof=1)) if len(a) > 1 else None,
+                            "ci95": _t_ci(a)}
+        groups.append({"label": g, "runs": sum(1 for lab, _ in runs if lab == g), "stats": stats_g})
+    ratios: dict[str, dict[str, Any]] = {}
+    for g in order[1:]:
+        ratios[g] = {}
+        for key, *_ in METRICS:
+            a = np.array(values[g][key], dtype=float)
+            b = np.array(values[base][key], dtype=float)
+            if not len(a) or not len(b) or b.mean() == 0:
+                ratios[g][key] = None
+                continue
+            ci = _bootstrap_ratio_ci(a, b)
+            ratios[g][key] = {"ratio": float(a.mean() / b.mean()),
+                              "ci95": list(ci) if ci else None, "p_welch": _welch_p(a, b)}
+    return {"baseline": base, "labels": order,
+            "metrics": [{"key": k, "label": lab, "unit": u} for k, lab, u, _ in METRICS],
+            "groups": groups, "ratios": ratios,
+            "runs": [{"label": lab, "trace": m["trace"], "status": m["status"],
+                      "values": {k: get(m) for k, _, _, get in METRICS}} for lab, m in runs]}
+
+
+def compare_traces(traces: Sequence[str | Path], labels: Sequence[str] | None = None,
+                   baseline: str | None = None, memory_limit: str | None = None
+                   ) -> tuple[dict[str, Any], list[tuple[str, dict]]]:
+    """Metrics of every trace, then their comparison."""
+    if labels and len(labels) != len(traces):
+        raise AiosError(f"{len(labels)} labels for {len(traces)} traces",
+                        hint="give one --label per trace, in order, or none")
+    runs = [((labels[i] if labels else default_label(t)), trace_metrics(t, memory_limit=memory_limit))
+            for i, t in enumerate(traces)]
+    return compare_metrics(runs, baseline), runs
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "n/a"
+    if unit == "ns":
+        return fmt_ns(v)
+    if unit == "s":
+        return f"{v:.3g} s"
+    if unit == "frac":
+        return f"{100 * v:.1f} %"
+    return fmt_num(v)
+
+
+def _mean_ci(s: dict, unit: str) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    txt = fmt_value(s["mean"], unit)
+    return txt + (f" ± {fmt_value(s['ci95'], unit)}" if s["ci95"] is not None else "")
+
+
+def _ratio_txt(r: dict | None) -> tuple[str, str]:
+    if r is None:
+        return "n/a", ""
+    txt = f"x{r['ratio']:.3f}"
+    if r["ci95"]:
+        txt += f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+    p = r["p_welch"]
+    return txt, ("" if p is None else f"{p:.3g}")
+
+
+def format_comparison(c: dict[str, Any]) -> str:
+    """Plain-text table for the terminal: mean ± CI per group, then ratio and p."""
+    lines = [f"baseline: {c['baseline']}   runs: " +
+             ", ".join(f"{g['label']} x{g['runs']}" for g in c["groups"])]
+    table_rows = [["metric"] + [g["label"] for g in c["groups"]]]
+    for m in c["metrics"]:
+        row = [m["label"]]
+        for i, g in enumerate(c["groups"]):
+            cell = _mean_ci(g["stats"][m["key"]], m["unit"])
+            if i:
+                r, p = _ratio_txt(c["ratios"][g["label"]][m["key"]])
+                cell += f"  {r}" + (f" p={p}" if p else "")
+            row.append(cell)
+        table_rows.append(row)
+    widths = [max(len(r[i]) for r in table_rows) for i in range(len(table_rows[0]))]
+    for k, r in enumerate(table_rows):
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("-" * len(lines[-1]))
+    if any(g["runs"] < 2 for g in c["groups"]):
+        lines.append("(one run in some group: no confidence interval or test there; repeat runs "
+                     "for them)")
+    return "\n".join(lines)
+
+
+def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
+    warnings = []
+    for lab, m in runs:
+        warnings += [f"{lab}: {w}" for w in warnings_of(m)]
+    groups = c["groups"]
+    sections = [
+        "<h2>Runs</h2>" + table(["label", "trace", "status", "duration", "events"],
+                                [[lab, m["trace"], m["status"], fmt_value(m["duration_s"], "s"),
+                                  f"{m['events']:,}"] for lab, m in runs], left=3),
+        '<p class="note">' + esc(
+            f"Baseline: {c['baseline']}. Mean ± 95 % t-interval per group over its runs; ratio of "
+            "means to the baseline with a 95 % bootstrap interval; p: Welch's t-test. Runs are the "
+            "unit of replication (waits within a run are not independent).") + "</p>",
+    ]
+    heads = ["metric"] + [f"{g['label']} (n={g['runs']})" for g in groups]
+    rows = []
+    for m in c["metrics"]:
+        row = [m["label"]]
+        for i, g in enumerate(groups):
+            cell = _mean_ci(g["stats"][m["key"]], m["unit"])
+            if i:
+                r, p = _ratio_txt(c["ratios"][g["label"]][m["key"]])
+                cell += f"  {r}" + (f"  p={p}" if p else "")
+            row.append(cell)
+        rows.append(row)
+    sections.append("<h2>Metrics</h2>" + table(heads, rows, left=1))
+    if any(g["runs"] < 2 for g in groups):
+        sections.append('<p class="note">Some groups have one run: no interval or test for them. '
+                        "Repeat the runs to get them.</p>")
+    keys = [k for k in ("wait_p50", "wait_p99", "wait_p999", "duration", "migrations_per_s",
+                        "switches_per_s")]
+    labels = [g["label"] for g in groups]
+    by_key = {m["key"]: m["label"] for m in c["metrics"]}
+    sections.append("<h2>Ratios to the baseline</h2>" + img(plots.grouped_bars(
+        labels, [by_key[k] for k in keys],
+        [[g["stats"][k]["mean"] for k in keys] for g in groups],
+        [[g["stats"][k]["ci95"] for k in keys] for g in groups],
+        "mean per group over the baseline's (error bars: 95 % t-interval)"), "ratios"))
+    pooled = []
+    for g in groups:
+        hist = np.sum([np.array(m["wait"].get("hist") or [0] * 32) for lab, m in runs
+                       if lab == g["label"]], axis=0)
+        w = {"hist": hist.tolist()}
+        for key, qk in (("wait_p50", "p50_ns"), ("wait_p90", "p90_ns"), ("wait_p99", "p99_ns"),
+                        ("wait_p999", "p999_ns")):
+            w[qk] = g["stats"][key]["mean"]
+        pooled.append((g["label"], w))
+    sections.append("<h2>Run-queue wait, all runs of each group pooled</h2>"
+                    + img(plots.wait_histogram(pooled), "wait histograms"))
+    mig = [(lab, m["migrations"]["bin_s"], m["migrations"]["per_bin"]) for lab, m in runs
+           if m["migrations"].get("per_bin")]
+    if mig:
+        sections.append("<h2>Migrations per second</h2>" + img(plots.rate(
+            mig, "migrations/s", "per run"), "migrations per second"))
+    sections.append("<h2>Per-run values</h2>" + table(
+        ["label", "trace"] + [m["label"] for m in c["metrics"]],
+        [[r["label"], Path(r["trace"]).name] + [fmt_value(r["values"][m["key"]], m["unit"])
+                                                for m in c["metrics"]] for r in c["runs"]], left=2))
+    title = "aios-lab comparison: " + " vs ".join(labels)
+    return page(title, sections, warnings)
+
+
+def write_comparison(c: dict[str, Any], runs: list[tuple[str, dict]], out: Path | str) -> Path:
+    out = Path(out)
+    doc = render_comparison(c, runs)
+    try:
+        write_text_atomic(out, doc)
+    except OSError as e:
+        raise AiosError(f"cannot write report {out}: {e.strerror}",
+                        hint="check that the folder exists and is writable") from None
+    return out

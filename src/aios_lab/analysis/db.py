@@ -1,0 +1,103 @@
+"""SQL over a trace's Parquet files with duckdb, in bounded memory.
+
+Every analysis query goes through ``TraceDB``: duckdb scans the Parquet
+files itself (column pruning, predicate pushdown, parallel row groups) and
+spills to disk past ``memory_limit``, so a trace of 10^7 events is analysed
+without ever being a pandas DataFrame. Only aggregates (a few thousand rows
+at most) come back to Python.
+
+Each table is a view named after it, with exactly the schema.py columns:
+columns an older file lacks are NULL of the right type (the same rule as
+``Trace.arrow``), and an optional table the trace lacks is an empty view.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aios_lab.errors import TraceError
+from aios_lab.telemetry.schema import TABLES
+from aios_lab.telemetry.trace import Trace
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def _sql_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return f"{_sql_type(t.value_type)}[]"
+    mapping = {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.uint32(): "UINTEGER",
+               pa.uint64(): "UBIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+               pa.string(): "VARCHAR"}
+    for k, v in mapping.items():
+        if t.equals(k):
+            return v
+    raise TypeError(f"no SQL type for {t}")  # a schema.py change without a mapping here
+
+
+def _quote_path(p: Path) -> str:
+    return "'" + str(p).replace("'", "''") + "'"
+
+
+class TraceDB:
+    """A duckdb connection with one view per trace table."""
+
+    def __init__(self, trace: Trace, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+                 threads: int | None = None) -> None:
+        import duckdb
+
+        self.trace = trace
+        self.con = duckdb.connect(":memory:")
+        # Spill to a private temp dir: the trace's folder may be read-only.
+        self._spill = tempfile.TemporaryDirectory(prefix="aios-duckdb-")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = {_quote_path(Path(self._spill.name))}")
+        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        for name, schema in TABLES.items():
+            self._create_view(name, schema)
+
+    def _create_view(self, name: str, schema: pa.Schema) -> None:
+        path = self.trace.file(name)
+        if path is None:
+            cols = ", ".join(f"NULL::{_sql_type(f.type)} AS {f.name}" for f in schema)
+            self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} WHERE false")
+            return
+        have = set(pq.ParquetFile(path).schema_arrow.names)
+        cols = ", ".join(f.name if f.name in have else f"NULL::{_sql_type(f.type)} AS {f.name}"
+                         for f in schema)
+        self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet({_quote_path(path)})")
+
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        """Run a query and return its rows; a damaged data page is a TraceError."""
+        import duckdb
+
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        except duckdb.OutOfMemoryException as e:
+            raise TraceError(f"trace {self.trace.path}: analysis ran out of its memory limit "
+                             f"({e})", hint="raise --memory-limit") from None
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
+            raise  # our SQL is wrong: a bug, not bad input
+        except duckdb.Error as e:
+            # Damaged pages under a valid footer surface here (IOException,
+            # InvalidInputException, or a bare Error from the Thrift decoder).
+            raise TraceError(f"trace {self.trace.path}: a table cannot be read (corrupt data "
+                             f"pages?): {str(e).splitlines()[0]}; re-collect it") from None
+
+    def one(self, sql: str, params: list | None = None) -> tuple:
+        r = self.rows(sql, params)
+        return r[0] if r else ()
+
+    def close(self) -> None:
+        self.con.close()
+        self._spill.cleanup()
+
+    def __enter__(self) -> "TraceDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,304 @@
+"""The metrics of one trace, computed in SQL (analysis.db) into plain data.
+
+``trace_metrics`` returns a JSON-able dict: everything a report, a
+comparison or ``--json`` needs, and nothing the size of the trace (time
+series are binned to at most ``MAX_BINS`` points). What each number means:
+
+- wait: run-queue wait, from waking (or being preempted) to running. From
+  the ``switches`` table when it has waits: exact percentiles over every
+  wait. Otherwise from the per-task log2 histograms: each percentile is the
+  upper bound of its bucket (``exact`` says which).
+- util: busy / (busy + idle) per CPU per time bin, from ``cpu_intervals``.
+- rq_len: mean sampled ``nr_running`` (the running task included) per CPU
+  per bin, weighted by the number of samples.
+- migrations: from the ``migrations`` event table; its same_llc/same_node
+  columns split them into within-LLC, across LLCs within a node, and
+  across NUMA nodes.
+- freq_khz: mean recorded frequency per CPU per bin, or None when the
+  kernel exposed none (every VM here).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aios_lab.analysis.db import TraceDB
+from aios_lab.telemetry.analyze import bucket_upper_ns, hist_percentile
+from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
+from aios_lab.telemetry.trace import Trace
+
+MAX_BINS = 200
+QUANTILES = (0.5, 0.9, 0.99, 0.999)
+QUANTILE_KEYS = ("p50_ns", "p90_ns", "p99_ns", "p999_ns")
+EVENT_TABLES = ("switches", "wakeups", "migrations")
+TOP_TASKS = 20
+
+
+def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
+                  max_bins: int = MAX_BINS, top: int = TOP_TASKS) -> dict[str, Any]:
+    """All metrics of one trace (see the module docstring)."""
+    if not isinstance(trace, Trace):
+        trace = Trace.open(trace)
+    kw = {"memory_limit": memory_limit} if memory_limit else {}
+    with TraceDB(trace, **kw) as db:
+        t0, t1 = _span(db, trace)
+        duration_s = (t1 - t0) / 1e9 if t0 is not None and t1 > t0 else None
+        cpus = [int(r[0]) for r in db.rows("SELECT DISTINCT cpu FROM cpu_intervals ORDER BY cpu")]
+        width = _bin_width(db, t0, t1, max_bins)
+        out: dict[str, Any] = {
+            "trace": str(trace.path),
+            "status": trace.status,
+            "truncated": trace.status == "truncated",
+            "rows": {name: trace.rows(name) for name in TABLES},
+            "events": sum(trace.rows(n) for n in EVENT_TABLES),
+            "metadata": _metadata(trace),
+            "lost": {k: v for k, v in (trace.metadata.get("lost") or {}).items() if v},
+            "duration_s": duration_s,
+            "t0_ns": t0,
+            "cpus": cpus,
+            "wait": _wait(db),
+            "tasks": _tasks(db, top),
+            "migrations": _migrations(db, t0, width, duration_s),
+            "switches": _switches(db, duration_s),
+        }
+        out["time"] = _timeline(db, t0, width, cpus)
+    return out
+
+
+# -- time axis --------------------------------------------------------------------------------
+
+def _span(db: TraceDB, trace: Trace) -> tuple[int | None, int]:
+    """Start and end in trace ns: the recorded ones, else the data's span."""
+    md = trace.metadata
+    start = (md.get("start") or {}).get("monotonic_ns") if isinstance(md.get("start"), dict) else None
+    end = (md.get("end") or {}).get("monotonic_ns") if isinstance(md.get("end"), dict) else None
+    if isinstance(start, int) and isinstance(end, int) and end > start:
+        return start, end
+    lo, hi = db.one("""
+        SELECT min(lo), max(hi) FROM (
+          SELECT min(interval_start_ns) lo, max(interval_end_ns) hi FROM cpu_intervals
+          UNION ALL SELECT min(interval_start_ns), max(interval_end_ns) FROM task_intervals
+          UNION ALL SELECT min(ts_ns), max(ts_ns) FROM switches
+          UNION ALL SELECT min(ts_ns), max(ts_ns) FROM wakeups
+          UNION ALL SELECT min(ts_ns), max(ts_ns) FROM migrations)""")
+    return (int(lo), int(hi)) if lo is not None else (None, 0)
+
+
+def _bin_width(db: TraceDB, t0: int | None, t1: int, max_bins: int) -> int:
+    """Bin width in ns: the collection interval, widened to keep <= max_bins bins."""
+    if t0 is None or t1 <= t0:
+        return 1_000_000_000
+    (interval,) = db.one("SELECT median(interval_end_ns - interval_start_ns) FROM cpu_intervals")
+    base = int(interval) if interval else 1_000_000_000
+    need = math.ceil((t1 - t0) / max_bins)
+    return max(base, need, 1)
+
+
+def _grid(rows: list[tuple], nbins: int, cpus: list[int]) -> list[list[float | None]]:
+    """(bin, cpu, value) rows -> [bin][cpu index] with None where no data."""
+    index = {c: i for i, c in enumerate(cpus)}
+    grid: list[list[float | None]] = [[None] * len(cpus) for _ in range(nbins)]
+    for b, cpu, v in rows:
+        if 0 <= b < nbins and cpu in index and v is not None:
+            grid[int(b)][index[cpu]] = float(v)
+    return grid
+
+
+def _timeline(db: TraceDB, t0: int | None, width: int, cpus: list[int]) -> dict[str, Any]:
+    if t0 is None or not cpus:
+        return {"bin_s": width / 1e9, "t_s": [], "util": [], "rq_len": [], "rq_len_max": [],
+                "freq_khz": None}
+    (last,) = db.one("SELECT max(interval_start_ns) FROM cpu_intervals")
+    nbins = max(1, int((last - t0) // width) + 1) if last is not None else 1
+    b = f"CAST(floor((interval_start_ns - {t0}) / {width}) AS BIGINT)"
+    util = db.rows(f"""
+        SELECT {b} AS b, cpu, sum(busy_ns)::DOUBLE / nullif(sum(busy_ns + idle_ns), 0)
+        FROM cpu_intervals GROUP BY ALL""")
+    rq = db.rows(f"""
+        SELECT {b} AS b, cpu, sum(rq_len_mean * rq_len_samples) / nullif(sum(rq_len_samples), 0)
+        FROM cpu_intervals WHERE rq_len_samples > 0 GROUP BY ALL""")
+    rq_max = db.rows(f"SELECT {b} AS b, cpu, max(rq_len_max) FROM cpu_intervals GROUP BY ALL")
+    freq = db.rows(f"""
+        SELECT {b} AS b, cpu, avg(freq_khz) FROM cpu_intervals
+        WHERE freq_khz IS NOT NULL GROUP BY ALL""")
+    overall = dict(db.rows("""
+        SELECT cpu, sum(busy_ns)::DOUBLE / nullif(sum(busy_ns + idle_ns), 0)
+        FROM cpu_intervals GROUP BY cpu"""))
+    return {
+        "bin_s": width / 1e9,
+        "t_s": [i * width / 1e9 for i in range(nbins)],
+        "util": _grid(util, nbins, cpus),
+        "rq_len": _grid(rq, nbins, cpus),
+        "rq_len_max": _grid(rq_max, nbins, cpus),
+        "freq_khz": _grid(freq, nbins, cpus) if freq else None,
+        "util_by_cpu": [overall.get(c) for c in cpus],
+    }
+
+
+# -- waits ------------------------------------------------------------------------------------
+
+def _wait(db: TraceDB) -> dict[str, Any]:
+    (n_exact,) = db.one("SELECT count(next_wait_ns) FROM switches")
+    if n_exact:
+        qs = ", ".join(f"quantile_disc(next_wait_ns, {q})" for q in QUANTILES)
+        row = db.one(f"""SELECT count(*), avg(next_wait_ns), max(next_wait_ns), {qs}
+                         FROM switches WHERE next_wait_ns IS NOT NULL""")
+        hist = [0] * WAIT_HIST_BUCKETS
+        for bucket, count in db.rows(f"""
+                SELECT CASE WHEN next_wait_ns <= 1 THEN 0
+                            ELSE least(CAST(floor(log2(next_wait_ns)) AS INTEGER),
+                                       {WAIT_HIST_BUCKETS - 1}) END AS k, count(*)
+                FROM switches WHERE next_wait_ns IS NOT NULL GROUP BY k"""):
+            hist[int(bucket)] = int(count)
+        out = {"source": "switches", "exact": True, "count": int(row[0]), "mean_ns": float(row[1]),
+               "max_ns": int(row[2])}
+        out.update({k: int(v) for k, v in zip(QUANTILE_KEYS, row[3:])})
+        out["hist"] = hist
+        return out
+    # No switch stream: the per-task log2 histograms (bucket upper bounds).
+    hist = [0] * WAIT_HIST_BUCKETS
+    for i, c in db.rows("""
+            SELECT i, sum(c) FROM (
+              SELECT unnest(generate_series(0, len(wait_hist) - 1)) AS i, unnest(wait_hist) AS c
+              FROM task_intervals WHERE wait_hist IS NOT NULL) GROUP BY i"""):
+        # A longer list than ours folds into the last ("and above") bucket.
+        hist[min(int(i), WAIT_HIST_BUCKETS - 1)] += int(c or 0)
+    total = sum(hist)
+    wait_ns, count, wmax = db.one("SELECT sum(wait_ns), sum(wait_count), max(wait_max_ns) FROM task_intervals")
+    if not total:
+        return {"source": None, "exact": False, "count": 0, "hist": hist}
+    import numpy as np
+
+    h = np.array(hist)
+    out = {"source": "histogram", "exact": False, "count": int(total),
+           "mean_ns": float(wait_ns) / count if count else None,
+           "max_ns": int(wmax) if wmax is not None else None, "hist": hist}
+    # Upper bound of the bucket; None for the open "2^31 ns and above" bucket.
+    out.update({k: bucket_upper_ns(hist_percentile(h, q)) for k, q in zip(QUANTILE_KEYS, QUANTILES)})
+    return out
+
+
+def bucket_label(i: int) -> str:
+    """Human label of log2 wait bucket i: its lower bound."""
+    lo = 0 if i == 0 else 1 << i
+    return _fmt_ns_short(lo) + ("+" if bucket_upper_ns(i) is None else "")
+
+
+def _fmt_ns_short(ns: float) -> str:
+    for unit, div in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= div:
+            return f"{ns / div:.3g}{unit}"
+    return f"{ns:.0f}ns"
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+_TASK_COLS = ("pid", "tgid", "comm", "oncpu_ns", "wait_ns", "wait_count", "wait_max_ns",
+              "wakeups", "voluntary_switches", "involuntary_switches", "migrations")
+
+
+def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
+    db.con.execute("""
+        CREATE OR REPLACE TEMP TABLE per_task AS
+        SELECT pid, any_value(tgid) AS tgid, arg_max(comm, interval_end_ns) AS comm,
+               sum(oncpu_ns) AS oncpu_ns, sum(wait_ns) AS wait_ns, sum(wait_count) AS wait_count,
+               max(wait_max_ns) AS wait_max_ns, sum(wakeups) AS wakeups,
+               sum(voluntary_switches) AS voluntary_switches,
+               sum(involuntary_switches) AS involuntary_switches, sum(migrations) AS migrations
+        FROM task_intervals GROUP BY pid""")
+    (n,) = db.one("SELECT count(*) FROM per_task")
+    cols = ", ".join(_TASK_COLS)
+    by_wait = [dict(zip(_TASK_COLS, r)) for r in db.rows(
+        f"SELECT {cols} FROM per_task ORDER BY wait_ns DESC NULLS LAST, pid LIMIT {int(top)}")]
+    by_mig = [dict(zip(_TASK_COLS, r)) for r in db.rows(
+        f"""SELECT {cols} FROM per_task WHERE migrations > 0
+            ORDER BY migrations DESC, pid LIMIT {int(top)}""")]
+    pids = sorted({t["pid"] for t in by_wait + by_mig})
+    p99: dict[int, int] = {}
+    if pids:
+        p99 = {int(p): int(v) for p, v in db.rows(
+            f"""SELECT next_pid, quantile_disc(next_wait_ns, 0.99) FROM switches
+                WHERE next_wait_ns IS NOT NULL AND next_pid IN ({', '.join(map(str, pids))})
+                GROUP BY next_pid""")}
+    for t in by_wait + by_mig:
+        t["wait_mean_ns"] = t["wait_ns"] / t["wait_count"] if t["wait_count"] else None
+        t["wait_p99_ns"] = p99.get(t["pid"])
+    return {"count": int(n), "top_by_wait": by_wait, "top_by_migrations": by_mig}
+
+
+# -- migrations and switches ------------------------------------------------------------------
+
+def _migrations(db: TraceDB, t0: int | None, width: int, duration_s: float | None) -> dict[str, Any]:
+    (events,) = db.one("SELECT count(*) FROM migrations")
+    if not events:
+        (counted,) = db.one("SELECT sum(migrations) FROM task_intervals")
+        total = int(counted or 0)
+        return {"source": "task_intervals" if counted is not None else None, "total": total,
+                "rate_per_s": total / duration_s if duration_s else None,
+                "per_bin": [], "matrix": None, "by_domain": None}
+    per_bin: list[int] = []
+    if t0 is not None:
+        rows = db.rows(f"""SELECT CAST(floor((ts_ns - {t0}) / {width}) AS BIGINT) AS b, count(*)
+                           FROM migrations GROUP BY b ORDER BY b""")
+        nb = max((int(b) for b, _ in rows if b is not None and b >= 0), default=-1) + 1
+        per_bin = [0] * nb
+        for b, c in rows:
+            if b is not None and 0 <= b < nb:
+                per_bin[int(b)] = int(c)
+    pairs = db.rows("""SELECT src_cpu, dst_cpu, count(*) FROM migrations
+                       WHERE src_cpu IS NOT NULL AND dst_cpu IS NOT NULL GROUP BY ALL""")
+    cpus = sorted({int(s) for s, _, _ in pairs} | {int(d) for _, d, _ in pairs})
+    idx = {c: i for i, c in enumerate(cpus)}
+    matrix = [[0] * len(cpus) for _ in cpus]
+    for s, d, c in pairs:
+        matrix[idx[s]][idx[d]] = int(c)
+    same_llc, cross_llc, cross_node, unknown = db.one("""
+        SELECT count(*) FILTER (WHERE same_llc),
+               count(*) FILTER (WHERE NOT same_llc AND same_node),
+               count(*) FILTER (WHERE NOT same_node),
+               count(*) FILTER (WHERE same_llc IS NULL OR same_node IS NULL)
+        FROM migrations""")
+    return {"source": "migrations", "total": int(events),
+            "rate_per_s": events / duration_s if duration_s else None,
+            "bin_s": width / 1e9, "per_bin": per_bin,
+            "matrix": {"cpus": cpus, "counts": matrix},
+            "by_domain": {"same_llc": int(same_llc), "cross_llc": int(cross_llc),
+                          "cross_node": int(cross_node), "unknown": int(unknown)}}
+
+
+def _switches(db: TraceDB, duration_s: float | None) -> dict[str, Any]:
+    (n,) = db.one("SELECT count(*) FROM switches")
+    if n:
+        total, source = int(n), "switches"
+    else:
+        (s,) = db.one("SELECT sum(switches) FROM cpu_intervals")
+        total, source = int(s or 0), "cpu_intervals" if s is not None else None
+    return {"source": source, "total": total,
+            "rate_per_s": total / duration_s if duration_s and source else None}
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+def _metadata(trace: Trace) -> dict[str, Any]:
+    """The metadata a reader of a report needs, flattened to label -> text."""
+    md = trace.metadata
+    out: dict[str, Any] = {"schema_version": md.get("schema_version"), "status": md.get("status"),
+                           "aios_lab_version": md.get("aios_lab_version")}
+    kernel = md.get("kernel") if isinstance(md.get("kernel"), dict) else {}
+    out["kernel"] = kernel.get("release")
+    host = md.get("host") if isinstance(md.get("host"), dict) else {}
+    out["host"] = host.get("hostname")
+    out["vm"] = host.get("vm")
+    work = md.get("workload") if isinstance(md.get("workload"), dict) else {}
+    cmd = work.get("command")
+    out["command"] = " ".join(map(str, cmd)) if isinstance(cmd, list) else cmd
+    out["policy"] = md.get("policy")
+    out["ended_by"] = md.get("ended_by")
+    out["interval_ms"] = md.get("interval_ms")
+    start = md.get("start") if isinstance(md.get("start"), dict) else {}
+    out["start_wall"] = start.get("wall")
+    topo = md.get("topology") if isinstance(md.get("topology"), dict) else {}
+    out["topology"] = {"nr_llcs": topo.get("nr_llcs"), "nr_nodes": topo.get("nr_nodes"),
+                       "cpus": topo.get("cpus")} if topo else None
+    out["sources"] = md.get("sources")
+    return out
