@@ -87,7 +87,10 @@ def _compare(traces, labels, baseline, report, as_json, memory_limit) -> None:
 
 @click.group("export")
 def export() -> None:
-    """Export a trace to other tools' formats."""
+    """Export a trace to other tools' formats.
+
+    Example: aios-lab export perfetto results/traces/t1 -o t1.pftrace
+    """
 
 
 @export.command("perfetto")
