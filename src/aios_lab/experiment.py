@@ -329,5 +329,22 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
         echo(trace_summary(summarize(Trace.open(Path(last["trace"])))))
     echo("")
     echo(format_summary(result, result["vm"]))
+    report = write_comparison_report(result, out_dir / f"demo-{stamp}-report.html", echo)
+    result["report"] = str(report)
     echo(f"\nfull result: {final}\ntraces: {traces}" + (f"\nmodel: {result['model']}" if result.get("model") else ""))
+    echo(f"comparison report: {report}")
     return result
+
+
+def write_comparison_report(result: dict, out: Path, echo: Callable[[str], None] = print) -> Path:
+    """The compare report of an experiment's traced runs, one group per
+    scheduler, the baseline (EEVDF) first: what `make demo` ends with."""
+    from .analysis.compare import compare_traces, format_comparison, write_comparison
+
+    runs = [r for r in result["runs"] if r.get("trace")]
+    if len({r["scheduler"] for r in runs}) < 2:
+        raise AiosError("the experiment has fewer than two traced schedulers to compare")
+    base = BASELINE if any(r["scheduler"] == BASELINE for r in runs) else None
+    cmp, metrics = compare_traces([r["trace"] for r in runs], [r["scheduler"] for r in runs], base)
+    echo("\n" + format_comparison(cmp))
+    return write_comparison(cmp, metrics, out)

@@ -140,7 +140,13 @@ class TraceWriter:
         if unknown or missing:
             raise TraceError(f"{table}: unknown column(s) {unknown}, missing required {missing}")
         try:
-            batch = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+            # Nullable columns the frame lacks become nulls, as in append().
+            present = [f for f in schema if f.name in df.columns]
+            batch = pa.Table.from_pandas(df[[f.name for f in present]], schema=pa.schema(present),
+                                         preserve_index=False)
+            batch = pa.Table.from_arrays(
+                [batch.column(f.name) if f.name in df.columns else pa.nulls(len(df), f.type)
+                 for f in schema], schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
             raise TraceError(f"{table}: cannot convert the batch: {exc}") from None
         self._buffers[table].append(batch)
