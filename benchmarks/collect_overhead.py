@@ -83,8 +83,12 @@ def main() -> int:
     hb = hackbench_cmd(args.groups, args.loops)
     tmp = Path(tempfile.mkdtemp(prefix="aios-overhead-"))
     aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1000"]
-    variants = {"aios-collect": [], "aios-collect-s8": ["--wakeup-sample", "8"],
-                "aios-collect-nowake": ["--no-wakeups"]}
+    # The first three are the variants measured before the switch stream
+    # existed (so --no-switches); the last is collect's default now.
+    variants = {"aios-collect": ["--no-switches"],
+                "aios-collect-s8": ["--wakeup-sample", "8", "--no-switches"],
+                "aios-collect-nowake": ["--no-wakeups", "--no-switches"],
+                "aios-collect-switches": []}
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in variants}, "perf-sched": []}
     collect_lost: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(args.runs):
@@ -102,7 +106,8 @@ def main() -> int:
     base = med["baseline"]
     over = {k: (med[k] - base) / base for k in times if k != "baseline"}
     print(f"\nhackbench {' '.join(hb[1:])}, {args.runs} interleaved runs, medians "
-          "(aios-collect-s8: --wakeup-sample 8; -nowake: --no-wakeups):")
+          "(aios-collect: --no-switches; -s8: also --wakeup-sample 8; -nowake: --no-wakeups "
+          "--no-switches; -switches: the default, every switch and wakeup recorded):")
     for k, v in times.items():
         print(f"  {k:20} {med[k]:.3f}s [{min(v):.3f}-{max(v):.3f}]  ratio {med[k] / base:.3f}")
     for k in variants:

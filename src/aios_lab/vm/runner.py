@@ -86,6 +86,9 @@ def _guest_env(extra: dict[str, str] | None) -> dict[str, str]:
         "AIOS_LAB_BUILD": str(paths.build_dir()),
         "AIOS_LAB_IN_VM": "1",
         "PYTHONUNBUFFERED": "1",
+        # The guest sees the host's home read-only; matplotlib would warn
+        # and rebuild its font cache in a new temp dir on every import.
+        "MPLCONFIGDIR": "/tmp/aios-lab-mpl",
         "HOME": os.environ.get("HOME", "/root"),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/sbin", "/usr/local/bin",
                                  "/usr/sbin", "/usr/bin", "/sbin", "/bin"]),
