@@ -40,7 +40,7 @@ def _hist(waits_ns: list[int]) -> list[int]:
 
 def write_trace(out: Path, *, duration_s: float = 10.0, waits_us: list[int] | None = None,
                 switches: bool = True, status: str = "complete", busy: tuple = (0.25, 0.5, 0.75, 1.0),
-                migrations: bool = True) -> Path:
+                migrations: bool = True, freq: bool = False) -> Path:
     """A 4-CPU trace of `duration_s` 1-second intervals with known contents.
 
     Waits: one switch per wait, next_wait_ns = the given waits (default
@@ -59,7 +59,7 @@ def write_trace(out: Path, *, duration_s: float = 10.0, waits_us: list[int] | No
         {"interval_start_ns": i * S, "interval_end_ns": (i + 1) * S, "cpu": c,
          "busy_ns": int(busy[c] * S), "idle_ns": S - int(busy[c] * S), "switches": 10,
          "rq_len_samples": 10, "rq_len_mean": float(c + 1), "rq_len_max": c + 2,
-         "freq_khz": None}
+         "freq_khz": (1_000_000 + 100_000 * i + c) if freq else None}
         for i in range(n_int) for c in range(4)])
     # Three tasks: pid 100 took the waits at even index, 200 the odd ones,
     # 300 waited nothing but migrated the most.
@@ -127,6 +127,15 @@ def test_cpu_timeline_and_migrations(tmp_path):
     assert mig["matrix"]["counts"] == [[0, 3, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
     # ts 0.5, 1.0, ..., 3.0 s in 1 s bins: 1, 2, 2, 1.
     assert mig["per_bin"] == [1, 2, 2, 1]
+
+
+def test_frequency_over_time_where_recorded(tmp_path):
+    m = trace_metrics(write_trace(tmp_path / "t", freq=True))
+    f = m["time"]["freq_khz"]
+    assert len(f) == 10 and f[3] == [1_300_000, 1_300_001, 1_300_002, 1_300_003]
+    doc = render_report(m)
+    assert "No frequency recorded" not in doc and 'alt="frequency"' in doc
+    assert "No frequency recorded" in render_report(trace_metrics(write_trace(tmp_path / "u")))
 
 
 def test_long_traces_are_binned(tmp_path):
