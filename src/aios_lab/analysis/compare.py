@@ -25,10 +25,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from aios_lab.analysis import plots
-from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table
+from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
 from aios_lab.analysis.metrics import trace_metrics
 from aios_lab.analysis.report import warnings_of
-from aios_lab.atomic import write_text_atomic
 from aios_lab.errors import AiosError
 
 BOOTSTRAP = 5000
@@ -203,11 +202,9 @@ def _ratio_txt(r: dict | None) -> tuple[str, str]:
     return txt, ("" if p is None else f"{p:.3g}")
 
 
-def format_comparison(c: dict[str, Any]) -> str:
-    """Plain-text table for the terminal: mean ± CI per group, then ratio and p."""
-    lines = [f"baseline: {c['baseline']}   runs: " +
-             ", ".join(f"{g['label']} x{g['runs']}" for g in c["groups"])]
-    table_rows = [["metric"] + [g["label"] for g in c["groups"]]]
+def _metric_rows(c: dict[str, Any]) -> list[list[str]]:
+    """Per metric: its label, then per group mean ± CI (+ ratio [CI] p= after the baseline)."""
+    rows = []
     for m in c["metrics"]:
         row = [m["label"]]
         for i, g in enumerate(c["groups"]):
@@ -216,7 +213,15 @@ def format_comparison(c: dict[str, Any]) -> str:
                 r, p = _ratio_txt(c["ratios"][g["label"]][m["key"]])
                 cell += f"  {r}" + (f" p={p}" if p else "")
             row.append(cell)
-        table_rows.append(row)
+        rows.append(row)
+    return rows
+
+
+def format_comparison(c: dict[str, Any]) -> str:
+    """Plain-text table for the terminal: mean ± CI per group, then ratio and p."""
+    lines = [f"baseline: {c['baseline']}   runs: " +
+             ", ".join(f"{g['label']} x{g['runs']}" for g in c["groups"])]
+    table_rows = [["metric"] + [g["label"] for g in c["groups"]]] + _metric_rows(c)
     widths = [max(len(r[i]) for r in table_rows) for i in range(len(table_rows[0]))]
     for k, r in enumerate(table_rows):
         lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -244,17 +249,7 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
             "unit of replication (waits within a run are not independent).") + "</p>",
     ]
     heads = ["metric"] + [f"{g['label']} (n={g['runs']})" for g in groups]
-    rows = []
-    for m in c["metrics"]:
-        row = [m["label"]]
-        for i, g in enumerate(groups):
-            cell = _mean_ci(g["stats"][m["key"]], m["unit"])
-            if i:
-                r, p = _ratio_txt(c["ratios"][g["label"]][m["key"]])
-                cell += f"  {r}" + (f"  p={p}" if p else "")
-            row.append(cell)
-        rows.append(row)
-    sections.append("<h2>Metrics</h2>" + table(heads, rows, left=1))
+    sections.append("<h2>Metrics</h2>" + table(heads, _metric_rows(c), left=1))
     if any(g["runs"] < 2 for g in groups):
         sections.append('<p class="note">Some groups have one run: no interval or test for them. '
                         "Repeat the runs to get them.</p>")
@@ -292,11 +287,4 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
 
 
 def write_comparison(c: dict[str, Any], runs: list[tuple[str, dict]], out: Path | str) -> Path:
-    out = Path(out)
-    doc = render_comparison(c, runs)
-    try:
-        write_text_atomic(out, doc)
-    except OSError as e:
-        raise AiosError(f"cannot write report {out}: {e.strerror}",
-                        hint="check that the folder exists and is writable") from None
-    return out
+    return write_html(out, render_comparison(c, runs))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 CSS = """
@@ -75,3 +76,17 @@ def page(title: str, sections: list[str], warnings: list[str]) -> str:
         *sections,
         "</body></html>",
     ]) + "\n"
+
+
+def write_html(out: Path | str, doc: str) -> Path:
+    """Publish a report atomically: a failed write leaves no partial file."""
+    from aios_lab.atomic import write_text_atomic
+    from aios_lab.errors import AiosError
+
+    out = Path(out)
+    try:
+        write_text_atomic(out, doc)
+    except OSError as e:
+        raise AiosError(f"cannot write report {out}: {e.strerror}",
+                        hint="check that the folder exists and is writable") from None
+    return out

@@ -178,19 +178,6 @@ def _wait(db: TraceDB) -> dict[str, Any]:
     return out
 
 
-def bucket_label(i: int) -> str:
-    """Human label of log2 wait bucket i: its lower bound."""
-    lo = 0 if i == 0 else 1 << i
-    return _fmt_ns_short(lo) + ("+" if bucket_upper_ns(i) is None else "")
-
-
-def _fmt_ns_short(ns: float) -> str:
-    for unit, div in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if ns >= div:
-            return f"{ns / div:.3g}{unit}"
-    return f"{ns:.0f}ns"
-
-
 # -- tasks ------------------------------------------------------------------------------------
 
 _TASK_COLS = ("pid", "tgid", "comm", "oncpu_ns", "wait_ns", "wait_count", "wait_max_ns",

@@ -11,7 +11,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aios_lab.analysis.metrics import QUANTILE_KEYS, bucket_label
+from aios_lab.analysis.html import fmt_ns
+from aios_lab.analysis.metrics import QUANTILE_KEYS
+from aios_lab.telemetry.analyze import bucket_upper_ns
 
 
 def _plt():
@@ -30,13 +32,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _fmt_ns(ns: float | None) -> str:
-    if ns is None:
-        return "n/a"
-    for unit, div in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if ns >= div:
-            return f"{ns / div:.3g} {unit}"
-    return f"{ns:.0f} ns"
+def bucket_label(i: int) -> str:
+    """Tick label of log2 wait bucket i: its lower bound ("+" on the open last one)."""
+    lo = 0 if i == 0 else 1 << i
+    return fmt_ns(lo).replace(" ", "") + ("+" if bucket_upper_ns(i) is None else "")
 
 
 def wait_histogram(series: Sequence[tuple[str, dict[str, Any]]]) -> bytes:

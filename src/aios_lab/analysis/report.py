@@ -5,9 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from aios_lab.analysis import plots
-from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table
-from aios_lab.atomic import write_text_atomic
-from aios_lab.errors import AiosError
+from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
 
 
 def warnings_of(m: dict[str, Any]) -> list[str]:
@@ -139,14 +137,7 @@ def render_report(m: dict[str, Any]) -> str:
 
 def write_report(m: dict[str, Any], out: Path | str) -> Path:
     """Render and write atomically: a failed write leaves no partial report."""
-    out = Path(out)
-    doc = render_report(m)
-    try:
-        write_text_atomic(out, doc)
-    except OSError as e:
-        raise AiosError(f"cannot write report {out}: {e.strerror}",
-                        hint="check that the folder exists and is writable") from None
-    return out
+    return write_html(out, render_report(m))
 
 
 def format_metrics(m: dict[str, Any], top: int = 10) -> str:
