@@ -357,3 +357,33 @@ def test_experiment_comparison_report(tmp_path):
     assert "eevdf (n=2)" in doc and "fifo (n=2)" in doc and "x1.100" in doc
     with pytest.raises(AiosError, match="fewer than two"):
         write_comparison_report({"runs": runs[1::2]}, tmp_path / "r2.html")
+
+
+class _Db:
+    """exact_quantiles needs only rows(); a bare duckdb connection serves."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        import duckdb
+
+        self.con = duckdb.connect()
+        self.con.register("v", __import__("pandas").DataFrame({"w": values}))
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_quantiles_match_a_full_sort(seed):
+    """Nearest rank on heavy-tailed data with ties, against numpy's sort."""
+    from aios_lab.analysis.db import exact_quantiles
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 50_000))
+    v = np.concatenate([rng.lognormal(9, 2.5, n).astype(np.int64), rng.integers(0, 3, n // 10),
+                        np.full(n // 7, 123_456)])
+    qs = (0.0, 0.5, 0.9, 0.99, 0.999, 1.0)
+    s = np.sort(v)
+    want = [int(s[max(1, math.ceil(q * len(s))) - 1]) for q in qs]
+    assert exact_quantiles(_Db(v), "v", "w", qs) == want
+    assert exact_quantiles(_Db(np.array([7] * 5)), "v", "w", (0.5,)) == [7]
+    assert exact_quantiles(_Db(np.array([], dtype=np.int64)), "v", "w", (0.5,)) == [None]

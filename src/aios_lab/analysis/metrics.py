@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aios_lab.analysis.db import TraceDB
+from aios_lab.analysis.db import TraceDB, exact_quantiles
 from aios_lab.telemetry.analyze import bucket_upper_ns, hist_percentile
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
@@ -32,6 +32,7 @@ QUANTILES = (0.5, 0.9, 0.99, 0.999)
 QUANTILE_KEYS = ("p50_ns", "p90_ns", "p99_ns", "p999_ns")
 EVENT_TABLES = ("switches", "wakeups", "migrations")
 TOP_TASKS = 20
+EXACT_TASK_WAITS = 2_000_000   # per-task p99s are exact up to this many waits in all
 
 
 def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
@@ -140,9 +141,12 @@ def _timeline(db: TraceDB, t0: int | None, width: int, cpus: list[int]) -> dict[
 def _wait(db: TraceDB) -> dict[str, Any]:
     (n_exact,) = db.one("SELECT count(next_wait_ns) FROM switches")
     if n_exact:
-        qs = ", ".join(f"quantile_disc(next_wait_ns, {q})" for q in QUANTILES)
-        row = db.one(f"""SELECT count(*), avg(next_wait_ns), max(next_wait_ns), {qs}
-                         FROM switches WHERE next_wait_ns IS NOT NULL""")
+        # One column, materialised once: duckdb keeps temp tables in its
+        # buffer pool and spills them, and the quantile search scans it a few times.
+        db.con.execute("""CREATE OR REPLACE TEMP TABLE waits AS
+                          SELECT next_wait_ns AS w FROM switches WHERE next_wait_ns IS NOT NULL""")
+        row = db.one("SELECT count(*), avg(w), max(w) FROM waits")
+        row = (*row, *exact_quantiles(db, "waits", "w", QUANTILES))
         hist = [0] * WAIT_HIST_BUCKETS
         for bucket, count in db.rows(f"""
                 SELECT CASE WHEN next_wait_ns <= 1 THEN 0
@@ -150,6 +154,7 @@ def _wait(db: TraceDB) -> dict[str, Any]:
                                        {WAIT_HIST_BUCKETS - 1}) END AS k, count(*)
                 FROM switches WHERE next_wait_ns IS NOT NULL GROUP BY k"""):
             hist[int(bucket)] = int(count)
+        db.con.execute("DROP TABLE waits")
         out = {"source": "switches", "exact": True, "count": int(row[0]), "mean_ns": float(row[1]),
                "max_ns": int(row[2])}
         out.update({k: int(v) for k, v in zip(QUANTILE_KEYS, row[3:])})
@@ -202,15 +207,21 @@ def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
             ORDER BY migrations DESC, pid LIMIT {int(top)}""")]
     pids = sorted({t["pid"] for t in by_wait + by_mig})
     p99: dict[int, int] = {}
+    approx = False
     if pids:
+        where = f"next_wait_ns IS NOT NULL AND next_pid IN ({', '.join(map(str, pids))})"
+        (n_waits,) = db.one(f"SELECT count(*) FROM switches WHERE {where}")
+        # quantile_disc holds its group's values in memory and cannot spill;
+        # past EXACT_TASK_WAITS the t-digest estimate keeps memory bounded.
+        approx = n_waits > EXACT_TASK_WAITS
+        fn = "approx_quantile" if approx else "quantile_disc"
         p99 = {int(p): int(v) for p, v in db.rows(
-            f"""SELECT next_pid, quantile_disc(next_wait_ns, 0.99) FROM switches
-                WHERE next_wait_ns IS NOT NULL AND next_pid IN ({', '.join(map(str, pids))})
-                GROUP BY next_pid""")}
+            f"SELECT next_pid, {fn}(next_wait_ns, 0.99) FROM switches WHERE {where} GROUP BY next_pid")}
     for t in by_wait + by_mig:
         t["wait_mean_ns"] = t["wait_ns"] / t["wait_count"] if t["wait_count"] else None
         t["wait_p99_ns"] = p99.get(t["pid"])
-    return {"count": int(n), "top_by_wait": by_wait, "top_by_migrations": by_mig}
+    return {"count": int(n), "top_by_wait": by_wait, "top_by_migrations": by_mig,
+            "p99_approximate": approx}
 
 
 # -- migrations and switches ------------------------------------------------------------------

@@ -71,7 +71,9 @@ def _task_section(m: dict[str, Any]) -> str:
     out += "<h3>Top by total run-queue wait</h3>" + table(TASK_HEADERS, task_rows(t["top_by_wait"]), 3)
     if t["top_by_migrations"]:
         out += "<h3>Top by migrations</h3>" + table(TASK_HEADERS, task_rows(t["top_by_migrations"]), 3)
-    out += ('<p class="note">p99 wait is exact from the switches table; n/a where the trace '
+    how = ("estimated (t-digest: these tasks have more waits than are ranked exactly)"
+           if t.get("p99_approximate") else "exact")
+    out += (f'<p class="note">p99 wait is {how}, from the switches table; n/a where the trace '
             "has none. &quot;preempted&quot; counts involuntary switches.</p>")
     return out
 

@@ -37,6 +37,7 @@ from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
 RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring", "switches": "switch_ring"}
+SWITCH_RING_SCALE = 4           # switch_ring is this many times ringbuf_pages (16 MiB by default)
 EXITED = 2                      # enum aios_task_flag AIOS_TASK_EXITED (checked against BTF)
 _INT32_MAX = 2**31 - 1
 
@@ -144,7 +145,12 @@ class BpfCollector:
             obj.set_rodata("switch_events", bool(self.switch_events))
             ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
             for ring in RINGS.values():
-                _set_max_entries(obj, ring, ring_bytes)
+                # Switches outnumber the other events (about 2 per wakeup under
+                # hackbench) and arrive in bursts the reader is woken late for.
+                size = ring_bytes
+                if ring == "switch_ring":
+                    size = ring_bytes * SWITCH_RING_SCALE if self.switch_events else os.sysconf("SC_PAGE_SIZE")
+                _set_max_entries(obj, ring, size)
             _set_max_entries(obj, "task_stats", self.max_tasks)
             _set_max_entries(obj, "cpu_stats", num_possible_cpus())
             obj.load()

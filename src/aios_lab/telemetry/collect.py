@@ -208,8 +208,12 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     # (a task switched in with no matching switch-out), not a dropped event.
     dropped = {k: v for k, v in lost.items() if v and k != "unpaired_switch"}
     if dropped:
-        hint = ("; record fewer wakeup events with --wakeup-sample N or --no-wakeups"
-                if dropped.get("wakeup_ring") else "")
+        hints = []
+        if dropped.get("wakeup_ring"):
+            hints.append("record fewer wakeup events with --wakeup-sample N or --no-wakeups")
+        if dropped.get("switch_ring"):
+            hints.append("leave the switch stream out with --no-switches")
+        hint = "; " + "; ".join(hints) if hints else ""
         echo(f"WARNING: events lost: {', '.join(f'{k}={v}' for k, v in dropped.items())} "
              f"(ring buffer or task map full; see metadata.json 'lost'){hint}")
     return path
