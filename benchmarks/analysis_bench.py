@@ -9,7 +9,8 @@ task/CPU intervals), then in fresh child processes, one measurement each:
 - analyze: `trace_metrics` (duckdb SQL over the files: every metric of the
   report), with its default 1GB duckdb memory limit and with 256MB (duckdb
   spills to disk past it: the memory bound is a setting, not luck);
-- report: `trace_metrics` + the HTML report with its figures.
+- report: `trace_metrics` + the HTML report with its figures;
+- export perfetto: the .pftrace of the same trace (switches and wakeups).
 Peak memory is the child's ru_maxrss. Each measurement runs --repeat times
 in alternation; the median is printed, with the ratio to the pandas load.
 
@@ -127,6 +128,11 @@ import sys
 from aios_lab.analysis.metrics import trace_metrics
 from aios_lab.analysis.report import write_report
 write_report(trace_metrics(sys.argv[1]), sys.argv[2])
+""",
+    "export perfetto": """
+import sys
+from aios_lab.analysis.perfetto import export_perfetto
+export_perfetto(sys.argv[1], sys.argv[2] + ".pftrace")
 """,
 }
 
