@@ -435,7 +435,9 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
     Boots the pinned sched_ext kernel, runs the workload once under mllb's
     collect mode and trains a model on its logged decisions, then runs it
     under each scheduler in turn (a trace of every run), and prints the
-    comparison of makespan, migrations and BPF decision cost.
+    comparison of makespan, migrations and BPF decision cost. Ends by writing
+    the HTML comparison report of all its traces (`aios-lab compare`) and
+    printing its path.
 
     Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
