@@ -16,7 +16,6 @@ import pytest
 
 from aios_lab.errors import AiosError, TraceError
 from aios_lab.telemetry import schema
-from aios_lab.telemetry.analyze import format_summary, summarize
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS, table_file
 from aios_lab.telemetry.trace import Trace
 from aios_lab.telemetry.writer import TraceWriter
@@ -391,110 +390,6 @@ def test_readable_without_aios_lab(tmp_path):
         assert res["duckdb"] == [3, sum(busy)]
     if "polars" in res:
         assert res["polars"] == [row["pid"] for row in full_rows("migrations", 3)]
-
-
-# -- analysis ------------------------------------------------------------------
-
-
-def _hist(**buckets: int) -> list[int]:
-    h = [0] * WAIT_HIST_BUCKETS
-    for k, v in buckets.items():
-        h[int(k[1:])] = v
-    return h
-
-
-def _task(pid, comm, wait_ns, wait_count, hist, migrations=0):
-    return {"interval_start_ns": 0, "interval_end_ns": 1_000_000_000, "pid": pid, "tgid": pid,
-            "comm": comm, "wait_ns": wait_ns, "wait_count": wait_count, "wait_hist": hist,
-            "migrations": migrations}
-
-
-def _cpu(cpu, busy, idle):
-    return {"interval_start_ns": 0, "interval_end_ns": 1_000_000_000, "cpu": cpu,
-            "busy_ns": busy, "idle_ns": idle}
-
-
-def _synthetic(out: Path, with_migrations: bool = True) -> Trace:
-    # 100 waits: 50 in bucket 3 [8,16), 49 in bucket 10 [1024,2048), 1 in
-    # bucket 20. Nearest rank: p50 is the 50th -> bucket 3 -> 16 ns;
-    # p99 is the 99th -> bucket 10 -> 2048 ns.
-    with TraceWriter(out, META) as w:
-        w.append("task_intervals", [
-            _task(10, "alpha", 1000, 50, _hist(b3=30, b10=20), migrations=2),
-            _task(20, "beta", 3000, 50, _hist(b3=20, b10=29, b20=1), migrations=4),
-            _task(10, "alpha", 500, 0, _hist(), migrations=0),
-        ])
-        # cpu0: busy 3 of 4 -> 75%; cpu1: 1 of 4 -> 25%; overall 4 of 8.
-        w.append("cpu_intervals", [_cpu(0, 1, 0), _cpu(0, 2, 1), _cpu(1, 1, 3)])
-        if with_migrations:
-            w.append("migrations", [{"ts_ns": i, "pid": 10} for i in range(10)])
-        w.append("policy_stats", [
-            {"interval_start_ns": 0, "interval_end_ns": 1, "cpu": c, "policy": "fifo",
-             "stat": st, "value": v} for c in (0, 1) for st, v in (("enq", 5), ("kick", 1))])
-    return Trace.open(out)
-
-
-def test_summarize_synthetic(tmp_path):
-    s = summarize(_synthetic(tmp_path / "t"))
-    lat = s["wakeup_latency"]
-    assert lat["count"] == 100
-    assert (lat["p50_bucket"], lat["p50_ns"]) == (3, 16)
-    assert (lat["p99_bucket"], lat["p99_ns"]) == (10, 2048)
-    assert lat["mean_ns"] == 4500 / 100
-    assert s["duration_s"] == 2.0 and s["duration_source"] == "metadata"
-    assert s["migrations"] == {"count": 10, "per_s": 5.0, "source": "migrations"}
-    assert s["cpu"] == {"per_cpu": {0: 0.75, 1: 0.25}, "overall": 0.5}
-    assert [(t["pid"], t["comm"], t["wait_ns"], t["wait_count"]) for t in s["top_wait"]] == [
-        (20, "beta", 3000, 50), (10, "alpha", 1500, 50)]
-    assert s["top_wait"][1]["mean_wait_ns"] == 30.0
-    assert s["status"] == "complete" and s["kernel"] == "6.12.0-test"
-    assert s["workload"] == "stress-ng --cpu 2"
-    assert s["lost"] == {"wakeups": 3} and s["lost_total"] == 3
-    assert s["policy_stats"] == {"fifo": {"enq": 10, "kick": 2}}
-    assert s["absent"] == []
-    json.dumps(s)  # plain data, so the CLI can emit it as JSON
-    text = format_summary(s)
-    assert "p50 < 16 ns" in text and "p99 < 2.05 us" in text
-    assert "5.00/s" in text and "cpu0=75.0%" in text and "LOST" in text
-    assert "stress-ng --cpu 2" in text and "policy fifo: enq=10, kick=2" in text
-
-
-def test_migrations_fall_back_to_task_intervals(tmp_path):
-    s = summarize(_synthetic(tmp_path / "t", with_migrations=False))
-    assert s["migrations"] == {"count": 6, "per_s": 3.0, "source": "task_intervals"}
-
-
-def test_overflow_bucket_percentile(tmp_path):
-    with TraceWriter(tmp_path / "t", META) as w:
-        w.append("task_intervals", [_task(1, "x", 10, 1, _hist(b31=1))])
-    lat = summarize(Trace.open(tmp_path / "t"))["wakeup_latency"]
-    assert lat["p50_bucket"] == 31 and lat["p50_ns"] is None
-    assert "p50 >= 2.15 s" in format_summary(summarize(Trace.open(tmp_path / "t")))
-
-
-def test_summarize_proc_only_trace(tmp_path):
-    meta = {k: v for k, v in META.items() if k not in ("start", "end", "lost")}
-    with TraceWriter(tmp_path / "t", meta) as w:
-        w.append("processes", [{"ts_ns": 1_000_000_000, "pid": 1, "comm": "init"},
-                               {"ts_ns": 4_000_000_000, "pid": 2, "comm": "sh"}])
-    s = summarize(Trace.open(tmp_path / "t"))
-    assert s["duration_s"] == 3.0 and s["duration_source"] == "data"
-    assert s["top_wait"] == [] and s["wakeup_latency"]["p50_ns"] is None
-    assert s["migrations"]["per_s"] is None and s["cpu"]["overall"] is None
-    assert s["processes"] == {"samples": 2, "pids": 2}
-    assert len(s["absent"]) == 3
-    text = format_summary(s)
-    assert "task_intervals is empty" in text and "absent:" in text
-
-
-def test_summarize_empty_trace(tmp_path):
-    TraceWriter(tmp_path / "t", {}).close()
-    s = summarize(Trace.open(tmp_path / "t"))
-    assert s["duration_s"] is None and any("duration" in a for a in s["absent"])
-    assert format_summary(s)
-
-
-# -- documentation -------------------------------------------------------------
 
 
 def test_doc_lists_every_column():

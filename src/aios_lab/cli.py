@@ -402,7 +402,8 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
 
     Example: aios-lab collect --interval 500 --out /tmp/t1 -- hackbench -p -g 4 -l 100
     """
-    from .telemetry.analyze import format_summary, summarize
+    from .analysis.metrics import trace_metrics
+    from .analysis.report import format_metrics
     from .telemetry.collect import CollectOptions, collect as run_collect
     from .telemetry.trace import Trace
 
@@ -414,7 +415,7 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
     click.echo(f"trace written: {path}")
-    click.echo(format_summary(summarize(Trace.open(path))))
+    click.echo(format_metrics(trace_metrics(Trace.open(path))))
 
 
 # --------------------------------------------------------------------------- experiments

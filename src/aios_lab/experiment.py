@@ -320,13 +320,13 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     result["vm"] = res.describe()
     final = out_dir / f"demo-{stamp}.json"
     write_json_atomic(final, result)
-    from .telemetry.analyze import format_summary as trace_summary, summarize
-    from .telemetry.trace import Trace
+    from .analysis.metrics import trace_metrics
+    from .analysis.report import format_metrics
 
     for sched in policies:
         last = [r for r in result["runs"] if r["scheduler"] == sched][-1]
         echo(f"\n--- trace of the last {sched} run: {last['trace']}")
-        echo(trace_summary(summarize(Trace.open(Path(last["trace"])))))
+        echo(format_metrics(trace_metrics(last["trace"])))
     echo("")
     echo(format_summary(result, result["vm"]))
     report = write_comparison_report(result, out_dir / f"demo-{stamp}-report.html", echo)

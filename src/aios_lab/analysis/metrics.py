@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 from aios_lab.analysis.db import TraceDB, exact_quantiles
-from aios_lab.telemetry.analyze import bucket_upper_ns, hist_percentile
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
 
@@ -64,6 +63,22 @@ def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
         }
         out["time"] = _timeline(db, t0, width, cpus)
     return out
+
+
+def hist_percentile(hist: "np.ndarray", q: float) -> int | None:
+    """Bucket index holding the q-quantile (nearest rank), or None if empty."""
+    import numpy as np
+
+    total = int(hist.sum())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    return int(np.searchsorted(np.cumsum(hist), rank))
+
+
+def bucket_upper_ns(i: int | None) -> int | None:
+    """Exclusive upper bound of log2 wait bucket i; None for the open-ended last one."""
+    return None if i is None or i >= WAIT_HIST_BUCKETS - 1 else 2 ** (i + 1)
 
 
 # -- time axis --------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from aios_lab.analysis.html import fmt_ns
-from aios_lab.analysis.metrics import QUANTILE_KEYS
-from aios_lab.telemetry.analyze import bucket_upper_ns
+from aios_lab.analysis.metrics import QUANTILE_KEYS, bucket_upper_ns
 
 
 def _plt():
