@@ -250,10 +250,14 @@ def test_compare_statistics(tmp_path):
 def test_compare_single_runs_give_ratios_only(tmp_path):
     a = _runs(tmp_path, "a", [10], 1)
     b = _runs(tmp_path, "b", [15], 1)
-    c, _ = compare_traces(a + b)
+    c, runs = compare_traces(a + b)
     r = c["ratios"]["b"]["duration"]
     assert r["ratio"] == pytest.approx(1.5) and r["ci95"] is None and r["p_welch"] is None
     assert "one run in some group" in format_comparison(c)
+    from aios_lab.analysis.compare import render_comparison
+
+    doc = render_comparison(c, runs)
+    assert "Some groups have one run" in doc and 'alt="ratios"' in doc
 
 
 def test_compare_labels_baseline_and_report(tmp_path):

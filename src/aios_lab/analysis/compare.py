@@ -262,11 +262,14 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
                         "switches_per_s")]
     labels = [g["label"] for g in groups]
     by_key = {m["key"]: m["label"] for m in c["metrics"]}
-    sections.append("<h2>Ratios to the baseline</h2>" + img(plots.grouped_bars(
-        labels, [by_key[k] for k in keys],
-        [[g["stats"][k]["mean"] for k in keys] for g in groups],
-        [[g["stats"][k]["ci95"] for k in keys] for g in groups],
-        "mean per group over the baseline's (error bars: 95 % t-interval)"), "ratios"))
+    others = [g["label"] for g in groups[1:]]
+
+    def point(g: str, k: str):
+        r = c["ratios"][g][k]
+        return None if r is None else (r["ratio"], *(r["ci95"] or (None, None)))
+    sections.append("<h2>Ratios to the baseline</h2>" + img(plots.ratio_points(
+        others, [by_key[k] for k in keys], [[point(g, k) for k in keys] for g in others],
+        c["baseline"]), "ratios"))
     pooled = []
     for g in groups:
         hist = np.sum([np.array(m["wait"].get("hist") or [0] * 32) for lab, m in runs
@@ -278,8 +281,8 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
         pooled.append((g["label"], w))
     sections.append("<h2>Run-queue wait, all runs of each group pooled</h2>"
                     + img(plots.wait_histogram(pooled), "wait histograms"))
-    mig = [(lab, m["migrations"]["bin_s"], m["migrations"]["per_bin"]) for lab, m in runs
-           if m["migrations"].get("per_bin")]
+    mig = [(f"{lab}: {Path(m['trace']).name}", m["migrations"]["bin_s"], m["migrations"]["per_bin"])
+           for lab, m in runs if m["migrations"].get("per_bin")]
     if mig:
         sections.append("<h2>Migrations per second</h2>" + img(plots.rate(
             mig, "migrations/s", "per run"), "migrations per second"))

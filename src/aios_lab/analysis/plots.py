@@ -150,25 +150,29 @@ def migration_matrix(matrix: dict[str, Any], topology: dict[str, Any] | None) ->
     return _png(fig)
 
 
-def grouped_bars(labels: list[str], metrics: list[str], means: list[list[float | None]],
-                 errs: list[list[float | None]], title: str) -> bytes:
-    """Per metric, one bar per label, normalised to the first label (=1)."""
+def ratio_points(labels: list[str], metrics: list[str],
+                 ratios: list[list[tuple[float, float | None, float | None] | None]],
+                 baseline: str) -> bytes:
+    """Per metric, each group's ratio to the baseline with its 95 % interval,
+    on a log axis (x2 and x0.5 are the same distance from 1)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(metrics) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(metrics) + 2), 3.6))
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(metrics))
     for k, label in enumerate(labels):
-        vals, es = [], []
-        for m in range(len(metrics)):
-            base = means[0][m]
-            v, e = means[k][m], errs[k][m]
-            ok = base not in (None, 0) and v is not None
-            vals.append(v / base if ok else np.nan)
-            es.append(e / base if ok and e is not None else 0.0)
-        ax.bar(x + k * width - 0.4 + width / 2, vals, width, yerr=es, capsize=2, label=label)
+        xs, ys, lo, hi = [], [], [], []
+        for m, r in enumerate(ratios[k]):
+            if r is None or not r[0] or r[0] <= 0:
+                continue
+            xs.append(x[m] + k * width - 0.4 + width / 2)
+            ys.append(r[0])
+            lo.append(r[0] - r[1] if r[1] else 0.0)
+            hi.append(r[2] - r[0] if r[2] else 0.0)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=label)
     ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_yscale("log")
     ax.set_xticks(x, metrics, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(f"ratio to {labels[0]}")
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(f"ratio to {baseline} (log)")
+    ax.set_title(f"mean over {baseline}'s, with 95 % intervals (none with one run)", fontsize=10)
     ax.legend(fontsize=8)
     return _png(fig)
