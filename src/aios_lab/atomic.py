@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -20,29 +23,42 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the whole
-    new one, never a prefix: a temporary file in the same folder, fsync,
-    rename. On any error the temporary file is removed and OSError raised."""
-    import tempfile
+@contextmanager
+def open_atomic(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a file that appears at `path` only when complete: a reader sees
+    the old file or the whole new one, never a prefix.
 
+    Writes go to a temporary file in the same folder; a clean exit from the
+    block fsyncs it, gives it the mode open() would (mkstemp makes 0600) and
+    renames it onto `path`. On any error the temporary file is removed,
+    `path` is left as it was, and the error propagates (OSError for I/O)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes 0600; the published file gets what open() would give.
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        f = os.fdopen(fd, mode, **kwargs)
+        fd = -1  # the file object owns it now
+        with f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
     fsync_dir(parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through open_atomic: the old file or the whole
+    new one, never a prefix; on error OSError and nothing left behind."""
+    with open_atomic(path, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -74,6 +74,7 @@ and keeps an older one intact.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import math
 import os
 import re
@@ -88,7 +89,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from aios_lab.atomic import fsync_dir
+from aios_lab.atomic import open_atomic
 from aios_lab.errors import TraceError
 from aios_lab.telemetry.schema import TABLES
 from aios_lab.telemetry.trace import Trace
@@ -901,12 +902,6 @@ class _BundleWriter:
 # -- entry point --------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
                     bundle_events: int = DEFAULT_BUNDLE_EVENTS,
                     batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -937,35 +932,17 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
                          hint="create it first, or write elsewhere")
 
     stats = ExportStats(path=out)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as e:
-        raise TraceError(f"cannot write in {parent}: {e.strerror}",
-                         hint="check that the folder is writable") from None
     scratch = _Scratch(parent, out.name)
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            fd = -1
+        with open_atomic(out, "wb", buffering=1 << 20) as f:
             _export(trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
-            f.flush()
-            os.fsync(f.fileno())
             stats.bytes = f.tell()
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would have made it
-        os.replace(tmp, out)
-    except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise TraceError(f"writing {out} failed: {exc.strerror or exc}",
-                             hint="check free disk space") from None
-        raise
+    except OSError as e:
+        hint = ("check that the folder is writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+                else "check free disk space")
+        raise TraceError(f"writing {out} failed: {e.strerror or e}", hint=hint) from None
     finally:
         scratch.cleanup()
-    fsync_dir(parent)
     return stats
 
 
