@@ -26,15 +26,11 @@ import numpy as np
 
 from aios_lab.analysis import plots
 from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
-from aios_lab.analysis.metrics import trace_metrics
+from aios_lab.analysis.metrics import QUANTILE_KEYS, mean_util, trace_metrics
 from aios_lab.analysis.report import warnings_of
 from aios_lab.errors import AiosError
+from aios_lab.telemetry.schema import WAIT_HIST_BUCKETS
 
-
-
-def _util_mean(m: dict) -> float | None:
-    u = [v for v in m["time"].get("util_by_cpu") or [] if v is not None]
-    return sum(u) / len(u) if u else None
 
 
 def _rq_mean(m: dict) -> float | None:
@@ -60,7 +56,7 @@ METRICS: list[tuple[str, str, str, Callable[[dict], float | None]]] = [
     ("migrations_per_s", "migrations/s", "rate", lambda m: m["migrations"].get("rate_per_s")),
     ("cross_llc_per_s", "cross-LLC/node migrations/s", "rate", _cross_llc_per_s),
     ("switches_per_s", "context switches/s", "rate", lambda m: m["switches"].get("rate_per_s")),
-    ("util", "mean CPU utilisation", "frac", _util_mean),
+    ("util", "mean CPU utilisation", "frac", mean_util),
     ("rq_len", "mean run-queue length", "num", _rq_mean),
 ]
 
@@ -258,8 +254,7 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
     if any(g["runs"] < 2 for g in groups):
         sections.append('<p class="note">Some groups have one run: no interval or test for them. '
                         "Repeat the runs to get them.</p>")
-    keys = [k for k in ("wait_p50", "wait_p99", "wait_p999", "duration", "migrations_per_s",
-                        "switches_per_s")]
+    keys = ("wait_p50", "wait_p99", "wait_p999", "duration", "migrations_per_s", "switches_per_s")
     labels = [g["label"] for g in groups]
     by_key = {m["key"]: m["label"] for m in c["metrics"]}
     others = [g["label"] for g in groups[1:]]
@@ -272,12 +267,12 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
         c["baseline"]), "ratios"))
     pooled = []
     for g in groups:
-        hist = np.sum([np.array(m["wait"].get("hist") or [0] * 32) for lab, m in runs
+        hist = np.sum([np.array(m["wait"].get("hist") or [0] * WAIT_HIST_BUCKETS) for lab, m in runs
                        if lab == g["label"]], axis=0)
         w = {"hist": hist.tolist()}
-        for key, qk in (("wait_p50", "p50_ns"), ("wait_p90", "p90_ns"), ("wait_p99", "p99_ns"),
-                        ("wait_p999", "p999_ns")):
-            w[qk] = g["stats"][key]["mean"]
+        # Lines at the group's mean percentiles (metric wait_pNN <-> wait key pNN_ns).
+        for qk in QUANTILE_KEYS:
+            w[qk] = g["stats"]["wait_" + qk.removesuffix("_ns")]["mean"]
         pooled.append((g["label"], w))
     sections.append("<h2>Run-queue wait, all runs of each group pooled</h2>"
                     + img(plots.wait_histogram(pooled), "wait histograms"))

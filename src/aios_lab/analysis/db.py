@@ -107,21 +107,32 @@ class TraceDB:
 REFINE_BUCKETS = 1024
 
 
-def exact_quantiles(db: TraceDB, table: str, column: str, qs: tuple[float, ...]) -> list[int | None]:
+def log2_buckets(db: TraceDB, table: str, column: str) -> list[tuple[int, int, int, int]]:
+    """(k, count, min, max) per log2 bucket k = floor(log2(max(v, 1))) of an
+    integer column, in value order: the wait histogram and the first level
+    of exact_quantiles' search, from one scan."""
+    return [(int(k), int(c), int(lo), int(hi)) for k, c, lo, hi in db.rows(f"""
+        SELECT CAST(floor(log2(greatest({column}, 1))) AS BIGINT) AS k, count(*), min({column}),
+               max({column})
+        FROM {table} WHERE {column} IS NOT NULL GROUP BY k ORDER BY min({column})""")]
+
+
+def exact_quantiles(db: TraceDB, table: str, column: str, qs: tuple[float, ...],
+                    levels: list[tuple[int, int, int, int]] | None = None) -> list[int | None]:
     """Exact nearest-rank quantiles (the smallest value with at least q of
     the values at or below it) of an integer column, in bounded memory.
 
     duckdb's quantile_disc keeps the whole column in memory and cannot
-    spill (it ran out of a 256MB limit on 10^7 waits). Here one GROUP BY
-    over log2 buckets finds the bucket holding each rank, then range
-    histograms of REFINE_BUCKETS linear buckets narrow it down until one
-    value is left: a few scans, each with a handful of groups.
+    spill (it ran out of a 256MB limit on 10^7 waits). Here the log2
+    buckets (``levels``: log2_buckets' result, computed if not given) find
+    the bucket holding each rank, then range histograms of REFINE_BUCKETS
+    linear buckets narrow it down until one value is left: a few scans,
+    each with a handful of groups.
     """
     col, src = column, table
-    levels = db.rows(f"""
-        SELECT CAST(floor(log2(greatest({col}, 1))) AS BIGINT) AS k, count(*), min({col}), max({col})
-        FROM {src} WHERE {col} IS NOT NULL GROUP BY k ORDER BY min({col})""")
-    n = sum(int(c) for _, c, _, _ in levels)
+    if levels is None:
+        levels = log2_buckets(db, table, column)
+    n = sum(c for _, c, _, _ in levels)
     out: list[int | None] = []
     for q in qs:
         if not n:
@@ -132,8 +143,7 @@ def exact_quantiles(db: TraceDB, table: str, column: str, qs: tuple[float, ...])
         for _, c, lo, hi in levels:
             if below + c >= rank:
                 break
-            below += int(c)
-        lo, hi = int(lo), int(hi)
+            below += c
         while lo < hi:
             width = -(-(hi - lo + 1) // REFINE_BUCKETS)
             buckets = db.rows(f"""

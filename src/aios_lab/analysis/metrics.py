@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from aios_lab.analysis.db import TraceDB, exact_quantiles
+from aios_lab.analysis.db import TraceDB, exact_quantiles, log2_buckets
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
 
@@ -63,6 +63,12 @@ def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
         }
         out["time"] = _timeline(db, t0, width, cpus)
     return out
+
+
+def mean_util(m: dict[str, Any]) -> float | None:
+    """Mean utilisation over the CPUs that have one (each CPU counts once)."""
+    u = [v for v in m["time"].get("util_by_cpu") or [] if v is not None]
+    return sum(u) / len(u) if u else None
 
 
 def hist_percentile(hist: "np.ndarray", q: float) -> int | None:
@@ -127,26 +133,26 @@ def _timeline(db: TraceDB, t0: int | None, width: int, cpus: list[int]) -> dict[
     (last,) = db.one("SELECT max(interval_start_ns) FROM cpu_intervals")
     nbins = max(1, int((last - t0) // width) + 1) if last is not None else 1
     b = f"CAST(floor((interval_start_ns - {t0}) / {width}) AS BIGINT)"
-    util = db.rows(f"""
-        SELECT {b} AS b, cpu, sum(busy_ns)::DOUBLE / nullif(sum(busy_ns + idle_ns), 0)
+    sampled = "FILTER (WHERE rq_len_samples > 0)"
+    rows = db.rows(f"""
+        SELECT {b} AS b, cpu, sum(busy_ns)::DOUBLE / nullif(sum(busy_ns + idle_ns), 0),
+               sum(rq_len_mean * rq_len_samples) {sampled} / nullif(sum(rq_len_samples) {sampled}, 0),
+               max(rq_len_max), avg(freq_khz)
         FROM cpu_intervals GROUP BY ALL""")
-    rq = db.rows(f"""
-        SELECT {b} AS b, cpu, sum(rq_len_mean * rq_len_samples) / nullif(sum(rq_len_samples), 0)
-        FROM cpu_intervals WHERE rq_len_samples > 0 GROUP BY ALL""")
-    rq_max = db.rows(f"SELECT {b} AS b, cpu, max(rq_len_max) FROM cpu_intervals GROUP BY ALL")
-    freq = db.rows(f"""
-        SELECT {b} AS b, cpu, avg(freq_khz) FROM cpu_intervals
-        WHERE freq_khz IS NOT NULL GROUP BY ALL""")
+
+    def column(i: int) -> list[tuple]:
+        return [(r[0], r[1], r[i]) for r in rows]
     overall = dict(db.rows("""
         SELECT cpu, sum(busy_ns)::DOUBLE / nullif(sum(busy_ns + idle_ns), 0)
         FROM cpu_intervals GROUP BY cpu"""))
     return {
         "bin_s": width / 1e9,
         "t_s": [i * width / 1e9 for i in range(nbins)],
-        "util": _grid(util, nbins, cpus),
-        "rq_len": _grid(rq, nbins, cpus),
-        "rq_len_max": _grid(rq_max, nbins, cpus),
-        "freq_khz": _grid(freq, nbins, cpus) if freq else None,
+        "util": _grid(column(2), nbins, cpus),
+        "rq_len": _grid(column(3), nbins, cpus),
+        "rq_len_max": _grid(column(4), nbins, cpus),
+        # None, not a grid of Nones, where the kernel exposed no frequency.
+        "freq_khz": _grid(column(5), nbins, cpus) if any(r[5] is not None for r in rows) else None,
         "util_by_cpu": [overall.get(c) for c in cpus],
     }
 
@@ -160,19 +166,17 @@ def _wait(db: TraceDB) -> dict[str, Any]:
         # buffer pool and spills them, and the quantile search scans it a few times.
         db.con.execute("""CREATE OR REPLACE TEMP TABLE waits AS
                           SELECT next_wait_ns AS w FROM switches WHERE next_wait_ns IS NOT NULL""")
-        row = db.one("SELECT count(*), avg(w), max(w) FROM waits")
-        row = (*row, *exact_quantiles(db, "waits", "w", QUANTILES))
-        hist = [0] * WAIT_HIST_BUCKETS
-        for bucket, count in db.rows(f"""
-                SELECT CASE WHEN next_wait_ns <= 1 THEN 0
-                            ELSE least(CAST(floor(log2(next_wait_ns)) AS INTEGER),
-                                       {WAIT_HIST_BUCKETS - 1}) END AS k, count(*)
-                FROM switches WHERE next_wait_ns IS NOT NULL GROUP BY k"""):
-            hist[int(bucket)] = int(count)
+        count, mean, wmax = db.one("SELECT count(*), avg(w), max(w) FROM waits")
+        levels = log2_buckets(db, "waits", "w")
+        quantiles = exact_quantiles(db, "waits", "w", QUANTILES, levels)
         db.con.execute("DROP TABLE waits")
-        out = {"source": "switches", "exact": True, "count": int(row[0]), "mean_ns": float(row[1]),
-               "max_ns": int(row[2])}
-        out.update({k: int(v) for k, v in zip(QUANTILE_KEYS, row[3:])})
+        hist = [0] * WAIT_HIST_BUCKETS
+        for k, c, _, _ in levels:
+            # The last bucket holds everything from 2^31 ns up.
+            hist[min(k, WAIT_HIST_BUCKETS - 1)] += c
+        out = {"source": "switches", "exact": True, "count": int(count), "mean_ns": float(mean),
+               "max_ns": int(wmax)}
+        out.update(zip(QUANTILE_KEYS, quantiles))
         out["hist"] = hist
         return out
     # No switch stream: the per-task log2 histograms (bucket upper bounds).

@@ -6,6 +6,11 @@ from typing import Any
 
 from aios_lab.analysis import plots
 from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
+from aios_lab.analysis.metrics import mean_util
+
+# The wait statistics shown, label -> key of metrics' "wait", in the order shown.
+WAIT_STATS = (("mean", "mean_ns"), ("p50", "p50_ns"), ("p90", "p90_ns"), ("p99", "p99_ns"),
+              ("p99.9", "p999_ns"), ("max", "max_ns"))
 
 
 def warnings_of(m: dict[str, Any]) -> list[str]:
@@ -23,13 +28,12 @@ def warnings_of(m: dict[str, Any]) -> list[str]:
 
 
 def _summary(m: dict[str, Any]) -> str:
-    w, mig, sw = m["wait"], m["migrations"], m["switches"]
-    util = [u for u in m["time"].get("util_by_cpu") or [] if u is not None]
+    mig, sw, util = m["migrations"], m["switches"], mean_util(m)
     rows = [
         ("duration", f"{m['duration_s']:.3f} s" if m["duration_s"] else "n/a"),
         ("events (switches + wakeups + migrations)", f"{m['events']:,}"),
         ("CPUs", len(m["cpus"])),
-        ("mean CPU utilisation", f"{100 * sum(util) / len(util):.1f} %" if util else "n/a"),
+        ("mean CPU utilisation", f"{100 * util:.1f} %" if util is not None else "n/a"),
         ("context switches/s", fmt_num(sw["rate_per_s"])),
         ("migrations/s", fmt_num(mig["rate_per_s"])),
         ("tasks seen", f"{m['tasks']['count']:,}"),
@@ -44,10 +48,7 @@ def _wait_section(m: dict[str, Any]) -> str:
     how = ("exact, over every wait in the switches table" if w["exact"] else
            "from per-task log2 histograms: each percentile is the upper bound of its bucket "
            "(collect with switches for exact values)")
-    rows = [("waits", f"{w['count']:,}"), ("mean", fmt_ns(w.get("mean_ns"))),
-            ("p50", fmt_ns(w.get("p50_ns"))), ("p90", fmt_ns(w.get("p90_ns"))),
-            ("p99", fmt_ns(w.get("p99_ns"))), ("p99.9", fmt_ns(w.get("p999_ns"))),
-            ("max", fmt_ns(w.get("max_ns")))]
+    rows = [("waits", f"{w['count']:,}")] + [(label, fmt_ns(w.get(key))) for label, key in WAIT_STATS]
     return ("<h2>Run-queue wait (wakeup latency)</h2>"
             f'<p class="note">Wakeup or preemption until running; {esc(how)}.</p>'
             + table(["", ""], rows, left=1)
@@ -144,22 +145,19 @@ def write_report(m: dict[str, Any], out: Path | str) -> Path:
 
 def format_metrics(m: dict[str, Any], top: int = 10) -> str:
     """The same metrics as the HTML report, as terminal text (warnings first)."""
-    w, mig, sw = m["wait"], m["migrations"], m["switches"]
+    w, mig, sw, util = m["wait"], m["migrations"], m["switches"], mean_util(m)
     lines = list(warnings_of(m))
-    util = [u for u in m["time"].get("util_by_cpu") or [] if u is not None]
-    lines.append(f"trace {m['trace']} ({m['status']}): "
-                 f"{m['duration_s']:.3f} s, " if m["duration_s"] else f"trace {m['trace']} ({m['status']}): ")
-    lines[-1] += f"{m['events']:,} events, {len(m['cpus'])} CPUs"
+    duration = f"{m['duration_s']:.3f} s, " if m["duration_s"] else ""
+    lines.append(f"trace {m['trace']} ({m['status']}): {duration}{m['events']:,} events, "
+                 f"{len(m['cpus'])} CPUs")
     if w.get("count"):
         kind = "exact" if w["exact"] else "log2-bucket upper bounds"
         lines.append(f"run-queue wait ({w['count']:,} waits, {kind}): "
-                     + ", ".join(f"{k} {fmt_ns(w.get(q))}" for k, q in
-                                 (("mean", "mean_ns"), ("p50", "p50_ns"), ("p90", "p90_ns"),
-                                  ("p99", "p99_ns"), ("p99.9", "p999_ns"), ("max", "max_ns"))))
+                     + ", ".join(f"{label} {fmt_ns(w.get(key))}" for label, key in WAIT_STATS))
     else:
         lines.append("run-queue wait: none recorded")
-    if util:
-        lines.append(f"cpu utilisation: mean {100 * sum(util) / len(util):.1f}%  " + "  ".join(
+    if util is not None:
+        lines.append(f"cpu utilisation: mean {100 * util:.1f}%  " + "  ".join(
             f"cpu{c}={100 * u:.0f}%" for c, u in zip(m["cpus"], m["time"]["util_by_cpu"])
             if u is not None))
     lines.append(f"context switches: {sw['total']:,}" + (f" ({sw['rate_per_s']:.1f}/s)"

@@ -76,8 +76,7 @@ class Trace:
         for name, expected in TABLES.items():
             fname = table_file(name)
             fpath = path / fname
-            if not fpath.is_file() and name in OPTIONAL_TABLES and not path.joinpath(
-                    fname).exists():
+            if name in OPTIONAL_TABLES and not fpath.exists():
                 # Added to version 1 later; an older trace simply has none.
                 files[name], schemas[name], rows[name] = None, expected, 0
                 continue
