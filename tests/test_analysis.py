@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from aios_lab.analysis.compare import compare_traces, default_label, format_comparison
 from aios_lab.analysis.metrics import trace_metrics
-from aios_lab.analysis.report import render_report, write_report
+from aios_lab.analysis.report import format_metrics, render_report, write_report
 from aios_lab.cli import main
 from aios_lab.errors import AiosError, TraceError
 from aios_lab.telemetry.schema import WAIT_HIST_BUCKETS
@@ -190,6 +190,20 @@ def test_truncated_trace_report_says_so_first(tmp_path):
     assert body.index("TRUNCATED TRACE") < body.index("<h1>")
     res = CliRunner().invoke(main, ["analyze", str(tmp_path / "t")])
     assert res.exit_code == 0 and res.output.splitlines()[0].startswith("TRUNCATED TRACE")
+
+
+def test_policy_counters_are_summed(tmp_path):
+    out = tmp_path / "t"
+    w = TraceWriter(out, {})
+    w.append("policy_stats", [{"interval_start_ns": i * S, "interval_end_ns": (i + 1) * S, "cpu": c,
+                               "policy": "fifo", "stat": stat, "value": v}
+                              for i in range(3) for c in range(2)
+                              for stat, v in (("QUEUED", 10 * c + i), ("DIRECT", 1))])
+    w.close()
+    m = trace_metrics(out)
+    assert m["policy_stats"] == {"fifo": {"DIRECT": 6, "QUEUED": 36}}  # 10*c+i over c<2, i<3
+    assert "policy fifo: DIRECT=6, QUEUED=36" in format_metrics(m)
+    assert "<h2>Policy counters</h2>" in render_report(m)
 
 
 def test_html_escapes_names(tmp_path):

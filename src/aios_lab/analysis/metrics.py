@@ -16,6 +16,8 @@ series are binned to at most ``MAX_BINS`` points). What each number means:
   across NUMA nodes.
 - freq_khz: mean recorded frequency per CPU per bin, or None when the
   kernel exposed none (every VM here).
+- policy_stats: the attached sched_ext policy's counters, summed over CPUs
+  and intervals.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
             "tasks": _tasks(db, top),
             "migrations": _migrations(db, t0, width, duration_s),
             "switches": _switches(db, duration_s),
+            "policy_stats": _policy_stats(db),
         }
         out["time"] = _timeline(db, t0, width, cpus)
     return out
@@ -292,6 +295,15 @@ def _switches(db: TraceDB, duration_s: float | None) -> dict[str, Any]:
         total, source = int(s or 0), "cpu_intervals" if s is not None else None
     return {"source": source, "total": total,
             "rate_per_s": total / duration_s if duration_s and source else None}
+
+
+def _policy_stats(db: TraceDB) -> dict[str, dict[str, int]]:
+    """Each sched_ext policy counter's total over the trace, all CPUs summed."""
+    out: dict[str, dict[str, int]] = {}
+    for policy, stat, total in db.rows("""SELECT policy, stat, sum(value) FROM policy_stats
+                                          GROUP BY ALL ORDER BY policy, stat"""):
+        out.setdefault(policy, {})[stat] = int(total or 0)
+    return out
 
 
 # -- metadata ---------------------------------------------------------------------------------

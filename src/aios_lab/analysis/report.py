@@ -119,6 +119,14 @@ def _migration_section(m: dict[str, Any]) -> str:
     return out
 
 
+def _policy_section(m: dict[str, Any]) -> str:
+    if not m["policy_stats"]:
+        return ""
+    return "<h2>Policy counters</h2>" + "".join(
+        f"<h3>{esc(policy)}</h3>" + table(["counter", "total"], [(k, f"{v:,}") for k, v in stats.items()], 1)
+        for policy, stats in m["policy_stats"].items())
+
+
 def _metadata_section(m: dict[str, Any]) -> str:
     md = dict(m["metadata"])
     topo = md.pop("topology", None)
@@ -134,7 +142,7 @@ def _metadata_section(m: dict[str, Any]) -> str:
 
 def render_report(m: dict[str, Any]) -> str:
     sections = [_summary(m), _wait_section(m), _task_section(m), _cpu_section(m),
-                _migration_section(m), _metadata_section(m)]
+                _migration_section(m), _policy_section(m), _metadata_section(m)]
     return page(f"aios-lab trace report: {Path(m['trace']).name}", sections, warnings_of(m))
 
 
@@ -167,6 +175,8 @@ def format_metrics(m: dict[str, Any], top: int = 10) -> str:
         d = mig["by_domain"]
         line += f"; within LLC {d['same_llc']:,}, across LLCs {d['cross_llc']:,}, across nodes {d['cross_node']:,}"
     lines.append(line)
+    for policy, stats in m["policy_stats"].items():
+        lines.append(f"policy {policy}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
     tasks = m["tasks"]["top_by_wait"][:top]
     if tasks:
         lines.append("top run-queue wait:")
