@@ -282,9 +282,16 @@ def test_cpu_busy_plus_idle_covers_the_interval(rec):
             assert covered / span >= 0.9, (cpu, covered, span)
         assert sum(r["switches"] for r in rows) > 0
     # Busy time is the on-CPU time of tasks (pid > 0): the two views agree.
+    # A hidden switch-in (the unpaired case) leaves that whole run out of the
+    # task view while the CPU view, which follows the tracepoint's prev, keeps
+    # it; CI once lost the 200 ms spinner that way. Then only the upper bound
+    # holds: tasks are never credited more time than the CPUs were busy.
     busy = sum(r["busy_ns"] for r in rec.cpus)
     oncpu = sum(r["oncpu_ns"] for r in rec.tasks)
-    assert 0.9 <= oncpu / busy <= 1.1, (oncpu, busy)
+    lost = rec.col.lost()
+    assert oncpu / busy <= 1.1, (oncpu, busy, lost)
+    if exact:
+        assert oncpu / busy >= 0.9, (oncpu, busy, lost)
     check_schema(rec)
 
 
