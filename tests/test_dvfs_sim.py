@@ -575,3 +575,32 @@ def test_util_est_update_rule():
     assert est_after[0] == pytest.approx(samples[0])
     assert est_after[1] == pytest.approx(samples[0] + (samples[1] - samples[0]) / 4)
     assert sim.util_est[1] == 0.0
+
+
+def test_table_util_remembers_the_last_burst_while_the_cpu_has_work():
+    # The freq policy's util_est: when CPU 0's 6 ms burst ends, the sample is
+    # the larger of the windowed EWMA and the window's busy fraction so far
+    # (which holds the burst). At the next burst's arrival the EWMA has
+    # decayed, yet the table is indexed by the remembered value; while the
+    # CPU idles, by the EWMA alone, and CPU 1 (never busy) stays at 0.
+    from aios_lab.dvfs.demand import Demand
+    from aios_lab.dvfs.sim import WINDOW_S, Simulation
+
+    d = Demand("bursts", "interactive", [0.0, 0.1], [[0.006, 0.0], [0.006, 0.0]], 0.05, 0.2)
+    sim = Simulation(BIG, d, step_s=0.001, start_opp=BIG.nr_opps - 1)
+    had, est_at_end = False, None
+    while sim.t < 0.098:
+        sim.advance(1)
+        if had and not sim.queues[0]:
+            est_at_end = sim.win_est[0]
+        had = bool(sim.queues[0])
+    # 6 ms busy at the top OPP in the first 8 ms window: 6/6 of the window so far
+    assert est_at_end == pytest.approx(1024.0, rel=0.01)
+    assert sim.util_win[0] < 400                      # decayed over ~11 idle windows
+    assert sim.table_util() == [sim.util_win[0], 0.0]  # idle: the EWMA alone
+    while not sim.queues[0]:
+        sim.advance(1)                                 # until the second burst arrives
+    assert sim.t == pytest.approx(0.1)
+    assert sim.table_util()[0] == pytest.approx(est_at_end)
+    assert sim.table_state()[0] == 15
+    assert WINDOW_S == 0.008

@@ -176,6 +176,7 @@ def test_cpu_states_wait_for_a_consistent_copy(fake, layouts):
     _, _, cpu_t, _ = layouts
     c = cpu_t()
     c.util, c.util_bucket, c.nr_queued, c.rq_bucket = 700, 10, 2, 2
+    c.util_win, c.util_est = 600, 700
     c.perf, c.request, c.perf_cur, c.perf_cap, c.table_version, c.updates = 659, 528, 1024, 1024, 3, 17
     fake.state.values[1] = bytes(c)
     c.seq = 5  # odd: BPF is writing this entry
@@ -183,6 +184,7 @@ def test_cpu_states_wait_for_a_consistent_copy(fake, layouts):
     states = fake.cpu_states(nr_cpus=3, retries=3)
     assert [s.cpu for s in states] == [0, 1, 2]
     assert states[1].consistent and states[1].request == 528 and states[1].table_version == 3
+    assert (states[1].util, states[1].util_win, states[1].util_est) == (700, 600, 700)
     assert not states[2].consistent
     assert states[0].updates == 0 and states[0].to_dict()["request"] == 0
 

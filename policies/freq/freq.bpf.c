@@ -14,8 +14,13 @@
  * CPU's current perf level relative to its highest, 1024 where the kernel
  * has no frequency invariance), divided by the window; windows are folded
  * into an EWMA with weight 1/4 per elapsed window (a CPU idle for n windows
- * decays by (3/4)^n). On every tick of a CPU, and on every `running` at most
- * once per running_min_ns, the policy reads
+ * decays by (3/4)^n). That EWMA lags a burst by a few windows, so, like the
+ * kernel's util_est, each time a CPU runs out of work (a task stops, not
+ * runnable, and nothing is queued) the larger of the EWMA and the current
+ * window's busy fraction so far is folded into util_est: up at once, down by
+ * 1/4 of the difference. While the CPU has work, util = max(EWMA, util_est);
+ * an idle CPU uses the EWMA alone. On every tick of a CPU, and on every
+ * `running` at most once per running_min_ns, the policy reads
  *     perf = table[active slot][min(util >> 6, 15)][min(nr_queued, 3)]
  * and calls scx_bpf_cpuperf_set(cpu, ceil(perf / 1.25)): schedutil (the
  * governor that reads this target) multiplies by 1.25 again, so the CPU ends
@@ -213,6 +218,11 @@ static __always_inline u32 decide(struct freq_cpu *c, struct freq_table *t, u32 
 	util = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT;
 	if (util > FREQ_PERF_MAX)
 		util = FREQ_PERF_MAX;
+	c->util_win = util;
+	/* util_est counts while the CPU has work, as the kernel's does while
+	 * its tasks are enqueued (dvfs.sim: table_util). */
+	if ((c->running || nr) && c->util_est > util)
+		util = c->util_est;
 	ub = util >> FREQ_UTIL_SHIFT;
 	if (ub > FREQ_UTIL_BUCKETS - 1)
 		ub = FREQ_UTIL_BUCKETS - 1;
@@ -460,20 +470,47 @@ void BPF_STRUCT_OPS(freq_tick, struct task_struct *p)
 	update_perf(scx_bpf_task_cpu(p), bpf_ktime_get_ns(), FREQ_STAT_TICK_SET);
 }
 
+/* util_est's update when cpu runs out of work (kernel/sched/fair.c
+ * util_est_update: a larger sample is taken at once, a smaller one moves the
+ * estimate down by 1/4 of the difference). The sample is the larger of the
+ * EWMA and the busy fraction of the window so far, which has the burst that
+ * just ended in it. Called with c->lock held, after account_busy(). */
+static __always_inline void util_est_update(struct freq_cpu *c, u64 now)
+{
+	u64 sample = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT, part;
+	u32 est = c->util_est;
+
+	if (c->window_start_ns && now > c->window_start_ns) {
+		part = c->busy_ns * FREQ_PERF_MAX / (now - c->window_start_ns);
+		if (part > sample)
+			sample = part;
+	}
+	if (sample > FREQ_PERF_MAX)
+		sample = FREQ_PERF_MAX;
+	if (sample >= est)
+		c->util_est = sample;
+	else
+		c->util_est = est - (est - (u32)sample) / 4;
+}
+
 void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 {
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct freq_cpu *c = cpu_of(cpu);
+	bool out_of_work;
 
 	u64 cur, now = bpf_ktime_get_ns();
 
 	if (!c)
 		return;
 	cur = perf_cur(cpu);
+	out_of_work = !runnable && !queued_on(cpu);
 	bpf_spin_lock(&c->lock);
 	__sync_fetch_and_add(&c->seq, 1);
 	account_busy(c, cur, now);
 	c->running = 0;
+	if (out_of_work)
+		util_est_update(c, now);
 	__sync_fetch_and_add(&c->seq, 1);
 	bpf_spin_unlock(&c->lock);
 }

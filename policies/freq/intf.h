@@ -59,7 +59,8 @@ struct freq_cpu {
 	u64 last_set_ns;	/* when perf was last decided (rate limit of `running`) */
 	u64 table_version;	/* version of the table used by the last decision, 0 = no table */
 	u64 updates;		/* perf decisions taken on this CPU */
-	u32 util;		/* frequency-invariant utilisation 0..1024 of the last decision */
+	u32 util;		/* utilisation 0..1024 the last decision was indexed by: util_win,
+				 * or util_est when larger and the CPU has work */
 	u32 util_bucket;	/* min(util >> 6, 15) */
 	u32 nr_queued;		/* tasks waiting for this CPU: its DSQ plus its local DSQ */
 	u32 rq_bucket;		/* min(nr_queued, 3) */
@@ -68,6 +69,8 @@ struct freq_cpu {
 	u32 perf_cur;		/* scx_bpf_cpuperf_cur(cpu) at the decision */
 	u32 perf_cap;		/* scx_bpf_cpuperf_cap(cpu) at the decision */
 	u32 running;		/* a task of ours is on the CPU (busy time is accruing) */
+	u32 util_win;		/* the windowed EWMA (util_fp rounded) at the last decision */
+	u32 util_est;		/* EWMA of the utilisation each time the CPU ran out of work */
 	u32 _pad;
 };
 

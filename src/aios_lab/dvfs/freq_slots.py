@@ -110,7 +110,7 @@ def check_table(table: FreqTable, limits: TableLimits | None = None, where: str 
 class CpuState:
     """One CPU's entry of the policy's `cpu_state` map (struct freq_cpu)."""
     cpu: int
-    util: int
+    util: int            # what the last decision was indexed by: util_win, or util_est when larger with work
     util_bucket: int
     nr_queued: int
     rq_bucket: int
@@ -122,6 +122,8 @@ class CpuState:
     updates: int
     running: bool
     consistent: bool     # two identical copies with no update in flight
+    util_win: int = 0    # the windowed EWMA at the last decision
+    util_est: int = 0    # EWMA of the utilisation each time the CPU ran out of work (now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,7 +200,8 @@ class FreqSlots:
             out.append(CpuState(cpu=cpu, util=c.util, util_bucket=c.util_bucket, nr_queued=c.nr_queued,
                                 rq_bucket=c.rq_bucket, perf=c.perf, request=c.request, perf_cur=c.perf_cur,
                                 perf_cap=c.perf_cap, table_version=c.table_version, updates=c.updates,
-                                running=bool(c.running), consistent=ok))
+                                running=bool(c.running), consistent=ok, util_win=c.util_win,
+                                util_est=c.util_est))
         return out
 
     # -- writing -------------------------------------------------------------------

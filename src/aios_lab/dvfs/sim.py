@@ -21,8 +21,14 @@ Model, per step of `step_s` (1 ms by default):
   current perf / top perf, 0..1024): PELT-like (32 ms half-life, updated each
   1 ms), which schedutil reads, and the `freq` sched_ext policy's own
   (busy fraction per 8 ms window folded into an EWMA of weight 1/4,
-  policies/freq/freq.bpf.c), which the table governor and the RL state read,
-  so a table trained here sees the signal it is indexed by in the kernel.
+  policies/freq/freq.bpf.c) plus that policy's util_est (the larger of the
+  EWMA and the current window's busy fraction, sampled when the CPU's work
+  runs out, by the kernel's util_est rule; it counts while the CPU has
+  work), which the table governor and the RL state read, so a table trained
+  here sees the signal it is indexed by in the kernel. One difference: the
+  simulator's windows keep a fixed 8 ms grid, while the policy restarts a
+  busy CPU's window when a task starts running after a closed window, so
+  the policy's partial-window sample of a short burst is somewhat higher.
 * QoS: an item that completes after its deadline is a deadline miss (a frame
   drop for periodic demand); for throughput the makespan (time until all
   work is done) is the figure. Items unfinished when the run is cut off
@@ -54,8 +60,9 @@ class Obs:
     busy: list[float]            # per CPU busy share since this governor's last decision
     nr_queued: list[int]         # per CPU items waiting behind the running one
     cluster: Cluster
-    # per CPU, 0..1024, the freq policy's windowed EWMA (what tables are indexed
-    # by); None in a hand-built Obs means "same as util"
+    # per CPU, 0..1024, what tables are indexed by: the freq policy's windowed
+    # EWMA, or its util_est when larger and the CPU has work (Simulation.table_util);
+    # None in a hand-built Obs means "same as util"
     util_win: list[float] | None = None
     # per CPU, the util_est schedutil adds (0 while the CPU has nothing runnable); None: none
     util_est: list[float] | None = None
@@ -127,6 +134,7 @@ class Simulation:
         self.util = [0.0] * n
         self.util_win = [0.0] * n
         self.util_est = [0.0] * n       # EWMA of util at each "dequeue" (the CPU's work running out)
+        self.win_est = [0.0] * n        # the freq policy's util_est, over its windowed signal
         self._win_busy = [0.0] * n      # perf-weighted busy seconds in the current window
         self._win_t = 0.0
         self._win_steps = max(1, int(round(WINDOW_S / step_s)))
@@ -180,13 +188,19 @@ class Simulation:
         """The cluster's state as a table indexes it: the utilisation bucket of
         the busiest CPU (the freq policy's windowed signal) and the bucket of
         the longest queue. What the sweep logs and the RL agent sees."""
-        return (util_bucket(float(max(self.util_win))),
+        return (util_bucket(float(max(self.table_util()))),
                 rq_bucket(max(max(len(q) - 1, 0) for q in self.queues)))
+
+    def table_util(self) -> list[float]:
+        """Per CPU, the utilisation a table is indexed by (the freq policy's
+        `util`): the windowed EWMA, or its util_est when larger and the CPU
+        has work."""
+        return [max(u, e) if q else u for u, e, q in zip(self.util_win, self.win_est, self.queues)]
 
     def observe(self) -> Obs:
         span = max(self.acc_t, 1e-12)
         obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
-                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=list(self.util_win),
+                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=self.table_util(),
                   util_est=[e if q else 0.0 for e, q in zip(self.util_est, self.queues)])
         self.busy_acc = [0.0] * len(self.busy_acc)
         self.acc_t = 0.0
@@ -279,6 +293,14 @@ class Simulation:
                 sample = self.util[cpu]
                 est = self.util_est[cpu]
                 self.util_est[cpu] = sample if sample >= est else est + (sample - est) / 4
+                # The freq policy's own util_est (policies/freq: util_est_update):
+                # the same rule over its windowed signal, sampled as the larger
+                # of the EWMA and the busy fraction of the window so far, which
+                # holds the burst that just ended (the EWMA lags it).
+                part = (self._nstep % self._win_steps + 1) * dt
+                ws = max(self.util_win[cpu], min((self._win_busy[cpu] + busy * perf_eff) / part, 1.0) * 1024)
+                est = self.win_est[cpu]
+                self.win_est[cpu] = ws if ws >= est else est + (ws - est) / 4
             self._win_busy[cpu] += busy * perf_eff
             if q and q[0][1] < t1:
                 self.step_overdue += dt
