@@ -134,7 +134,7 @@ def main() -> int:
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
            "sweep_table": sw.table.to_dict(), "argv": sys.argv}
     if a.json_out:
-        from aios_lab.experiment import write_json_atomic
+        from aios_lab.atomic import write_json_atomic
         write_json_atomic(a.json_out, out)
         print(f"\nwritten: {a.json_out}")
     return 0

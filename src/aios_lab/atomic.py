@@ -62,3 +62,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     new one, never a prefix; on error OSError and nothing left behind."""
     with open_atomic(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """`data` as indented JSON at `path` (its folder made if missing), through
+    write_text_atomic. Serialisation happens first, so an object JSON cannot
+    encode leaves the old file untouched."""
+    import json
+
+    text = json.dumps(data, indent=2) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(path), text)

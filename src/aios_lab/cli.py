@@ -485,7 +485,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
 
     click.echo(format_summary(res))
     if json_out:
-        from .experiment import write_json_atomic
+        from .atomic import write_json_atomic
 
         write_json_atomic(Path(json_out), res)
 

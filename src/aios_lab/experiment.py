@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import policy as pol
 from . import paths, sched_ext, workloads
+from .atomic import write_json_atomic
 from .controller import Deployment
 from .counters import SchedCounters
 from .errors import AiosError
@@ -20,13 +21,6 @@ if TYPE_CHECKING:
     from .mllb.model import ModelFile
 
 BASELINE = "eevdf"  # the kernel's own fair class: no sched_ext policy attached
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _run_traced(wl: workloads.Workload, trace: Path) -> float:
