@@ -309,6 +309,23 @@ def test_cpuperf_request_clamps():
     assert cpuperf_request(5000) == cpuperf_request(1024) == 820
 
 
+@pytest.mark.parametrize("cap", [160, 250, 512, 620, 1000, 1024])
+def test_cpuperf_request_lands_at_the_share_of_the_cpus_own_top_frequency(cap):
+    # schedutil on a CPU of capacity `cap`: freq = 1.25 x max_freq x request / cap,
+    # so the share of the CPU's own top frequency is 1.25 x request / cap.
+    for p in range(1, PERF_MAX + 1):
+        r = cpuperf_request(p, cap)
+        assert 1 <= r <= PERF_MAX
+        assert 1.25 * r / cap >= p / PERF_MAX - 1e-12, (p, r)
+        assert r == 1 or 1.25 * (r - 1) / cap < p / PERF_MAX, (p, r)   # the least that gets there
+    assert cpuperf_request(1024, cap) == math.ceil(cap / 1.25)
+
+
+def test_cpuperf_request_reads_an_invalid_capacity_as_full_as_bpf_does():
+    for cap in (0, -5, 1025, 4096):
+        assert cpuperf_request(700, cap) == cpuperf_request(700) == 560
+
+
 AVAIL = [2802000, 500000, 1426000, 851000]  # unsorted on purpose
 
 

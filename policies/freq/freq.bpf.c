@@ -22,9 +22,10 @@
  * an idle CPU uses the EWMA alone. On every tick of a CPU, and on every
  * `running` at most once per running_min_ns, the policy reads
  *     perf = table[active slot][min(util >> 6, 15)][min(nr_queued, 3)]
- * and calls scx_bpf_cpuperf_set(cpu, ceil(perf / 1.25)): schedutil (the
- * governor that reads this target) multiplies by 1.25 again, so the CPU ends
- * at `perf`. The table is double-buffered like mllb's model (freq_ctl); with
+ * and calls scx_bpf_cpuperf_set(cpu, ceil(perf x cap / 1024 / 1.25)) with
+ * cap = scx_bpf_cpuperf_cap(cpu): schedutil (the governor that reads this
+ * target) reads it on the capacity scale and multiplies by 1.25 again, so
+ * the CPU ends at `perf`/1024 of its own highest frequency. The table is double-buffered like mllb's model (freq_ctl); with
  * no valid table the perf target is left as it is (FREQ_STAT_NO_TABLE).
  * What it observed and asked for is kept per CPU in `cpu_state`.
  *
@@ -33,9 +34,7 @@
  * window_ns decays its utilisation and re-applies the table (see
  * decay_timer_fn); the target only matters
  * under schedutil with a cpufreq driver (none in a QEMU guest, so there it
- * changes no frequency); schedutil reads the target on the capacity scale,
- * so on asymmetric CPUs (capacity < 1024) a table value means a larger share
- * of a small CPU's range; at most FREQ_MAX_CPUS CPUs.
+ * changes no frequency); at most FREQ_MAX_CPUS CPUs.
  */
 #include "aios/scx.bpf.h"
 #include "intf.h"
@@ -166,13 +165,20 @@ static __always_inline u64 roll_window(struct freq_cpu *c, u64 cur, u64 now, boo
 	return periods;
 }
 
-/* ceil(perf / 1.25), clamped to 1..1024: schedutil multiplies the target by
- * 1.25 (map_util_perf), so asking for this ends at perf. The same integer
- * formula as aios_lab.dvfs.table.cpuperf_request. */
-static __always_inline u32 headroom_request(u32 perf)
+/* ceil(perf x cap / 1024 / 1.25), clamped to 1..1024. schedutil reads the
+ * target as utilisation on the capacity scale: it asks for 1.25 x max_freq
+ * x target / cap (map_util_perf, then get_next_freq with max = the CPU's
+ * capacity). A table value is a share of the CPU's own highest frequency,
+ * so it is scaled by the capacity (1024 on symmetric machines; less on the
+ * small cores of a big.LITTLE system) and divided by the headroom. The same
+ * integer formula as aios_lab.dvfs.table.cpuperf_request. */
+static __always_inline u32 headroom_request(u32 perf, u32 cap)
 {
-	u32 r = (perf * 4 + 4) / 5;
+	u64 r;
 
+	if (cap < 1 || cap > FREQ_PERF_MAX)
+		cap = FREQ_PERF_MAX;
+	r = ((u64)perf * cap * 4 + 5 * FREQ_PERF_MAX - 1) / (5 * FREQ_PERF_MAX);
 	if (r < 1)
 		return 1;
 	return r > FREQ_PERF_MAX ? FREQ_PERF_MAX : r;
@@ -249,7 +255,7 @@ static __always_inline u32 decide(struct freq_cpu *c, struct freq_table *t, u32 
 	}
 	c->table_version = t->version;
 	c->perf = perf;
-	c->request = headroom_request(perf);
+	c->request = headroom_request(perf, cap);
 	return c->request;
 }
 

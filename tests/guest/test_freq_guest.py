@@ -88,7 +88,7 @@ def _check_requests(states, table: FreqTable) -> list:
         assert s.util_win <= s.util, s  # util_est only ever raises it
         assert s.rq_bucket == rq_bucket(s.nr_queued), s
         assert s.perf == table.lookup(s.util, s.nr_queued), s
-        assert s.request == cpuperf_request(s.perf), s
+        assert s.request == cpuperf_request(s.perf, s.perf_cap), s
         assert 1 <= s.perf_cur <= 1024 and 1 <= s.perf_cap <= 1024, s
     return used
 

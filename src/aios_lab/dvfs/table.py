@@ -11,8 +11,9 @@ the simulator and BPF can observe cheaply on every tick:
 The value is a perf level 1..1024, a share of the highest frequency. Each
 backend maps it to what its knob takes: sysfs picks the lowest available
 frequency at or above perf/1024 x max; sched_ext passes it to
-scx_bpf_cpuperf_set() divided by schedutil's 1.25 headroom, because
-schedutil applies that headroom to the value again (see `cpuperf_request`).
+scx_bpf_cpuperf_set() scaled by the CPU's capacity and divided by
+schedutil's 1.25 headroom, because schedutil reads the value on the
+capacity scale and applies that headroom again (see `cpuperf_request`).
 The layout is mirrored by policies/freq/intf.h (FREQ_UTIL_BUCKETS,
 FREQ_RQ_BUCKETS); tests/test_freq_layout.py checks they agree.
 """
@@ -56,12 +57,17 @@ def rq_bucket(nr_queued: int | np.ndarray) -> int | np.ndarray:
     return int(b) if b.ndim == 0 else b
 
 
-def cpuperf_request(perf: int) -> int:
-    """The value to pass to scx_bpf_cpuperf_set() so that schedutil, which
-    multiplies by 1.25, ends at `perf`: ceil(perf / 1.25), clamped to 1..1024.
-    (Integer form, as BPF computes it: (perf * 4 + 4) / 5.)"""
+def cpuperf_request(perf: int, cap: int = PERF_MAX) -> int:
+    """The value to pass to scx_bpf_cpuperf_set() on a CPU of capacity `cap`
+    (scx_bpf_cpuperf_cap, 1..1024) so that it ends at `perf`/1024 of its own
+    highest frequency. schedutil reads the target as utilisation on the
+    capacity scale and picks 1.25 x max_freq x util / cap (get_next_freq with
+    max = arch_scale_cpu_capacity), so the request is ceil(perf x cap / 1024
+    / 1.25), clamped to 1..1024. Integer form, as BPF computes it:
+    (perf * cap * 4 + 5119) / 5120; with cap 1024 that is (perf * 4 + 4) / 5."""
     p = max(1, min(PERF_MAX, int(perf)))
-    return max(1, min(PERF_MAX, (p * 4 + 4) // 5))
+    c = int(cap) if 1 <= int(cap) <= PERF_MAX else PERF_MAX  # BPF: an invalid capacity reads as full
+    return max(1, min(PERF_MAX, (p * c * 4 + 5 * PERF_MAX - 1) // (5 * PERF_MAX)))
 
 
 def freq_for_perf(perf: int, available_khz: list[int]) -> int:
