@@ -25,8 +25,9 @@
  * and calls scx_bpf_cpuperf_set(cpu, ceil(perf x cap / 1024 / 1.25)) with
  * cap = scx_bpf_cpuperf_cap(cpu): schedutil (the governor that reads this
  * target) reads it on the capacity scale and multiplies by 1.25 again, so
- * the CPU ends at `perf`/1024 of its own highest frequency. The table is double-buffered like mllb's model (freq_ctl); with
- * no valid table the perf target is left as it is (FREQ_STAT_NO_TABLE).
+ * the CPU ends at `perf`/1024 of its own highest frequency. The table is
+ * double-buffered like mllb's model (freq_ctl); with no valid table the
+ * perf target is left as it is (FREQ_STAT_NO_TABLE).
  * What it observed and asked for is kept per CPU in `cpu_state`.
  *
  * Where it fails: utilisation counts only sched_ext tasks (RT and deadline
@@ -212,6 +213,14 @@ static __always_inline struct freq_table *active_table(void)
 	return t;
 }
 
+/* The windowed EWMA, rounded out of fixed point, at most 1024. */
+static __always_inline u32 util_win(const struct freq_cpu *c)
+{
+	u64 util = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT;
+
+	return util > FREQ_PERF_MAX ? FREQ_PERF_MAX : util;
+}
+
 /* Record a decision in c from its (already rolled) util_fp, the queue
  * length nr and table t (NULL: none). Called with c->lock held. Returns the
  * request, 0 when there is no table; *clamped says a table value was out
@@ -221,9 +230,7 @@ static __always_inline u32 decide(struct freq_cpu *c, struct freq_table *t, u32 
 {
 	u32 util, ub, rb, perf;
 
-	util = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT;
-	if (util > FREQ_PERF_MAX)
-		util = FREQ_PERF_MAX;
+	util = util_win(c);
 	c->util_win = util;
 	/* util_est counts while the CPU has work, as the kernel's does while
 	 * its tasks are enqueued (dvfs.sim: table_util). */
@@ -483,7 +490,7 @@ void BPF_STRUCT_OPS(freq_tick, struct task_struct *p)
  * just ended in it. Called with c->lock held, after account_busy(). */
 static __always_inline void util_est_update(struct freq_cpu *c, u64 now)
 {
-	u64 sample = (c->util_fp + (1 << (UTIL_FP_SHIFT - 1))) >> UTIL_FP_SHIFT, part;
+	u64 sample = util_win(c), part;
 	u32 est = c->util_est;
 
 	if (c->window_start_ns && now > c->window_start_ns) {

@@ -1,6 +1,7 @@
 """Durable publication of files: shared by the trace writer and model files."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -68,8 +69,6 @@ def write_json_atomic(path: Path, data) -> None:
     """`data` as indented JSON at `path` (its folder made if missing), through
     write_text_atomic. Serialisation happens first, so an object JSON cannot
     encode leaves the old file untouched."""
-    import json
-
     text = json.dumps(data, indent=2) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(Path(path), text)

@@ -3,8 +3,9 @@
 Observation: MultiDiscrete([16, 4, nr_opps]) = (utilisation bucket of the
 busiest CPU, by the freq policy's signal (the windowed EWMA, or its
 util_est while the CPU has work: Simulation.table_util), queue bucket: the
-most items waiting behind a running one on any CPU, current OPP index). The first two are exactly the state a
-FreqTable is indexed by, so a policy over them deploys as a table.
+most items waiting behind a running one on any CPU, current OPP index).
+The first two are exactly the state a FreqTable is indexed by, so a policy
+over them deploys as a table.
 Action: Discrete(nr_opps), the OPP to request (it lands after the
 cluster's transition latency).
 Step: one decision period (default 4 ms, a tick at HZ=250).

@@ -130,7 +130,7 @@ class Schedutil(Governor):
 
 class TableGovernor(Governor):
     """A learned FreqTable: each CPU looks up perf[util bucket][queue bucket]
-    with the freq policy's windowed utilisation (Obs.util_win);
+    with the freq policy's utilisation (Obs.util_table);
     the cluster runs at the highest request (as schedutil aggregates the
     CPUs of a shared policy), at the lowest OPP that reaches it. Decides as
     often as schedutil may (the BPF policy updates on every tick/running)."""
@@ -147,7 +147,7 @@ class TableGovernor(Governor):
 
     def decide(self, obs: Obs) -> int:
         return max(self._opp[util_bucket(float(u))][rq_bucket(int(q))]
-                   for u, q in zip(obs.util if obs.util_win is None else obs.util_win, obs.nr_queued))
+                   for u, q in zip(obs.util if obs.util_table is None else obs.util_table, obs.nr_queued))
 
 
 BUILTIN = {"performance": Performance, "powersave": Powersave, "ondemand": Ondemand,

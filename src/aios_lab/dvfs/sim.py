@@ -50,6 +50,12 @@ WINDOW_S = 0.008        # policies/freq: window_ns
 WINDOW_WEIGHT = 0.25    # policies/freq: fp = (fp * 3 + sample) / 4
 
 
+def _util_est_step(est: float, sample: float) -> float:
+    """kernel/sched/fair.c util_est_update: up to a larger sample at once,
+    down by a quarter of the gap to a smaller one."""
+    return sample if sample >= est else est + (sample - est) / 4
+
+
 @dataclass
 class Obs:
     """What a governor sees when it decides."""
@@ -63,7 +69,7 @@ class Obs:
     # per CPU, 0..1024, what tables are indexed by: the freq policy's windowed
     # EWMA, or its util_est when larger and the CPU has work (Simulation.table_util);
     # None in a hand-built Obs means "same as util"
-    util_win: list[float] | None = None
+    util_table: list[float] | None = None
     # per CPU, the util_est schedutil adds (0 while the CPU has nothing runnable); None: none
     util_est: list[float] | None = None
 
@@ -200,7 +206,7 @@ class Simulation:
     def observe(self) -> Obs:
         span = max(self.acc_t, 1e-12)
         obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
-                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_win=self.table_util(),
+                  nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_table=self.table_util(),
                   util_est=[e if q else 0.0 for e, q in zip(self.util_est, self.queues)])
         self.busy_acc = [0.0] * len(self.busy_acc)
         self.acc_t = 0.0
@@ -290,17 +296,14 @@ class Simulation:
                 # task's util is a sample; the EWMA jumps up to a larger sample
                 # and falls by 1/4 of the difference to a smaller one. The
                 # CPU's work running out stands for its task going to sleep.
-                sample = self.util[cpu]
-                est = self.util_est[cpu]
-                self.util_est[cpu] = sample if sample >= est else est + (sample - est) / 4
+                self.util_est[cpu] = _util_est_step(self.util_est[cpu], self.util[cpu])
                 # The freq policy's own util_est (policies/freq: util_est_update):
                 # the same rule over its windowed signal, sampled as the larger
                 # of the EWMA and the busy fraction of the window so far, which
                 # holds the burst that just ended (the EWMA lags it).
                 part = (self._nstep % self._win_steps + 1) * dt
                 ws = max(self.util_win[cpu], min((self._win_busy[cpu] + busy * perf_eff) / part, 1.0) * 1024)
-                est = self.win_est[cpu]
-                self.win_est[cpu] = ws if ws >= est else est + (ws - est) / 4
+                self.win_est[cpu] = _util_est_step(self.win_est[cpu], ws)
             self._win_busy[cpu] += busy * perf_eff
             if q and q[0][1] < t1:
                 self.step_overdue += dt
