@@ -2,8 +2,9 @@
 """DVFS policies on held-out recorded traces, on the simulator (SIMULATED).
 
 Trains the CRAVE-style table (sweep, deterministic) once and the RL policy
-once per seed on runs 1-2 of each recorded trace kind, then replays run 3 of
-each kind under: performance, powersave, ondemand, conservative, schedutil,
+once per seed on every recorded run of each trace kind but one (run 3 unless
+--hold-out-run says otherwise), then replays the held-out run of each kind
+under: performance, powersave, ondemand, conservative, schedutil,
 the best static OPP for that very trace (an oracle: it sees the test trace),
 the table and the RL policy. Prints energy, deadline misses and EDP per
 trace and in total, with ratios against schedutil from the same run.
@@ -37,12 +38,15 @@ def main() -> int:
     ap.add_argument("--refine-passes", type=int, default=1, help="sweep: coordinate-descent passes")
     ap.add_argument("--sweep-budget", choices=["total", "per-trace"], default="total",
                     help="sweep: schedutil's misses + 5%% over all training traces, or on each one")
+    ap.add_argument("--hold-out-run", type=int, default=ex.TEST_RUN,
+                    help="the run of each kind held out (cross-validation: each run in turn, "
+                         "then benchmarks/dvfs_pool.py)")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--tables-out", type=Path, default=None, help="folder to keep the learned tables in")
     a = ap.parse_args()
 
     cl = load_cluster(a.cluster)
-    train_p, test_p = ex.default_split()
+    train_p, test_p = ex.split(a.hold_out_run)
     train, test = ex.load_demands(train_p), ex.load_demands(test_p)
     m = a.mem_share
     print(ex.SIMULATED)
@@ -130,7 +134,8 @@ def main() -> int:
         met = e_ratio <= 0.80 and m_ratio <= 1.05
         print(f"target ({g}: >= 20% less energy than schedutil at <= 5% more misses): "
               f"energy x{e_ratio:.3f}, misses x{m_ratio:.3f} -> {'MET' if met else 'NOT MET'}")
-    out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "train": [d.name for d in train],
+    out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
+           "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
            "sweep_table": sw.table.to_dict(), "argv": sys.argv}
     if a.json_out:

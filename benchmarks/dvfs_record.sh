@@ -1,15 +1,16 @@
 #!/bin/sh
 # Record the DVFS traces that `aios-lab train freq` and benchmarks/dvfs_bench.py
-# replay: three kinds of demand, three runs each (seeds 1 and 2 train, seed 3
-# is held out). Needs root (BPF telemetry); runs on the host, whose kernel
-# needs no sched_ext for this. Usage: sh benchmarks/dvfs_record.sh [OUTDIR] [SECONDS]
+# replay: three kinds of demand, one run per seed (seeds 1-3 by default;
+# SEEDS="4 5" records more). Seed 3 is held out, the others train. Needs
+# root (BPF telemetry); runs on the host, whose kernel needs no sched_ext for
+# this. Usage: [SEEDS="1 2 3"] sh benchmarks/dvfs_record.sh [OUTDIR] [SECONDS]
 set -eu
 out=${1:-workloads/dvfs/traces}
 secs=${2:-20}
 aios=${AIOS:-.venv/bin/aios-lab}
 mkdir -p "$out"
 sh workloads/build/run.sh gen >/dev/null
-for seed in 1 2 3; do
+for seed in ${SEEDS:-1 2 3}; do
   "$aios" collect --interval 10 --no-wakeups --out "$out/bursty-$seed" -- \
       python3 workloads/dvfs/bursty.py --seed "$seed" --duration "$secs" >/dev/null
   "$aios" collect --interval 10 --no-wakeups --out "$out/frames-$seed" -- \

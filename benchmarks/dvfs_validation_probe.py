@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Exploratory (SIMULATED): the sweep with a validation run, against overfitting.
 
-benchmarks/dvfs_bench.py trains the table on runs 1-2 of each trace kind and
-holds out run 3; its learners meet their miss budget on the training runs and
+benchmarks/dvfs_bench.py trains the table on runs 1-2 of each trace kind (runs
+1, 2, 4 and 5 since runs 4-5 were recorded) and holds out run 3; its learners meet their miss budget on the training runs and
 overshoot it on run 3. Here the table is sampled on run 1 only, lambda is
 chosen by run 2's miss budget, and refinement (coordinate descent on the energy of
 runs 1 and 2) accepts a step only while each stays within schedutil's misses

@@ -73,7 +73,7 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="rl: tabular Q-learning on the simulator (MobiRL-style); sweep: sample every OPP per "
                    "state bucket and keep the best (CRAVE-style table governor).")
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
-              help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, runs 1-2.")
+              help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, every run but 3.")
 @click.option("--test-trace", "test_traces", multiple=True, type=click.Path(path_type=Path),
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
 @click.option("--cluster", default="gs101:big", show_default=True,

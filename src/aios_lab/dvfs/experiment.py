@@ -1,8 +1,9 @@
 """Train and evaluate frequency policies on recorded traces (SIMULATED).
 
 The recorded traces ship in workloads/dvfs/traces (benchmarks/dvfs_record.sh
-records them again): three kinds of demand, three runs each; runs 1 and 2
-train, run 3 is held out.
+records them again): three kinds of demand, five runs each. By default run 3
+of each kind is held out and the other four train (`split(test_run)` holds
+out another run, for cross-validation).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from .sweep import SweepConfig, sweep
 from .table import FreqTable
 
 KINDS = ("bursty", "frames", "build")
-TRAIN_RUNS = (1, 2)
-TEST_RUNS = (3,)
+RUNS = (1, 2, 3, 4, 5)
+TEST_RUN = 3
 SIMULATED = "SIMULATED: trace-driven DVFS simulator (no cpufreq or energy counters on this machine)"
 
 
@@ -30,11 +31,18 @@ def traces_dir() -> Path:
     return paths.project_root() / "workloads" / "dvfs" / "traces"
 
 
-def default_split() -> tuple[list[Path], list[Path]]:
+def split(test_run: int = TEST_RUN) -> tuple[list[Path], list[Path]]:
+    """Run `test_run` of each kind held out, every other recorded run trains."""
+    if test_run not in RUNS:
+        raise ModelError(f"no recorded run {test_run}: the runs are {', '.join(map(str, RUNS))}")
     d = traces_dir()
-    train = [d / f"{k}-{r}" for k in KINDS for r in TRAIN_RUNS]
-    test = [d / f"{k}-{r}" for k in KINDS for r in TEST_RUNS]
+    train = [d / f"{k}-{r}" for k in KINDS for r in RUNS if r != test_run]
+    test = [d / f"{k}-{test_run}" for k in KINDS]
     return train, test
+
+
+def default_split() -> tuple[list[Path], list[Path]]:
+    return split(TEST_RUN)
 
 
 def load_demands(traces: list[Path]) -> list[Demand]:

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Pool dvfs_bench.py runs that held out different runs (cross-validation).
+
+Each JSON file is one fold (`dvfs_bench.py --hold-out-run N --json-out F`).
+Prints each fold's totals against schedutil and the pooled totals: energy
+and misses summed over every fold's held-out traces, so each recorded run is
+judged once by a table that never saw it. SIMULATED, as the inputs are.
+
+    .venv/bin/python benchmarks/dvfs_pool.py results/dvfs/cv-run*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folds", nargs="+", type=Path)
+    a = ap.parse_args()
+    folds = [json.loads(p.read_text()) for p in a.folds]
+    for f, p in zip(folds, a.folds):
+        if not f.get("simulated") or "totals" not in f:
+            print(f"error: {p} is not a dvfs_bench.py result (no totals); run dvfs_bench.py --json-out", file=sys.stderr)
+            return 2
+    runs = [f.get("hold_out_run") for f in folds]
+    if len(set(runs)) != len(runs):
+        print(f"error: two files hold out the same run ({runs}): each run must be judged once", file=sys.stderr)
+        return 2
+    govs = [g for g in folds[0]["totals"] if all(g in f["totals"] for f in folds)]
+    print("SIMULATED: per fold (held-out run), ratios vs schedutil in the same fold")
+    print(f"{'run':>4} {'governor':14} {'energy J':>9} {'xE':>6} {'misses':>9} {'xM':>6}")
+    pooled = {g: {"energy_j": 0.0, "misses": 0.0, "items": 0} for g in govs}
+    for f in folds:
+        sb = f["totals"]["schedutil"]
+        for g in govs:
+            t = f["totals"][g]
+            for k in pooled[g]:
+                pooled[g][k] += t[k]
+            print(f"{f.get('hold_out_run', '?'):>4} {g:14} {t['energy_j']:9.2f} {t['energy_j'] / sb['energy_j']:6.3f} "
+                  f"{t['misses']:9.1f} {t['misses'] / max(sb['misses'], 1):6.3f}")
+    sb = pooled["schedutil"]
+    print(f"\npooled over {len(folds)} folds (runs {', '.join(map(str, runs))} held out)  [SIMULATED]")
+    for g in govs:
+        t = pooled[g]
+        print(f"{g:14} energy {t['energy_j']:8.2f} J (x{t['energy_j'] / sb['energy_j']:.3f})  misses {t['misses']:8.1f} "
+              f"({100 * t['misses'] / max(t['items'], 1):.2f} %, x{t['misses'] / max(sb['misses'], 1):.3f})")
+    for g in [x for x in ("table", "rl") if x in pooled]:
+        e = pooled[g]["energy_j"] / sb["energy_j"]
+        m = pooled[g]["misses"] / max(sb["misses"], 1)
+        print(f"target ({g}: >= 20% less energy than schedutil at <= 5% more misses), pooled: "
+              f"energy x{e:.3f}, misses x{m:.3f} -> {'MET' if e <= 0.80 and m <= 1.05 else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
