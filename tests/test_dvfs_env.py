@@ -287,3 +287,18 @@ def test_miss_excess_per_trace_and_total():
     assert per([R(misses=0, items=1000), R(misses=50, items=1000)]) == 45  # trading kinds is not allowed
     assert tot([R(misses=0, items=1000), R(misses=50, items=1000)]) == 0   # in total it is
     assert tot([R(misses=100, items=1000), R(misses=10, items=1000)]) == 5
+
+
+def test_refine_stops_after_a_pass_that_changes_nothing():
+    """A pass that keeps the table leaves the next pass the same steps from the
+    same table, so refinement stops there: the figures are those of a longer
+    run, and `refined_passes` says how many passes ran."""
+    start = FreqTable(np.full((16, 4), 1024, dtype=np.int64), method="sweep", meta={})
+    few = sweep.refine(BIG, start, tiny_demands(), lam=1.0, passes=2, top_buckets=4)
+    many = sweep.refine(BIG, start, tiny_demands(), lam=1.0, passes=40, top_buckets=4)
+    assert many.meta["refined_passes"] < 40
+    if few.meta["refined_passes"] == 2 and many.meta["refined_passes"] > 2:
+        assert many.meta["train_energy_j"] <= few.meta["train_energy_j"] + 1e-9
+    again = sweep.refine(BIG, many, tiny_demands(), lam=1.0, passes=40, top_buckets=4)
+    assert again.meta["refined_passes"] == 1, "refining a converged table changes nothing in its first pass"
+    np.testing.assert_array_equal(again.perf, many.perf)

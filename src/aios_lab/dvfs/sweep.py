@@ -188,7 +188,9 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
     best, e, m = objective(perf)
     order = ([tuple(ix) for ix in np.argwhere(visits > 0)[np.argsort(-visits[visits > 0])]]
              if visits is not None else [(u, r) for u in range(UTIL_BUCKETS) for r in range(RQ_BUCKETS)])
+    done = 0
     for p in range(passes):
+        start = best
         for ub, rb in order[:top_buckets]:
             cur = cluster.opp_for_perf(perf[ub, rb])
             for step in steps:
@@ -204,7 +206,10 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
                 if j < best:
                     best, perf, e, m = j, cand, ce, cm
                     break
+        done = p + 1
         if progress:
             progress(f"refine pass {p + 1}: training energy {e:.2f} J, misses {m}")
-    return FreqTable(perf, method="sweep", meta=dict(table.meta, refined_passes=passes,
+        if best == start:
+            break  # a pass that changed nothing: the next would try the same steps from the same table
+    return FreqTable(perf, method="sweep", meta=dict(table.meta, refined_passes=done,
                                                      train_energy_j=e, train_misses=m))
