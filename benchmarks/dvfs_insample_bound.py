@@ -3,12 +3,14 @@
 
 Trains the sweep table on the held-out traces themselves (run 3 of each
 kind, or --run N) with refinement run until it stops improving, and replays
-those same traces. No table learned from other runs can be expected to do
-better on them than one fitted to them, so if this in-sample table misses
-the issue's target (>= 20 % less energy than schedutil at <= 5 % more
-deadline misses), the table's state (utilisation x queue buckets) or the
-learner, not the amount of training data, is what stands in the way. Test a
-new state signal here, in the simulator, before building it into BPF.
+those same traces. The same learner trained on other runs cannot be
+expected to do better on them than when fitted to them, so if this in-sample
+table misses the issue's target (>= 20 % less energy than schedutil at <= 5 %
+more deadline misses), the table's state (utilisation x queue buckets) or
+the learner, not the amount of training data, is what stands in the way.
+It bounds this learner (coordinate descent from the sampled table), not
+every table over the state: a better optimiser may find more. Test a new
+state signal or learner here, in the simulator, before building it into BPF.
 
     .venv/bin/python benchmarks/dvfs_insample_bound.py --passes 4
 """
@@ -36,7 +38,7 @@ def main() -> int:
     _, paths = ex.split(a.run)
     demands = ex.load_demands(paths)
     print(f"{ex.SIMULATED}\nIN-SAMPLE: the table is fitted to the very traces it is scored on "
-          f"({', '.join(d.name for d in demands)}); an upper bound on what this state allows, not a result")
+          f"({', '.join(d.name for d in demands)}); what this learner reaches at best, not a result")
     t0 = time.time()
     # a long lambda grid: fitted in-sample, the cheapest tables within budget sit at small lambdas
     cfg = SweepConfig(lambdas=(0.001, 0.01, 0.1, 0.25, 1, 4, 16, 64, 256, 1024))

@@ -20,9 +20,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folds", nargs="+", type=Path)
     a = ap.parse_args()
-    folds = [json.loads(p.read_text()) for p in a.folds]
+    folds = []
+    for p in a.folds:
+        try:
+            folds.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as e:
+            print(f"error: cannot read {p} as JSON ({e}); give the files dvfs_bench.py --json-out wrote", file=sys.stderr)
+            return 2
     for f, p in zip(folds, a.folds):
-        if not f.get("simulated") or "totals" not in f:
+        if not isinstance(f, dict) or not f.get("simulated") or "totals" not in f:
             print(f"error: {p} is not a dvfs_bench.py result (no totals); run dvfs_bench.py --json-out", file=sys.stderr)
             return 2
     runs = [f.get("hold_out_run") for f in folds]
