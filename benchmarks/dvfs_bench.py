@@ -27,6 +27,7 @@ from aios_lab.dvfs.rl import QConfig, train_q
 from aios_lab.dvfs.sim import simulate
 from aios_lab.dvfs.sweep import SweepConfig, sweep
 from aios_lab.dvfs.table import save_table
+from aios_lab.errors import ModelError
 
 
 def main() -> int:
@@ -46,7 +47,11 @@ def main() -> int:
     a = ap.parse_args()
 
     cl = load_cluster(a.cluster)
-    train_p, test_p = ex.split(a.hold_out_run)
+    try:
+        train_p, test_p = ex.split(a.hold_out_run)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     train, test = ex.load_demands(train_p), ex.load_demands(test_p)
     m = a.mem_share
     print(ex.SIMULATED)
