@@ -107,9 +107,23 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
                  "switch_events": opts.switch_events}
 
 
-def _raise_interrupt(signum, frame):
-    """SIGTERM ends a collection the way Ctrl-C does: flush, then stop."""
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGTERM and Ctrl-C end a collection early: flush, then stop.
+
+    The handler only records the request and the loop acts on it. An
+    exception raised from a signal handler lands wherever the main thread
+    happens to be, and Python swallows it ("Exception ignored in ...") when
+    that is a finalizer: a SIGTERM was lost that way on CI and the run went
+    on to the workload's end. A second signal raises at once, so waiting on
+    a workload that ignores SIGTERM can still be interrupted."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
@@ -143,7 +157,9 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     # only looks every <=100 ms): that is the makespan experiments report.
     exited = _ExitClock(child)
     status, how = "complete", "duration" if end_at else ("command" if child else "interrupted")
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest()
+    old_term = signal.signal(signal.SIGTERM, stop)
+    old_int = signal.signal(signal.SIGINT, stop)
     last = start_ns
     pending: dict[str, list[dict]] = {}
     try:
@@ -152,6 +168,8 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
             while not done:
                 deadline = last + interval_ns
                 while True:
+                    if stop.requested:
+                        raise KeyboardInterrupt
                     now = time.monotonic_ns()
                     if child is not None and child.poll() is not None:
                         done = True
@@ -200,6 +218,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
         raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
         if bpf is not None:
             bpf.close()
         if policy is not None:
