@@ -133,12 +133,7 @@ def main() -> int:
         print(f"rl over {a.seeds} seeds: energy {statistics.mean(per_seed):.2f} +- {statistics.stdev(per_seed):.2f} J,"
               f" misses {statistics.mean(per_seed_m):.1f} +- {statistics.stdev(per_seed_m):.1f}")
     for g in [x for x in ("table", "rl") if x in totals]:
-        t = totals[g]
-        e_ratio = t["energy_j"] / sb["energy_j"]
-        m_ratio = t["misses"] / max(sb["misses"], 1)
-        met = e_ratio <= 0.80 and m_ratio <= 1.05
-        print(f"target ({g}: >= 20% less energy than schedutil at <= 5% more misses): "
-              f"energy x{e_ratio:.3f}, misses x{m_ratio:.3f} -> {'MET' if met else 'NOT MET'}")
+        print(ex.target_verdict(g, totals[g], sb))
     out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,

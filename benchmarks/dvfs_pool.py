@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from aios_lab.dvfs import experiment as ex
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,10 +56,7 @@ def main() -> int:
         print(f"{g:14} energy {t['energy_j']:8.2f} J (x{t['energy_j'] / sb['energy_j']:.3f})  misses {t['misses']:8.1f} "
               f"({100 * t['misses'] / max(t['items'], 1):.2f} %, x{t['misses'] / max(sb['misses'], 1):.3f})")
     for g in [x for x in ("table", "rl") if x in pooled]:
-        e = pooled[g]["energy_j"] / sb["energy_j"]
-        m = pooled[g]["misses"] / max(sb["misses"], 1)
-        print(f"target ({g}: >= 20% less energy than schedutil at <= 5% more misses), pooled: "
-              f"energy x{e:.3f}, misses x{m:.3f} -> {'MET' if e <= 0.80 and m <= 1.05 else 'NOT MET'}")
+        print(ex.target_verdict(g, pooled[g], sb, where=", pooled"))
     return 0
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Exploratory (SIMULATED): the sweep with a validation run, against overfitting.
 
-benchmarks/dvfs_bench.py trains the table on runs 1-2 of each trace kind (runs
-1, 2, 4 and 5 since runs 4-5 were recorded) and holds out run 3; its learners meet their miss budget on the training runs and
-overshoot it on run 3. Here the table is sampled on run 1 only, lambda is
+benchmarks/dvfs_bench.py trained the table on runs 1-2 of each trace kind
+(runs 1, 2, 4 and 5 since runs 4-5 were recorded) and held out run 3; its
+learners met their miss budget on the training runs and overshot it on run 3. Here the table is sampled on run 1 only, lambda is
 chosen by run 2's miss budget, and refinement (coordinate descent on the energy of
 runs 1 and 2) accepts a step only while each stays within schedutil's misses
 + 5 % on its own. Run 3 is reported as before.
@@ -22,7 +22,7 @@ from aios_lab.dvfs.sweep import SweepConfig, choose, refine, sample
 from aios_lab.dvfs.table import FreqTable
 
 cl = load_cluster("gs101:big")
-tr, te = ex.default_split()
+tr, te = ex.split()
 train, test = ex.load_demands(tr), ex.load_demands(te)
 fit = [d for d in train if d.name.endswith("-1")]
 val = [d for d in train if d.name.endswith("-2")]

@@ -111,7 +111,7 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
     from aios_lab.dvfs.table import save_table
 
     cl = load_cluster(cluster)
-    d_train, d_test = ex.default_split()
+    d_train, d_test = ex.split()
     train_paths = list(traces) or d_train
     test_paths = list(test_traces) or ([] if traces else d_test)
     train_d = ex.load_demands(train_paths)

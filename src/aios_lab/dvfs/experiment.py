@@ -41,8 +41,20 @@ def split(test_run: int = TEST_RUN) -> tuple[list[Path], list[Path]]:
     return train, test
 
 
-def default_split() -> tuple[list[Path], list[Path]]:
-    return split(TEST_RUN)
+# Issue 5's target: at least 20 % less energy than schedutil at no more than
+# 5 % more deadline misses, on held-out traces.
+TARGET_ENERGY_X = 0.80
+TARGET_MISSES_X = 1.05
+
+
+def target_verdict(governor: str, totals: dict, schedutil: dict, where: str = "") -> str:
+    """One line judging `totals` ({"energy_j", "misses"} over held-out traces)
+    against schedutil's over the same traces, by the target above."""
+    e = totals["energy_j"] / schedutil["energy_j"]
+    m = totals["misses"] / max(schedutil["misses"], 1)
+    met = e <= TARGET_ENERGY_X and m <= TARGET_MISSES_X
+    return (f"target ({governor}: >= 20% less energy than schedutil at <= 5% more misses){where}: "
+            f"energy x{e:.3f}, misses x{m:.3f} -> {'MET' if met else 'NOT MET'}")
 
 
 def load_demands(traces: list[Path]) -> list[Demand]:

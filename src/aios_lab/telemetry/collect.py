@@ -113,8 +113,8 @@ class _StopRequest:
     The handler only records the request and the loop acts on it. An
     exception raised from a signal handler lands wherever the main thread
     happens to be, and Python swallows it ("Exception ignored in ...") when
-    that is a finalizer: a SIGTERM was lost that way on CI and the run went
-    on to the workload's end. A second signal raises at once, so waiting on
+    that is a finalizer, the likely way a SIGTERM was lost on CI (the run
+    went on to the workload's end). A second signal raises at once, so waiting on
     a workload that ignores SIGTERM can still be interrupted."""
 
     def __init__(self) -> None:
