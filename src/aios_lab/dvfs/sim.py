@@ -50,6 +50,13 @@ WINDOW_S = 0.008        # policies/freq: window_ns
 WINDOW_WEIGHT = 0.25    # policies/freq: fp = (fp * 3 + sample) / 4
 
 
+def work_rates(cluster: Cluster, mem_share: float) -> np.ndarray:
+    """Per OPP, seconds of top-OPP work done per second busy:
+    r(f) = 1 / ((1 - m) * f_max / f + m), the memory-bound share m not scaling."""
+    f = np.array(cluster.freqs_khz, dtype=float)
+    return 1.0 / ((1 - mem_share) * f[-1] / f + mem_share)
+
+
 def _util_est_step(est: float, sample: float) -> float:
     """kernel/sched/fair.c util_est_update: up to a larger sample at once,
     down by a quarter of the gap to a smaller one."""
@@ -123,7 +130,7 @@ class Simulation:
         self.m = float(mem_share)
         self.dt = float(step_s)
         f = np.array(cluster.freqs_khz, dtype=float)
-        self._rate = (1.0 / ((1 - self.m) * f[-1] / f + self.m)).tolist()
+        self._rate = work_rates(cluster, self.m).tolist()
         self._busy_w = cluster.busy_w.tolist()
         self._static_w = cluster.static_w.tolist()
         self._sleep_w = cluster.sleep_w.tolist()
@@ -183,6 +190,16 @@ class Simulation:
             return
         self._next_opp = opp
         self._next_at = self.t + self.c.transition_latency_s
+
+    @property
+    def rates(self) -> list[float]:
+        """work_rates() of this run's cluster and memory-bound share."""
+        return list(self._rate)
+
+    @property
+    def arrived(self) -> int:
+        """How many of the demand's intervals have arrived so far."""
+        return self._k
 
     @property
     def done(self) -> bool:

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""How far any governor could go on the held-out traces (SIMULATED).
+
+For the held-out run of each trace kind (run 3 by default; --runs 1,2,3,4,5
+for every fold, pooled at the end), prints against schedutil from the same
+run:
+* the LP lower bound on the energy of any zero-miss run (dvfs.bounds:
+  perfect foresight, free frequency changes, free shallow idle);
+* the clairvoyant governor (sees queued work and, within 600 ms, future
+  arrivals) at each allowed lateness and OPP cap: reachable points of the
+  energy/miss trade-off for a governor that knows the future;
+* the same governor knowing only what is queued (no future): the most an
+  online governor that knew each task's exact work and deadline could get
+  with that rule;
+and judges the best clairvoyant point within the target's miss allowance by
+issue 5's target rule (experiment.target_verdict).
+
+    .venv/bin/python benchmarks/dvfs_bound.py --runs 3 --json-out results/dvfs/bound.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from aios_lab.dvfs import experiment as ex
+from aios_lab.dvfs.bounds import BoundError, energy_lower_bound, simulate_clairvoyant
+from aios_lab.dvfs.governors import Schedutil
+from aios_lab.dvfs.platform import load_cluster
+from aios_lab.dvfs.sim import simulate
+from aios_lab.errors import ModelError
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=_ints, default=[ex.TEST_RUN], help="held-out runs, comma-separated (folds)")
+    ap.add_argument("--lateness-ms", type=_floats, default=[0, 1, 2, 3, 4, 6],
+                    help="clairvoyant: lateness allowed past each deadline, ms")
+    ap.add_argument("--below-top", type=_ints, default=[0, 1],
+                    help="clairvoyant: OPP caps, as OPPs below the top (0: no cap)")
+    ap.add_argument("--lookahead-ms", type=float, default=600.0)
+    ap.add_argument("--no-lp", action="store_true", help="skip the LP bound (minutes on the build traces)")
+    ap.add_argument("--cluster", default="gs101:big")
+    ap.add_argument("--mem-share", type=float, default=0.3)
+    ap.add_argument("--json-out", type=Path, default=None)
+    a = ap.parse_args()
+
+    cl, m = load_cluster(a.cluster), a.mem_share
+    try:
+        folds = {run: ex.split(run)[1] for run in a.runs}
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(ex.SIMULATED)
+    print(f"cluster {cl.platform}:{cl.name}: {cl.nr_cpus}x {cl.core}; mem_share {m}; lookahead "
+          f"{a.lookahead_ms:g} ms; held-out runs {a.runs}")
+    rows: list[dict] = []
+    pooled: dict[str, dict] = {}
+
+    def add(run: int, trace: str, what: str, energy: float, misses: int | None, **extra) -> None:
+        rows.append({"run": run, "trace": trace, "what": what, "energy_j": energy, "misses": misses, **extra})
+        p = pooled.setdefault(what, {"energy_j": 0.0, "misses": 0})
+        p["energy_j"] += energy
+        p["misses"] = None if misses is None or p["misses"] is None else p["misses"] + misses
+
+    top = cl.nr_opps - 1
+    late_names = {(ms, k): f"clairvoyant, +{ms:g} ms" + (f", max OPP {top - k}" if k else "")
+                  for k in a.below_top for ms in a.lateness_ms}
+    for run, paths in folds.items():
+        for d in ex.load_demands(paths):
+            t0 = time.time()
+            su = simulate(cl, d, Schedutil(), mem_share=m)
+            add(run, d.name, "schedutil", su.energy_j, su.misses)
+            line = [f"{d.name}: schedutil {su.energy_j:.2f} J / {su.misses} misses"]
+            if not a.no_lp:
+                try:
+                    lb = energy_lower_bound(cl, d, mem_share=m)
+                    add(run, d.name, "lower bound (zero misses)", lb.energy_j, 0, solve_s=lb.solve_s)
+                    line.append(f"bound x{lb.energy_j / su.energy_j:.3f}")
+                except BoundError as e:
+                    print(f"  {d.name}: no bound: {e.one_line()}")
+            for (ms, k), name in late_names.items():
+                r = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=a.lookahead_ms / 1000,
+                                         lateness_s=ms / 1000, max_opp=top - k)
+                add(run, d.name, name, r.energy_j, r.misses)
+                line.append(f"+{ms:g}ms{f' cap-{k}' if k else ''} x{r.energy_j / su.energy_j:.3f}/{r.misses}")
+            q = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=0.0)
+            add(run, d.name, "queue-only clairvoyant", q.energy_j, q.misses)
+            line.append(f"queue-only x{q.energy_j / su.energy_j:.3f}/{q.misses}")
+            print("  " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
+
+    base = pooled["schedutil"]
+    print(f"\nTotal over {len(rows) and len({(r['run'], r['trace']) for r in rows})} held-out traces "
+          f"(schedutil {base['energy_j']:.2f} J, {base['misses']} misses):")
+    print(f"{'':40s} {'energy J':>9s} {'x su':>7s} {'misses':>7s} {'x su':>7s}")
+    for what, p in pooled.items():
+        mx = "-" if p["misses"] is None else f"{p['misses'] / max(base['misses'], 1):.3f}"
+        print(f"{what:40s} {p['energy_j']:9.2f} {p['energy_j'] / base['energy_j']:7.3f} "
+              f"{'-' if p['misses'] is None else p['misses']:>7} {mx:>7s}")
+    allowed = [p | {"what": w} for w, p in pooled.items() if w in late_names.values()
+               and p["misses"] <= ex.TARGET_MISSES_X * base["misses"]]
+    if allowed:
+        best = min(allowed, key=lambda p: p["energy_j"])
+        print(ex.target_verdict(f"best {best['what']}", best, base, " over the held-out traces"))
+    if "lower bound (zero misses)" in pooled:
+        lb = pooled["lower bound (zero misses)"]["energy_j"] / base["energy_j"]
+        print(f"no zero-miss run of any governor can use less than x{lb:.3f} of schedutil's energy here")
+    if a.json_out:
+        a.json_out.parent.mkdir(parents=True, exist_ok=True)
+        a.json_out.write_text(json.dumps({"simulated": True, "cluster": a.cluster, "mem_share": m, "runs": a.runs,
+                                          "rows": rows, "pooled": pooled}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
