@@ -6,7 +6,9 @@ once per seed on every recorded run of each trace kind but one (run 3 unless
 --hold-out-run says otherwise), then replays the held-out run of each kind
 under: performance, powersave, ondemand, conservative, schedutil,
 the best static OPP for that very trace (an oracle: it sees the test trace),
-the table and the RL policy. Prints energy, deadline misses and EDP per
+the clairvoyant governor (dvfs.bounds: it sees every queued and future
+item's work and deadline; a yardstick, not a policy), the table and the RL
+policy. Prints energy, deadline misses and EDP per
 trace and in total, with ratios against schedutil from the same run.
 
     .venv/bin/python benchmarks/dvfs_bench.py --seeds 5 --json-out results/dvfs-bench.json
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from aios_lab.dvfs import experiment as ex
+from aios_lab.dvfs.bounds import simulate_clairvoyant
 from aios_lab.dvfs.governors import BUILTIN, TableGovernor
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.rl import QConfig, train_q
@@ -74,6 +77,9 @@ def main() -> int:
             if name == "schedutil":
                 base[d.name] = r
         add(ex.oracle_static(cl, d, miss_budget=int(base[d.name].misses * 1.05), mem_share=m))
+        cv = simulate_clairvoyant(cl, d, mem_share=m)
+        cv.governor = "clairvoyant"
+        add(cv)
     print(f"baselines: {time.time() - t0:.0f} s", flush=True)
 
     t1 = time.time()
@@ -99,7 +105,8 @@ def main() -> int:
             add(simulate(cl, d, TableGovernor(tab, name="rl"), mem_share=m), seed)
         print(f"rl seed {seed} trained in {rl_s[-1]:.0f} s", flush=True)
 
-    govs = ["performance", "powersave", "ondemand", "conservative", "schedutil", "oracle-static", "table"]
+    govs = ["performance", "powersave", "ondemand", "conservative", "schedutil", "oracle-static", "clairvoyant",
+            "table"]
     govs += ["rl"] if a.seeds else []
     print("\nper held-out trace (rl: mean over seeds; ratios vs schedutil)  [SIMULATED]")
     print(f"{'trace':10} {'governor':14} {'energy J':>9} {'xE':>6} {'misses':>9} {'miss %':>7} {'EDP mJ*s':>9}")

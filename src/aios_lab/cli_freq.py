@@ -13,12 +13,21 @@ from typing import Any
 import click
 
 
+def simulator_options(f):
+    """--cluster and --mem-share, for every command that runs the DVFS simulator."""
+    f = click.option("--mem-share", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="Share of each item's work that is memory-bound and does not speed up with "
+                          "frequency.")(f)
+    return click.option("--cluster", default="gs101:big", show_default=True,
+                        help="Simulated frequency domain, PLATFORM:CLUSTER (OPP tables in aios_lab/dvfs/data).")(f)
+
+
 @click.group("freq")
 def freq() -> None:
     """CPU frequency (cpufreq) and energy (RAPL) on this host.
 
     QEMU guests, this project's VM included, have neither: run these on the
-    real machine.
+    real machine. `freq bound` is the exception: it runs on the simulator.
 
     Example: aios-lab freq status
     """
@@ -190,3 +199,53 @@ def _run(model_path: Path, period: float, duration: float | None, root: Path, pr
         tot = sum(res.values()) or 1
         click.echo(f"  {pol}: " + "  ".join(f"{int(k) // 1000} MHz {100 * v / tot:.0f}%"
                                             for k, v in sorted(res.items(), key=lambda kv: int(kv[0]))))
+
+
+@freq.command("bound")
+@click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
+              help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
+@simulator_options
+@click.option("--lookahead-ms", default=600.0, show_default=True, type=click.FloatRange(0, None),
+              help="How far ahead the clairvoyant governor sees arriving work.")
+@click.option("--lateness-ms", default=0.0, show_default=True, type=click.FloatRange(0, None),
+              help="Lateness past each deadline the clairvoyant governor plans for (spends misses).")
+@click.option("--max-opp", default=None, type=click.IntRange(0, None),
+              help="Highest OPP index the clairvoyant governor may ask for (spends misses).")
+@click.option("--no-lp", is_flag=True, help="Skip the LP lower bound (about a minute on a 20 s build trace).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json) -> None:
+    """How far any frequency governor could go on a trace, against schedutil (SIMULATED).
+
+    Prints a lower bound on the energy of any run that misses no deadline
+    (an LP with perfect foresight), and what a clairvoyant governor, one
+    that sees every queued and future item's work and deadline, reaches in
+    the simulator; with --lookahead-ms 0 it sees only the queued work. A
+    learned governor is judged against these, not only against schedutil.
+
+    Example: aios-lab freq bound --trace workloads/dvfs/traces/bursty-3 --no-lp
+    """
+    from aios_lab.cli import handle_errors
+
+    handle_errors(_bound)(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json)
+
+
+def _bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json) -> None:
+    from aios_lab.dvfs import experiment as ex
+    from aios_lab.dvfs.bounds import yardsticks
+    from aios_lab.dvfs.platform import load_cluster
+    from aios_lab.errors import ModelError
+
+    cl = load_cluster(cluster)
+    if max_opp is not None and max_opp >= cl.nr_opps:
+        raise ModelError(f"--max-opp {max_opp}: {cluster} has OPPs 0..{cl.nr_opps - 1}")
+    demands = ex.load_demands(list(traces) or ex.split()[1])
+    rows = [r for d in demands
+            for r in yardsticks(cl, d, mem_share=mem_share, lookahead_s=lookahead_ms / 1000,
+                                lateness_s=lateness_ms / 1000, max_opp=max_opp, lower_bound=not no_lp)]
+    if as_json:
+        click.echo(json.dumps({"simulated": True, "cluster": cluster, "rows": rows}, indent=2))
+        return
+    click.echo(ex.SIMULATED)
+    for r in rows:
+        click.echo(f"{r['demand']:12} {r['what']:30} {r['energy_j']:8.2f} J  x{r['energy_x']:.3f}  "
+                   f"misses {r['misses']:5}/{r['items']}  x{r['misses_x']:.3f}")

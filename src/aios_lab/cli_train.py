@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from .cli_freq import simulator_options
 
 # Shared by `train lb` and `bench-schedulers` (which trains in the boot).
 migration_cost_option = click.option(
@@ -76,10 +77,7 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, every run but 3.")
 @click.option("--test-trace", "test_traces", multiple=True, type=click.Path(path_type=Path),
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
-@click.option("--cluster", default="gs101:big", show_default=True,
-              help="Simulated frequency domain, PLATFORM:CLUSTER (OPP tables in aios_lab/dvfs/data).")
-@click.option("--mem-share", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="Share of each item's work that is memory-bound and does not speed up with frequency.")
+@simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--refine-passes", default=1, show_default=True, type=click.IntRange(0, 10),

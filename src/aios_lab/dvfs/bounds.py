@@ -219,3 +219,23 @@ def simulate_clairvoyant(cluster: Cluster, demand: Demand, *, mem_share: float =
     sim = Simulation(cluster, demand, mem_share=mem_share)
     gov = Clairvoyant(sim, **kw)
     return sim.run(gov)
+
+
+def yardsticks(cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, lookahead_s: float = 0.6,
+               lateness_s: float = 0.0, max_opp: int | None = None, lower_bound: bool = True) -> list[dict]:
+    """schedutil, the lower bound, the clairvoyant governor and its queue-only
+    form on one demand: one row each (energy, misses, ratios to schedutil)."""
+    from .governors import Schedutil
+    from .sim import simulate
+
+    su = simulate(cluster, demand, Schedutil(), mem_share=mem_share)
+    rows = [("schedutil", su.energy_j, su.misses)]
+    if lower_bound:
+        rows.append(("lower bound, zero misses", energy_lower_bound(cluster, demand, mem_share=mem_share).energy_j, 0))
+    for what, ahead in (("clairvoyant", lookahead_s), ("clairvoyant, queued work only", 0.0)):
+        r = simulate_clairvoyant(cluster, demand, mem_share=mem_share, lookahead_s=ahead, lateness_s=lateness_s,
+                                 max_opp=max_opp)
+        rows.append((what, r.energy_j, r.misses))
+    return [{"demand": demand.name, "what": what, "energy_j": e, "misses": m, "items": su.items,
+             "energy_x": e / su.energy_j if su.energy_j else float("nan"),
+             "misses_x": m / max(su.misses, 1), "simulated": True} for what, e, m in rows]

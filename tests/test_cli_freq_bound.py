@@ -1,0 +1,37 @@
+"""`aios-lab freq bound` on a recorded trace (simulated)."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from aios_lab.cli import main
+from aios_lab.dvfs.experiment import traces_dir
+
+
+def test_bound_prints_schedutil_and_the_clairvoyant_governors_as_simulated():
+    res = CliRunner().invoke(main, ["freq", "bound", "--trace", str(traces_dir() / "bursty-1"), "--no-lp", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["simulated"] is True
+    rows = {r["what"]: r for r in doc["rows"]}
+    assert set(rows) == {"schedutil", "clairvoyant", "clairvoyant, queued work only"}
+    assert rows["schedutil"]["energy_x"] == 1.0 and rows["schedutil"]["misses"] > 0
+    # seeing the future helps: no misses, less energy than schedutil and than seeing only the queue
+    cv, queued = rows["clairvoyant"], rows["clairvoyant, queued work only"]
+    assert cv["misses"] == 0 and cv["energy_x"] < queued["energy_x"] < 1.0
+
+
+def test_bound_with_a_cap_misses_more_for_less_energy():
+    args = ["freq", "bound", "--trace", str(traces_dir() / "frames-3"), "--no-lp", "--json"]
+    free = {r["what"]: r for r in json.loads(CliRunner().invoke(main, args).output)["rows"]}
+    capped = {r["what"]: r for r in json.loads(CliRunner().invoke(main, args + ["--max-opp", "15"]).output)["rows"]}
+    assert capped["clairvoyant"]["misses"] > free["clairvoyant"]["misses"]
+    assert capped["clairvoyant"]["energy_j"] < free["clairvoyant"]["energy_j"]
+
+
+def test_bound_refuses_an_opp_the_cluster_lacks_and_a_missing_trace_in_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["freq", "bound", "--max-opp", "17", "--no-lp"])
+    assert res.exit_code == 1 and "OPPs 0..16" in res.output
+    res = CliRunner().invoke(main, ["freq", "bound", "--trace", str(tmp_path / "nope"), "--no-lp"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "nope" in res.output
