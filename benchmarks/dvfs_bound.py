@@ -82,6 +82,7 @@ def main() -> int:
             su = simulate(cl, d, Schedutil(), mem_share=m)
             add(run, d.name, "schedutil", su.energy_j, su.misses)
             line = [f"{d.name}: schedutil {su.energy_j:.2f} J / {su.misses} misses"]
+            lb = None
             if not a.no_lp:
                 try:
                     lb = energy_lower_bound(cl, d, mem_share=m)
@@ -93,6 +94,9 @@ def main() -> int:
                 r = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=a.lookahead_ms / 1000,
                                          lateness_s=ms / 1000, max_opp=top - k)
                 add(run, d.name, name, r.energy_j, r.misses)
+                if lb is not None and r.misses == 0 and r.energy_j < lb.energy_j:
+                    # cannot happen if the LP models the simulator faithfully: say so loudly if it does
+                    print(f"  BOUND VIOLATED: {name} on {d.name} used {r.energy_j:.4f} J < {lb.energy_j:.4f} J")
                 line.append(f"+{ms:g}ms{f' cap-{k}' if k else ''} x{r.energy_j / su.energy_j:.3f}/{r.misses}")
             q = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=0.0)
             add(run, d.name, "queue-only clairvoyant", q.energy_j, q.misses)
