@@ -11,7 +11,11 @@ run:
   energy/miss trade-off for a governor that knows the future;
 * the same governor knowing only what is queued (no future): the most an
   online governor that knew each task's exact work and deadline could get
-  with that rule;
+  with that rule; with --predict-tau-ms, the grid's governor knows the
+  queued work exactly and predicts the future from each CPU's recent
+  arrival rate instead of reading it, and with --estimate-work it also
+  estimates the queued work from the items completed before (online: it
+  reads nothing a kernel could not know, given each task's deadline);
 and judges the best clairvoyant point within the target's miss allowance by
 issue 5's target rule (experiment.target_verdict).
 
@@ -49,12 +53,23 @@ def main() -> int:
     ap.add_argument("--below-top", type=_ints, default=[0, 1],
                     help="clairvoyant: OPP caps, as OPPs below the top (0: no cap)")
     ap.add_argument("--lookahead-ms", type=float, default=600.0)
+    ap.add_argument("--predict-tau-ms", type=float, default=None,
+                    help="clairvoyant: predict the future (each CPU's recent arrival rate, EWMA with this time "
+                         "constant) instead of reading it; queued work stays exact")
+    ap.add_argument("--estimate-work", action="store_true",
+                    help="with --predict-tau-ms: estimate queued work too (each CPU's mean completed item, "
+                         "+ --work-margin), from what a kernel sees; an online governor, not an oracle")
+    ap.add_argument("--work-margin", type=float, default=0.5)
     ap.add_argument("--no-lp", action="store_true", help="skip the LP bound (minutes on the build traces)")
     ap.add_argument("--cluster", default="gs101:big")
     ap.add_argument("--mem-share", type=float, default=0.3)
     ap.add_argument("--json-out", type=Path, default=None)
     a = ap.parse_args()
 
+    if a.estimate_work and not a.predict_tau_ms:
+        print("error: --estimate-work needs --predict-tau-ms (without item sizes the future cannot be read)",
+              file=sys.stderr)
+        return 2
     cl, m = load_cluster(a.cluster), a.mem_share
     try:
         folds = {run: ex.split(run)[1] for run in a.runs}
@@ -63,7 +78,8 @@ def main() -> int:
         return 2
     print(ex.SIMULATED)
     print(f"cluster {cl.platform}:{cl.name}: {cl.nr_cpus}x {cl.core}; mem_share {m}; lookahead "
-          f"{a.lookahead_ms:g} ms; held-out runs {a.runs}")
+          f"{a.lookahead_ms:g} ms" + (f", future predicted (tau {a.predict_tau_ms:g} ms)" if a.predict_tau_ms else "")
+          + f"; held-out runs {a.runs}")
     rows: list[dict] = []
     pooled: dict[str, dict] = {}
 
@@ -74,7 +90,9 @@ def main() -> int:
         p["misses"] = None if misses is None or p["misses"] is None else p["misses"] + misses
 
     top = cl.nr_opps - 1
-    late_names = {(ms, k): f"clairvoyant, +{ms:g} ms" + (f", max OPP {top - k}" if k else "")
+    who = ("online" if a.estimate_work else "queued + predicted") if a.predict_tau_ms else "clairvoyant"
+    tau = a.predict_tau_ms / 1000 if a.predict_tau_ms else None
+    late_names = {(ms, k): f"{who}, +{ms:g} ms" + (f", max OPP {top - k}" if k else "")
                   for k in a.below_top for ms in a.lateness_ms}
     for run, paths in folds.items():
         for d in ex.load_demands(paths):
@@ -92,7 +110,8 @@ def main() -> int:
                     print(f"  {d.name}: no bound: {e.one_line()}")
             for (ms, k), name in late_names.items():
                 r = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=a.lookahead_ms / 1000,
-                                         lateness_s=ms / 1000, max_opp=top - k)
+                                         lateness_s=ms / 1000, max_opp=top - k, predict_tau_s=tau,
+                                         estimate_work=a.estimate_work, work_margin=a.work_margin)
                 add(run, d.name, name, r.energy_j, r.misses)
                 if lb is not None and r.misses == 0 and r.energy_j < lb.energy_j:
                     # cannot happen if the LP models the simulator faithfully: say so loudly if it does

@@ -15,11 +15,14 @@ def test_bound_prints_schedutil_and_the_clairvoyant_governors_as_simulated():
     doc = json.loads(res.output)
     assert doc["simulated"] is True
     rows = {r["what"]: r for r in doc["rows"]}
-    assert set(rows) == {"schedutil", "clairvoyant", "clairvoyant, queued work only"}
+    assert set(rows) == {"schedutil", "clairvoyant", "queued work + predicted arrivals", "queued work only",
+                         "online: estimated work, predicted"}
     assert rows["schedutil"]["energy_x"] == 1.0 and rows["schedutil"]["misses"] > 0
     # seeing the future helps: no misses, less energy than schedutil and than seeing only the queue
-    cv, queued = rows["clairvoyant"], rows["clairvoyant, queued work only"]
+    cv, queued = rows["clairvoyant"], rows["queued work only"]
     assert cv["misses"] == 0 and cv["energy_x"] < queued["energy_x"] < 1.0
+    # estimating the work instead of reading it costs energy
+    assert rows["online: estimated work, predicted"]["energy_x"] > rows["queued work + predicted arrivals"]["energy_x"]
 
 
 def test_bound_with_a_cap_misses_more_for_less_energy():

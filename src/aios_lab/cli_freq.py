@@ -206,21 +206,22 @@ def _run(model_path: Path, period: float, duration: float | None, root: Path, pr
               help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
 @simulator_options
 @click.option("--lookahead-ms", default=600.0, show_default=True, type=click.FloatRange(0, None),
-              help="How far ahead the clairvoyant governor sees arriving work.")
+              help="How far ahead the planner sees (or predicts) arriving work.")
 @click.option("--lateness-ms", default=0.0, show_default=True, type=click.FloatRange(0, None),
-              help="Lateness past each deadline the clairvoyant governor plans for (spends misses).")
+              help="Lateness past each deadline the planner plans for (spends misses).")
 @click.option("--max-opp", default=None, type=click.IntRange(0, None),
-              help="Highest OPP index the clairvoyant governor may ask for (spends misses).")
+              help="Highest OPP index the planner may ask for (spends misses).")
 @click.option("--no-lp", is_flag=True, help="Skip the LP lower bound (about a minute on a 20 s build trace).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json) -> None:
     """How far any frequency governor could go on a trace, against schedutil (SIMULATED).
 
     Prints a lower bound on the energy of any run that misses no deadline
-    (an LP with perfect foresight), and what a clairvoyant governor, one
-    that sees every queued and future item's work and deadline, reaches in
-    the simulator; with --lookahead-ms 0 it sees only the queued work. A
-    learned governor is judged against these, not only against schedutil.
+    (an LP with perfect foresight), and what one speed-planning rule reaches
+    in the simulator knowing less and less: every queued and future item's
+    work; the queued work, the future predicted; the queued work only; and
+    online, the work estimated from completed items. A learned governor is
+    judged against these, not only against schedutil.
 
     Example: aios-lab freq bound --trace workloads/dvfs/traces/bursty-3 --no-lp
     """
@@ -247,5 +248,5 @@ def _bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp
         return
     click.echo(ex.SIMULATED)
     for r in rows:
-        click.echo(f"{r['demand']:12} {r['what']:30} {r['energy_j']:8.2f} J  x{r['energy_x']:.3f}  "
+        click.echo(f"{r['demand']:12} {r['what']:34} {r['energy_j']:8.2f} J  x{r['energy_x']:.3f}  "
                    f"misses {r['misses']:5}/{r['items']}  x{r['misses_x']:.3f}")

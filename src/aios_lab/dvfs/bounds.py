@@ -39,7 +39,16 @@ deploy, because both see what no governor sees:
   reachable; it is a heuristic, not an optimum. With `lookahead_s=0` it
   knows only what is already queued: the most an online governor that knew
   each task's exact work and deadline (and nothing of the future) could do
-  with this rule.
+  with this rule. With `predict_tau_s` it still knows the queued work but
+  predicts the future instead of reading it: each CPU's recent arrival rate
+  (an EWMA over the arrived intervals) extended over `lookahead_s`. That
+  separates what knowing the future is worth from what knowing the work
+  already queued is worth. With `estimate_work` as well it reads no item's
+  work at all: it is an online governor. Queued items are estimated as the
+  CPU's mean completed item plus `work_margin`, less what the running item
+  has already done (its run time, which a kernel knows), and arrivals are
+  counted, not weighed. It still reads each item's deadline, which a real
+  system must be told (a per-task latency target).
 """
 from __future__ import annotations
 
@@ -158,9 +167,15 @@ class Clairvoyant(Governor):
     period_s = 0.001
 
     def __init__(self, sim: Simulation, *, lookahead_s: float = 0.6, lateness_s: float = 0.0,
-                 max_opp: int | None = None, dither: bool = True) -> None:
+                 max_opp: int | None = None, predict_tau_s: float | None = None, estimate_work: bool = False,
+                 work_margin: float = 0.5, dither: bool = True) -> None:
         if lookahead_s < 0:
             raise ValueError("lookahead_s must be >= 0")
+        if predict_tau_s is not None and predict_tau_s <= 0:
+            raise ValueError("predict_tau_s must be > 0")
+        if estimate_work and predict_tau_s is None and lookahead_s > 0:
+            raise ValueError("estimate_work reads no item's work, so it cannot read the future either: "
+                             "give predict_tau_s or lookahead_s=0")
         top = sim.c.nr_opps - 1
         if max_opp is not None and not 0 <= max_opp <= top:
             raise ValueError(f"max_opp must be an OPP index in 0..{top}")
@@ -170,8 +185,21 @@ class Clairvoyant(Governor):
         self.dither = dither
         self.max_opp = top if max_opp is None else int(max_opp)
         cap = "" if self.max_opp == top else f", max OPP {self.max_opp}"
-        self.name = f"clairvoyant(lookahead {lookahead_s * 1000:g} ms, lateness {lateness_s * 1000:g} ms{cap})"
+        self.predict_tau_s = predict_tau_s
+        self.estimate_work = estimate_work
+        self.work_margin = float(work_margin)
+        seen = "predicted" if predict_tau_s else "lookahead"
+        kind = "online" if estimate_work else "clairvoyant"
+        self.name = f"{kind}({seen} {lookahead_s * 1000:g} ms, lateness {lateness_s * 1000:g} ms{cap})"
         d = sim.d
+        # the predictor's state: per CPU arrival rate (top-OPP work per second), the intervals folded in
+        self._rate_est = np.zeros(d.nr_cpus)
+        self._folded = 0
+        self._step = float(np.median(np.diff(d.starts_s))) if len(d.starts_s) > 1 else 0.01
+        # estimate_work: per CPU, an EWMA of completed items' work, from a prior of half an interval
+        self._size = np.full(d.nr_cpus, self._step / 2)
+        self._seen_done = [0] * d.nr_cpus
+        self._seen_work = [0.0] * d.nr_cpus
         self._due = d.starts_s + d.deadline_s
         self._cum = np.cumsum(d.work_s, axis=0)    # (n, cpus) work arrived by each interval, inclusive
         self._rates = sim.rates
@@ -185,18 +213,73 @@ class Clairvoyant(Governor):
         s, d = self.sim, self.sim.d
         t = s.t
         k = s.arrived
+        if self.predict_tau_s is not None:
+            return self._need_predicted(t, k)
         end = int(np.searchsorted(d.starts_s, t + self.lookahead_s, side="left")) if self.lookahead_s else k
-        need = 0.0
-        for cpu, q in enumerate(s.queues):
-            queued = 0.0
-            for item in q:   # [remaining work, deadline, arrival, total]
-                queued += item[0]
-                need = max(need, queued / max(item[1] + self.lateness_s - t - self._guard, 1e-4))
-            if end > k:
+        need, queued = self._queued_need(t)
+        if end > k:
+            slack = np.maximum(self._due[k:end] + self.lateness_s - t - self._guard, 1e-4)
+            for cpu in range(d.nr_cpus):
                 before = self._cum[k - 1, cpu] if k else 0.0
-                work = self._cum[k:end, cpu] - before + queued
-                slack = np.maximum(self._due[k:end] + self.lateness_s - t - self._guard, 1e-4)
+                work = self._cum[k:end, cpu] - before + queued[cpu]
                 need = max(need, float((work / slack).max()))
+        return need
+
+    def _learn_sizes(self) -> None:
+        """estimate_work: fold the items completed since the last look into each CPU's mean size."""
+        s = self.sim
+        for cpu, n in enumerate(s.completed):
+            new = n - self._seen_done[cpu]
+            if new:
+                mean = (s.completed_work[cpu] - self._seen_work[cpu]) / new
+                self._size[cpu] += (1 - 0.8 ** new) * (mean - self._size[cpu])   # weight 0.2 per item
+                self._seen_done[cpu] = n
+                self._seen_work[cpu] = s.completed_work[cpu]
+
+    def _remaining(self, cpu: int, i: int, item: list) -> float:
+        """An item's remaining work: read, or (estimate_work) the CPU's mean item size with a margin,
+        less what the running item has already done (its run time so far, which a kernel knows)."""
+        if not self.estimate_work:
+            return item[0]
+        est = self._size[cpu] * (1 + self.work_margin)
+        return max(est - (item[3] - item[0]), 0.1 * self._size[cpu]) if i == 0 else est
+
+    def _queued_need(self, t: float) -> tuple[float, list[float]]:
+        if self.estimate_work:
+            self._learn_sizes()
+        need, totals = 0.0, []
+        for cpu, q in enumerate(self.sim.queues):
+            queued = 0.0
+            for i, item in enumerate(q):   # [remaining work, deadline, arrival, total]
+                queued += self._remaining(cpu, i, item)
+                need = max(need, queued / max(item[1] + self.lateness_s - t - self._guard, 1e-4))
+            totals.append(queued)
+        return need, totals
+
+    def _need_predicted(self, t: float, k: int) -> float:
+        """Queued work exactly; the future as each CPU's recent arrival rate
+        (an EWMA with time constant predict_tau_s over the intervals arrived),
+        arriving every trace interval and due as the last arrival was."""
+        d = self.sim.d
+        while self._folded < k:
+            i = self._folded
+            gap = max(d.starts_s[i] - d.starts_s[i - 1], 1e-3) if i else self._step
+            # estimate_work sees that work arrived (a task woke up), not how much
+            work = (d.work_s[i] > 0) * self._size if self.estimate_work else d.work_s[i]
+            self._rate_est += (1 - np.exp(-gap / self.predict_tau_s)) * (work / gap - self._rate_est)
+            self._folded += 1
+        need, queued = self._queued_need(t)
+        if not k or not self.lookahead_s:
+            return need
+        last = d.starts_s[k - 1]
+        arrive = last + self._step * np.arange(1, int(np.ceil((t + self.lookahead_s - last) / self._step)) + 1)
+        arrive = arrive[arrive > t]
+        if not len(arrive):
+            return need
+        slack = np.maximum(arrive + d.deadline_s[k - 1] + self.lateness_s - t - self._guard, 1e-4)
+        steps = np.arange(1, len(arrive) + 1) * self._step
+        for cpu, q in enumerate(queued):
+            need = max(need, float(((q + self._rate_est[cpu] * steps) / slack).max()))
         return need
 
     def decide(self, obs: Obs) -> int:
@@ -221,10 +304,17 @@ def simulate_clairvoyant(cluster: Cluster, demand: Demand, *, mem_share: float =
     return sim.run(gov)
 
 
+# the rungs of the knowledge ladder (benchmarks/RESULTS.md): what each planner may read
+LADDER = (("clairvoyant", {}),
+          ("queued work + predicted arrivals", {"predict_tau_s": 0.1}),
+          ("queued work only", {"lookahead_s": 0.0}),
+          ("online: estimated work, predicted", {"predict_tau_s": 0.1, "estimate_work": True}))
+
+
 def yardsticks(cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, lookahead_s: float = 0.6,
                lateness_s: float = 0.0, max_opp: int | None = None, lower_bound: bool = True) -> list[dict]:
-    """schedutil, the lower bound, the clairvoyant governor and its queue-only
-    form on one demand: one row each (energy, misses, ratios to schedutil)."""
+    """schedutil, the lower bound and the speed planner at each rung of LADDER
+    on one demand: one row each (energy, misses, ratios to schedutil)."""
     from .governors import Schedutil
     from .sim import simulate
 
@@ -232,9 +322,9 @@ def yardsticks(cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, look
     rows = [("schedutil", su.energy_j, su.misses)]
     if lower_bound:
         rows.append(("lower bound, zero misses", energy_lower_bound(cluster, demand, mem_share=mem_share).energy_j, 0))
-    for what, ahead in (("clairvoyant", lookahead_s), ("clairvoyant, queued work only", 0.0)):
-        r = simulate_clairvoyant(cluster, demand, mem_share=mem_share, lookahead_s=ahead, lateness_s=lateness_s,
-                                 max_opp=max_opp)
+    for what, knows in LADDER:
+        kw = {"lookahead_s": lookahead_s, "lateness_s": lateness_s, "max_opp": max_opp, **knows}
+        r = simulate_clairvoyant(cluster, demand, mem_share=mem_share, **kw)
         rows.append((what, r.energy_j, r.misses))
     return [{"demand": demand.name, "what": what, "energy_j": e, "misses": m, "items": su.items,
              "energy_x": e / su.energy_j if su.energy_j else float("nan"),

@@ -163,6 +163,9 @@ class Simulation:
         self.late_work = 0.0
         self.lat_weighted = 0.0
         self.work_done = 0.0
+        # per CPU: items completed and their total work (what a governor can learn item sizes from)
+        self.completed = [0] * n
+        self.completed_work = [0.0] * n
         self.last_completion = 0.0
         self.transitions = 0
         self.opp_time = [0.0] * cluster.nr_opps
@@ -290,7 +293,7 @@ class Simulation:
                     if need <= seg_dt - start:
                         used += need
                         cursor = start + need
-                        self._complete(item, seg_start + cursor)
+                        self._complete(item, seg_start + cursor, cpu)
                         q.popleft()
                     else:
                         item[0] -= (seg_dt - start) * rate
@@ -338,9 +341,11 @@ class Simulation:
         if self.log is not None:
             self.log.append((state[0], state[1], energy, self.misses - misses0, self.step_overdue - overdue0))
 
-    def _complete(self, item: list, done_at: float) -> None:
+    def _complete(self, item: list, done_at: float, cpu: int) -> None:
         work = item[3]
         self.work_done += work
+        self.completed[cpu] += 1
+        self.completed_work[cpu] += work
         self.lat_weighted += work * (done_at - item[2])
         self.last_completion = max(self.last_completion, done_at)
         if done_at > item[1] + 1e-9:
