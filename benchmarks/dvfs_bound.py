@@ -83,11 +83,11 @@ def main() -> int:
     rows: list[dict] = []
     pooled: dict[str, dict] = {}
 
-    def add(run: int, trace: str, what: str, energy: float, misses: int | None, **extra) -> None:
+    def add(run: int, trace: str, what: str, energy: float, misses: int, **extra) -> None:
         rows.append({"run": run, "trace": trace, "what": what, "energy_j": energy, "misses": misses, **extra})
         p = pooled.setdefault(what, {"energy_j": 0.0, "misses": 0})
         p["energy_j"] += energy
-        p["misses"] = None if misses is None or p["misses"] is None else p["misses"] + misses
+        p["misses"] += misses
 
     top = cl.nr_opps - 1
     who = ("online" if a.estimate_work else "queued + predicted") if a.predict_tau_ms else "clairvoyant"
@@ -123,13 +123,12 @@ def main() -> int:
             print("  " + ", ".join(line) + f"  ({time.time() - t0:.0f} s)", flush=True)
 
     base = pooled["schedutil"]
-    print(f"\nTotal over {len(rows) and len({(r['run'], r['trace']) for r in rows})} held-out traces "
+    print(f"\nTotal over {len({(r['run'], r['trace']) for r in rows})} held-out traces "
           f"(schedutil {base['energy_j']:.2f} J, {base['misses']} misses):")
     print(f"{'':40s} {'energy J':>9s} {'x su':>7s} {'misses':>7s} {'x su':>7s}")
     for what, p in pooled.items():
-        mx = "-" if p["misses"] is None else f"{p['misses'] / max(base['misses'], 1):.3f}"
         print(f"{what:40s} {p['energy_j']:9.2f} {p['energy_j'] / base['energy_j']:7.3f} "
-              f"{'-' if p['misses'] is None else p['misses']:>7} {mx:>7s}")
+              f"{p['misses']:>7} {p['misses'] / max(base['misses'], 1):7.3f}")
     allowed = [p | {"what": w} for w, p in pooled.items() if w in late_names.values()
                and p["misses"] <= ex.TARGET_MISSES_X * base["misses"]]
     if allowed:

@@ -59,9 +59,9 @@ import numpy as np
 
 from ..errors import AiosError
 from .demand import Demand
-from .governors import Governor
+from .governors import Governor, Schedutil
 from .platform import Cluster
-from .sim import Obs, SimResult, Simulation, work_rates
+from .sim import Obs, SimResult, Simulation, simulate, work_rates
 
 
 class BoundError(AiosError):
@@ -129,12 +129,10 @@ def energy_lower_bound(cluster: Cluster, demand: Demand, *, mem_share: float = 0
         raise BoundError(f"demand {d.name}: work is due before it arrives")
 
     # equalities: sum_o tau = dt; x[k] - x[k-1] - sum_o r[o] b[c, o] = 0
-    rows_t = np.repeat(np.arange(n), O)
-    eq_rows = [rows_t, ]
+    eq_rows = [np.repeat(np.arange(n), O)]
     eq_cols = [tau.ravel()]
     eq_vals = [np.ones(n * O)]
-    base = n
-    xr = base + (k * C + np.arange(C)[None, :])                              # (n, C) row of each work balance
+    xr = n + (k * C + np.arange(C)[None, :])                                 # (n, C) row of each work balance
     eq_rows += [xr.ravel(), np.repeat(xr.ravel(), O)]
     eq_cols += [x.ravel(), b.reshape(n * C, O).ravel()]
     eq_vals += [np.ones(n * C), np.tile(-r, n * C)]
@@ -218,12 +216,15 @@ class Clairvoyant(Governor):
         end = int(np.searchsorted(d.starts_s, t + self.lookahead_s, side="left")) if self.lookahead_s else k
         need, queued = self._queued_need(t)
         if end > k:
-            slack = np.maximum(self._due[k:end] + self.lateness_s - t - self._guard, 1e-4)
-            for cpu in range(d.nr_cpus):
-                before = self._cum[k - 1, cpu] if k else 0.0
-                work = self._cum[k:end, cpu] - before + queued[cpu]
-                need = max(need, float((work / slack).max()))
+            ahead = self._cum[k:end] - (self._cum[k - 1] if k else 0.0)   # (intervals, cpus), cumulative
+            need = max(need, self._future_need(queued, ahead, self._due[k:end], t))
         return need
+
+    def _future_need(self, queued: list[float], ahead: np.ndarray, due: np.ndarray, t: float) -> float:
+        """The rate that finishes each CPU's queued work plus `ahead` (the cumulative
+        work arriving, per future arrival and CPU) by each arrival's deadline `due`."""
+        slack = np.maximum(due + self.lateness_s - t - self._guard, 1e-4)
+        return float(((np.asarray(queued)[None, :] + ahead) / slack[:, None]).max())
 
     def _learn_sizes(self) -> None:
         """estimate_work: fold the items completed since the last look into each CPU's mean size."""
@@ -276,11 +277,9 @@ class Clairvoyant(Governor):
         arrive = arrive[arrive > t]
         if not len(arrive):
             return need
-        slack = np.maximum(arrive + d.deadline_s[k - 1] + self.lateness_s - t - self._guard, 1e-4)
         steps = np.arange(1, len(arrive) + 1) * self._step
-        for cpu, q in enumerate(queued):
-            need = max(need, float(((q + self._rate_est[cpu] * steps) / slack).max()))
-        return need
+        ahead = steps[:, None] * self._rate_est[None, :]
+        return max(need, self._future_need(queued, ahead, arrive + d.deadline_s[k - 1], t))
 
     def decide(self, obs: Obs) -> int:
         need, rates = self.need(), self._rates
@@ -315,9 +314,6 @@ def yardsticks(cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, look
                lateness_s: float = 0.0, max_opp: int | None = None, lower_bound: bool = True) -> list[dict]:
     """schedutil, the lower bound and the speed planner at each rung of LADDER
     on one demand: one row each (energy, misses, ratios to schedutil)."""
-    from .governors import Schedutil
-    from .sim import simulate
-
     su = simulate(cluster, demand, Schedutil(), mem_share=mem_share)
     rows = [("schedutil", su.energy_j, su.misses)]
     if lower_bound:
