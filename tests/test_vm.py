@@ -3,6 +3,7 @@
 A TCG boot costs ~20-25 s here, so the guest tests run as one pytest session
 inside one boot; the other tests check how the runner reports a guest's end.
 """
+import json
 import sys
 
 import pytest
@@ -27,6 +28,10 @@ def test_guest_suite_passes_inside_one_boot(capsys):
     tail = res.output.strip().splitlines()[-1]
     assert "passed" in tail and "skipped" not in tail and "failed" not in tail, tail
     assert res.report.oopses == [] and res.report.panic is None
+    # The platform the suite ran on: multi-threaded TCG on the pinned QEMU
+    # wherever KVM does not work (the stability cycles in it included).
+    if res.accel == "tcg":
+        assert res.tcg == "multi" and res.qemu["pinned"], (res.tcg, res.qemu)
     # the kernel logged each ejection the guest tests provoked
     assert any("runnable task stall" in ln for ln in res.report.sched_ext), res.report.sched_ext
 
@@ -38,6 +43,23 @@ def test_exit_code_and_both_streams_come_back():
     assert "out-line" in res.output and "err-line" in res.output
     assert res.boot_to_command_s is not None and res.boot_to_command_s > 0
     assert res.kernel["release"]
+    d = res.describe()
+    assert d["qemu"]["version"] and d["accel"] in ("kvm", "tcg")
+    assert (d["tcg"] in ("multi", "single")) == (d["accel"] == "tcg")
+
+
+def test_single_threaded_tcg_is_an_explicit_option_and_is_recorded():
+    from aios_lab.vm.qemu import TcgMode
+
+    res = runner.run('nproc; echo "$AIOS_LAB_VM_PLATFORM"', topology=Topology(cpus=2), timeout_s=300,
+                     tcg=TcgMode.SINGLE)
+    lines = res.output.strip().splitlines()
+    assert res.returncode == 0 and lines[-2] == "2"
+    # What results written in the guest record (experiment._platform).
+    platform = json.loads(lines[-1])
+    assert platform["accel"] == res.accel and platform["qemu"] == res.qemu["version"]
+    if res.accel == "tcg":
+        assert res.tcg == "single" and res.describe()["tcg"] == "single" and platform["tcg"] == "single"
     assert not res.report.failed
 
 

@@ -67,8 +67,12 @@ def build(force: bool) -> None:
     from .bpf_provision import provision
     from .vm.kernel import ensure_kernel
 
+    from .vm.qemu import resolve_qemu
+
     provision(log=lambda m: click.echo(m, err=True))
     kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
+    # The VM's QEMU comes with the kernel: every VM test and benchmark needs it.
+    resolve_qemu(log=lambda m: click.echo(m, err=True))
     b.generate_vmlinux_h(kernel.vmlinuz, paths.build_dir() / "vmlinux.h", kernel.release)
     res = b.build_all(force=force)
     for p in res.built:
@@ -89,18 +93,24 @@ def vm() -> None:
 @vm.command("build")
 @handle_errors
 def vm_build() -> None:
-    """Download, verify and unpack the pinned kernel; pick KVM or TCG (idempotent).
+    """Download, verify and unpack the pinned kernel and QEMU; pick KVM or TCG (idempotent).
 
     Example: aios-lab vm build
     """
     from .vm.accel import detect_accel
     from .vm.kernel import ensure_kernel
+    from .vm.qemu import resolve_qemu, select_tcg
 
     kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
-    accel, reason = detect_accel(kernel.vmlinuz, kernel.release)
+    qemu = resolve_qemu(log=lambda m: click.echo(m, err=True))
+    accel, reason = detect_accel(kernel.vmlinuz, kernel.release, qemu)
     pin = "pinned" if kernel.pinned else "NOT the pinned version"
     click.echo(f"kernel {kernel.release} ({kernel.version}, {pin}) at {kernel.root}")
+    qpin = "pinned" if qemu.source == "pinned" else f"NOT the pinned version: {qemu.source}"
+    click.echo(f"QEMU {qemu.version_text} ({qemu.debian_version or 'host'}, {qpin}) at {qemu.binary}")
     click.echo(f"accelerator: {accel} ({reason})")
+    if accel == "tcg":
+        click.echo(f"TCG: {select_tcg(qemu)[1]}")
 
 
 def _topology(cpus: int, memory: str, numa: int, topology: str | None):
@@ -116,7 +126,16 @@ def _vm_options(fn):
                       help="NUMA nodes; CPUs and memory are split evenly, one socket (LLC) per node.")(fn)
     fn = click.option("--topology", default=None,
                       help="sockets=S,cores=C,threads=T (default: one socket per NUMA node).")(fn)
+    fn = click.option("--tcg", type=click.Choice(["multi", "single"]), default=None,
+                      help="TCG threading when KVM does not work (default: multi on QEMU >= 10; "
+                           "env AIOS_LAB_TCG). single cannot judge load balancing.")(fn)
     return fn
+
+
+def _tcg(tcg: str | None):
+    from .vm.qemu import TcgMode
+
+    return TcgMode(tcg) if tcg else None
 
 
 @vm.command("run", context_settings={"ignore_unknown_options": True})
@@ -126,9 +145,11 @@ def _vm_options(fn):
               help="Host directory the guest may write (repeatable).")
 @click.option("--console", is_flag=True, help="Also stream the guest kernel console to stderr.")
 @click.option("--keep", is_flag=True, help="Keep the run directory (console log, output) for inspection.")
+@click.option("--nice", type=click.IntRange(-20, 19), default=None,
+              help="Host priority of QEMU (env AIOS_LAB_VM_NICE); -10 for benchmarks on a shared host.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @handle_errors
-def vm_run(cpus, memory, numa, topology, timeout, rwdir, console, keep, command) -> None:
+def vm_run(cpus, memory, numa, topology, tcg, timeout, rwdir, console, keep, nice, command) -> None:
     """Boot the VM, run COMMAND in it as root, stream its output, exit with its code.
 
     The host's root filesystem is the guest's (read-only, with tmpfs
@@ -141,8 +162,11 @@ def vm_run(cpus, memory, numa, topology, timeout, rwdir, console, keep, command)
 
     topo = _topology(cpus, memory, numa, topology)
     res = runner.run(list(command), topology=topo, timeout_s=timeout, rwdirs=[Path(d) for d in rwdir],
-                     stream=sys.stdout, console_stream=sys.stderr if console else None, keep_rundir=keep)
-    click.echo(f"[vm] {res.kernel['release']} {res.accel} {topo.cpus} vCPUs: command started "
+                     stream=sys.stdout, console_stream=sys.stderr if console else None, keep_rundir=keep,
+                     tcg=_tcg(tcg), log=lambda m: click.echo(m, err=True), nice=nice)
+    mode = f" {res.tcg}-threaded" if res.tcg else ""
+    click.echo(f"[vm] {res.kernel['release']} QEMU {res.qemu['version']} {res.accel}{mode} {topo.cpus} vCPUs: "
+               "command started "
                f"{res.boot_to_command_s}s after boot, exit {res.returncode}, {res.wall_s:.1f}s in all"
                + (f"; run dir {res.rundir}" if keep else ""), err=True)
     if res.report.warnings:
@@ -154,7 +178,7 @@ def vm_run(cpus, memory, numa, topology, timeout, rwdir, console, keep, command)
 @vm.command("shell")
 @_vm_options
 @handle_errors
-def vm_shell(cpus, memory, numa, topology) -> None:
+def vm_shell(cpus, memory, numa, topology, tcg) -> None:
     """Boot the VM with an interactive root shell on the console.
 
     Example: aios-lab vm shell --cpus 4 --numa 2
@@ -164,13 +188,17 @@ def vm_shell(cpus, memory, numa, topology) -> None:
     from .vm import runner
     from .vm.accel import detect_accel
     from .vm.kernel import ensure_kernel
+    from .vm.qemu import resolve_qemu, select_tcg
 
     kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
-    accel, _ = detect_accel(kernel.vmlinuz, kernel.release)
+    qemu = resolve_qemu(log=lambda m: click.echo(m, err=True))
+    accel, _ = detect_accel(kernel.vmlinuz, kernel.release, qemu)
     topo = _topology(cpus, memory, numa, topology)
     rundir = runner._new_rundir()
-    argv, path = runner.build_vng_argv(kernel, topo, accel, rundir, [], Path.cwd(), None)
+    mode = select_tcg(qemu, _tcg(tcg))[0] if accel == "tcg" else None
+    argv, path = runner.build_vng_argv(kernel, topo, accel, rundir, [], Path.cwd(), None, qemu, mode)
     argv.remove("--verbose")
+    os.environ.update(qemu.env())
     os.environ["PATH"] = path
     os.execv(argv[0], argv)
 
@@ -425,12 +453,15 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
 @click.option("--numa", default=2, show_default=True, help="NUMA nodes of the VM.")
 @click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
 @click.option("--repeat", default=2, show_default=True, help="Runs per scheduler, interleaved.")
-@click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model", show_default=True,
-              help="Schedulers to compare; <policy>-model trains a model first.")
+@click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model,mllb-stay", show_default=True,
+              help="Schedulers to compare; <policy>-model trains a model first; <policy>-stay is the "
+                   "never-migrate control.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the JSON result.")
+@click.option("--nice", type=click.IntRange(-20, 19), default=None,
+              help="Host priority of QEMU (env AIOS_LAB_VM_NICE), e.g. -10 on a shared host.")
 @handle_errors
-def demo(cpus, numa, workload, repeat, policies, out) -> None:
+def demo(cpus, numa, workload, repeat, policies, out, nice) -> None:
     """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
     Boots the pinned sched_ext kernel, runs the workload once under mllb's
@@ -445,7 +476,7 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
     from .experiment import run_demo
 
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
-             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p])
+             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice)
 
 
 @main.command("bench-schedulers", hidden=False)
@@ -464,13 +495,24 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
               help="Runs to train the model on: the first in collect mode, each later one under "
                    "the model trained so far; the model is trained on all of them.")
 @migration_cost_option
+@click.option("--control/--no-control", default=True, show_default=True,
+              help="First run the placement control (CPU-bound spinners pinned to one CPU vs free); "
+                   "without it no load-balancing verdict is judged.")
+@click.option("--control-loops", type=click.IntRange(min=1000), default=None,
+              help="Work per control spinner (shell loop iterations; default 60000).")
+@click.option("--control-repeat", type=click.IntRange(min=1), default=None,
+              help="Interleaved runs of each control arm (default 3).")
 @handle_errors
 def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
-                     migration_cost_us) -> None:
+                     migration_cost_us, control, control_loops, control_repeat) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
-    sched_migrate_task). Runs inside the VM; `aios-lab demo` calls it there.
+    sched_migrate_task), and with --trace-dir the work-conservation loss and
+    wait percentiles of every run. First, the placement control says whether
+    this platform can reward a good placement at all (ratio >= 1.5); every
+    ratio comes with a Mann-Whitney U test. `<policy>-stay` is the
+    never-migrate control. Runs inside the VM; `aios-lab demo` calls it there.
 
     Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
     """
@@ -480,7 +522,8 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
                 echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
-                migration_cost_ns=int(migration_cost_us * 1000))
+                migration_cost_ns=int(migration_cost_us * 1000), control=control,
+                control_loops=control_loops, control_repeat=control_repeat)
     from .experiment import format_summary
 
     click.echo(format_summary(res))

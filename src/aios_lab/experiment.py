@@ -40,7 +40,8 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
 @dataclass(frozen=True)
 class SchedSpec:
     """One scheduler of a comparison: `eevdf` (no policy), a policy name, or
-    `<learning policy>-collect` / `<learning policy>-model`."""
+    `<learning policy>-collect` / `-model` / `-stay` (the never-migrate
+    control: model mode with a one-leaf model that always says stay)."""
     label: str
     policy: str | None
     mode: str | None = None
@@ -49,7 +50,7 @@ class SchedSpec:
     def parse(cls, label: str) -> "SchedSpec":
         if label == BASELINE:
             return cls(label, None)
-        for mode in ("collect", "model"):
+        for mode in LEARNING_MODES:
             if label.endswith(f"-{mode}"):
                 name = label[: -len(mode) - 1]
                 if not _has_modes(name):
@@ -58,6 +59,9 @@ class SchedSpec:
         if _has_modes(label):
             return cls(label, label, "collect")
         return cls(label, label)
+
+
+LEARNING_MODES = ("collect", "model", "stay")
 
 
 def _has_modes(name: str) -> bool:
@@ -80,6 +84,13 @@ def _start(spec: SchedSpec, model: "ModelFile | None"):
         return Deployment(pol.get(spec.policy)).start(), None
     from .mllb.session import LearningRun
 
+    if spec.mode == "stay":
+        from .mllb.model import STAY, constant_model
+
+        run = LearningRun(policy=pol.get(spec.policy), mode="model", model=constant_model(STAY),
+                          model_source="never-migrate control")
+        run.start()
+        return run.dep, run
     if spec.mode == "model" and model is None:
         raise AiosError(f"{spec.label} needs a model", hint="train one first (bench trains one unless --model)")
     run = LearningRun(policy=pol.get(spec.policy), mode=spec.mode, model=model,
@@ -117,7 +128,12 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
         runs = st["run_cnt"] - progs0[name]["run_cnt"]
         if runs > 0:
             cost[name] = {"calls": runs, "ns_per_call": round((st["run_time_ns"] - progs0[name]["run_time_ns"]) / runs, 1)}
-    return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta,
+    placement = {}
+    if trace is not None:
+        from .analysis.work_conservation import trace_placement
+
+        placement = trace_placement(trace)
+    return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta, **placement,
             "policy_stats": policy_stats, "bpf_cost": cost,
             "trace": str(trace) if trace is not None else None,
             "load_s": round(dep.load_s, 4) if dep and dep.load_s else None,
@@ -168,8 +184,15 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
                      echo: Callable[[str], None] = print, trace_dir: Path | None = None,
                      model_path: Path | None = None, model_out: Path | None = None,
-                     train_runs: int = 2, migration_cost_ns: int | None = None) -> dict:
+                     train_runs: int = 2, migration_cost_ns: int | None = None,
+                     control: bool = True, control_loops: int | None = None,
+                     control_repeat: int | None = None) -> dict:
     """Run ``workload`` under each scheduler, interleaved, ``repeat`` times.
+
+    First, under the kernel's own scheduler, the placement control
+    (bench.control) measures whether this platform can reward a good
+    placement at all; without it (``control=False``) no load-balancing
+    verdict is judged.
 
     A `<policy>-model` scheduler uses `model_path`, or else a model trained
     here first from `train_runs` runs (see train_model; saved to
@@ -184,6 +207,13 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
     if any(s.policy for s in specs):
         sched_ext.require()
         sched_ext.require_free()
+    ctl = None
+    if control:
+        from .bench.control import DEFAULT_LOOPS, DEFAULT_REPEAT, run_control
+
+        ctl = run_control(control_loops or DEFAULT_LOOPS, control_repeat or DEFAULT_REPEAT, echo)
+        echo(ctl.line())
+        ctl = ctl.to_dict()
     model, training = None, None
     learners = {s.policy for s in specs if s.mode == "model"}
     if len(learners) > 1:
@@ -207,13 +237,30 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
                 res["repeat"] = r
                 runs.append(res)
                 cost = "  ".join(f"{k.split('_', 1)[-1]} {v['ns_per_call']:.0f}ns" for k, v in res["bpf_cost"].items())
+                wc = f" wc-loss {res['wc_loss_s']:.2f}s" if res.get("wc_loss_s") is not None else ""
                 echo(f"run {r + 1}/{repeat} {spec.label:13} makespan {res['makespan_s']:.2f}s "
-                     f"migrations {res['migrate']} switches {res['switch']}" + (f"  bpf {cost}" if cost else ""))
-    summary = summarise(runs, [s.label for s in specs])
+                     f"migrations {res['migrate']} switches {res['switch']}{wc}" + (f"  bpf {cost}" if cost else ""))
+    from .bench.verdict import judge
+
+    labels = [s.label for s in specs]
+    summary = summarise(runs, labels)
     return {"workload": {"name": wl.name, "summary": wl.summary, "command": wl.command},
             "kernel": os.uname().release, "cpus": os.cpu_count(), "repeat": repeat,
+            "platform": _platform(), "control": ctl,
+            "verdicts": judge(runs, labels, BASELINE, ctl) if BASELINE in labels else None,
             "model": str(model_path) if model_path else None, "training": training,
             "runs": runs, "summary": summary, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _platform() -> dict:
+    """Where this ran: the VM's QEMU, TCG mode and topology (from the runner), or the host."""
+    raw = os.environ.get("AIOS_LAB_VM_PLATFORM")
+    if raw:
+        try:
+            return {"vm": True, **json.loads(raw)}
+        except ValueError:
+            pass
+    return {"vm": False}
 
 
 def summarise(runs: list[dict], policies: list[str]) -> dict:
@@ -226,6 +273,10 @@ def summarise(runs: list[dict], policies: list[str]) -> dict:
         out[sched] = {"makespan_median_s": statistics.median(ms), "makespan_min_s": min(ms),
                       "makespan_max_s": max(ms), "migrations_median": statistics.median(mig),
                       "migrations_min": min(mig), "migrations_max": max(mig), "n": len(ms)}
+        for key in ("wc_loss_s", "wait_p50_ns", "wait_p99_ns"):
+            vals = [r[key] for r in runs if r["scheduler"] == sched and r.get(key) is not None]
+            if vals:
+                out[sched][f"{key}_median"] = statistics.median(vals)
         cost: dict[str, list[float]] = {}
         for r in runs:
             if r["scheduler"] == sched:
@@ -247,10 +298,19 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
     head = f"workload {result['workload']['name']} ({result['workload']['summary']})"
     lines.append(head)
     where = f"kernel {result['kernel']}, {result['cpus']} CPUs"
-    if vm:
-        topo = vm["topology"]
-        where += f", QEMU {vm['accel']} ({topo['sockets']} sockets, {topo['numa_nodes']} NUMA nodes)"
+    plat = vm or result.get("platform") or {}
+    if plat.get("topology"):
+        topo = plat["topology"]
+        qemu = plat["qemu"]["version"] if isinstance(plat.get("qemu"), dict) else plat.get("qemu")
+        mode = f" {plat['tcg']}-threaded" if plat.get("tcg") else ""
+        where += (f", QEMU {qemu} {plat['accel']}{mode} ({topo['sockets']} sockets, "
+                  f"{topo['numa_nodes']} NUMA nodes)")
     lines.append(f"{where}, {result['repeat']} interleaved runs each")
+    if result.get("control"):
+        from .bench.control import ControlResult
+
+        c = result["control"]
+        lines.append(ControlResult(c["cpus"], c["loops"], c["pinned_s"], c["free_s"], c["threshold"]).line())
     lines.append(f"{'scheduler':13} {'makespan median [min-max]':>28} {'vs eevdf':>9} "
                  f"{'migrations median [min-max]':>30} {'vs eevdf':>9}")
     for sched, s in result["summary"].items():
@@ -271,14 +331,32 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
                 ratios = [f"{k}: x{costs[m][k] / costs[base][k]:.2f}" for k in sorted(costs[m])
                           if k in costs[base] and costs[base][k]]
                 lines.append(f"  {m} vs {base}: " + "  ".join(ratios))
+    placement = {k: v for k, v in result["summary"].items() if v.get("wc_loss_s_median") is not None}
+    if placement:
+        lines.append("placement (median over runs, from the guest's own switches): "
+                     "work-conservation loss = CPU time idle while work waited")
+        for sched, s in placement.items():
+            p50, p99 = s.get("wait_p50_ns_median"), s.get("wait_p99_ns_median")
+            lines.append(f"  {sched:13} wc-loss {s['wc_loss_s_median']:8.2f}s  wait p50 "
+                         f"{(p50 or 0) / 1e6:7.3f} ms  p99 {(p99 or 0) / 1e6:8.3f} ms")
+    if result.get("verdicts"):
+        from .bench.verdict import format_verdicts
+
+        lines.append("verdicts (median ratios; two-sided Mann-Whitney U over the interleaved runs):")
+        lines += format_verdicts(result["verdicts"], result.get("control"))
+    elif result.get("control") is None and any(k.endswith("-model") for k in result["summary"]):
+        from .bench.control import not_judged_banner
+
+        lines.append(not_judged_banner(None))
     return "\n".join(lines)
 
 
-DEMO_POLICIES = [BASELINE, "fifo", "mllb-collect", "mllb-model"]
+DEMO_POLICIES = [BASELINE, "fifo", "mllb-collect", "mllb-model", "mllb-stay"]
 
 
 def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
-             echo: Callable[[str], None] = print, policies: list[str] | None = None) -> dict:
+             echo: Callable[[str], None] = print, policies: list[str] | None = None,
+             nice: int | None = None) -> dict:
     """Host side of `make demo`: build, boot the VM, and in it: run the
     workload under mllb's collect mode, train a model on the logged
     decisions, then compare EEVDF, fifo, mllb-collect and mllb-model."""
@@ -306,7 +384,7 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
          f"under {', '.join(policies)}, {repeat}x each"
          + (" (after training: a run of mllb-collect, then one under the first model)" if any(p.endswith("-model") for p in policies) else ""))
-    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400)
+    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400, log=echo, nice=nice)
     if res.returncode != 0:
         raise AiosError(f"the experiment failed in the guest (exit {res.returncode})")
     result = json.loads(guest_json.read_text())

@@ -9,6 +9,8 @@ looking like a pass.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shlex
 import shutil
@@ -19,13 +21,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from .. import paths
 from ..errors import GuestHang, GuestPanic, VmError
 from .accel import detect_accel
 from .console import ConsoleReport, scan
 from .kernel import Kernel, ensure_kernel
+from .qemu import Qemu, TcgMode, resolve_qemu, select_tcg
 from .topology import Topology
 
 # tsc=unstable: TCG's TSC is not reliable across emulated CPUs.
@@ -42,6 +45,8 @@ class GuestResult:
     accel: str
     kernel: dict
     topology: dict
+    qemu: dict
+    tcg: str | None  # "multi" | "single" under TCG, None under KVM
     wall_s: float
     boot_to_command_s: float | None   # guest uptime when the command started
     launch_to_command_s: float | None  # host wall time from launching QEMU to that moment
@@ -50,8 +55,8 @@ class GuestResult:
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
-        return {"returncode": self.returncode, "accel": self.accel, "kernel": self.kernel,
-                "topology": self.topology, "wall_s": round(self.wall_s, 2),
+        return {"returncode": self.returncode, "accel": self.accel, "tcg": self.tcg, "qemu": self.qemu,
+                "kernel": self.kernel, "topology": self.topology, "wall_s": round(self.wall_s, 2),
                 "boot_to_command_s": self.boot_to_command_s, "launch_to_command_s": self.launch_to_command_s,
                 "command_s": self.command_s,
                 "console": self.report.summary()}
@@ -101,19 +106,20 @@ def _guest_env(extra: dict[str, str] | None) -> dict[str, str]:
 
 
 def build_vng_argv(kernel: Kernel, topo: Topology, accel: str, rundir: Path, rwdirs: list[Path],
-                   cwd: Path, guest_cmd: str | None) -> tuple[list[str], str]:
+                   cwd: Path, guest_cmd: str | None, qemu: Qemu, tcg: TcgMode | None) -> tuple[list[str], str]:
     vng, path = find_vng()
-    qemu_opts = [topo.qemu_smp()]
+    qemu_opts = [topo.qemu_smp(), *qemu.data_opts()]
     if accel == "tcg":
-        # Multi-threaded TCG oopses the guest while sched_ext patches code
-        # (measured: 7 of ~39 boots); single-threaded TCG was clean.
-        qemu_opts.append("-accel tcg,thread=single")
+        # Multi-threaded on QEMU >= 10 (select_tcg): 7.2 oopsed the guest
+        # under it while sched_ext patches kernel text.
+        qemu_opts.append((tcg or TcgMode.SINGLE).qemu_opt())
     if guest_cmd is not None:
         for name, fname in (("aios.output", "output"), ("aios.exit", "exitcode")):
             cid = name.replace(".", "_")
             qemu_opts.append(f"-chardev file,id={cid},path={rundir / fname}")
             qemu_opts.append(f"-device virtserialport,name={name},chardev={cid}")
-    argv = [vng, "--verbose", "--run", str(kernel.vmlinuz), "--user", "root", "--disable-microvm",
+    argv = [vng, "--verbose", "--run", str(kernel.vmlinuz), "--qemu", str(qemu.binary), "--user", "root",
+            "--disable-microvm",
             *topo.vng_args(), "--cwd", str(cwd), "--rwdir", str(rundir)]
     for d in rwdirs:
         argv += ["--rwdir", str(d)]
@@ -125,6 +131,23 @@ def build_vng_argv(kernel: Kernel, topo: Topology, accel: str, rundir: Path, rwd
     if guest_cmd is not None:
         argv += ["--exec", guest_cmd]
     return argv, path
+
+
+def _host_nice(nice: int | None) -> int | None:
+    """The host priority for QEMU: the argument, else AIOS_LAB_VM_NICE, else unchanged."""
+    if nice is None:
+        raw = os.environ.get("AIOS_LAB_VM_NICE")
+        if not raw:
+            return None
+        try:
+            nice = int(raw)
+        except ValueError:
+            raise VmError(f"AIOS_LAB_VM_NICE={raw!r} is not an integer", hint="use -20..19, e.g. -10") from None
+    if not -20 <= nice <= 19:
+        raise VmError(f"QEMU nice value {nice} is outside -20..19")
+    if nice < 0 and os.geteuid() != 0:
+        raise VmError(f"a negative nice value ({nice}) for QEMU needs root", hint="run as root or drop --nice")
+    return nice
 
 
 def _new_rundir() -> Path:
@@ -163,22 +186,35 @@ class _Tail:
 def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s: float = 900,
         rwdirs: list[Path] | None = None, cwd: Path | None = None, env: dict[str, str] | None = None,
         stream: IO[str] | None = None, console_stream: IO[str] | None = None, keep_rundir: bool = False,
-        kernel: Kernel | None = None) -> GuestResult:
+        kernel: Kernel | None = None, tcg: TcgMode | None = None,
+        log: Callable[[str], None] | None = None, nice: int | None = None) -> GuestResult:
     """Boot the guest, run ``command`` (a shell string or argv) and return its result.
 
     Raises GuestPanic when the guest kernel panicked or oopsed, GuestHang when it
     did not finish within ``timeout_s`` (boot included), VmError when it could
-    not be started or ended without reporting an exit code.
+    not be started or ended without reporting an exit code. ``tcg`` asks for a
+    TCG mode (default: multi-threaded where QEMU is >= 10, see vm.qemu).
+    ``nice`` (or AIOS_LAB_VM_NICE) runs QEMU at that host priority: a
+    benchmark boot at -10 takes the host's cores ahead of other work on it, so
+    that the guest's makespans measure the guest more than the host.
     """
+    log = log or logging.getLogger(__name__).warning
     topo = topology or Topology()
-    kernel = kernel or ensure_kernel()
-    accel, _reason = detect_accel(kernel.vmlinuz, kernel.release)
+    kernel = kernel or ensure_kernel(log)
+    qemu = resolve_qemu(log)
+    accel, _reason = detect_accel(kernel.vmlinuz, kernel.release, qemu)
+    tcg_mode = select_tcg(qemu, tcg)[0] if accel == "tcg" else None
     rundir = _new_rundir()
     cwd = Path(cwd or os.getcwd()).resolve()
     shell = command if isinstance(command, str) else shlex.join(command)
     (rundir / "cmd.sh").write_text(shell + "\n")
     genv = _guest_env(env)
     genv["AIOS_GUEST_CWD"] = str(cwd)
+    # So that results written in the guest record the platform they ran on.
+    prio = _host_nice(nice)
+    genv["AIOS_LAB_VM_PLATFORM"] = json.dumps({"accel": accel, "tcg": tcg_mode.value if tcg_mode else None,
+                                               "qemu": qemu.version_text, "qemu_source": qemu.source,
+                                               "host_nice": prio, "topology": topo.describe()})
     if accel == "tcg":
         # numpy's AVX2 kernels died with a general protection fault on a
         # vpgatherqq under TCG (1 of 2 runs of the same training, console
@@ -191,13 +227,15 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
         (rundir / f).touch()
     guest_script = paths.project_root() / "vm" / "guest-run.sh"
     argv, path = build_vng_argv(kernel, topo, accel, rundir, list(rwdirs or []), cwd,
-                                f"sh {guest_script} {rundir}")
+                                f"sh {guest_script} {rundir}", qemu, tcg_mode)
     (rundir / "argv.txt").write_text(shlex.join(argv) + "\n")
-    host_env = dict(os.environ, PATH=path)
+    host_env = dict(os.environ, PATH=path, **qemu.env())
     t0 = time.monotonic()
     with open(rundir / "vng.stdout", "wb") as vout, open(rundir / "console.log", "wb") as vcon:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=vout, stderr=vcon, env=host_env,
-                                cwd=str(cwd), start_new_session=True)
+                                cwd=str(cwd), start_new_session=True,
+                                preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, prio))
+                                if prio is not None else None)
     out_tail, con_tail = _Tail(rundir / "output"), _Tail(rundir / "console.log")
     report = ConsoleReport()
     partial = b""
@@ -251,7 +289,8 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
         raise VmError(f"guest ended without reporting an exit code (vng exit {proc.returncode}); "
                       f"last console: {last_console[:300]}", hint=f"console log: {rundir / 'console.log'}")
     result = GuestResult(returncode=int(code_text), output=output, console=console, report=report, accel=accel,
-                         kernel=kernel.describe(), topology=topo.describe(), wall_s=wall,
+                         kernel=kernel.describe(), topology=topo.describe(), qemu=qemu.describe(),
+                         tcg=tcg_mode.value if tcg_mode else None, wall_s=wall,
                          boot_to_command_s=start, launch_to_command_s=launch_to_command, command_s=(end - start) if start and end else None,
                          rundir=rundir)
     if not keep_rundir:

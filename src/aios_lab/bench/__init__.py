@@ -1,0 +1,1 @@
+"""Scheduler benchmarks: the placement control, and the statistics behind every verdict."""

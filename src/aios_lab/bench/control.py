@@ -1,0 +1,98 @@
+"""The sensitivity control: can this platform reward a good placement at all?
+
+Before any scheduler claims a faster makespan, the same boot measures the
+simplest placement contrast there is: N CPU-bound shell spinners (N = the
+CPUs this process may use) all pinned to one CPU, against the same spinners
+left free under the kernel's own scheduler. On hardware, or on a VM whose
+vCPUs run on their own host threads, pinned takes up to N times as long as
+free. Under single-threaded TCG all vCPUs share one host thread, so pinned
+and free cost the same total compute and the ratio sits near 1 (measured
+x1.2 with 2 vCPUs; x2.2 on QEMU 10 multi-threaded TCG: shared/PLATFORM.md).
+A platform whose ratio stays below ``THRESHOLD`` cannot judge load balancing,
+and every load-balancing verdict made on it is marked not judged.
+
+Shell spinners, not Python: a Python start costs ~10 s in the TCG guest.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..errors import AiosError
+
+THRESHOLD = 1.5
+DEFAULT_LOOPS = 60000   # ~3-6 s per spinner under multi-threaded TCG
+DEFAULT_REPEAT = 3
+
+
+def spin_command(loops: int) -> list[str]:
+    return ["sh", "-c", f"i=0; while [ $i -lt {int(loops)} ]; do i=$((i+1)); done"]
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    cpus: int
+    loops: int
+    pinned_s: list[float]
+    free_s: list[float]
+    threshold: float = THRESHOLD
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.pinned_s) / statistics.median(self.free_s)
+
+    @property
+    def judged(self) -> bool:
+        """Whether this platform can tell a good placement from a bad one."""
+        return judges(self.ratio, self.threshold)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 3), "ideal_ratio": self.cpus, "judged": self.judged}
+
+    def line(self) -> str:
+        head = (f"placement control ({self.cpus} CPU-bound spinners, {len(self.pinned_s)} interleaved runs): "
+                f"all pinned to one CPU {statistics.median(self.pinned_s):.2f}s, free "
+                f"{statistics.median(self.free_s):.2f}s, ratio x{self.ratio:.2f} (ideal x{self.cpus})")
+        return head + ("" if self.judged else "\n" + not_judged_banner(self.ratio, self.threshold))
+
+
+def judges(ratio: float | None, threshold: float = THRESHOLD) -> bool:
+    """A ratio below the threshold (or none, or a nonsense one) cannot judge placement."""
+    return ratio is not None and ratio == ratio and ratio >= threshold
+
+
+def not_judged_banner(ratio: float | None, threshold: float = THRESHOLD) -> str:
+    got = f"x{ratio:.2f}" if ratio is not None else "not measured"
+    return (f"!!! THIS PLATFORM CANNOT JUDGE LOAD BALANCING: the placement control's pinned/free ratio is {got}, "
+            f"below x{threshold:.1f}. Every load-balancing verdict below is NOT JUDGED. !!!")
+
+
+def _run_arm(n: int, loops: int, pin_to: int | None) -> float:
+    def pin() -> None:
+        if pin_to is not None:
+            os.sched_setaffinity(0, {pin_to})
+
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(spin_command(loops), preexec_fn=pin) for _ in range(n)]
+    codes = [p.wait() for p in procs]
+    elapsed = time.monotonic() - t0
+    if any(codes):
+        raise AiosError(f"placement control: a spinner exited with {codes}", hint="is /bin/sh usable in the guest?")
+    return elapsed
+
+
+def run_control(loops: int = DEFAULT_LOOPS, repeat: int = DEFAULT_REPEAT,
+                echo: Callable[[str], None] = lambda m: None) -> ControlResult:
+    """Run the control under whatever scheduler is attached now (the caller
+    makes sure that is the kernel's own). Arms interleave, pinned first."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned, free = [], []
+    for r in range(repeat):
+        pinned.append(_run_arm(len(cpus), loops, cpus[0]))
+        free.append(_run_arm(len(cpus), loops, None))
+        echo(f"control run {r + 1}/{repeat}: pinned {pinned[-1]:.2f}s free {free[-1]:.2f}s")
+    return ControlResult(len(cpus), loops, pinned, free)

@@ -1,0 +1,48 @@
+"""Work-conservation loss over hand-made switch streams."""
+import numpy as np
+import pytest
+
+from aios_lab.analysis.work_conservation import work_conservation_loss
+
+NAN = float("nan")
+
+
+def _loss(rows):
+    a = np.array(rows, dtype=float).T
+    return work_conservation_loss(a[0].astype(np.int64), a[1].astype(np.int64), a[2].astype(np.int64),
+                                  a[3].astype(np.int64), a[4])
+
+
+def test_an_idle_cpu_while_a_task_waits_on_the_other_is_lost_capacity():
+    # ts, cpu, prev, next, next_wait. CPU 1 idles over [100, 900); on CPU 0
+    # task 11 waits over [200, 600) (runs at 600, after task 10).
+    rows = [(0, 0, 0, 10, NAN), (0, 1, 0, 12, NAN),
+            (100, 1, 12, 0, NAN),
+            (600, 0, 10, 11, 400),
+            (900, 1, 0, 12, NAN),
+            (1000, 0, 11, 10, NAN), (1000, 1, 12, 0, NAN)]
+    out = _loss(rows)
+    assert out["loss_s"] == pytest.approx(400e-9)
+    assert out["span_s"] == pytest.approx(1000e-9) and out["cpus"] == 2
+    assert out["fraction"] == pytest.approx(400 / 2000)
+
+
+def test_no_idle_cpu_means_no_loss_however_long_the_waits():
+    rows = [(0, 0, 0, 10, NAN), (0, 1, 0, 12, NAN),
+            (500, 0, 10, 11, 500), (500, 1, 12, 13, 500),
+            (1000, 0, 11, 10, 500), (1000, 1, 13, 12, 500)]
+    assert _loss(rows)["loss_s"] == 0
+
+
+def test_loss_counts_min_of_idle_cpus_and_waiting_tasks():
+    # Two CPUs idle over [0, 1000) on a 3-CPU stream, three tasks waiting over
+    # [0, 1000): only two could have run.
+    rows = [(0, 0, 5, 0, NAN), (0, 1, 6, 0, NAN), (0, 2, 0, 7, NAN),
+            (1000, 0, 0, 20, 1000), (1000, 1, 0, 21, 1000), (1000, 2, 7, 22, 1000)]
+    assert _loss(rows)["loss_s"] == pytest.approx(2000e-9)
+
+
+def test_empty_or_unknown_spans_give_none():
+    assert _loss([(0, 0, 0, 1, NAN)])["loss_s"] is None
+    e = work_conservation_loss(*(np.array([], dtype=np.int64),) * 4, np.array([]))
+    assert e["loss_s"] is None
