@@ -46,3 +46,28 @@ def test_empty_or_unknown_spans_give_none():
     assert _loss([(0, 0, 0, 1, NAN)])["loss_s"] is None
     e = work_conservation_loss(*(np.array([], dtype=np.int64),) * 4, np.array([]))
     assert e["loss_s"] is None
+
+
+def test_a_written_trace_gives_the_loss_and_the_named_tasks_waits(tmp_path):
+    """Through the real TraceWriter: the sleeper's waits alone are its latency."""
+    from aios_lab.analysis.work_conservation import trace_placement
+    from aios_lab.telemetry.writer import TraceWriter
+
+    rows = []
+    for ts, cpu, prev, nxt, comm, wait in [
+            (0, 0, 0, 10, "wl-hog", None), (0, 1, 0, 12, "wl-hog", None),
+            (100, 1, 12, 0, "swapper", None),
+            (600, 0, 10, 11, "wl-sleeper", 400),
+            (900, 1, 0, 12, "wl-hog", 800),
+            (1000, 0, 11, 10, "wl-hog", 300), (1000, 1, 12, 0, "swapper", None)]:
+        rows.append({"ts_ns": ts, "cpu": cpu, "prev_pid": prev, "next_pid": nxt, "next_comm": comm,
+                     "next_wait_ns": wait})
+    with TraceWriter(tmp_path / "t", {"collector": {"kind": "test"}}) as w:
+        w.append("switches", rows)
+    out = trace_placement(tmp_path / "t", latency_comm="wl-sleeper")
+    # CPU 1 idles [100, 900); waits: sleeper [200, 600), hog 12 [100, 900) (it
+    # waited while its own CPU idled, which counts), hog 10 [700, 1000). One
+    # idle CPU could have taken one of them throughout: 800 ns.
+    assert out["wc_loss_s"] == pytest.approx(800e-9)
+    assert out["latency_n"] == 1 and out["latency_p99_ns"] == pytest.approx(400)
+    assert out["wait_p50_ns"] == pytest.approx(400)

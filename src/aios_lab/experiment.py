@@ -132,7 +132,7 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
     if trace is not None:
         from .analysis.work_conservation import trace_placement
 
-        placement = trace_placement(trace)
+        placement = trace_placement(trace, wl.latency_comm)
     return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta, **placement,
             "policy_stats": policy_stats, "bpf_cost": cost,
             "trace": str(trace) if trace is not None else None,
@@ -273,7 +273,7 @@ def summarise(runs: list[dict], policies: list[str]) -> dict:
         out[sched] = {"makespan_median_s": statistics.median(ms), "makespan_min_s": min(ms),
                       "makespan_max_s": max(ms), "migrations_median": statistics.median(mig),
                       "migrations_min": min(mig), "migrations_max": max(mig), "n": len(ms)}
-        for key in ("wc_loss_s", "wait_p50_ns", "wait_p99_ns"):
+        for key in ("wc_loss_s", "wait_p50_ns", "wait_p99_ns", "latency_p50_ns", "latency_p99_ns"):
             vals = [r[key] for r in runs if r["scheduler"] == sched and r.get(key) is not None]
             if vals:
                 out[sched][f"{key}_median"] = statistics.median(vals)
@@ -337,8 +337,12 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
                      "work-conservation loss = CPU time idle while work waited")
         for sched, s in placement.items():
             p50, p99 = s.get("wait_p50_ns_median"), s.get("wait_p99_ns_median")
+            lat = ""
+            if s.get("latency_p99_ns_median") is not None:
+                lat = (f"  latency-task wait p50 {s['latency_p50_ns_median'] / 1e6:7.3f} ms  "
+                       f"p99 {s['latency_p99_ns_median'] / 1e6:8.3f} ms")
             lines.append(f"  {sched:13} wc-loss {s['wc_loss_s_median']:8.2f}s  wait p50 "
-                         f"{(p50 or 0) / 1e6:7.3f} ms  p99 {(p99 or 0) / 1e6:8.3f} ms")
+                         f"{(p50 or 0) / 1e6:7.3f} ms  p99 {(p99 or 0) / 1e6:8.3f} ms{lat}")
     if result.get("verdicts"):
         from .bench.verdict import format_verdicts
 

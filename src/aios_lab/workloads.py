@@ -25,6 +25,9 @@ class Workload:
     timeout_s: float = 600.0
     requires: list[str] = field(default_factory=list)
     prepare: str | None = None  # run once, untimed, before the first timed run (e.g. generate sources)
+    # Thread name (comm) whose wakeup-to-running waits are this workload's
+    # latency metric, read from a trace's switches (e.g. "wl-sleeper").
+    latency_comm: str | None = None
 
     @property
     def shell(self) -> str:
@@ -72,7 +75,7 @@ def load(path: Path) -> Workload:
         data = tomllib.loads(path.read_text())
         return Workload(name=data["name"], summary=data.get("summary", ""), command=data["command"],
                         timeout_s=float(data.get("timeout_s", 600)), requires=list(data.get("requires", [])),
-                        prepare=data.get("prepare"))
+                        prepare=data.get("prepare"), latency_comm=data.get("latency_comm"))
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         raise WorkloadError(f"workload file {path} is malformed: {exc}") from None
 

@@ -87,14 +87,26 @@ def trace_work_conservation(trace: Trace | str) -> dict[str, Any]:
     return work_conservation_loss(col["ts_ns"], col["cpu"], col["prev_pid"], col["next_pid"], wait)
 
 
-def trace_placement(trace: Trace | str) -> dict[str, Any]:
-    """What a placement benchmark records per run: the loss above and the
-    exact wait percentiles (wakeup or preemption to running) of every task."""
+def _percentiles(w: np.ndarray, prefix: str) -> dict[str, float | None]:
+    w = w[w >= 0]
+    p50, p99 = np.percentile(w, [50, 99]) if w.size else (None, None)
+    return {f"{prefix}_p50_ns": None if p50 is None else float(p50),
+            f"{prefix}_p99_ns": None if p99 is None else float(p99)}
+
+
+def trace_placement(trace: Trace | str, latency_comm: str | None = None) -> dict[str, Any]:
+    """What a placement benchmark records per run: the loss above, the exact
+    wait percentiles (wakeup or preemption to running) of every task, and,
+    with ``latency_comm``, those of the tasks of that name alone (latency_*)."""
     if not isinstance(trace, Trace):
         trace = Trace.open(trace)
     out = trace_work_conservation(trace)
-    w = trace.arrow("switches").column("next_wait_ns").drop_null().to_numpy()
-    w = w[w >= 0]
-    p50, p99 = (np.percentile(w, [50, 99]) if w.size else (None, None))
-    return {"wc_loss_s": out["loss_s"], "wc_fraction": out["fraction"],
-            "wait_p50_ns": None if p50 is None else float(p50), "wait_p99_ns": None if p99 is None else float(p99)}
+    sw = trace.arrow("switches").select(["next_comm", "next_wait_ns"])
+    waits = sw.column("next_wait_ns").to_numpy(zero_copy_only=False).astype(np.float64)
+    known = np.isfinite(waits)
+    res = {"wc_loss_s": out["loss_s"], "wc_fraction": out["fraction"], **_percentiles(waits[known], "wait")}
+    if latency_comm:
+        comm = np.asarray(sw.column("next_comm").to_pylist(), dtype=object)
+        mine = known & (comm == latency_comm)
+        res.update(_percentiles(waits[mine], "latency"), latency_n=int(mine.sum()))
+    return res

@@ -84,6 +84,7 @@ def compare(runs: list[dict], scheduler: str, against: str, metric: str) -> Comp
 # load balancer: 77 % fewer migrations and a 10 % shorter makespan).
 MIGRATION_CUT = 0.80
 MAKESPAN_GAIN = 0.05
+LATENCY_SLACK = 0.10
 
 
 def judge(runs: list[dict], schedulers: list[str], baseline: str, control: dict | None) -> dict:
@@ -97,7 +98,8 @@ def judge(runs: list[dict], schedulers: list[str], baseline: str, control: dict 
     out: dict = {"judged": judged, "baseline": baseline, "runs_for_5pct": runs_needed(base_ms),
                  "runs_per_scheduler": {s: sum(r["scheduler"] == s for r in runs) for s in schedulers},
                  "comparisons": [], "targets": []}
-    metrics = ["makespan_s", "migrate"] + (["wc_loss_s"] if any(r.get("wc_loss_s") is not None for r in runs) else [])
+    metrics = ["makespan_s", "migrate"] + [m for m in ("wc_loss_s", "latency_p99_ns")
+                                           if any(r.get(m) is not None for r in runs)]
     for s in schedulers:
         if s == baseline:
             continue
@@ -113,6 +115,10 @@ def judge(runs: list[dict], schedulers: list[str], baseline: str, control: dict 
             ("makespan at least 5 % shorter than " + baseline + " (significant)",
              ms.ratio is not None and ms.ratio <= 1 - MAKESPAN_GAIN and ms.verdict == "lower", ms),
         ]
+        if any(r.get("latency_p99_ns") is not None for r in runs):
+            lat = compare(runs, model, baseline, "latency_p99_ns")
+            checks.append((f"p99 wakeup latency within 10 % of {baseline}",
+                           lat.ratio is not None and lat.ratio <= 1 + LATENCY_SLACK, lat))
         for rival in (f"{stem}-collect", f"{stem}-stay"):
             if rival in schedulers:
                 c = compare(runs, model, rival, "makespan_s")
