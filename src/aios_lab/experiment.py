@@ -254,13 +254,10 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
 
 def _platform() -> dict:
     """Where this ran: the VM's QEMU, TCG mode and topology (from the runner), or the host."""
-    raw = os.environ.get("AIOS_LAB_VM_PLATFORM")
-    if raw:
-        try:
-            return {"vm": True, **json.loads(raw)}
-        except ValueError:
-            pass
-    return {"vm": False}
+    from .vm.guest_platform import current
+
+    got = current()
+    return {"vm": True, **got} if got else {"vm": False}
 
 
 def summarise(runs: list[dict], policies: list[str]) -> dict:

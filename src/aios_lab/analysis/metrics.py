@@ -315,6 +315,9 @@ def _metadata(trace: Trace) -> dict[str, Any]:
                            "aios_lab_version": md.get("aios_lab_version")}
     kernel = md.get("kernel") if isinstance(md.get("kernel"), dict) else {}
     out["kernel"] = kernel.get("release")
+    from aios_lab.vm.guest_platform import describe
+
+    out["vm_platform"] = describe(md.get("vm_platform") if isinstance(md.get("vm_platform"), dict) else None)
     host = md.get("host") if isinstance(md.get("host"), dict) else {}
     out["host"] = host.get("hostname")
     out["vm"] = host.get("vm")

@@ -96,3 +96,24 @@ def run_control(loops: int = DEFAULT_LOOPS, repeat: int = DEFAULT_REPEAT,
         free.append(_run_arm(len(cpus), loops, None))
         echo(f"control run {r + 1}/{repeat}: pinned {pinned[-1]:.2f}s free {free[-1]:.2f}s")
     return ControlResult(len(cpus), loops, pinned, free)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """In the guest: ``python -m aios_lab.bench.control``; prints the result as JSON."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="the placement control alone (run it in the guest)")
+    ap.add_argument("--loops", type=int, default=DEFAULT_LOOPS)
+    ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT)
+    a = ap.parse_args(argv)
+    res = run_control(a.loops, a.repeat, echo=print)
+    print(res.line())
+    print(json.dumps(res.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

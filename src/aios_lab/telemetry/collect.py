@@ -71,6 +71,7 @@ def _freq_khz(cpu: int) -> int | None:
 
 
 def base_metadata(opts: CollectOptions) -> dict:
+    from ..vm import guest_platform
     from .topology import read_topology
 
     sx = sched_ext.read_state().describe() if sched_ext.available() else None
@@ -82,6 +83,8 @@ def base_metadata(opts: CollectOptions) -> dict:
         "workload": {"command": opts.command or None, "duration_s": opts.duration_s},
         "interval_ms": opts.interval_ms,
         "sched_ext_at_start": sx,
+        # QEMU version and TCG mode when collected in the aios-lab VM.
+        "vm_platform": guest_platform.current(),
     }
 
 
