@@ -72,3 +72,43 @@ def test_guest_panic_is_reported_as_a_panic():
 def test_guest_that_never_finishes_is_reported_as_a_hang():
     with pytest.raises(GuestHang, match="while the command ran"):
         runner.run("sleep 3600", topology=Topology(cpus=2), timeout_s=90)
+
+
+def _qemu_pids() -> set[int]:
+    import os
+
+    pids = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"qemu-system-x86_64") and any(b"vm-runs/" in a for a in argv):
+                pids.add(int(d))
+    return pids
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_killed_runner_leaves_no_guest_running(sig):
+    """SIGTERM is caught (the poll loop's finally stops the guest); SIGKILL
+    cannot be, and the runner's reaper stops it within a few seconds."""
+    import signal
+    import subprocess
+    import time
+
+    before = _qemu_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "vm", "run", "--", "sleep", "600"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (_qemu_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    mine = _qemu_pids() - before
+    assert mine, "QEMU never started"
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while (_qemu_pids() & mine) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not (_qemu_pids() & mine), f"QEMU {mine} outlived a {sig}ed runner"

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,41 @@ def _read_float(p: Path) -> float | None:
         return None
 
 
+class _GroupGuard:
+    """Never leave a guest running after its runner is gone.
+
+    QEMU runs in its own session (so a terminal's Ctrl-C reaches us, not it),
+    so nothing would stop it when we die. SIGTERM and SIGHUP become an
+    exception in the poll loop, whose ``finally`` kills the group; for a
+    SIGKILL, which nothing catches, a detached shell polls our pid and kills
+    the group once we are gone. Measured before this: a SIGTERMed `demo` left
+    its QEMU running at nice -10.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.reaper = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; kill -KILL -{pgid} 2>/dev/null"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.old: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.old[sig] = signal.signal(sig, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise VmError(f"interrupted by signal {signal.Signals(signum).name}; the guest was stopped")
+
+    def close(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        # The group is gone: a reaper left waiting could later kill a reused pgid.
+        self.reaper.kill()
+        self.reaper.wait()
+
+
 class _Tail:
     """Incrementally read a file another process is appending to."""
 
@@ -243,6 +279,11 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
     launch_to_command = None
     start_file = rundir / "guest-start"
     try:
+        guard = _GroupGuard(proc.pid)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    try:
         while True:
             done = proc.poll() is not None
             if launch_to_command is None and start_file.exists():
@@ -270,6 +311,7 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        guard.close()
     wall = time.monotonic() - t0
     if partial:
         report.feed(partial.decode(errors="replace"))
