@@ -24,6 +24,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--loops", type=int, default=None)
     ap.add_argument("--nice", type=int, default=None)
+    ap.add_argument("--rt", action="store_true", help="QEMU under SCHED_RR (see vm.runner)")
     ap.add_argument("--modes", default="multi,single")
     ap.add_argument("--topologies", default="2x1,4x2")
     ap.add_argument("--out", type=Path, default=Path("results/placement_control.json"))
@@ -36,12 +37,12 @@ def main() -> int:
             if a.loops:
                 cmd += ["--loops", str(a.loops)]
             res = runner.run(cmd, topology=Topology(cpus=cpus, numa_nodes=nodes), timeout_s=1800,
-                             tcg=TcgMode(mode), nice=a.nice)
+                             tcg=TcgMode(mode), nice=a.nice, realtime=a.rt)
             if res.returncode != 0:
                 print(res.output[-2000:])
                 return 1
             got = json.loads(res.output.strip().splitlines()[-1])
-            got.update(tcg=res.tcg, accel=res.accel, qemu=res.qemu["version"], topology=spec, nice=a.nice)
+            got.update(tcg=res.tcg, accel=res.accel, qemu=res.qemu["version"], topology=spec, nice=a.nice, rt=a.rt)
             rows.append(got)
             print(f"{res.accel} {res.tcg or '-':6} {spec}: pinned {got['pinned_s']} free {got['free_s']} "
                   f"ratio x{got['ratio']:.2f} (ideal x{got['ideal_ratio']}) judged={got['judged']}", flush=True)

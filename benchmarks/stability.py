@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--hold", type=float, default=1.0)
     ap.add_argument("--tcg", choices=["multi", "single"], default=None)
+    ap.add_argument("--rt", action="store_true", help="QEMU under SCHED_RR (see vm.runner)")
     ap.add_argument("--topologies", default="2x1,4x2", help="CPUSxNODES, comma-separated")
     ap.add_argument("--out", type=Path, default=Path("results/stability.json"))
     a = ap.parse_args()
@@ -39,7 +40,7 @@ def main() -> int:
             try:
                 res = runner.run(cmd, topology=Topology(cpus=cpus, numa_nodes=nodes), rwdirs=[Path(d)],
                                  timeout_s=600 + a.cycles * 60, stream=sys.stdout,
-                                 tcg=TcgMode(a.tcg) if a.tcg else None)
+                                 tcg=TcgMode(a.tcg) if a.tcg else None, realtime=a.rt)
                 got = json.loads(out.read_text()) if out.exists() else {"failures": [f"exit {res.returncode}"]}
                 got.update(vm={"qemu": res.qemu["version"], "tcg": res.tcg, "accel": res.accel,
                                "kernel": res.kernel["release"], "oopses": len(res.report.oopses),

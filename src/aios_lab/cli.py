@@ -147,9 +147,12 @@ def _tcg(tcg: str | None):
 @click.option("--keep", is_flag=True, help="Keep the run directory (console log, output) for inspection.")
 @click.option("--nice", type=click.IntRange(-20, 19), default=None,
               help="Host priority of QEMU (env AIOS_LAB_VM_NICE); -10 for benchmarks on a shared host.")
+@click.option("--rt", is_flag=True, default=None,
+              help="Run QEMU under SCHED_RR (env AIOS_LAB_VM_RT=1): benchmark guests keep their host cores "
+                   "under host load. Root; the kernel's RT throttle leaves the host 5 %.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @handle_errors
-def vm_run(cpus, memory, numa, topology, tcg, timeout, rwdir, console, keep, nice, command) -> None:
+def vm_run(cpus, memory, numa, topology, tcg, timeout, rwdir, console, keep, nice, rt, command) -> None:
     """Boot the VM, run COMMAND in it as root, stream its output, exit with its code.
 
     The host's root filesystem is the guest's (read-only, with tmpfs
@@ -163,7 +166,7 @@ def vm_run(cpus, memory, numa, topology, tcg, timeout, rwdir, console, keep, nic
     topo = _topology(cpus, memory, numa, topology)
     res = runner.run(list(command), topology=topo, timeout_s=timeout, rwdirs=[Path(d) for d in rwdir],
                      stream=sys.stdout, console_stream=sys.stderr if console else None, keep_rundir=keep,
-                     tcg=_tcg(tcg), log=lambda m: click.echo(m, err=True), nice=nice)
+                     tcg=_tcg(tcg), log=lambda m: click.echo(m, err=True), nice=nice, realtime=rt)
     mode = f" {res.tcg}-threaded" if res.tcg else ""
     click.echo(f"[vm] {res.kernel['release']} QEMU {res.qemu['version']} {res.accel}{mode} {topo.cpus} vCPUs: "
                "command started "
@@ -460,8 +463,10 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
               help="Directory for the JSON result.")
 @click.option("--nice", type=click.IntRange(-20, 19), default=None,
               help="Host priority of QEMU (env AIOS_LAB_VM_NICE), e.g. -10 on a shared host.")
+@click.option("--rt", is_flag=True, default=None,
+              help="Run QEMU under SCHED_RR (env AIOS_LAB_VM_RT=1), so that host load moves the guest less.")
 @handle_errors
-def demo(cpus, numa, workload, repeat, policies, out, nice) -> None:
+def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
     """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
     Boots the pinned sched_ext kernel, runs the workload once under mllb's
@@ -476,7 +481,8 @@ def demo(cpus, numa, workload, repeat, policies, out, nice) -> None:
     from .experiment import run_demo
 
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
-             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice)
+             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice,
+             realtime=rt)
 
 
 @main.command("bench-schedulers", hidden=False)

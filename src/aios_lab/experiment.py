@@ -298,10 +298,10 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
     plat = vm or result.get("platform") or {}
     if plat.get("topology"):
         topo = plat["topology"]
-        qemu = plat["qemu"]["version"] if isinstance(plat.get("qemu"), dict) else plat.get("qemu")
-        mode = f" {plat['tcg']}-threaded" if plat.get("tcg") else ""
-        where += (f", QEMU {qemu} {plat['accel']}{mode} ({topo['sockets']} sockets, "
-                  f"{topo['numa_nodes']} NUMA nodes)")
+        from .vm.guest_platform import describe
+
+        flat = dict(plat, qemu=plat["qemu"]["version"] if isinstance(plat.get("qemu"), dict) else plat.get("qemu"))
+        where += f", {describe(flat)} ({topo['sockets']} sockets, {topo['numa_nodes']} NUMA nodes)"
     lines.append(f"{where}, {result['repeat']} interleaved runs each")
     if result.get("control"):
         from .bench.control import ControlResult
@@ -357,7 +357,7 @@ DEMO_POLICIES = [BASELINE, "fifo", "mllb-collect", "mllb-model", "mllb-stay"]
 
 def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
              echo: Callable[[str], None] = print, policies: list[str] | None = None,
-             nice: int | None = None) -> dict:
+             nice: int | None = None, realtime: bool | None = None) -> dict:
     """Host side of `make demo`: build, boot the VM, and in it: run the
     workload under mllb's collect mode, train a model on the logged
     decisions, then compare EEVDF, fifo, mllb-collect and mllb-model."""
@@ -385,7 +385,8 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
          f"under {', '.join(policies)}, {repeat}x each"
          + (" (after training: a run of mllb-collect, then one under the first model)" if any(p.endswith("-model") for p in policies) else ""))
-    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400, log=echo, nice=nice)
+    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400, log=echo, nice=nice,
+                     realtime=realtime)
     if res.returncode != 0:
         raise AiosError(f"the experiment failed in the guest (exit {res.returncode})")
     result = json.loads(guest_json.read_text())

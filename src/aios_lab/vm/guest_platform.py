@@ -29,4 +29,7 @@ def describe(platform: dict | None) -> str | None:
     if not platform:
         return None
     mode = f" {platform['tcg']}-threaded" if platform.get("tcg") else ""
-    return f"QEMU {platform.get('qemu')} {platform.get('accel')}{mode}"
+    host = " (QEMU at SCHED_RR on the host)" if platform.get("host_rt") else ""
+    if platform.get("host_nice") is not None:
+        host += f" (QEMU at nice {platform['host_nice']})"
+    return f"QEMU {platform.get('qemu')} {platform.get('accel')}{mode}{host}"
