@@ -270,7 +270,7 @@ def summarise(runs: list[dict], policies: list[str]) -> dict:
         out[sched] = {"makespan_median_s": statistics.median(ms), "makespan_min_s": min(ms),
                       "makespan_max_s": max(ms), "migrations_median": statistics.median(mig),
                       "migrations_min": min(mig), "migrations_max": max(mig), "n": len(ms)}
-        for key in ("wc_loss_s", "wait_p50_ns", "wait_p99_ns", "latency_p50_ns", "latency_p99_ns"):
+        for key in ("wc_loss_s", "wc_fraction", "wait_p50_ns", "wait_p99_ns", "latency_p50_ns", "latency_p99_ns"):
             vals = [r[key] for r in runs if r["scheduler"] == sched and r.get(key) is not None]
             if vals:
                 out[sched][f"{key}_median"] = statistics.median(vals)
@@ -340,6 +340,12 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
                        f"p99 {s['latency_p99_ns_median'] / 1e6:8.3f} ms")
             lines.append(f"  {sched:13} wc-loss {s['wc_loss_s_median']:8.2f}s  wait p50 "
                          f"{(p50 or 0) / 1e6:7.3f} ms  p99 {(p99 or 0) / 1e6:8.3f} ms{lat}")
+    base = result["summary"].get(BASELINE, {})
+    if base.get("wc_fraction_median") is not None:
+        # Placement can only recover CPU time that sat idle while work waited:
+        # a scheduler doing the same work is at best this much faster.
+        lines.append(f"headroom: {BASELINE} left {100 * base['wc_fraction_median']:.1f} % of CPU time idle while "
+                     f"work waited; better placement alone can shorten its makespan by at most about that much")
     if result.get("verdicts"):
         from .bench.verdict import format_verdicts
 

@@ -56,7 +56,8 @@ class ControlResult:
     def line(self) -> str:
         head = (f"placement control ({self.cpus} CPU-bound spinners, {len(self.pinned_s)} interleaved runs): "
                 f"all pinned to one CPU {statistics.median(self.pinned_s):.2f}s, free "
-                f"{statistics.median(self.free_s):.2f}s, ratio x{self.ratio:.2f} (ideal x{self.cpus})")
+                f"{statistics.median(self.free_s):.2f}s, ratio x{self.ratio:.2f} "
+                f"(x{self.cpus} at best, with a host core per vCPU)")
         return head + ("" if self.judged else "\n" + not_judged_banner(self.ratio, self.threshold))
 
 
