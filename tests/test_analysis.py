@@ -302,7 +302,7 @@ def test_default_label_strips_the_run_number():
 
 def _cli_error(args: list[str]) -> str:
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert res.output.count("\n") == 1, res.output     # one line
     return res.output
 

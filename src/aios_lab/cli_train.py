@@ -58,7 +58,9 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               test_size: float, migration_cost_us: float) -> None:
     from aios_lab.mllb.model import save_model
     from aios_lab.mllb.train import load_decisions, train as train_model
+    from aios_lab.safe_output import check_output
 
+    check_output(out, inputs=traces, what="model file")
     df = load_decisions(traces)
     model_file, report = train_model(df, test_size=test_size, seed=seed, max_depth=max_depth,
                                      migration_cost_ns=int(migration_cost_us * 1000))
@@ -108,10 +110,15 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
     from aios_lab.dvfs.platform import load_cluster
     from aios_lab.dvfs.table import save_table
 
+    from aios_lab.safe_output import check_output
+
     cl = load_cluster(cluster)
     d_train, d_test = ex.split()
     train_paths = list(traces) or d_train
     test_paths = list(test_traces) or ([] if traces else d_test)
+    check_output(out, inputs=train_paths + test_paths, what="frequency table")
+    if curve is not None:
+        check_output(curve, inputs=train_paths + test_paths + [out], what="learning curve")
     train_d = ex.load_demands(train_paths)
     test_d = ex.load_demands(test_paths)
     click.echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
