@@ -352,7 +352,7 @@ def test_unknown_schema_version(tmp_path):
 def test_report_to_a_missing_folder(tmp_path):
     t = write_trace(tmp_path / "t")
     out = _cli_error(["analyze", str(t), "--report", str(tmp_path / "no" / "r.html")])
-    assert "cannot write report" in out
+    assert "report folder" in out and "does not exist" in out
     assert not list((tmp_path).glob("**/.r.html*"))
 
 

@@ -57,7 +57,29 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """click's own errors as one line too: `Error: <what> (see CMD --help)`
+    instead of a usage block, with click's exit code (2 for usage)."""
+
+    def main(self, *args, **kwargs):
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(exit_codes.INTERRUPTED)
+        except click.ClickException as e:
+            msg = e.format_message()
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                msg += f" (see {e.ctx.command_path} --help)"
+            click.echo(f"Error: {msg}", err=True)
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors)
 @click.version_option(__version__, prog_name="aios-lab")
 def main() -> None:
     """Learned scheduling and DVFS on sched_ext, with real BPF.
@@ -133,9 +155,9 @@ def _topology(cpus: int, memory: str, numa: int, topology: str | None):
 
 
 def _vm_options(fn):
-    fn = click.option("--cpus", default=2, show_default=True, help="Number of vCPUs.")(fn)
+    fn = click.option("--cpus", default=2, show_default=True, type=click.IntRange(1, 256), help="Number of vCPUs.")(fn)
     fn = click.option("--memory", default="2G", show_default=True, help="Guest memory, e.g. 2G.")(fn)
-    fn = click.option("--numa", default=1, show_default=True,
+    fn = click.option("--numa", default=1, show_default=True, type=click.IntRange(1, 64),
                       help="NUMA nodes; CPUs and memory are split evenly, one socket (LLC) per node.")(fn)
     fn = click.option("--topology", default=None,
                       help="sockets=S,cores=C,threads=T (default: one socket per NUMA node).")(fn)
@@ -144,7 +166,8 @@ def _vm_options(fn):
 
 @vm.command("run", context_settings={"ignore_unknown_options": True})
 @_vm_options
-@click.option("--timeout", default=900.0, show_default=True, help="Seconds for boot plus command.")
+@click.option("--timeout", default=900.0, show_default=True, type=finite(1, 7 * 86400),
+              help="Seconds for boot plus command.")
 @click.option("--rwdir", multiple=True, type=click.Path(file_okay=False),
               help="Host directory the guest may write (repeatable).")
 @click.option("--console", is_flag=True, help="Also stream the guest kernel console to stderr.")
@@ -468,10 +491,11 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
 # --------------------------------------------------------------------------- experiments
 
 @main.command()
-@click.option("--cpus", default=4, show_default=True, help="vCPUs of the VM.")
-@click.option("--numa", default=2, show_default=True, help="NUMA nodes of the VM.")
+@click.option("--cpus", default=4, show_default=True, type=click.IntRange(1, 256), help="vCPUs of the VM.")
+@click.option("--numa", default=2, show_default=True, type=click.IntRange(1, 64), help="NUMA nodes of the VM.")
 @click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
-@click.option("--repeat", default=2, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
 @click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model", show_default=True,
               help="Schedulers to compare; <policy>-model trains a model first.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
@@ -499,7 +523,8 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
 @click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
 @click.option("--policies", default="eevdf,fifo", show_default=True,
               help="Comma-separated; 'eevdf' means no sched_ext policy (the kernel's fair class).")
-@click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
 @click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
               help="Collect a telemetry trace of every run into this directory.")

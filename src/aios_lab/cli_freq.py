@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
+from .cli_types import POSITIVE, finite
+
 
 def simulator_options(f):
     """--cluster and --mem-share, for every command that runs the DVFS simulator."""
-    f = click.option("--mem-share", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+    f = click.option("--mem-share", default=0.3, show_default=True, type=finite(0, 1, max_open=True),
                      help="Share of each item's work that is memory-bound and does not speed up with "
                           "frequency.")(f)
     return click.option("--cluster", default="gs101:big", show_default=True,
@@ -157,9 +159,9 @@ def _restore(state_file: Path | None, root: Path | None) -> None:
 @freq.command("run")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Frequency table from `aios-lab train freq`.")
-@click.option("--period", default=0.01, show_default=True, type=click.FloatRange(0.001, 10),
+@click.option("--period", default=0.01, show_default=True, type=finite(0.001, 10),
               help="Seconds between decisions.")
-@click.option("--duration", default=None, type=click.FloatRange(0, None, min_open=True),
+@click.option("--duration", default=None, type=POSITIVE,
               help="Stop after this many seconds (default: Ctrl-C / SIGTERM).")
 @click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Filesystem root of sysfs (a test tree).")
@@ -205,9 +207,9 @@ def _run(model_path: Path, period: float, duration: float | None, root: Path, pr
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
               help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
 @simulator_options
-@click.option("--lookahead-ms", default=600.0, show_default=True, type=click.FloatRange(0, None),
+@click.option("--lookahead-ms", default=600.0, show_default=True, type=finite(0, 600_000),
               help="How far ahead the planner sees (or predicts) arriving work.")
-@click.option("--lateness-ms", default=0.0, show_default=True, type=click.FloatRange(0, None),
+@click.option("--lateness-ms", default=0.0, show_default=True, type=finite(0, 600_000),
               help="Lateness past each deadline the planner plans for (spends misses).")
 @click.option("--max-opp", default=None, type=click.IntRange(0, None),
               help="Highest OPP index the planner may ask for (spends misses).")

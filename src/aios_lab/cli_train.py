@@ -11,10 +11,11 @@ from pathlib import Path
 import click
 
 from .cli_freq import simulator_options
+from .cli_types import SEED, finite
 
 # Shared by `train lb` and `bench-schedulers` (which trains in the boot).
 migration_cost_option = click.option(
-    "--migration-cost-us", default=500.0, show_default=True, type=click.FloatRange(0, None),
+    "--migration-cost-us", default=500.0, show_default=True, type=finite(0, 1e9),
     help="What a migration within an LLC costs the task (x2 across LLCs, x4 across NUMA "
          "nodes): a migration is labelled right when it saves more wait than this.")
 
@@ -35,9 +36,9 @@ def train() -> None:
               help="Model file to write (JSON; replaced atomically).")
 @click.option("--max-depth", default=8, show_default=True, type=click.IntRange(1, 16),
               help="Tree depth (mllb walks at most 16).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Tree random_state.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Tree random_state.")
 @click.option("--test-size", default=0.25, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              type=finite(0, 1, min_open=True, max_open=True),
               help="Fraction of each trace, the latest decisions, held out for evaluation.")
 @migration_cost_option
 def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
@@ -81,7 +82,7 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
 @simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--refine-passes", default=1, show_default=True, type=click.IntRange(0, 10),
               help="Sweep: coordinate-descent passes on whole training runs after the sampled choice "
                    "(each costs ~100 simulations).")
