@@ -346,7 +346,7 @@ def test_unknown_schema_version(tmp_path):
     md["schema_version"] = 99
     (t / "metadata.json").write_text(json.dumps(md))
     assert "schema_version 99 is newer than this aios-lab reads" in _cli_error(["analyze", str(t)])
-    assert "schema_version 99" in _cli_error(["compare", str(t), str(t)])
+    assert "schema_version 99" in _cli_error(["compare", str(t), str(write_trace(tmp_path / "u"))])
 
 
 def test_report_to_a_missing_folder(tmp_path):

@@ -6,6 +6,7 @@ module, so importing cli.py at module level here would be circular.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -118,6 +119,10 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
     train_paths = list(traces) or d_train
     test_paths = list(test_traces) or ([] if traces else d_test)
     check_output(out, inputs=train_paths + test_paths, what="frequency table")
+    same = {os.path.realpath(p) for p in train_paths} & {os.path.realpath(p) for p in test_paths}
+    if same:
+        click.echo(f"WARNING: {len(same)} held-out trace(s) are also training traces ({sorted(same)[0]} ...): "
+                   "the held-out figures below are not held out", err=True)
     if curve is not None:
         check_output(curve, inputs=train_paths + test_paths + [out], what="learning curve")
     train_d = ex.load_demands(train_paths)

@@ -18,6 +18,7 @@ are not independent samples, so runs are the unit):
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +29,7 @@ from aios_lab.analysis import plots
 from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
 from aios_lab.analysis.metrics import QUANTILE_KEYS, mean_util, trace_metrics
 from aios_lab.analysis.report import warnings_of
-from aios_lab.errors import AiosError
+from aios_lab.errors import AiosError, InputError
 from aios_lab.telemetry.schema import WAIT_HIST_BUCKETS
 
 
@@ -166,6 +167,13 @@ def compare_traces(traces: Sequence[str | Path], labels: Sequence[str] | None = 
     if labels and len(labels) != len(traces):
         raise AiosError(f"{len(labels)} labels for {len(traces)} traces",
                         hint="give one --label per trace, in order, or none")
+    seen: dict[str, str | Path] = {}
+    for t in traces:  # the same run twice would count as two runs
+        key = os.path.realpath(t)
+        if key in seen:
+            raise InputError(f"trace {t} is given twice (also as {seen[key]}); each run counts once",
+                             hint="pass every trace once")
+        seen[key] = t
     runs = [((labels[i] if labels else default_label(t)), trace_metrics(t, memory_limit=memory_limit))
             for i, t in enumerate(traces)]
     return compare_metrics(runs, baseline), runs
