@@ -16,7 +16,7 @@ import click
 
 from . import __version__, exit_codes
 from .cli_train import migration_cost_option, train as _train
-from .cli_types import POSITIVE, finite
+from .cli_types import POSITIVE, Folder, InputFile, finite
 from .errors import AiosError, SchedulerEjected
 
 
@@ -168,7 +168,7 @@ def _vm_options(fn):
 @_vm_options
 @click.option("--timeout", default=900.0, show_default=True, type=finite(1, 7 * 86400),
               help="Seconds for boot plus command.")
-@click.option("--rwdir", multiple=True, type=click.Path(file_okay=False),
+@click.option("--rwdir", multiple=True, type=Folder(),
               help="Host directory the guest may write (repeatable).")
 @click.option("--console", is_flag=True, help="Also stream the guest kernel console to stderr.")
 @click.option("--keep", is_flag=True, help="Keep the run directory (console log, output) for inspection.")
@@ -285,7 +285,7 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
 @click.option("--duration", type=POSITIVE, default=None, help="Detach after this many seconds (default: Ctrl-C).")
 @click.option("--interval", type=INTERVAL_S, default=1.0, show_default=True, help="Seconds between stats lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print stats lines and the final summary as JSON.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "model_path", type=InputFile(), default=None,
               help="Learning policies: model file (mllb) or frequency table (freq) to verify and push "
                    "before attaching (mllb: implies --mode model).")
 @click.option("--mode", type=click.Choice(["collect", "model"]), default=None,
@@ -514,7 +514,9 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
     Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
     from .experiment import run_demo
+    from .safe_output import check_folder
 
+    check_folder(out, what="--out")
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
              echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p])
 
@@ -528,7 +530,7 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
 @click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
               help="Collect a telemetry trace of every run into this directory.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--model", "model_path", type=InputFile(exists=True), default=None,
               help="Model for <policy>-model runs (default: train one here first).")
 @click.option("--model-out", type=click.Path(dir_okay=False), default=None,
               help="Where to save the model trained here (default: results/<policy>-<workload>.model).")
@@ -547,7 +549,15 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
     Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
     """
     from .experiment import bench_schedulers as bench
+    from .safe_output import check_folder, check_output
 
+    # Outputs are checked before an hour of benchmarking, not after it.
+    inputs = [model_path] if model_path else []
+    for out, what in ((json_out, "--json-out"), (model_out, "--model-out")):
+        if out:
+            check_output(out, inputs=inputs, what=what)
+    if trace_dir:
+        check_folder(trace_dir, what="--trace-dir")
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
                 echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,

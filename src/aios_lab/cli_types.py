@@ -32,3 +32,48 @@ def finite(min=None, max=None, *, min_open=False, max_open=False) -> Finite:
 POSITIVE = finite(0, None, min_open=True)
 NON_NEGATIVE = finite(0, None)
 SEED = click.IntRange(0, 2 ** 32 - 1)
+
+
+def _kind(path: str) -> str | None:
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return what
+    return None
+
+
+class InputFile(click.Path):
+    """A file to read: when it exists it must be a regular file (a FIFO would
+    block the read, a device would never end). A missing one is left to the
+    library, whose error says how to make it."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(dir_okay=False, **kw)
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        kind = _kind(str(rv))
+        if kind:
+            self.fail(f"{str(value)!r} is {kind}, not a regular file", param, ctx)
+        return rv
+
+
+class Folder(click.Path):
+    """An existing directory (a sysfs root, a folder the VM may write)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(file_okay=False, exists=True, **kw)
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        kind = _kind(str(rv))
+        if kind != "a directory":
+            self.fail(f"{str(value)!r} is {kind or 'not a directory'}, not a folder", param, ctx)
+        return rv

@@ -145,3 +145,16 @@ def check_output(path: Path | str, *, inputs: Iterable[Path | str] = (), replace
                               hint="choose another path or remove the old file")
     sweep_stale(path)
     return path
+
+
+def check_folder(path: Path | str, *, what: str = "output folder") -> Path:
+    """A folder that results are added to (it may exist and hold others):
+    refused when something other than a folder is there."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        try:
+            kind = _kind(os.stat(path).st_mode) or "a file"
+        except OSError:
+            kind = "a broken link"
+        raise OutputError(f"{what} {path} is {kind}, not a folder", hint="give a folder to write into")
+    return path
