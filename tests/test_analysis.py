@@ -327,14 +327,18 @@ def test_truncated_table_file(tmp_path):
         ["analyze", str(t)])
 
 
-def test_damaged_data_pages(tmp_path):
-    """A valid footer over garbage pages passes Trace.open; the query says so in one line."""
-    t = write_trace(tmp_path / "t")
-    f = t / "switches.parquet"
+def garble_pages(f: Path) -> None:
+    """Garbage in the first half of a Parquet file; its footer stays valid."""
     data = bytearray(f.read_bytes())
     for i in range(8, len(data) // 2):
         data[i] = (data[i] * 7 + 13) & 0xFF
     f.write_bytes(bytes(data))
+
+
+def test_damaged_data_pages(tmp_path):
+    """A valid footer over garbage pages passes Trace.open; the query says so in one line."""
+    t = write_trace(tmp_path / "t")
+    garble_pages(t / "switches.parquet")
     with pytest.raises(TraceError, match="cannot be read"):
         trace_metrics(t)
     assert "re-collect it" in _cli_error(["analyze", str(t)])

@@ -156,7 +156,7 @@ def test_a_fifo_is_refused_at_once_not_read_forever(tmp_path):
 def test_a_device_is_refused(tmp_path):
     zero = tmp_path / "zero"
     os.mknod(zero, 0o666 | stat.S_IFCHR, os.makedev(1, 5))
-    with pytest.raises(InputError, match="is a device"):
+    with pytest.raises(InputError, match="is a character device"):
         read_bounded(zero)
 
 

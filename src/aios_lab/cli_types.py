@@ -10,6 +10,8 @@ import math
 
 import click
 
+from .safe_output import file_kind
+
 
 class Finite(click.FloatRange):
     """A float in a range that is also a real number (no NaN, no infinity)."""
@@ -34,21 +36,6 @@ NON_NEGATIVE = finite(0, None)
 SEED = click.IntRange(0, 2 ** 32 - 1)
 
 
-def _kind(path: str) -> str | None:
-    import os
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return what
-    return None
-
-
 class InputFile(click.Path):
     """A file to read: when it exists it must be a regular file (a FIFO would
     block the read, a device would never end). A missing one is left to the
@@ -59,7 +46,7 @@ class InputFile(click.Path):
 
     def convert(self, value, param, ctx):
         rv = super().convert(value, param, ctx)
-        kind = _kind(str(rv))
+        kind = file_kind(str(rv))
         if kind:
             self.fail(f"{str(value)!r} is {kind}, not a regular file", param, ctx)
         return rv
@@ -73,7 +60,7 @@ class Folder(click.Path):
 
     def convert(self, value, param, ctx):
         rv = super().convert(value, param, ctx)
-        kind = _kind(str(rv))
+        kind = file_kind(str(rv))
         if kind != "a directory":
             self.fail(f"{str(value)!r} is {kind or 'not a directory'}, not a folder", param, ctx)
         return rv

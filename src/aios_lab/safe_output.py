@@ -80,13 +80,23 @@ def sweep_stale(target: Path) -> list[Path]:
     return removed
 
 
-def _kind(mode: int) -> str | None:
+def mode_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, in words; None for a regular file."""
     for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISDIR, "a directory")):
         if test(mode):
             return what
     return None
+
+
+def file_kind(path: Path | str) -> str | None:
+    """mode_kind of what is at `path` (links followed); None when it is a regular
+    file or nothing is there."""
+    try:
+        return mode_kind(os.stat(path).st_mode)
+    except OSError:
+        return None
 
 
 def refuse_special(path: Path, what: str = "output") -> None:
@@ -98,7 +108,7 @@ def refuse_special(path: Path, what: str = "output") -> None:
         return
     except OSError as e:
         raise OutputError(f"{what} {path}: {e.strerror}") from None
-    kind = _kind(st.st_mode)
+    kind = mode_kind(st.st_mode)
     if kind:
         raise OutputError(f"{what} {path} is {kind}; refusing to replace it",
                           hint="give the path of a regular file to write")
@@ -132,7 +142,7 @@ def check_output(path: Path | str, *, inputs: Iterable[Path | str] = (), replace
         except OSError as e:
             raise OutputError(f"{what} {path}: {e.strerror}",
                               hint="remove the broken link or write elsewhere") from None
-        kind = _kind(st.st_mode)
+        kind = mode_kind(st.st_mode)
         if folder:
             if not stat.S_ISDIR(st.st_mode) or any(os.scandir(path)):
                 raise OutputError(f"{what} {path} already exists; not overwriting it",
@@ -153,7 +163,7 @@ def check_folder(path: Path | str, *, what: str = "output folder") -> Path:
     path = Path(path)
     if os.path.lexists(path) and not path.is_dir():
         try:
-            kind = _kind(os.stat(path).st_mode) or "a file"
+            kind = mode_kind(os.stat(path).st_mode) or "a file"
         except OSError:
             kind = "a broken link"
         raise OutputError(f"{what} {path} is {kind}, not a folder", hint="give a folder to write into")

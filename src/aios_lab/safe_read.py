@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import AiosError, InputError
+from .safe_output import mode_kind
 
 MIB = 1 << 20
 DEFAULT_LIMIT = 64 * MIB
@@ -42,9 +43,7 @@ def read_bounded(path: Path | str, *, limit: int = DEFAULT_LIMIT, error: type[Ai
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
-            raise error(f"{what} {path} is {kind}; give a regular file")
+            raise error(f"{what} {path} is {mode_kind(st.st_mode) or 'not a regular file'}; give a regular file")
         if st.st_size > limit:
             raise error(f"{what} {path} is {st.st_size} bytes, more than the {limit} this reads",
                         hint="it is not a file of this kind, or it is damaged")

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""What the issue-21 value checks cost `aios-lab analyze`.
+
+trace_metrics now scans each table once more (analysis/sanity.check_values:
+min/max of every time column, backwards intervals, negative CPUs) before it
+reports anything. This times trace_metrics with the check and with it
+replaced by a no-op, interleaved in one process per size (duckdb's page
+cache is warm for both arms after the first pass), and prints the medians,
+their spread and the ratio. The trace is analysis_bench.make_trace's.
+
+Usage: .venv/bin/python benchmarks/sanity_overhead.py [--sizes 1e5,1e6] [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from analysis_bench import make_trace  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1e5,1e6")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    from aios_lab.analysis import metrics
+
+    checked = metrics.check_values
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (int(float(s)) for s in args.sizes.split(",")):
+            trace = make_trace(Path(tmp) / f"t{size}", size)
+            metrics.trace_metrics(trace)  # warm-up: imports, page cache
+            times = {"with check": [], "without": []}
+            for _ in range(args.repeat):
+                for arm in times:  # interleaved arms
+                    metrics.check_values = checked if arm == "with check" else (lambda db, tables=None: None)
+                    t0 = time.perf_counter()
+                    metrics.trace_metrics(trace)
+                    times[arm].append(time.perf_counter() - t0)
+            metrics.check_values = checked
+            med = {k: statistics.median(v) for k, v in times.items()}
+            for k, v in times.items():
+                print(f"{size:>9} events  {k:10}  median {med[k]:.3f} s  [{min(v):.3f}-{max(v):.3f}]")
+            print(f"{size:>9} events  ratio with/without x{med['with check'] / med['without']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
