@@ -327,10 +327,17 @@ def test_8_train_lb_refuses_negative_outcomes_and_tiny_splits(tmp_path):
 
 
 def test_8_the_same_trace_twice_is_not_two_runs(tmp_path):
-    t = write_trace(tmp_path / "t")
+    import shutil
+
+    t = edit_metadata(write_trace(tmp_path / "t"), host={"hostname": "h"})
     (tmp_path / "link").symlink_to(t)
-    for args in (["compare", str(t), str(t)], ["compare", str(t), str(tmp_path / "link")]):
-        assert "is given twice" in fails(args, exit_codes.BAD_INPUT)
+    shutil.copytree(t, tmp_path / "copy")
+    for other in (t, tmp_path / "link", tmp_path / "copy"):
+        assert "is the same run as" in fails(["compare", str(t), str(other)], exit_codes.BAD_INPUT)
+    u = edit_metadata(write_trace(tmp_path / "u"), host={"hostname": "h"},
+                      start={"monotonic_ns": 5, "wall": 1.7e9})
+    res = CliRunner().invoke(main, ["compare", str(t), str(u)])
+    assert res.exit_code == 0, res.output
 
 
 # -- 9. models ----------------------------------------------------------------------------------
