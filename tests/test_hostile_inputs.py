@@ -166,8 +166,8 @@ def test_3_a_corrupt_task_intervals_page_is_one_line(tmp_path):
     ["vm", "run", "--timeout", "nan", "--", "true"],
     ["vm", "run", "--cpus", "0", "--", "true"],
 ])
-def test_4_nan_inf_and_negative_options_are_usage_errors(tmp_path, args):
-    os.chdir(tmp_path)
+def test_4_nan_inf_and_negative_options_are_usage_errors(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
     out = fails(args, exit_codes.USAGE)
     assert "Invalid value" in out and "--help" in out
     assert list(tmp_path.iterdir()) == []
@@ -175,8 +175,8 @@ def test_4_nan_inf_and_negative_options_are_usage_errors(tmp_path, args):
 
 # -- 5. collect's command -----------------------------------------------------------------------
 
-def test_5_a_missing_program_or_a_mistyped_option_leaves_nothing(tmp_path):
-    os.chdir(tmp_path)
+def test_5_a_missing_program_or_a_mistyped_option_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert "no such program" in fails(["collect", "--no-bpf", "--out", "c", "--", "no-such-prog-x"],
                                       exit_codes.COMMAND_FAILED)
     assert "no such option: --durration" in fails(["collect", "--durration", "1"], exit_codes.USAGE)
@@ -386,9 +386,9 @@ def test_9_a_fifo_or_device_as_model_is_refused_at_once(tmp_path):
 
 # -- 10. options spliced into code --------------------------------------------------------------
 
-def test_10_memory_limit_is_a_value_not_sql(tmp_path):
+def test_10_memory_limit_is_a_value_not_sql(tmp_path, monkeypatch):
     t = write_trace(tmp_path / "t")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     inject = "1GB'; COPY (SELECT 1) TO 'x.csv'; SET memory_limit='1GB"
     for bad in (inject, "lots", "0", "-1GB", "1e400GB"):
         assert "--memory-limit" in fails(["analyze", str(t), "--memory-limit", bad], exit_codes.BAD_INPUT)
