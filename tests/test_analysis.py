@@ -302,7 +302,7 @@ def test_default_label_strips_the_run_number():
 
 def _cli_error(args: list[str]) -> str:
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 3, res.output
     assert res.output.count("\n") == 1, res.output     # one line
     return res.output
 
@@ -327,14 +327,18 @@ def test_truncated_table_file(tmp_path):
         ["analyze", str(t)])
 
 
-def test_damaged_data_pages(tmp_path):
-    """A valid footer over garbage pages passes Trace.open; the query says so in one line."""
-    t = write_trace(tmp_path / "t")
-    f = t / "switches.parquet"
+def garble_pages(f: Path) -> None:
+    """Garbage in the first half of a Parquet file; its footer stays valid."""
     data = bytearray(f.read_bytes())
     for i in range(8, len(data) // 2):
         data[i] = (data[i] * 7 + 13) & 0xFF
     f.write_bytes(bytes(data))
+
+
+def test_damaged_data_pages(tmp_path):
+    """A valid footer over garbage pages passes Trace.open; the query says so in one line."""
+    t = write_trace(tmp_path / "t")
+    garble_pages(t / "switches.parquet")
     with pytest.raises(TraceError, match="cannot be read"):
         trace_metrics(t)
     assert "re-collect it" in _cli_error(["analyze", str(t)])
@@ -346,13 +350,13 @@ def test_unknown_schema_version(tmp_path):
     md["schema_version"] = 99
     (t / "metadata.json").write_text(json.dumps(md))
     assert "schema_version 99 is newer than this aios-lab reads" in _cli_error(["analyze", str(t)])
-    assert "schema_version 99" in _cli_error(["compare", str(t), str(t)])
+    assert "schema_version 99" in _cli_error(["compare", str(t), str(write_trace(tmp_path / "u"))])
 
 
 def test_report_to_a_missing_folder(tmp_path):
     t = write_trace(tmp_path / "t")
     out = _cli_error(["analyze", str(t), "--report", str(tmp_path / "no" / "r.html")])
-    assert "cannot write report" in out
+    assert "report folder" in out and "does not exist" in out
     assert not list((tmp_path).glob("**/.r.html*"))
 
 

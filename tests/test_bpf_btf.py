@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aios_lab.bpf import Btf, BpfObject, check_ctypes_layout, find_libbpf, libbpf_version
-from aios_lab.errors import BpfError, LayoutError
+from aios_lab.errors import LayoutError, SetupError
 
 HERE = Path(__file__).resolve().parent
 BPF_DIR = HERE / "bpf"
@@ -53,7 +53,7 @@ def test_find_libbpf_order(tmp_path, monkeypatch):
     (tmp_path / "libbpf" / "9.9.9").mkdir()  # a version dir without the library
     assert find_libbpf().parts[-5] == "1.10.0-dirty"   # newest by numbers, not by string
     monkeypatch.setenv("AIOS_LAB_LIBBPF", str(tmp_path / "explicit.so"))
-    with pytest.raises(BpfError):                       # explicit but missing: no silent fallback
+    with pytest.raises(SetupError):                     # explicit but missing: no silent fallback
         find_libbpf()
     (tmp_path / "explicit.so").write_bytes(b"")
     assert find_libbpf() == tmp_path / "explicit.so"

@@ -29,7 +29,7 @@ def test_policy_list_shows_fifo_and_hides_test_policies():
 
 def test_library_errors_become_one_line():
     res = CliRunner().invoke(main, ["deploy", "no-such-policy"])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert res.output.strip().count("\n") == 0 and res.output.startswith("Error: no policy named")
 
 
@@ -37,14 +37,14 @@ def test_status_without_sched_ext_says_so(monkeypatch, tmp_path):
     from aios_lab import sched_ext
     monkeypatch.setattr(sched_ext, "SYSFS", tmp_path / "none")
     res = CliRunner().invoke(main, ["status"])
-    assert res.exit_code == 1 and "has no sched_ext" in res.output and "aios-lab vm run" in res.output
+    assert res.exit_code == 4 and "has no sched_ext" in res.output and "aios-lab vm run" in res.output
 
 
 def test_deploy_without_root_is_refused_before_anything_loads(monkeypatch):
     import os
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     res = CliRunner().invoke(main, ["deploy", "fifo", "--duration", "1"])
-    assert res.exit_code == 1
+    assert res.exit_code == 4
     assert res.output.startswith("Error: attaching a sched_ext scheduler needs root")
     assert res.output.strip().count("\n") == 0
 

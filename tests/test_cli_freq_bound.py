@@ -35,6 +35,6 @@ def test_bound_with_a_cap_misses_more_for_less_energy():
 
 def test_bound_refuses_an_opp_the_cluster_lacks_and_a_missing_trace_in_one_line(tmp_path):
     res = CliRunner().invoke(main, ["freq", "bound", "--max-opp", "17", "--no-lp"])
-    assert res.exit_code == 1 and "OPPs 0..16" in res.output
+    assert res.exit_code == 3 and "OPPs 0..16" in res.output
     res = CliRunner().invoke(main, ["freq", "bound", "--trace", str(tmp_path / "nope"), "--no-lp"])
-    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "nope" in res.output
+    assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1 and "nope" in res.output

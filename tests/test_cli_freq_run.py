@@ -38,7 +38,7 @@ def test_freq_run_rejects_bad_table_before_touching_anything(tmp_path, monkeypat
     bad.write_text('{"format": "aios-lab.freq-table", "format_version": 1, "perf": [[NaN]]}')
     res = CliRunner().invoke(main, ["freq", "run", "--model", str(bad), "--duration", "0.02",
                                     "--root", str(tmp_path), "--proc-root", str(tmp_path)])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert "frequency table" in res.output and len(res.output.strip().splitlines()) == 1
     assert attr(tmp_path, "policy0", "scaling_governor") == "ondemand"
     assert not (tmp_path / "state.json").exists()
@@ -56,7 +56,7 @@ def test_deploy_freq_backend_cpufreq_without_a_driver_is_one_clear_line(tmp_path
     model = save_table(tmp_path / "t.json", FreqTable.constant(512))
     res = CliRunner().invoke(main, ["deploy", "freq", "--backend", "cpufreq", "--model", str(model),
                                     "--duration", "0.05"])
-    assert res.exit_code == 1
+    assert res.exit_code == 4
     out = res.output.strip().splitlines()
     assert len(out) == 1 and "cpufreq" in out[0], res.output
     assert not (tmp_path / "state.json").exists()

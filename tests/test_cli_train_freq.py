@@ -26,11 +26,11 @@ def test_train_freq_rl_writes_a_table_a_curve_and_labels_output_simulated(tmp_pa
 def test_train_freq_on_a_missing_trace_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "t.json"
     res = CliRunner().invoke(main, ["train", "freq", "--trace", str(tmp_path / "nope"), "--out", str(out)])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert len(res.output.strip().splitlines()) == 1 and "nope" in res.output
     assert not out.exists()
 
 
 def test_train_freq_unknown_cluster(tmp_path):
     res = CliRunner().invoke(main, ["train", "freq", "--cluster", "gs101:huge", "--out", str(tmp_path / "t.json")])
-    assert res.exit_code == 1 and "no cluster 'huge'" in res.output
+    assert res.exit_code == 3 and "no cluster 'huge'" in res.output

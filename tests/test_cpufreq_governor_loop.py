@@ -429,5 +429,5 @@ def test_freq_restore_error_is_one_line(acpi, state):
     state.parent.mkdir(parents=True)
     state.write_text("{truncated")
     res = CliRunner().invoke(main, ["freq", "restore", "--state-file", str(state)])
-    assert res.exit_code == 1 and res.output.startswith(f"Error: cannot read the saved cpufreq state {state}")
+    assert res.exit_code == 3 and res.output.startswith(f"Error: the saved cpufreq state {state} is not valid JSON")
     assert res.output.strip().count("\n") == 0

@@ -58,11 +58,11 @@ def test_a_bad_table_file_is_refused_in_one_line_before_any_load(tmp_path, monke
     d["perf"][0][0] = 5000
     bad.write_text(json.dumps(d))
     res = CliRunner().invoke(main, ["deploy", "freq", "--model", str(bad), "--duration", "1"])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     line = _one_line_error(res)
     assert line.startswith("Error: frequency table") and "outside the perf range" in line
     res = CliRunner().invoke(main, ["deploy", "freq", "--model", str(tmp_path / "missing.json")])
-    assert res.exit_code == 1 and "does not exist" in _one_line_error(res)
+    assert res.exit_code == 3 and "does not exist" in _one_line_error(res)
 
 
 def test_deploy_loop_refuses_what_does_not_apply(table_file):

@@ -227,7 +227,7 @@ def test_cli_train_lb_clean_error_without_decisions(tmp_path):
     out = tmp_path / "lb.json"
     res = CliRunner().invoke(train_group, ["lb", "--trace", str(tmp_path / "trace"),
                                            "--out", str(out)])
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: trace ")
     assert "no load-balancing decisions" in lines[0]
@@ -237,5 +237,5 @@ def test_cli_train_lb_clean_error_without_decisions(tmp_path):
 def test_cli_train_lb_missing_trace(tmp_path):
     res = CliRunner().invoke(train_group, ["lb", "--trace", str(tmp_path / "nope"),
                                            "--out", str(tmp_path / "lb.json")])
-    assert res.exit_code == 1 and "Error: trace" in res.output
+    assert res.exit_code == 3 and "Error: trace" in res.output
     assert "Traceback" not in res.output

@@ -468,5 +468,5 @@ def test_cli(tmp_path):
     assert res.output.startswith(f"perfetto trace written: {out} (") and out.stat().st_size > 0
     res = CliRunner().invoke(main, ["export", "perfetto", str(write_trace(tmp_path / "u", switches=False)),
                                     "-o", str(tmp_path / "p.pftrace")])
-    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert res.exit_code == 3 and res.output.count("\n") == 1
     assert res.output.startswith("Error: trace ") and "no sched_switch events" in res.output

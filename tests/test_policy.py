@@ -46,7 +46,7 @@ def test_unknown_policy_names_the_known_ones():
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
      "[model]\nkind = \"forest\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "kind 'forest' is unknown"),
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
-     "[model]\nkind = \"tree\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "missing required key 'features_enum'"),
+     "[model]\nkind = \"tree\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "missing required key 'model.features_enum'"),
 ])
 def test_malformed_manifests_give_one_clear_error(tmp_path, text, err):
     (tmp_path / "x.bpf.c").write_text("")

@@ -77,6 +77,6 @@ def test_analyze_of_a_corrupt_trace_is_one_clear_line(tmp_path):
                    echo=lambda m: None)
     (path / "metadata.json").write_text("{not json")
     res = CliRunner().invoke(main, ["analyze", str(path)])
-    assert res.exit_code == 1 and res.output.startswith("Error: ") and res.output.strip().count("\n") == 0
+    assert res.exit_code == 3 and res.output.startswith("Error: ") and res.output.strip().count("\n") == 0
     res = CliRunner().invoke(main, ["analyze", str(tmp_path / "missing")])
-    assert res.exit_code == 1 and res.output.strip().count("\n") == 0
+    assert res.exit_code == 3 and res.output.strip().count("\n") == 0

@@ -33,9 +33,13 @@ def open_atomic(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
     block fsyncs it, gives it the mode open() would (mkstemp makes 0600) and
     renames it onto `path`. On any error the temporary file is removed,
     `path` is left as it was, and the error propagates (OSError for I/O)."""
+    from .safe_output import refuse_special, scratch_prefix
+
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    # As root, rename(2) onto /dev/null or a FIFO would replace it.
+    refuse_special(path)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=scratch_prefix(path, "tmp") + "-", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -46,6 +50,7 @@ def open_atomic(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        refuse_special(path)  # again: it may have appeared while we wrote
         os.replace(tmp, path)
     except BaseException:
         if fd >= 0:

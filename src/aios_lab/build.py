@@ -171,7 +171,11 @@ def compile_bpf(src: Path, out: Path, extra_flags: list[str] | None = None, forc
 
 def object_path(src: Path) -> Path:
     """Where the object for a source lives: build/<relative source path>.o."""
-    rel = Path(src).resolve().relative_to(paths.project_root())
+    src = Path(src).resolve()
+    try:
+        rel = src.relative_to(paths.project_root())
+    except ValueError:  # a policy folder from AIOS_LAB_POLICY_PATH, outside the tree
+        rel = Path("external") / src.relative_to(src.anchor)
     return paths.build_dir() / rel.with_name(rel.name.removesuffix(".c") + ".o")
 
 

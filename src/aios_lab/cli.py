@@ -14,22 +14,38 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, exit_codes
 from .cli_train import migration_cost_option, train as _train
+from .cli_types import POSITIVE, Folder, InputFile, finite
 from .errors import AiosError, SchedulerEjected
 
 
-def _fail(exc: AiosError) -> click.ClickException:
-    return click.ClickException(exc.one_line())
+class _Failure(click.ClickException):
+    """`Error: <one line>` with the exit code of the contract (exit_codes)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
+INTERVAL_S = finite(0.01, 3600)  # 0 would spin; more than an hour is a typo
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    if isinstance(exc, KeyboardInterrupt):
+        return _Failure("interrupted", exit_codes.INTERRUPTED)
+    return _Failure(exc.one_line(), exit_codes.code_for(exc))
 
 
 def handle_errors(fn):
-    """Turn library exceptions into `Error: <one line>` and exit status 1."""
+    """The CLI's error boundary: library exceptions become `Error: <one line>`
+    with the documented exit code (aios_lab.exit_codes); Ctrl-C and SIGTERM
+    that reach here exit 130 after the library's cleanup has run."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except AiosError as exc:
+        except (AiosError, KeyboardInterrupt) as exc:
             raise _fail(exc) from None
     return wrapper
 
@@ -41,13 +57,42 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """click's own errors as one line too: `Error: <what> (see CMD --help)`
+    instead of a usage block, with click's exit code (2 for usage)."""
+
+    def main(self, *args, **kwargs):
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(exit_codes.INTERRUPTED)
+        except click.ClickException as e:
+            msg = e.format_message()
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                msg += f" (see {e.ctx.command_path} --help)"
+            click.echo(f"Error: {msg}", err=True)
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors)
 @click.version_option(__version__, prog_name="aios-lab")
 def main() -> None:
     """Learned scheduling and DVFS on sched_ext, with real BPF.
 
+    Exit codes: 0 ok, 1 failure, 2 usage, 3 bad input, 4 environment (kernel
+    feature, root), 5 policy ejected, 6 collect's command failed, 130
+    interrupted (see README, "Exit codes").
+
     Example: aios-lab vm run --cpus 4 -- aios-lab deploy fifo --duration 10
     """
+    # Every command cleans up on SIGTERM as on Ctrl-C (temporary files,
+    # scratch, attached BPF); commands with their own handler replace this.
+    _sigterm_as_interrupt()
 
 
 # --------------------------------------------------------------------------- build
@@ -120,9 +165,9 @@ def _topology(cpus: int, memory: str, numa: int, topology: str | None):
 
 
 def _vm_options(fn):
-    fn = click.option("--cpus", default=2, show_default=True, help="Number of vCPUs.")(fn)
+    fn = click.option("--cpus", default=2, show_default=True, type=click.IntRange(1, 256), help="Number of vCPUs.")(fn)
     fn = click.option("--memory", default="2G", show_default=True, help="Guest memory, e.g. 2G.")(fn)
-    fn = click.option("--numa", default=1, show_default=True,
+    fn = click.option("--numa", default=1, show_default=True, type=click.IntRange(1, 64),
                       help="NUMA nodes; CPUs and memory are split evenly, one socket (LLC) per node.")(fn)
     fn = click.option("--topology", default=None,
                       help="sockets=S,cores=C,threads=T (default: one socket per NUMA node).")(fn)
@@ -140,8 +185,9 @@ def _tcg(tcg: str | None):
 
 @vm.command("run", context_settings={"ignore_unknown_options": True})
 @_vm_options
-@click.option("--timeout", default=900.0, show_default=True, help="Seconds for boot plus command.")
-@click.option("--rwdir", multiple=True, type=click.Path(file_okay=False),
+@click.option("--timeout", default=900.0, show_default=True, type=finite(1, 7 * 86400),
+              help="Seconds for boot plus command.")
+@click.option("--rwdir", multiple=True, type=Folder(),
               help="Host directory the guest may write (repeatable).")
 @click.option("--console", is_flag=True, help="Also stream the guest kernel console to stderr.")
 @click.option("--keep", is_flag=True, help="Keep the run directory (console log, output) for inspection.")
@@ -242,6 +288,18 @@ def policy_list(show_all: bool, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- deploy / status
 
+def _check_command(command: tuple[str, ...]) -> None:
+    """With ignore_unknown_options a mistyped option (`--durration 1`) would
+    become the command: refuse that, and a program that does not exist,
+    before anything is attached or written."""
+    if command and command[0].startswith("-"):
+        raise click.UsageError(f"no such option: {command[0]} (a command to run goes after --)")
+    if command:
+        from .child import check_command
+
+        check_command(list(command))
+
+
 def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for s in sets:
@@ -255,17 +313,17 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.option("--set", "sets", multiple=True, help="Tunable KEY=VALUE (repeatable); see `policy list`.")
-@click.option("--duration", type=float, default=None, help="Detach after this many seconds (default: Ctrl-C).")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between stats lines.")
+@click.option("--duration", type=POSITIVE, default=None, help="Detach after this many seconds (default: Ctrl-C).")
+@click.option("--interval", type=INTERVAL_S, default=1.0, show_default=True, help="Seconds between stats lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print stats lines and the final summary as JSON.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "model_path", type=InputFile(), default=None,
               help="Learning policies: model file (mllb) or frequency table (freq) to verify and push "
                    "before attaching (mllb: implies --mode model).")
 @click.option("--mode", type=click.Choice(["collect", "model"]), default=None,
               help="Learning policies: who decides, the heuristic (collect) or the model.")
 @click.option("--decisions", "decisions_out", type=click.Path(file_okay=False), default=None,
               help="Learning policies: write the logged decisions to this trace directory (for `train lb`).")
-@click.option("--retrain-every", type=float, default=None,
+@click.option("--retrain-every", type=POSITIVE, default=None,
               help="Learning policies: every N seconds, retrain on the decisions so far and swap the model in.")
 @click.option("--retrain-min-rows", type=click.IntRange(min=10), default=500, show_default=True,
               help="With --retrain-every: skip a retrain until this many decisions have outcomes.")
@@ -284,7 +342,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     the exit status is COMMAND's. The scheduler is detached on Ctrl-C,
     SIGTERM, --duration, or if this process dies (the kernel drops the
     struct_ops link). If the kernel ejects the policy (watchdog stall,
-    scx_bpf_error) the reason is reported and the exit status is 2.
+    scx_bpf_error) the reason is reported and the exit status is 5.
 
     Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30;
     aios-lab deploy mllb --decisions traces/d1 -- make -j4;
@@ -296,6 +354,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     from .deploy_loop import DeployLoop
 
     _sigterm_as_interrupt()
+    _check_command(command)
     policy = pol.get(name)
     learning = any(x is not None for x in (model_path, mode, decisions_out, retrain_every))
     if learning and policy.model is None:
@@ -363,7 +422,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
         info = result.exit_info
         click.echo(json.dumps({"event": "ejected", "policy": name, "exit": info.describe() if info else None})
                    if as_json else f"ejected: {result.ejected}", err=not as_json)
-        sys.exit(2)
+        sys.exit(exit_codes.EJECTED)
     info = result.exit_info
     summary = {"event": "detached", "policy": name, "stats": result.final_stats,
                "exit": info.describe() if info else None}
@@ -410,8 +469,8 @@ def status(as_json: bool) -> None:
 # --------------------------------------------------------------------------- telemetry
 
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--interval", "interval_ms", type=int, default=1000, show_default=True,
+@click.option("--duration", type=POSITIVE, default=None, help="Stop after this many seconds.")
+@click.option("--interval", "interval_ms", type=click.IntRange(10, 3_600_000), default=1000, show_default=True,
               help="Milliseconds per task/CPU interval row.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Trace directory to create (default: results/traces/<timestamp>).")
@@ -430,14 +489,20 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
     Runs COMMAND (after --) and stops when it exits, or stops after
     --duration, or at Ctrl-C. BPF collectors need root; without it only
     /proc is sampled and the trace says so. See docs/trace-format.md.
+    When COMMAND fails the trace is still written and the exit status is 6.
 
     Example: aios-lab collect --interval 500 --out /tmp/t1 -- hackbench -p -g 4 -l 100
     """
     from .analysis.metrics import trace_metrics
     from .analysis.report import format_metrics
     from .telemetry.collect import CollectOptions, collect as run_collect
+    from .errors import CommandFailed
+    from .safe_output import check_output
     from .telemetry.trace import Trace
 
+    _check_command(command)
+    if out:
+        check_output(out, folder=True, what="trace")
     opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
                           command=list(command), wakeup_events=not no_wakeups,
                           wakeup_sample=wakeup_sample, switch_events=not no_switches,
@@ -446,16 +511,22 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
     click.echo(f"trace written: {path}")
-    click.echo(format_metrics(trace_metrics(Trace.open(path))))
+    trace = Trace.open(path)
+    click.echo(format_metrics(trace_metrics(trace)))
+    rc = trace.metadata.get("workload_exit_code")
+    if command and trace.metadata.get("ended_by") == "command" and rc != 0:
+        raise CommandFailed(f"the command {command[0]} exited with status {rc}; the trace of its run is "
+                            f"kept at {path}")
 
 
 # --------------------------------------------------------------------------- experiments
 
 @main.command()
-@click.option("--cpus", default=4, show_default=True, help="vCPUs of the VM.")
-@click.option("--numa", default=2, show_default=True, help="NUMA nodes of the VM.")
+@click.option("--cpus", default=4, show_default=True, type=click.IntRange(1, 256), help="vCPUs of the VM.")
+@click.option("--numa", default=2, show_default=True, type=click.IntRange(1, 64), help="NUMA nodes of the VM.")
 @click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
-@click.option("--repeat", default=2, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
 @click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model,mllb-stay", show_default=True,
               help="Schedulers to compare; <policy>-model trains a model first; <policy>-stay is the "
                    "never-migrate control.")
@@ -479,7 +550,9 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
     Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
     from .experiment import run_demo
+    from .safe_output import check_folder
 
+    check_folder(out, what="--out")
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
              echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice,
              realtime=rt)
@@ -489,11 +562,12 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
 @click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
 @click.option("--policies", default="eevdf,fifo", show_default=True,
               help="Comma-separated; 'eevdf' means no sched_ext policy (the kernel's fair class).")
-@click.option("--repeat", default=3, show_default=True, help="Runs per scheduler, interleaved.")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
 @click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
               help="Collect a telemetry trace of every run into this directory.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--model", "model_path", type=InputFile(exists=True), default=None,
               help="Model for <policy>-model runs (default: train one here first).")
 @click.option("--model-out", type=click.Path(dir_okay=False), default=None,
               help="Where to save the model trained here (default: results/<policy>-<workload>.model).")
@@ -523,7 +597,15 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
     Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
     """
     from .experiment import bench_schedulers as bench
+    from .safe_output import check_folder, check_output
 
+    # Outputs are checked before an hour of benchmarking, not after it.
+    inputs = [model_path] if model_path else []
+    for out, what in ((json_out, "--json-out"), (model_out, "--model-out")):
+        if out:
+            check_output(out, inputs=inputs, what=what)
+    if trace_dir:
+        check_folder(trace_dir, what="--trace-dir")
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
                 echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,

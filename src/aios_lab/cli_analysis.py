@@ -33,20 +33,20 @@ def analyze(trace: Path, report: Path | None, as_json: bool, memory_limit: str) 
     handle_errors(_analyze)(trace, report, as_json, memory_limit)
 
 
-def _check_report_dir(report: Path | None) -> None:
-    """Fail before the analysis, not after printing it."""
-    from aios_lab.errors import AiosError
+def _check_report(report: Path | None, inputs) -> None:
+    """Fail before the analysis, not after printing it: a missing folder, a
+    device or FIFO, a path inside a trace being read (safe_output)."""
+    from aios_lab.safe_output import check_output
 
-    if report is not None and not report.resolve().parent.is_dir():
-        raise AiosError(f"cannot write report {report}: folder {report.parent} does not exist",
-                        hint="create it first")
+    if report is not None:
+        check_output(report, inputs=inputs, what="report")
 
 
 def _analyze(trace: Path, report: Path | None, as_json: bool, memory_limit: str) -> None:
     from aios_lab.analysis.metrics import trace_metrics
     from aios_lab.analysis.report import format_metrics, write_report
 
-    _check_report_dir(report)
+    _check_report(report, [trace])
     m = trace_metrics(trace, memory_limit=memory_limit)
     click.echo(json.dumps(m, indent=2, default=str) if as_json else format_metrics(m))
     if report is not None:
@@ -78,7 +78,7 @@ def _compare(traces, labels, baseline, report, as_json, memory_limit) -> None:
     from aios_lab.analysis.compare import (compare_traces, format_comparison,
                                            write_comparison)
 
-    _check_report_dir(report)
+    _check_report(report, traces)
     c, runs = compare_traces(list(traces), list(labels) or None, baseline, memory_limit)
     click.echo(json.dumps(c, indent=2, default=str) if as_json else format_comparison(c))
     if report is not None:
@@ -110,6 +110,8 @@ def perfetto(trace: Path, out: Path) -> None:
 
 def _perfetto(trace: Path, out: Path) -> None:
     from aios_lab.analysis.perfetto import export_perfetto
+    from aios_lab.safe_output import check_output
 
+    check_output(out, inputs=[trace], what="output")
     stats = export_perfetto(trace, out)
     click.echo(f"perfetto trace written: {out} ({stats.describe()})")

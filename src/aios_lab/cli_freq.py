@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
+from .cli_types import POSITIVE, Folder, InputFile, finite
+
 
 def simulator_options(f):
     """--cluster and --mem-share, for every command that runs the DVFS simulator."""
-    f = click.option("--mem-share", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+    f = click.option("--mem-share", default=0.3, show_default=True, type=finite(0, 1, max_open=True),
                      help="Share of each item's work that is memory-bound and does not speed up with "
                           "frequency.")(f)
     return click.option("--cluster", default="gs101:big", show_default=True,
@@ -34,7 +36,7 @@ def freq() -> None:
 
 
 @freq.command("status")
-@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--root", default="/", show_default=True, type=Folder(path_type=Path),
               help="Filesystem root to read sysfs under (a test tree, a chroot).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(root: Path, as_json: bool) -> None:
@@ -120,10 +122,10 @@ def _cpus(cpus: tuple[int, ...]) -> str:
 
 
 @freq.command("restore")
-@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--state-file", type=InputFile(path_type=Path), default=None,
               help="State file the governor wrote [default: $AIOS_LAB_FREQ_STATE or "
                    "/run/aios-lab/freq-governor.json].")
-@click.option("--root", default=None, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--root", default=None, type=Folder(path_type=Path),
               help="Filesystem root to write sysfs under [default: the one the state file records].")
 def restore(state_file: Path | None, root: Path | None) -> None:
     """Put back the cpufreq settings of a frequency governor that was killed.
@@ -155,15 +157,15 @@ def _restore(state_file: Path | None, root: Path | None) -> None:
 
 
 @freq.command("run")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--model", "model_path", required=True, type=InputFile(path_type=Path),
               help="Frequency table from `aios-lab train freq`.")
-@click.option("--period", default=0.01, show_default=True, type=click.FloatRange(0.001, 10),
+@click.option("--period", default=0.01, show_default=True, type=finite(0.001, 10),
               help="Seconds between decisions.")
-@click.option("--duration", default=None, type=click.FloatRange(0, None, min_open=True),
+@click.option("--duration", default=None, type=POSITIVE,
               help="Stop after this many seconds (default: Ctrl-C / SIGTERM).")
-@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--root", default="/", show_default=True, type=Folder(path_type=Path),
               help="Filesystem root of sysfs (a test tree).")
-@click.option("--proc-root", default="/", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--proc-root", default="/", show_default=True, type=Folder(path_type=Path),
               help="Filesystem root of /proc (a test tree).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(model_path: Path, period: float, duration: float | None, root: Path, proc_root: Path,
@@ -205,9 +207,9 @@ def _run(model_path: Path, period: float, duration: float | None, root: Path, pr
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
               help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
 @simulator_options
-@click.option("--lookahead-ms", default=600.0, show_default=True, type=click.FloatRange(0, None),
+@click.option("--lookahead-ms", default=600.0, show_default=True, type=finite(0, 600_000),
               help="How far ahead the planner sees (or predicts) arriving work.")
-@click.option("--lateness-ms", default=0.0, show_default=True, type=click.FloatRange(0, None),
+@click.option("--lateness-ms", default=0.0, show_default=True, type=finite(0, 600_000),
               help="Lateness past each deadline the planner plans for (spends misses).")
 @click.option("--max-opp", default=None, type=click.IntRange(0, None),
               help="Highest OPP index the planner may ask for (spends misses).")

@@ -6,15 +6,17 @@ module, so importing cli.py at module level here would be circular.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from .cli_freq import simulator_options
+from .cli_types import SEED, finite
 
 # Shared by `train lb` and `bench-schedulers` (which trains in the boot).
 migration_cost_option = click.option(
-    "--migration-cost-us", default=500.0, show_default=True, type=click.FloatRange(0, None),
+    "--migration-cost-us", default=500.0, show_default=True, type=finite(0, 1e9),
     help="What a migration within an LLC costs the task (x2 across LLCs, x4 across NUMA "
          "nodes): a migration is labelled right when it saves more wait than this.")
 
@@ -35,9 +37,9 @@ def train() -> None:
               help="Model file to write (JSON; replaced atomically).")
 @click.option("--max-depth", default=8, show_default=True, type=click.IntRange(1, 16),
               help="Tree depth (mllb walks at most 16).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Tree random_state.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Tree random_state.")
 @click.option("--test-size", default=0.25, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              type=finite(0, 1, min_open=True, max_open=True),
               help="Fraction of each trace, the latest decisions, held out for evaluation.")
 @migration_cost_option
 def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
@@ -58,7 +60,9 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               test_size: float, migration_cost_us: float) -> None:
     from aios_lab.mllb.model import save_model
     from aios_lab.mllb.train import load_decisions, train as train_model
+    from aios_lab.safe_output import check_output
 
+    check_output(out, inputs=traces, what="model file")
     df = load_decisions(traces)
     model_file, report = train_model(df, test_size=test_size, seed=seed, max_depth=max_depth,
                                      migration_cost_ns=int(migration_cost_us * 1000))
@@ -79,7 +83,7 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
 @simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--refine-passes", default=1, show_default=True, type=click.IntRange(0, 10),
               help="Sweep: coordinate-descent passes on whole training runs after the sampled choice "
                    "(each costs ~100 simulations).")
@@ -108,10 +112,19 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
     from aios_lab.dvfs.platform import load_cluster
     from aios_lab.dvfs.table import save_table
 
+    from aios_lab.safe_output import check_output
+
     cl = load_cluster(cluster)
     d_train, d_test = ex.split()
     train_paths = list(traces) or d_train
     test_paths = list(test_traces) or ([] if traces else d_test)
+    check_output(out, inputs=train_paths + test_paths, what="frequency table")
+    same = {os.path.realpath(p) for p in train_paths} & {os.path.realpath(p) for p in test_paths}
+    if same:
+        click.echo(f"WARNING: {len(same)} held-out trace(s) are also training traces ({sorted(same)[0]} ...): "
+                   "the held-out figures below are not held out", err=True)
+    if curve is not None:
+        check_output(curve, inputs=train_paths + test_paths + [out], what="learning curve")
     train_d = ex.load_demands(train_paths)
     test_d = ex.load_demands(test_paths)
     click.echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "

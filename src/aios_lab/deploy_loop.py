@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .child import start_command
 from .controller import Deployment
 from .errors import ModelError, PolicyError, SchedulerEjected
 from .policy import Policy
@@ -112,11 +113,13 @@ class DeployLoop:
             attached["table"] = ({"version": int(self.freq.table.version), "source": self.freq.source}
                                  if self.freq.table is not None else None)
         on_event(attached)
-        proc = subprocess.Popen(self.command) if self.command else None
+        proc = None
         prev = dep.read_stats()
         next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
         status = "complete"
         try:
+            # Inside the try: a command that cannot start still detaches.
+            proc = start_command(self.command) if self.command else None
             while duration_s is None or time.monotonic() - started < duration_s:
                 end = time.monotonic() + interval_s
                 if duration_s is not None:

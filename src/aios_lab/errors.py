@@ -154,3 +154,27 @@ class EnergyUnavailable(EnergyError):
 
 class QemuFetchError(VmError):
     """The pinned QEMU could not be found, downloaded, verified or run."""
+
+
+class InputError(AiosError):
+    """A file or an option value given to aios-lab is malformed, too large,
+    or of the wrong kind (a FIFO, a device, a folder where a file belongs)."""
+
+
+class OutputError(AiosError):
+    """An output path was refused: a device, FIFO, socket or directory, a
+    path inside one of the command's inputs, or a file it may not replace."""
+
+
+class SetupError(AiosError):
+    """The environment is misconfigured: an AIOS_LAB_* variable names
+    something that does not exist or is not what it should be."""
+
+
+class CommandFailed(AiosError):
+    """A command aios-lab ran for the user (collect's workload) could not be
+    started or exited with a failure; what aios-lab recorded is still kept."""
+
+    def __init__(self, message: str, returncode: int | None = None, hint: str = "") -> None:
+        self.returncode = returncode
+        super().__init__(message, hint)

@@ -9,7 +9,13 @@ def project_root() -> Path:
     """The source tree (holds bpf/, policies/, vm/); AIOS_LAB_ROOT overrides it."""
     env = os.environ.get("AIOS_LAB_ROOT")
     if env:
-        return Path(env).resolve()
+        root = Path(env).resolve()
+        if not (root / "policies").is_dir():
+            from .errors import SetupError
+
+            raise SetupError(f"AIOS_LAB_ROOT={env} is not an aios-lab checkout (no policies/ folder there)",
+                             hint="point it at the project tree, or unset it")
+        return root
     # src/aios_lab/paths.py -> three levels up is the checkout.
     here = Path(__file__).resolve().parents[2]
     return here

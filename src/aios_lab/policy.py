@@ -7,13 +7,13 @@ nothing about a particular policy is hard-wired in code.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import build, paths
-from .errors import PolicyError
+from .errors import PolicyError, SetupError
+from .safe_read import load_toml
 
 TUNABLE_TYPES = {"u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "s32": (-(2**31), 2**31 - 1),
                  "s64": (-(2**63), 2**63 - 1), "bool": (0, 1), "str": (None, None)}
@@ -118,65 +118,105 @@ class Policy:
         return values
 
 
-def _require(data: dict, key: str, where: Path) -> Any:
+_MISSING = object()
+_TOML_NAMES = {str: "string", int: "integer", bool: "boolean", dict: "table", list: "array"}
+
+
+def _get(data: dict, key: str, where: Path, types: type | tuple, default: Any = _MISSING,
+         section: str = "") -> Any:
+    """data[key], of one of `types`; PolicyError naming file and field when
+    it is missing (no default) or of the wrong type (TOML has real types:
+    `test_only = "no"` is a string, not false)."""
+    field_name = f"{section}.{key}" if section else key
     if key not in data:
-        raise PolicyError(f"{where}: missing required key {key!r}")
-    return data[key]
+        if default is _MISSING:
+            raise PolicyError(f"{where}: missing required key {field_name!r}")
+        return default
+    v = data[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        v = None  # bool is an int subclass; a boolean is never an integer or a string here
+    if v is None or not isinstance(v, types):
+        names = " or ".join(_TOML_NAMES[t] for t in (types if isinstance(types, tuple) else (types,)))
+        raise PolicyError(f"{where}: {field_name} = {data[key]!r} is not a {names}",
+                          hint="fix the manifest")
+    return v
+
+
+def _tunable(path: Path, name: str, spec: Any) -> Tunable:
+    sec = f"tunables.{name}"
+    if not isinstance(spec, dict):
+        raise PolicyError(f"{path}: [{sec}] is not a table", hint="e.g. [tunables.slice_ns] type = \"u64\"")
+    ttype = _get(spec, "type", path, str, section=sec)
+    if ttype not in TUNABLE_TYPES:
+        raise PolicyError(f"{path}: tunable {name} has unknown type {ttype!r}",
+                          hint=f"use one of {', '.join(TUNABLE_TYPES)}")
+    default = _get(spec, "default", path, (str, int, bool), section=sec)
+    lo = _get(spec, "min", path, int, None, section=sec)
+    hi = _get(spec, "max", path, int, None, section=sec)
+    if lo is not None and hi is not None and lo > hi:
+        raise PolicyError(f"{path}: tunable {name} has min {lo} > max {hi}")
+    t = Tunable(name, ttype, default, _get(spec, "help", path, str, "", section=sec), lo, hi,
+                _get(spec, "max_len", path, int, None, section=sec))
+    try:
+        t.parse(default)  # a bad default is a manifest bug
+    except PolicyError as e:
+        raise PolicyError(f"{path}: default of {e}", hint="fix the manifest") from None
+    return t
 
 
 def load_manifest(path: Path) -> Policy:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as exc:
-        raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{path} is not valid TOML: {exc}") from None
+    # Bounded, non-blocking, depth-limited (safe_read); errors are PolicyError.
+    data = load_toml(path, error=PolicyError, what="manifest")
     folder = Path(path).parent
-    tunables = {}
-    for name, spec in data.get("tunables", {}).items():
-        ttype = spec.get("type")
-        if ttype not in TUNABLE_TYPES:
-            raise PolicyError(f"{path}: tunable {name} has unknown type {ttype!r}",
-                              hint=f"use one of {', '.join(TUNABLE_TYPES)}")
-        tunables[name] = Tunable(name, ttype, spec.get("default"), spec.get("help", ""), spec.get("min"),
-                                 spec.get("max"), spec.get("max_len"))
-        tunables[name].parse(tunables[name].default)  # a bad default is a manifest bug
+    tunables = {name: _tunable(path, name, spec)
+                for name, spec in _get(data, "tunables", path, dict, {}).items()}
     stats = None
     if "stats" in data:
-        s = data["stats"]
-        stats = StatsSpec(_require(s, "map", path), _require(s, "enum", path), s.get("prefix", ""),
-                          dict(s.get("help", {})))
+        s = _get(data, "stats", path, dict)
+        stats = StatsSpec(_get(s, "map", path, str, section="stats"), _get(s, "enum", path, str, section="stats"),
+                          _get(s, "prefix", path, str, "", section="stats"),
+                          {str(k): str(v) for k, v in _get(s, "help", path, dict, {}, section="stats").items()})
     model = None
     if "model" in data:
-        m = data["model"]
-        kind = _require(m, "kind", path)
+        m = _get(data, "model", path, dict)
+        kind = _get(m, "kind", path, str, section="model")
         if kind not in MODEL_KINDS:
             raise PolicyError(f"{path}: [model] kind {kind!r} is unknown", hint=f"use one of {', '.join(MODEL_KINDS)}")
-        model = ModelSpec(kind, _require(m, "slots_map", path), _require(m, "ctl_map", path),
-                          _require(m, "features_enum", path) if kind == "tree" else m.get("features_enum", ""),
-                          m.get("feature_prefix", ""), m.get("decisions_ring"), m.get("state_map"))
-    topology = {str(k): str(v) for k, v in data.get("topology", {}).items()}
+
+        def opt(key: str, default: Any = None) -> Any:
+            return _get(m, key, path, str, default, section="model")
+        model = ModelSpec(kind, opt("slots_map", _MISSING), opt("ctl_map", _MISSING),
+                          opt("features_enum", _MISSING) if kind == "tree" else opt("features_enum", ""),
+                          opt("feature_prefix", ""), opt("decisions_ring"), opt("state_map"))
+    topology = {str(k): str(v) for k, v in _get(data, "topology", path, dict, {}).items()}
     unknown = set(topology) - {"llc", "node"}
     if unknown:
         raise PolicyError(f"{path}: [topology] knows llc and node, not {', '.join(sorted(unknown))}")
+    name = _get(data, "name", path, str)
+    requires = _get(data, "requires", path, dict, {})
     pol = Policy(
-        name=_require(data, "name", path), kind=_require(data, "kind", path),
-        summary=data.get("summary", ""), optimises=data.get("optimises", ""), folder=folder,
-        source=_require(data, "source", path), struct_ops=data.get("struct_ops", ""),
-        ops_name=data.get("ops_name", data.get("name", "")), tunables=tunables, stats=stats,
-        requires=dict(data.get("requires", {})), test_only=bool(data.get("test_only", False)),
+        name=name, kind=_get(data, "kind", path, str),
+        summary=_get(data, "summary", path, str, ""), optimises=_get(data, "optimises", path, str, ""),
+        folder=folder, source=_get(data, "source", path, str), struct_ops=_get(data, "struct_ops", path, str, ""),
+        ops_name=_get(data, "ops_name", path, str, name), tunables=tunables, stats=stats,
+        requires=dict(requires), test_only=_get(data, "test_only", path, bool, False),
         topology=topology, model=model)
     if pol.kind == "sched_ext" and not pol.struct_ops:
         raise PolicyError(f"{path}: a sched_ext policy needs struct_ops = \"<map name>\"")
-    if not pol.source_path.exists():
-        raise PolicyError(f"{path}: source {pol.source} does not exist")
+    if not pol.source_path.is_file() or Path(pol.source).is_absolute() or ".." in Path(pol.source).parts:
+        raise PolicyError(f"{path}: source {pol.source} is not a file in the policy's folder")
     return pol
 
 
 def search_path() -> list[Path]:
     dirs = [paths.project_root() / "policies"]
     extra = os.environ.get("AIOS_LAB_POLICY_PATH", "")
-    dirs += [Path(p) for p in extra.split(os.pathsep) if p]
+    for p in extra.split(os.pathsep):
+        if p and not Path(p).is_dir():
+            raise SetupError(f"AIOS_LAB_POLICY_PATH names {p}, which is not a folder",
+                             hint="list folders that hold NAME/manifest.toml, separated by ':'")
+        if p:
+            dirs.append(Path(p))
     return dirs
 
 

@@ -5,16 +5,20 @@ import shlex
 import shutil
 import subprocess
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .errors import AiosError
+from .errors import AiosError, InputError
+from .safe_read import load_toml
 
 
 class WorkloadError(AiosError):
     """A workload is unknown, malformed, or failed to run."""
+
+
+class WorkloadFileError(WorkloadError, InputError):
+    """A workload file is malformed (bad input: exit code 3)."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,32 @@ def _dir() -> Path:
 
 
 def load(path: Path) -> Workload:
-    try:
-        data = tomllib.loads(path.read_text())
-        return Workload(name=data["name"], summary=data.get("summary", ""), command=data["command"],
-                        timeout_s=float(data.get("timeout_s", 600)), requires=list(data.get("requires", [])),
-                        prepare=data.get("prepare"), latency_comm=data.get("latency_comm"))
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
-        raise WorkloadError(f"workload file {path} is malformed: {exc}") from None
+    """A workload file, each field checked for its TOML type (a string
+    `requires = "hackbench"` is not the letters h, a, c, k ...)."""
+    data = load_toml(path, error=WorkloadFileError, what="workload file")
+
+    def bad(key: str, want: str) -> WorkloadError:
+        return WorkloadFileError(f"workload file {path}: {key} = {data.get(key)!r} is not {want}",
+                             hint="fix the file")
+    for key in ("name", "command"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise bad(key, "a non-empty string")
+    for key in ("summary", "prepare"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise bad(key, "a string")
+    requires = data.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) and r for r in requires):
+        raise bad("requires", 'an array of program names, e.g. ["hackbench"]')
+    timeout = data.get("timeout_s", 600)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 7 * 86400 \
+            or timeout != timeout:
+        raise bad("timeout_s", "a number of seconds in (0, 604800]")
+    latency_comm = data.get("latency_comm")
+    if latency_comm is not None and (not isinstance(latency_comm, str) or not latency_comm or len(latency_comm) > 15):
+        raise bad("latency_comm", "a thread name (comm) of 1-15 characters")
+    return Workload(name=data["name"], summary=data.get("summary") or "", command=data["command"],
+                    timeout_s=float(timeout), requires=list(requires), prepare=data.get("prepare"),
+                    latency_comm=latency_comm)
 
 
 def discover() -> dict[str, Workload]:

@@ -230,7 +230,7 @@ def test_a_malformed_table_is_refused_before_anything_is_attached(tmp_path):
     d["perf"][3][2] = float("nan")
     bad.write_text(json.dumps(d))
     r = _cli("deploy", "freq", "--model", str(bad), "--duration", "1")
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 3, r.stdout + r.stderr
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:") and "NaN" in lines[0], r.stderr
     assert sched_ext.read_state().state == "disabled"

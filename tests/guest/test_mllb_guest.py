@@ -160,7 +160,7 @@ def test_a_corrupt_model_is_refused_before_anything_is_attached(tmp_path):
     bad = tmp_path / "bad.model"
     bad.write_text('{"format": "aios-lab-model", "format_version": 1')
     r = _cli("deploy", "mllb", "--model", str(bad), "--duration", "1")
-    assert r.returncode == 1
+    assert r.returncode == 3
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
     assert sched_ext.read_state().state == "disabled"

@@ -96,7 +96,7 @@ def test_watchdog_ejects_a_stalling_policy_and_it_is_reported():
     try:
         dep = aios("deploy", "stall", "--interval", "0.5", env=TEST_POLICIES)
         out, _ = dep.communicate(timeout=START_S + 60)
-        assert dep.returncode == 2, out
+        assert dep.returncode == 5, out
         assert "ejected" in out and "runnable task stall" in out, out
         assert "aios-stallme" in out, out  # the kernel's message names the starved task
         assert scx_state()[0] == "disabled"
@@ -113,7 +113,7 @@ def test_scx_bpf_error_ejects_with_the_policy_message():
     try:
         dep = aios("deploy", "stall", "--set", "mode=1", "--json", env=TEST_POLICIES)
         out, _ = dep.communicate(timeout=START_S + 60)
-        assert dep.returncode == 2, out
+        assert dep.returncode == 5, out
         last = json.loads(out.strip().splitlines()[-1])
         assert last["event"] == "ejected"
         assert last["exit"]["kind"] == 1025, last  # SCX_EXIT_ERROR_BPF
@@ -129,7 +129,7 @@ def test_a_second_scheduler_is_refused_clearly():
         wait_for(_enabled_with("fifo"), START_S, "fifo enabled")
         second = subprocess.run([sys.executable, "-m", "aios_lab.cli", "deploy", "fifo", "--duration", "1"],
                                 capture_output=True, text=True, cwd=ROOT, timeout=START_S)
-        assert second.returncode == 1
+        assert second.returncode == 4
         lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "is enabled with fifo attached" in lines[0], second.stderr
         assert scx_state() == ("enabled", "fifo"), "the refused deploy must not disturb the running one"
@@ -141,6 +141,6 @@ def test_a_second_scheduler_is_refused_clearly():
 def test_bad_tunable_is_refused_before_anything_loads():
     res = subprocess.run([sys.executable, "-m", "aios_lab.cli", "deploy", "fifo", "--set", "slice_ns=5"],
                          capture_output=True, text=True, cwd=ROOT, timeout=START_S)
-    assert res.returncode == 1
+    assert res.returncode == 3
     assert "slice_ns=5 is outside" in res.stderr
     assert scx_state()[0] == "disabled"

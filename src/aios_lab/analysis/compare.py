@@ -18,6 +18,7 @@ are not independent samples, so runs are the unit):
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +29,7 @@ from aios_lab.analysis import plots
 from aios_lab.analysis.html import esc, fmt_ns, fmt_num, img, page, table, write_html
 from aios_lab.analysis.metrics import QUANTILE_KEYS, mean_util, trace_metrics
 from aios_lab.analysis.report import warnings_of
-from aios_lab.errors import AiosError
+from aios_lab.errors import AiosError, InputError
 from aios_lab.telemetry.schema import WAIT_HIST_BUCKETS
 
 
@@ -159,6 +160,18 @@ def compare_metrics(runs: Sequence[tuple[str, dict]], baseline: str | None = Non
                       "values": {k: get(m) for k, _, _, get in METRICS}} for lab, m in runs]}
 
 
+def _run_identity(path: str | Path) -> tuple | None:
+    """(host, start times) of a collected trace: equal for a copy of the same
+    run. None when the metadata lacks them (hand-made traces)."""
+    from aios_lab.telemetry.trace import Trace
+
+    md = Trace.open(path).metadata
+    host, start = (md.get("host") or {}).get("hostname"), md.get("start") or {}
+    if host is None or start.get("monotonic_ns") is None or start.get("wall") is None:
+        return None
+    return ("run", host, start["monotonic_ns"], start["wall"])
+
+
 def compare_traces(traces: Sequence[str | Path], labels: Sequence[str] | None = None,
                    baseline: str | None = None, memory_limit: str | None = None
                    ) -> tuple[dict[str, Any], list[tuple[str, dict]]]:
@@ -166,6 +179,13 @@ def compare_traces(traces: Sequence[str | Path], labels: Sequence[str] | None = 
     if labels and len(labels) != len(traces):
         raise AiosError(f"{len(labels)} labels for {len(traces)} traces",
                         hint="give one --label per trace, in order, or none")
+    seen: dict[object, str | Path] = {}
+    for t in traces:  # the same run twice (a path, a link, a copy) would count as two runs
+        for key in (os.path.realpath(t), _run_identity(t)):
+            if key is not None and key in seen:
+                raise InputError(f"trace {t} is the same run as {seen[key]}; each run counts once",
+                                 hint="pass every trace once")
+            seen[key] = t
     runs = [((labels[i] if labels else default_label(t)), trace_metrics(t, memory_limit=memory_limit))
             for i, t in enumerate(traces)]
     return compare_metrics(runs, baseline), runs

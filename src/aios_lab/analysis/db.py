@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aios_lab.errors import TraceError
+from aios_lab.errors import InputError, TraceError
 from aios_lab.telemetry.schema import TABLES
 from aios_lab.telemetry.trace import Trace
 
@@ -39,6 +40,24 @@ def _sql_type(t: pa.DataType) -> str:
     raise TypeError(f"no SQL type for {t}")  # a schema.py change without a mapping here
 
 
+_UNITS = {"B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+MIN_MEMORY = 16 * 10 ** 6
+
+
+def parse_memory_limit(text: str) -> str:
+    """A memory size such as 512MB, 2GB or 1.5GiB, as duckdb's config value;
+    InputError for anything else, or for less than 16 MB (duckdb cannot
+    run a query in less)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise InputError(f"--memory-limit {text!r} is not a size", hint="e.g. 512MB, 2GB or 1.5GiB")
+    size = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    if not MIN_MEMORY <= size <= 1 << 50:
+        raise InputError(f"--memory-limit {text!r} is outside 16MB..1PiB", hint="e.g. 512MB or 2GB")
+    return f"{int(size)}B"
+
+
 def _quote_path(p: Path) -> str:
     return "'" + str(p).replace("'", "''") + "'"
 
@@ -51,13 +70,19 @@ class TraceDB:
         import duckdb
 
         self.trace = trace
-        self.con = duckdb.connect(":memory:")
+        # Settings go in as connection config, never spliced into SQL: a
+        # --memory-limit of "1GB'; COPY ... TO 'x'" must stay a bad value.
+        limit = parse_memory_limit(memory_limit)
         # Spill to a private temp dir: the trace's folder may be read-only.
         self._spill = tempfile.TemporaryDirectory(prefix="aios-duckdb-")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")
-        self.con.execute(f"SET temp_directory = {_quote_path(Path(self._spill.name))}")
-        self.con.execute("SET preserve_insertion_order = false")
-        self.con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+        try:
+            self.con = duckdb.connect(":memory:", config={
+                "memory_limit": limit, "temp_directory": self._spill.name,
+                "preserve_insertion_order": False, "threads": int(threads or os.cpu_count() or 1)})
+        except duckdb.Error as e:
+            self._spill.cleanup()
+            raise InputError(f"--memory-limit {memory_limit!r}: duckdb refused it "
+                             f"({str(e).splitlines()[0]})", hint="e.g. 512MB or 2GB") from None
         for name, schema in TABLES.items():
             self._create_view(name, schema)
 
@@ -67,7 +92,12 @@ class TraceDB:
             cols = ", ".join(f"NULL::{_sql_type(f.type)} AS {f.name}" for f in schema)
             self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} WHERE false")
             return
-        have = set(pq.ParquetFile(path).schema_arrow.names)
+        try:
+            have = set(pq.ParquetFile(path).schema_arrow.names)
+        except (OSError, pa.ArrowException) as e:  # damaged since Trace.open checked it
+            self.close()
+            raise TraceError(f"trace {self.trace.path}: {path.name} cannot be read ({e}); "
+                             "re-collect it") from None
         cols = ", ".join(f.name if f.name in have else f"NULL::{_sql_type(f.type)} AS {f.name}"
                          for f in schema)
         self.con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet({_quote_path(path)})")

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from aios_lab.analysis.db import TraceDB, exact_quantiles, log2_buckets
+from aios_lab.analysis.sanity import check_values
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
 
@@ -43,6 +44,7 @@ def trace_metrics(trace: Trace | str, memory_limit: str | None = None,
         trace = Trace.open(trace)
     kw = {"memory_limit": memory_limit} if memory_limit else {}
     with TraceDB(trace, **kw) as db:
+        check_values(db)
         t0, t1 = _span(db, trace)
         duration_s = (t1 - t0) / 1e9 if t0 is not None and t1 > t0 else None
         cpus = [int(r[0]) for r in db.rows("SELECT DISTINCT cpu FROM cpu_intervals ORDER BY cpu")]
@@ -167,12 +169,12 @@ def _wait(db: TraceDB) -> dict[str, Any]:
     if n_exact:
         # One column, materialised once: duckdb keeps temp tables in its
         # buffer pool and spills them, and the quantile search scans it a few times.
-        db.con.execute("""CREATE OR REPLACE TEMP TABLE waits AS
+        db.rows("""CREATE OR REPLACE TEMP TABLE waits AS
                           SELECT next_wait_ns AS w FROM switches WHERE next_wait_ns IS NOT NULL""")
         count, mean, wmax = db.one("SELECT count(*), avg(w), max(w) FROM waits")
         levels = log2_buckets(db, "waits", "w")
         quantiles = exact_quantiles(db, "waits", "w", QUANTILES, levels)
-        db.con.execute("DROP TABLE waits")
+        db.rows("DROP TABLE waits")
         hist = [0] * WAIT_HIST_BUCKETS
         for k, c, _, _ in levels:
             # The last bucket holds everything from 2^31 ns up.
@@ -212,7 +214,7 @@ _TASK_COLS = ("pid", "tgid", "comm", "oncpu_ns", "wait_ns", "wait_count", "wait_
 
 
 def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
-    db.con.execute("""
+    db.rows("""
         CREATE OR REPLACE TEMP TABLE per_task AS
         SELECT pid, any_value(tgid) AS tgid, arg_max(comm, interval_end_ns) AS comm,
                sum(oncpu_ns) AS oncpu_ns, sum(wait_ns) AS wait_ns, sum(wait_count) AS wait_count,

@@ -90,7 +90,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aios_lab.atomic import open_atomic
+from aios_lab.analysis.db import TraceDB
+from aios_lab.analysis.sanity import check_values
 from aios_lab.errors import TraceError
+from aios_lab.safe_output import scratch_prefix, sweep_stale
 from aios_lab.telemetry.schema import TABLES
 from aios_lab.telemetry.trace import Trace
 
@@ -546,7 +549,9 @@ class _Scratch:
 
     def path(self) -> Path:
         if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(dir=self.parent, prefix=f".{self.name}.sort-")
+            # The PID in the name lets safe_output.sweep_stale remove it after a SIGKILL.
+            self._dir = tempfile.TemporaryDirectory(dir=self.parent,
+                                                    prefix=scratch_prefix(self.parent / self.name, "sort") + "-")
         return Path(self._dir.name)
 
     def cleanup(self) -> None:
@@ -924,6 +929,9 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
         raise ValueError("bundle_events, batch_rows and run_rows must be >= 1")
     if trace.rows("switches") == 0:
         raise TraceError(NO_SWITCHES_MESSAGE.format(path=trace.path), hint=NO_SWITCHES_HINT)
+    with TraceDB(trace) as db:  # no negative or int64-max timestamps into Perfetto
+        check_values(db, ("switches", "wakeups", "cpu_intervals"))
+    sweep_stale(out)  # scratch of an export that was SIGKILLed
     if out.is_dir():
         raise TraceError(f"output {out} is a directory", hint="give a file name, e.g. out.pftrace")
     parent = out.parent if str(out.parent) else Path(".")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from aios_lab import paths
-from aios_lab.errors import BpfError, KernelFeatureMissing
+from aios_lab.errors import BpfError, KernelFeatureMissing, SetupError
 
 # struct_ops maps in `.struct_ops.link` sections (how sched_ext schedulers
 # are attached as links) appeared in libbpf 1.2.
@@ -129,6 +129,8 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
+# Symbols every libbpf since 0.x has: a library without them is not libbpf.
+_REQUIRED = ("libbpf_set_print", "libbpf_major_version", "libbpf_minor_version", "bpf_object__open_file")
 _lib_path: Path | None = None
 _libc = ctypes.CDLL(None, use_errno=True)
 _tls = threading.local()
@@ -146,7 +148,8 @@ def find_libbpf() -> Path:
     if env:
         p = Path(env)
         if not p.is_file():
-            raise BpfError(f"AIOS_LAB_LIBBPF={env} does not exist", hint=LIBBPF_FETCH_HINT)
+            what = "is a directory, not the libbpf.so file" if p.is_dir() else "does not exist"
+            raise SetupError(f"AIOS_LAB_LIBBPF={env} {what}", hint=LIBBPF_FETCH_HINT)
         return p
     root = paths.cache_dir() / "libbpf"
     if root.is_dir():
@@ -255,7 +258,10 @@ def lib() -> ctypes.CDLL:
             # symbols if another copy is already in the process.
             handle = ctypes.CDLL(str(path), use_errno=True)
         except OSError as exc:
-            raise BpfError(f"cannot load libbpf from {path}: {exc}", hint=LIBBPF_FETCH_HINT) from exc
+            raise SetupError(f"cannot load libbpf from {path}: {exc}", hint=LIBBPF_FETCH_HINT) from None
+        missing = [s for s in _REQUIRED if getattr(handle, s, None) is None]
+        if missing:  # AIOS_LAB_LIBBPF naming another library
+            raise SetupError(f"{path} is not libbpf (it has no {missing[0]}())", hint=LIBBPF_FETCH_HINT)
         for name, (restype, argtypes) in _PROTOTYPES.items():
             fn = getattr(handle, name, None)
             if fn is None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -43,7 +44,8 @@ from typing import Any, Callable
 
 from ..atomic import write_text_atomic
 from ..dvfs.table import FreqTable, freq_for_perf
-from ..errors import AiosError, CpufreqError, CpufreqPermissionError
+from ..errors import AiosError, CpufreqError, CpufreqPermissionError, InputError
+from ..safe_read import load_json
 from .sysfs import Cpufreq, PolicyInfo
 
 STATE_FORMAT = "aios-lab.freq-governor-state"
@@ -163,18 +165,49 @@ def _owner_alive(state: dict) -> bool:
     return _proc_start_time(pid) == str(state["pid_start"])
 
 
+class StateFileError(CpufreqError, InputError):
+    """The governor's state file is unreadable or malformed (exit code 3)."""
+
+    hint = "inspect it, put the settings back by hand, then delete it"
+
+
+_POLICY_NAME = re.compile(r"policy\d{1,5}")
+_GOVERNOR = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
 def _load_state(path: Path) -> dict | None:
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
+    """The state file, every field checked: it names sysfs paths that root
+    writes, so a policy name of "../../x" must never reach them."""
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as exc:
-        raise CpufreqError(f"cannot read the saved cpufreq state {path}: {exc}",
-                           hint="inspect it, put the settings back by hand, then delete it") from None
+    state = load_json(path, error=StateFileError, what="the saved cpufreq state", limit=1 << 20)
     if (not isinstance(state, dict) or state.get("format") != STATE_FORMAT
             or not isinstance(state.get("policies"), list)):
-        raise CpufreqError(f"{path} is not an aios-lab cpufreq state file",
-                           hint="inspect it, put the settings back by hand, then delete it")
+        raise StateFileError(f"{path} is not an aios-lab cpufreq state file")
+
+    def bad(field: str) -> StateFileError:
+        return StateFileError(f"the saved cpufreq state {path}: field {field} is malformed")
+    pid = state.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2 ** 31:
+        raise bad("pid")
+    if not isinstance(state.get("pid_start", None), (str, int, type(None))) or isinstance(state.get("pid_start"), bool):
+        raise bad("pid_start")
+    if not isinstance(state.get("root", "/"), str):
+        raise bad("root")
+    for i, p in enumerate(state["policies"]):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not _POLICY_NAME.fullmatch(p["name"]):
+            raise bad(f"policies[{i}].name")
+        if p.get("mode") not in ("setspeed", "limits"):
+            raise bad(f"policies[{i}].mode")
+        if p["mode"] == "setspeed" and not (isinstance(p.get("governor"), str)
+                                            and _GOVERNOR.fullmatch(p["governor"])):
+            raise bad(f"policies[{i}].governor")
+        for k in ("setspeed_khz", "min_khz", "max_khz"):
+            v = p.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 32):
+                raise bad(f"policies[{i}].{k}")
+        if p["mode"] == "limits" and (p.get("min_khz") is None or p.get("max_khz") is None):
+            raise bad(f"policies[{i}].min_khz/max_khz")
     return state
 
 

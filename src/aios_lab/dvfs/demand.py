@@ -119,6 +119,9 @@ def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals:
     t = t[~drop & t["last_cpu"].ge(0)]
     cpus = [c["cpu"] for c in (meta.get("topology") or {}).get("cpus", [])] or sorted(t["last_cpu"].unique())
     nr = max(cpus) + 1
+    if len(t) and int(t["last_cpu"].max()) >= nr:  # metadata's CPU ids are validated, the rows here
+        raise TraceError(f"trace {path}: task_intervals has last_cpu {int(t['last_cpu'].max())} but the "
+                         f"trace's topology has CPUs 0..{nr - 1}; the trace is damaged, re-collect it")
     bounds = (t[["interval_start_ns", "interval_end_ns"]].drop_duplicates()
               .sort_values("interval_start_ns").to_numpy())
     if len(bounds) == 0:

@@ -27,10 +27,10 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import AiosError
+from ..errors import InputError
 
 
-class PlatformError(AiosError):
+class PlatformError(InputError):
     """An unknown platform or cluster, or a malformed OPP data file."""
 
 
@@ -127,6 +127,8 @@ def platforms() -> list[str]:
 def load_cluster(spec: str = "gs101:big", *, leak_share: float = 0.15, nr_cpus: int | None = None) -> Cluster:
     """`platform:cluster`, e.g. gs101:big (2x Cortex-X1), gs101:mid, gs101:little."""
     plat, _, name = spec.partition(":")
+    if plat not in platforms():  # a name, never a path: "../x" must not read any .json
+        raise PlatformError(f"unknown platform {plat!r}", hint=f"known: {', '.join(platforms())}")
     try:
         raw = resources.files(__package__).joinpath("data", f"{plat}.json").read_text()
     except (FileNotFoundError, OSError):

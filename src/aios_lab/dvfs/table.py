@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import ModelError
+from ..safe_read import load_json
 
 FORMAT = "aios-lab.freq-table"
 FORMAT_VERSION = 1
@@ -176,16 +177,9 @@ def save_table(path: Path | str, table: FreqTable) -> Path:
 
 def load_table(path: Path | str) -> FreqTable:
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"frequency table {path} does not exist",
-                         hint="train one with `aios-lab train freq`") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelError(f"cannot read frequency table {path}: {e}") from None
-    try:
-        d = json.loads(raw, parse_constant=lambda c: math.nan)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"frequency table {path} is not valid JSON (line {e.lineno}): truncated or corrupt",
-                         hint="retrain it with `aios-lab train freq`") from None
+    if not path.exists():
+        raise ModelError(f"frequency table {path} does not exist", hint="train one with `aios-lab train freq`")
+    # Bounded, non-blocking, depth- and digit-limited (safe_read): a FIFO or /dev/zero is refused.
+    d = load_json(path, error=ModelError, what="frequency table", limit=4 << 20,
+                  parse_constant=lambda c: math.nan, fix="retrain it with `aios-lab train freq`")
     return FreqTable.from_dict(d, where=f"frequency table {path}")

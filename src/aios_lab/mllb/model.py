@@ -33,6 +33,7 @@ import numpy as np
 
 from aios_lab.atomic import write_text_atomic
 from aios_lab.errors import ModelError
+from aios_lab.safe_read import parse_json, read_bounded
 from aios_lab.telemetry.schema import LB_FEATURES
 
 # Mirrors of policies/mllb/intf.h (tests/test_mllb_model.py checks the
@@ -53,6 +54,7 @@ KIND = "tree"
 MIGRATE, STAY = 1, 0
 _F32_EXACT = 2 ** 24  # float32 holds every integer below this
 _RETRAIN = "retrain it with `aios-lab train lb`"
+MODEL_FILE_LIMIT = 4 << 20  # 511 nodes of JSON are ~100 KiB
 
 
 # --------------------------------------------------------------------------- features
@@ -287,6 +289,30 @@ class QuantizedTree:
         if depth != self.max_depth:
             raise ModelError(f"model records max_depth {self.max_depth} but its tree is {depth} "
                              f"deep; the model is corrupt, {_RETRAIN}")
+        self._check_agreement(feature_max)
+
+    def _check_agreement(self, feature_max: int) -> None:
+        """The integer tree must be the quantisation of the float tree it
+        carries: each threshold int_threshold() of its float threshold, each
+        leaf the float tree's majority answer. The sha256 of a model file only
+        detects accidents (anyone can recompute it); this catches a file whose
+        kernel tree was edited to decide differently from the tree it reports."""
+        if self.float_threshold is None or self.proba is None:
+            return
+        for i in range(self.nr_nodes):
+            if int(self.feature[i]) < 0:
+                want = MIGRATE if float(self.proba[i]) > 0.5 else STAY
+                if int(self.leaf[i]) != want:
+                    raise ModelError(f"model leaf {i} answers {int(self.leaf[i])} but its float tree says "
+                                     f"P(migrate) = {float(self.proba[i]):.3f}; the two trees disagree, "
+                                     f"the model was edited, {_RETRAIN}")
+                continue
+            t = float(self.float_threshold[i])
+            want_t = min(max(int_threshold(t), -feature_max), feature_max)
+            if int(self.threshold[i]) != want_t:
+                raise ModelError(f"model node {i} threshold {int(self.threshold[i])} is not the quantised "
+                                 f"float threshold {t} (expected {want_t}); the two trees disagree, "
+                                 f"the model was edited, {_RETRAIN}")
 
     def to_dict(self) -> tuple[dict, dict]:
         """(quantized, float_tree) sections of the model file."""
@@ -449,20 +475,12 @@ def load_model(path: Path | str) -> ModelFile:
     """Read, verify and validate a model file; ModelError says what is wrong."""
     path = Path(path)
     where = f"model file {path}"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{where} does not exist",
-                         hint="train one with `aios-lab train lb`") from None
-    except OSError as e:
-        raise ModelError(f"cannot read {where}: {e.strerror}") from None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ModelError(f"{where} is not UTF-8 text (corrupt); {_RETRAIN}") from None
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: "
-                         f"{e.msg}); it is truncated or corrupt, {_RETRAIN}") from None
+    if not path.exists():
+        raise ModelError(f"{where} does not exist", hint="train one with `aios-lab train lb`")
+    # Bounded and non-blocking: --model /dev/zero or a FIFO is refused, not read forever.
+    raw = read_bounded(path, limit=MODEL_FILE_LIMIT, error=ModelError, what="model file")
+    # NaN stays parseable so the NaN check below names the array and index.
+    doc = parse_json(raw, error=ModelError, what=where, fix=_RETRAIN, parse_constant=float)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError(f"{where} is not an aios-lab model file (no \"format\": \"{FORMAT}\")")
     fv = doc.get("format_version")

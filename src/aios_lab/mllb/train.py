@@ -68,6 +68,7 @@ TABLE = "lb_decisions"
 OUTCOME_COLUMNS = ["ts_ns", "migrate", "wait_after_ns", "run_after_ns"]
 FEATURE_COLUMNS = [f"f_{n}" for n in FEATURES]
 MIN_ROWS = 20  # fewer usable decisions than this cannot say anything held-out
+MIN_SPLIT_ROWS = 5  # either side of the split; an accuracy on 1 held-out row says nothing
 
 DEFAULT_MIGRATION_COST_NS = 500_000  # CFS's sched_migration_cost_ns default
 DEFAULT_LLC_FACTOR = 2.0
@@ -114,6 +115,11 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     out = df.dropna(subset=OUTCOME_COLUMNS + FEATURE_COLUMNS).copy()
     for c in ["ts_ns", "wait_after_ns", "run_after_ns"] + FEATURE_COLUMNS:
         out[c] = out[c].astype(np.int64)
+    for c in ("ts_ns", "wait_after_ns", "run_after_ns"):  # times: a negative one is damage
+        if len(out) and out[c].min() < 0:
+            row = out.loc[out[c].idxmin()]
+            raise TraceError(f"trace {row.get('trace', '?')}: {TABLE}.{c} holds {int(row[c])}, not a time "
+                             "in ns; the trace was edited or damaged, re-collect it")
     out["migrate"] = out["migrate"].astype(bool)
     return out.reset_index(drop=True)
 
@@ -313,8 +319,11 @@ def train(df: pd.DataFrame, *, test_size: float = 0.25, seed: int = 0, max_depth
         raise ModelError(f"only {len(data)} usable decisions (of {rows_total}); training needs "
                          f"at least {MIN_ROWS}", hint="collect a longer trace")
     train_idx, test_idx = split_by_time(data, test_size)
-    if len(train_idx) == 0 or len(test_idx) == 0:
-        raise ModelError(f"test_size {test_size} leaves an empty train or test set")
+    if len(train_idx) < MIN_SPLIT_ROWS or len(test_idx) < MIN_SPLIT_ROWS:
+        # An accuracy on one held-out row is not a result.
+        raise ModelError(f"--test-size {test_size} leaves {len(train_idx)} training and {len(test_idx)} "
+                         f"held-out decisions; each needs at least {MIN_SPLIT_ROWS}",
+                         hint="use a --test-size nearer 0.25, or collect a longer trace")
     tr, te = data.loc[train_idx], data.loc[test_idx]
     rule = rule or label_rule(**label_kwargs)
     X_tr, X_te = feature_matrix(tr), feature_matrix(te)

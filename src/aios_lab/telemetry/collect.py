@@ -10,6 +10,7 @@ collected, marked "truncated" when a workload or duration was cut short.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import signal
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__, paths, sched_ext
-from ..errors import PrivilegeError
+from ..child import check_command, start_command
+from ..errors import InputError, PrivilegeError
 from . import procfs
 from .policy_stats import PolicyStatsSampler
 from .writer import TraceWriter
@@ -129,12 +131,25 @@ class _StopRequest:
         self.requested = True
 
 
+def _check_options(opts: CollectOptions) -> None:
+    """Everything that can be refused is refused before BPF is attached or a
+    folder is made."""
+    if opts.interval_ms < 10:
+        raise InputError(f"--interval {opts.interval_ms} ms is too short", hint="use 10 ms or more")
+    d = opts.duration_s
+    if d is not None and not (math.isfinite(d) and d > 0):
+        raise InputError(f"--duration {d} is not a positive number of seconds",
+                         hint="leave it out to collect until the command exits or Ctrl-C")
+    if opts.wakeup_sample < 1:
+        raise InputError(f"--wakeup-sample {opts.wakeup_sample} must be 1 or more")
+    if opts.command:
+        check_command(opts.command)
+
+
 def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     """Run one collection; returns the trace directory."""
     out = Path(opts.out) if opts.out else default_out_dir()
-    if opts.interval_ms < 10:
-        from ..errors import AiosError
-        raise AiosError(f"--interval {opts.interval_ms} ms is too short", hint="use 10 ms or more")
+    _check_options(opts)
     # pyarrow imports pandas lazily on its first conversion; in an emulated
     # guest that import took 40 s and stalled the first interval (measured
     # with cProfile), so pay for it before the workload starts.
@@ -155,7 +170,14 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     interval_ns = opts.interval_ms * 1_000_000
     start_ns, start_wall = time.monotonic_ns(), time.time()
     end_at = start_ns + int(opts.duration_s * 1e9) if opts.duration_s else None
-    child = subprocess.Popen(opts.command) if opts.command else None
+    try:
+        child = start_command(opts.command) if opts.command else None
+    except BaseException:
+        writer.abort()
+        for closer in (bpf, policy):
+            if closer is not None:
+                closer.close()
+        raise
     # A waiter thread timestamps the workload's exit exactly (the main loop
     # only looks every <=100 ms): that is the makespan experiments report.
     exited = _ExitClock(child)

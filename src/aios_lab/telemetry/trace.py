@@ -7,7 +7,6 @@ wrong and what to do, rather than as a pyarrow traceback deep in analysis.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aios_lab.errors import TraceError
+from aios_lab.safe_read import parse_json, read_bounded
+from aios_lab.telemetry.metadata import check_metadata
 from aios_lab.telemetry.schema import (METADATA_FILE, OPTIONAL_TABLES, SCHEMA_VERSION, TABLES,
                                        table_file)
 
@@ -24,6 +25,7 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 STATUSES = ("complete", "truncated")
 
 _RECOLLECT = "re-collect it"
+METADATA_LIMIT = 16 << 20  # a real metadata.json is a few KiB
 
 
 def _same_family(found: pa.DataType, expected: pa.DataType) -> bool:
@@ -184,16 +186,10 @@ def _read_metadata(path: Path, where: str) -> dict[str, Any]:
             f"or this is not a trace directory; {_RECOLLECT}",
             hint="this is a writer's temporary directory left by a crash; delete it"
             if partial else "")
-    try:
-        metadata = json.loads(mpath.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise TraceError(f"{where}: {METADATA_FILE} is not UTF-8 text (corrupt); "
-                         f"{_RECOLLECT}") from None
-    except json.JSONDecodeError as e:
-        raise TraceError(f"{where}: {METADATA_FILE} is not valid JSON (line {e.lineno}, "
-                         f"column {e.colno}: {e.msg}); {_RECOLLECT}") from None
-    except OSError as e:
-        raise TraceError(f"{where}: cannot read {METADATA_FILE}: {e.strerror}") from None
+    # Bounded and never blocking (a FIFO named metadata.json), with parser
+    # failures (huge integers, deep nesting) as TraceError.
+    raw = read_bounded(mpath, limit=METADATA_LIMIT, error=TraceError, what=f"{where}: {METADATA_FILE}")
+    metadata = parse_json(raw, error=TraceError, what=f"{where}: {METADATA_FILE}", fix=_RECOLLECT)
     if not isinstance(metadata, dict):
         raise TraceError(f"{where}: {METADATA_FILE} must hold a JSON object, not "
                          f"{type(metadata).__name__}; {_RECOLLECT}")
@@ -213,6 +209,7 @@ def _read_metadata(path: Path, where: str) -> dict[str, Any]:
     if status not in STATUSES:
         raise TraceError(f"{where}: {METADATA_FILE} status is {status!r}, expected "
                          f"{' or '.join(STATUSES)}; the trace was not finished properly")
+    check_metadata(metadata, where)
     return metadata
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from aios_lab.atomic import fsync_dir
 from aios_lab.errors import TraceError
+from aios_lab.safe_output import sweep_stale
 from aios_lab.telemetry.schema import (
     METADATA_FILE,
     SCHEMA_VERSION,
@@ -91,6 +92,7 @@ class TraceWriter:
         self.flush_rows = int(flush_rows)
         # Refuse early too: finding out at close() would waste the collection.
         self._check_target()
+        sweep_stale(self.out_dir)  # scratch of a writer that was SIGKILLed
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{os.getpid()}"
         if self.tmp_dir.exists():
             # Left by an earlier process with our pid that died: it can only
