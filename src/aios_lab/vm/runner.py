@@ -232,7 +232,8 @@ class _GroupGuard:
 
     @staticmethod
     def _raise(signum, frame) -> None:
-        raise VmError(f"interrupted by signal {signal.Signals(signum).name}; the guest was stopped")
+        # An interruption, as Ctrl-C is: the CLI exits 130 (exit_codes).
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}; the guest was stopped")
 
     def close(self) -> None:
         for sig, handler in self.old.items():
