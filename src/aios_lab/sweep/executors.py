@@ -1,0 +1,258 @@
+"""Executors: where cells run. Registered types, looked up by name.
+
+local  one child process per cell, as many at once as the host has cores
+       for (each cell asks for num_cpus; a vm-bench cell under TCG asks 1).
+       A process per cell, not a reused pool worker: a cell that crashes
+       or is killed takes only itself down, and its exit says how it ended.
+ray    each cell a Ray task with the kind's resource requests (num_cpus,
+       memory, custom resources from the spec), on a cluster (--address) or
+       a local one started here. The task runs the cell in a scratch folder
+       on its node and returns it as a tar archive, which the driver unpacks
+       into the sweep's folder: nodes need no shared filesystem.
+
+Both report each attempt as Done(ok, error); the runner decides on retries.
+"""
+from __future__ import annotations
+
+import ctypes
+import io
+import multiprocessing
+import os
+import signal
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as mp_wait
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import ExecutorError
+from .spec import Cell
+
+REGISTRY: dict[str, type["Executor"]] = {}
+PR_SET_PDEATHSIG = 1
+CELL_FAILED = 3  # a local child's exit status when its cell raised (error.json says why)
+
+
+@dataclass
+class Job:
+    cell: Cell
+    attempt: int
+    staging: Path
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Done:
+    job: Job
+    ok: bool
+    error: str = ""
+
+
+def register(cls: type["Executor"]) -> type["Executor"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type["Executor"]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ExecutorError(f"unknown executor {name!r}", hint=f"executors: {', '.join(sorted(REGISTRY))}") from None
+
+
+class Executor:
+    name: ClassVar[str]
+
+    def describe(self) -> dict:
+        return {"executor": self.name}
+
+    def can_start(self, job: Job) -> bool:
+        raise NotImplementedError
+
+    def start(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> list[Done]:
+        raise NotImplementedError
+
+    def running(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop what still runs (the driver is stopping)."""
+
+
+def _error_of(staging: Path, fallback: str) -> str:
+    import json
+
+    try:
+        err = json.loads((staging / "error.json").read_text())
+        return f"{err['type']}: {err['message']}"
+    except (OSError, ValueError, KeyError):
+        return fallback
+
+
+def _local_child(cell: dict, staging: str, attempt: int) -> None:
+    # Die with the parent: a cell must not outlive the driver that would publish it.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    from .worker import execute
+
+    ok = execute(Cell.from_dict(cell), Path(staging), attempt)
+    os._exit(0 if ok else CELL_FAILED)
+
+
+@register
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, jobs: int | None = None, **_: Any) -> None:
+        self.slots = jobs or os.cpu_count() or 1
+        if self.slots < 1:
+            raise ExecutorError(f"--jobs {jobs}: need at least 1")
+        # forkserver: children fork from a clean server with the sweep code
+        # (and numpy) already imported, not from this driver's threads.
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["aios_lab.sweep.worker", "numpy"])
+        self._procs: dict[int, tuple[Any, Job, float]] = {}
+
+    def describe(self) -> dict:
+        return {"executor": self.name, "slots": self.slots}
+
+    def _need(self, job: Job) -> float:
+        return min(float(job.resources.get("num_cpus", 1)), self.slots)
+
+    def can_start(self, job: Job) -> bool:
+        used = sum(n for _, _, n in self._procs.values())
+        return used + self._need(job) <= self.slots + 1e-9
+
+    def start(self, job: Job) -> None:
+        p = self._ctx.Process(target=_local_child, args=(job.cell.to_dict(), str(job.staging), job.attempt),
+                              name=f"cell-{job.cell.hash}")
+        p.start()
+        self._procs[p.sentinel] = (p, job, self._need(job))
+
+    def running(self) -> int:
+        return len(self._procs)
+
+    def wait(self, timeout: float) -> list[Done]:
+        if not self._procs:
+            return []
+        out = []
+        for s in mp_wait(list(self._procs), timeout=timeout):
+            p, job, _ = self._procs.pop(s)
+            p.join()
+            code = p.exitcode
+            if code == 0:
+                out.append(Done(job, True))
+            elif code == CELL_FAILED:
+                out.append(Done(job, False, _error_of(job.staging, f"cell failed (exit {code})")))
+            elif code is not None and code < 0:
+                out.append(Done(job, False, f"cell process killed by {signal.Signals(-code).name}"))
+            else:
+                out.append(Done(job, False, f"cell process exited with status {code}"))
+        return out
+
+    def close(self) -> None:
+        for p, _, _ in self._procs.values():
+            p.kill()
+            p.join()
+        self._procs.clear()
+
+
+def _ray_cell(cell: dict, attempt: int) -> tuple[bool, bytes]:
+    """The Ray task: run the cell in a scratch folder on this node, return it as a tar."""
+    from .worker import execute
+
+    with tempfile.TemporaryDirectory(prefix="aios-sweep-") as d:
+        out = Path(d) / "cell"
+        ok = execute(Cell.from_dict(cell), out, attempt)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(out, arcname=".")
+        return ok, buf.getvalue()
+
+
+@register
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, jobs: int | None = None, **_: Any) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("the ray executor needs Ray", hint="pip install 'aios-lab[ray]'") from None
+        self._ray = ray
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            import logging
+
+            try:
+                if address:
+                    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+                else:
+                    # A local cluster of `jobs` CPUs, listening on loopback only.
+                    ray.init(num_cpus=jobs, include_dashboard=False, _node_ip_address="127.0.0.1",
+                             logging_level=logging.WARNING, log_to_driver=False)
+            except Exception as e:  # Ray raises many types for an unreachable or bad address
+                raise ExecutorError(f"cannot reach a Ray cluster at {address or 'a new local one'}: {e}",
+                                    hint="start one with `ray start --head` and pass its address, "
+                                         "or leave --address out") from None
+        self.cpus = float(ray.cluster_resources().get("CPU", 1))
+        # Keep some cells queued in Ray (so a node that frees up starts the next
+        # at once), not all: retries then go to the front without waiting behind
+        # the whole sweep.
+        self.max_in_flight = max(2, int(2 * self.cpus))
+        self._remote = ray.remote(_ray_cell)
+        self._refs: dict[Any, Job] = {}
+
+    def describe(self) -> dict:
+        return {"executor": self.name, "cluster_cpus": self.cpus,
+                "address": self._ray.get_runtime_context().gcs_address}
+
+    def can_start(self, job: Job) -> bool:
+        return len(self._refs) < self.max_in_flight
+
+    def start(self, job: Job) -> None:
+        res = dict(job.resources)
+        opts: dict[str, Any] = {"num_cpus": float(res.pop("num_cpus", 1)), "max_retries": 0}
+        if "memory" in res:
+            opts["memory"] = int(res.pop("memory"))
+        if res:
+            opts["resources"] = {k: float(v) for k, v in res.items()}
+        ref = self._remote.options(**opts).remote(job.cell.to_dict(), job.attempt)
+        self._refs[ref] = job
+
+    def running(self) -> int:
+        return len(self._refs)
+
+    def wait(self, timeout: float) -> list[Done]:
+        if not self._refs:
+            return []
+        ray = self._ray
+        ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+        out = []
+        for ref in ready:
+            job = self._refs.pop(ref)
+            try:
+                ok, blob = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                # The worker or its node died, or the task could not be scheduled.
+                out.append(Done(job, False, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"))
+                continue
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                tar.extractall(job.staging, filter="data")
+            out.append(Done(job, ok, "" if ok else _error_of(job.staging, "cell failed")))
+        return out
+
+    def close(self) -> None:
+        for ref in list(self._refs):
+            self._ray.cancel(ref, force=True)
+        self._refs.clear()
+        if self._owns:
+            self._ray.shutdown()
