@@ -67,6 +67,9 @@ class Executor:
     def describe(self) -> dict:
         return {"executor": self.name}
 
+    def prepare(self, modules: list[str]) -> None:
+        """Before the first cell: the modules the sweep's cells import."""
+
     def can_start(self, job: Job) -> bool:
         raise NotImplementedError
 
@@ -116,11 +119,13 @@ class LocalExecutor(Executor):
         # forkserver: children fork from a clean server with the sweep code
         # (and numpy) already imported, not from this driver's threads.
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["aios_lab.sweep.worker", "numpy"])
         self._procs: dict[int, tuple[Any, Job, float]] = {}
 
     def describe(self) -> dict:
         return {"executor": self.name, "slots": self.slots}
+
+    def prepare(self, modules: list[str]) -> None:
+        self._ctx.set_forkserver_preload(["aios_lab.sweep.worker", *modules])
 
     def _need(self, job: Job) -> float:
         return min(float(job.resources.get("num_cpus", 1)), self.slots)
@@ -208,6 +213,7 @@ class RayExecutor(Executor):
         self.max_in_flight = max(2, int(2 * self.cpus))
         self._remote = ray.remote(_ray_cell)
         self._refs: dict[Any, Job] = {}
+        self._feasible: set[tuple] = set()
 
     def describe(self) -> dict:
         return {"executor": self.name, "cluster_cpus": self.cpus,
@@ -216,7 +222,22 @@ class RayExecutor(Executor):
     def can_start(self, job: Job) -> bool:
         return len(self._refs) < self.max_in_flight
 
+    def _check_feasible(self, res: dict[str, Any]) -> None:
+        # Ray queues a task no node can ever run without a word: refuse it here.
+        key_ = tuple(sorted(res.items()))
+        if key_ in self._feasible:
+            return
+        have = self._ray.cluster_resources()
+        for k, v in res.items():
+            key = {"num_cpus": "CPU", "num_gpus": "GPU"}.get(k, k)
+            if float(have.get(key, 0)) < float(v):
+                raise ExecutorError(f"no node of the Ray cluster offers {key}={v} (the cluster has "
+                                    f"{have.get(key, 0)})", hint="start nodes with `ray start --resources "
+                                    "'{...}'` or lower the sweep's [resources]")
+        self._feasible.add(key_)
+
     def start(self, job: Job) -> None:
+        self._check_feasible(job.resources)
         res = dict(job.resources)
         opts: dict[str, Any] = {"num_cpus": float(res.pop("num_cpus", 1)), "max_retries": 0}
         if "memory" in res:

@@ -115,6 +115,7 @@ def run_sweep(sd: SweepDir, executor: Executor, *, retries: int | None = None, m
                  "skipped": rep.skipped, "cleared_staging": cleared}
         sd.log_run({**entry, "event": "start"})
         queue = [Job(c, 1, Path(), _resources(c, plan["spec"])) for c in pending]
+        executor.prepare(sorted({m for c in pending for m in cells.get(c.kind).preload}))
         try:
             _drive(sd, executor, queue, tries, rep, counts, progress, poll_s, t0)
         except BaseException:

@@ -15,6 +15,9 @@ from typing import Any
 from ..errors import CellError
 from . import CellKind, Param, register
 
+PRELOAD = ("aios_lab.dvfs.demand", "aios_lab.dvfs.sim", "aios_lab.dvfs.governors", "aios_lab.dvfs.platform",
+           "aios_lab.telemetry.trace", "aios_lab.dvfs.experiment", "pandas", "pyarrow.dataset")
+
 
 def trace_path(name: str) -> Path:
     from ...dvfs.experiment import traces_dir
@@ -38,6 +41,7 @@ class DvfsSim(CellKind):
     name = "dvfs-sim"
     summary = "one governor on one recorded trace in the DVFS simulator (simulated)"
     layout = ("governor", "trace")
+    preload = PRELOAD
     params = {
         "governor": Param(None, str, "a built-in governor (schedutil, ondemand, ...) or table:PATH"),
         "trace": Param(None, str, "a trace under workloads/dvfs/traces, or a path"),
@@ -81,6 +85,7 @@ class DvfsTrain(CellKind):
     name = "dvfs-train"
     summary = "train a frequency table on the recorded traces, evaluate it on held-out runs (simulated)"
     layout = ("method", "test_run", "seed")
+    preload = PRELOAD
     params = {
         "method": Param(None, str, "rl (tabular Q-learning) or sweep", ("rl", "sweep")),
         "test_run": Param(3, int, "the recorded run of each kind held out for evaluation"),

@@ -35,6 +35,7 @@ class VmBench(CellKind):
     name = "vm-bench"
     summary = "one bench-schedulers run (a scheduler on a workload) in a fresh boot of the pinned kernel"
     layout = ("policy", "workload", "kernel")
+    preload = ("aios_lab.vm.runner",)
     params = {
         "policy": Param(None, str, "a scheduler as bench-schedulers names it: eevdf, fifo, mllb-model ..."),
         "workload": Param(None, str, "a workload under workloads/"),
