@@ -20,8 +20,7 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip ins
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
-             log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

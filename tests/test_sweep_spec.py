@@ -153,3 +153,11 @@ def test_cli_plan_prints_the_cells_and_a_bad_spec_is_one_line(tmp_path):
     assert res.output.strip().count("\n") == 0 and not (tmp_path / "o2").exists()
     res = CliRunner().invoke(main, ["sweep", "run", str(tmp_path / "nowhere")])
     assert res.exit_code == 1 and "is not a planned sweep" in res.output
+
+
+@pytest.mark.parametrize("name, cells", [("dvfs-governors", 225), ("dvfs-train", 20), ("sched-vm", 45)])
+def test_the_example_specs_in_sweeps_plan(tmp_path, name, cells):
+    from aios_lab import paths
+
+    p = plan_sweep(paths.project_root() / "sweeps" / f"{name}.toml", tmp_path / name)
+    assert len(p.cells) == cells

@@ -133,7 +133,8 @@ class _progress_bar:
 
         self.bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[extra]}"), TimeRemainingColumn(),
-                            console=Console(stderr=True))
+                            console=Console(stderr=True), auto_refresh=False)
+        # refreshed on each event, not by rich's thread: the local executor forks this process
         self.bar.__enter__()
         self.task = None
 
@@ -141,7 +142,7 @@ class _progress_bar:
             if self.task is None:
                 self.task = self.bar.add_task("sweep", total=counts.total, extra="")
             extra = f"{counts.running} running" + (f", {counts.failed} failed" if counts.failed else "")
-            self.bar.update(self.task, completed=counts.done, extra=extra)
+            self.bar.update(self.task, completed=counts.done, extra=extra, refresh=True)
             if event in ("retry", "failed"):
                 self.bar.console.print(f"{event}: {cell.label()}")
         return tell

@@ -4,6 +4,11 @@ local  one child process per cell, as many at once as the host has cores
        for (each cell asks for num_cpus; a vm-bench cell under TCG asks 1).
        A process per cell, not a reused pool worker: a cell that crashes
        or is killed takes only itself down, and its exit says how it ended.
+       Children are forked from the driver after it imported what the cells
+       need: no interpreter start or imports per cell. (multiprocessing's
+       forkserver and spawn re-run the driver's __main__ in every child, a
+       CLI import per cell.) The driver holds no other threads while it
+       forks (the CLI's progress bar is refreshed by hand, not by a thread).
 ray    each cell a Ray task with the kind's resource requests (num_cpus,
        memory, custom resources from the spec), on a cluster (--address) or
        a local one started here. The task runs the cell in a scratch folder
@@ -116,16 +121,17 @@ class LocalExecutor(Executor):
         self.slots = jobs or os.cpu_count() or 1
         if self.slots < 1:
             raise ExecutorError(f"--jobs {jobs}: need at least 1")
-        # forkserver: children fork from a clean server with the sweep code
-        # (and numpy) already imported, not from this driver's threads.
-        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx = multiprocessing.get_context("fork")
         self._procs: dict[int, tuple[Any, Job, float]] = {}
 
     def describe(self) -> dict:
         return {"executor": self.name, "slots": self.slots}
 
     def prepare(self, modules: list[str]) -> None:
-        self._ctx.set_forkserver_preload(["aios_lab.sweep.worker", *modules])
+        import importlib
+
+        for m in ["aios_lab.sweep.worker", *modules]:
+            importlib.import_module(m)
 
     def _need(self, job: Job) -> float:
         return min(float(job.resources.get("num_cpus", 1)), self.slots)
@@ -199,9 +205,9 @@ class RayExecutor(Executor):
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
                 else:
-                    # A local cluster of `jobs` CPUs, listening on loopback only.
-                    ray.init(num_cpus=jobs, include_dashboard=False, _node_ip_address="127.0.0.1",
-                             logging_level=logging.WARNING, log_to_driver=False)
+                    # A local cluster of `jobs` CPUs for this run, without the dashboard.
+                    ray.init(num_cpus=jobs, include_dashboard=False, logging_level=logging.WARNING,
+                             log_to_driver=False)
             except Exception as e:  # Ray raises many types for an unreachable or bad address
                 raise ExecutorError(f"cannot reach a Ray cluster at {address or 'a new local one'}: {e}",
                                     hint="start one with `ray start --head` and pass its address, "

@@ -32,9 +32,9 @@ class CellKind:
     summary: ClassVar[str]
     params: ClassVar[dict[str, Param]]
     layout: ClassVar[tuple[str, ...]] = ()
-    # Modules a cell imports: a local executor loads them once in its fork
-    # server, so each cell's process starts with them instead of importing
-    # them anew (a second or more per cell on a busy machine).
+    # Modules a cell imports: the local executor imports them once in the
+    # driver before forking the cells' processes, which then start with them
+    # instead of importing them anew (a second or more per cell on a busy machine).
     preload: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
