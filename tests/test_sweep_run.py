@@ -203,3 +203,40 @@ def test_sweep_compare_groups_the_cells_traces_by_a_parameter(tmp_path):
     res = CliRunner().invoke(main, ["sweep", "compare", str(p.sweep.root), "--by", "governor",
                                     "--where", "trace=nope"])
     assert res.exit_code == 1 and "compare needs two" in res.output
+
+
+def test_a_dvfs_train_cell_trains_saves_and_evaluates_a_table(tmp_path):
+    """One RL episode (the cell's code path, not a useful table): the table is
+    saved in the cell's folder and judged against schedutil on held-out runs."""
+    from aios_lab.dvfs.table import load_table
+    from aios_lab.sweep import cells
+
+    kind = cells.get("dvfs-train")
+    params = kind.validate({"method": "rl", "episodes": 1, "test_run": 2})
+    m = kind().run(params, 0, tmp_path)
+    assert m["test"] == ["bursty-2", "frames-2", "build-2"]
+    assert load_table(tmp_path / m["table"]).perf.shape == (16, 4)
+    assert m["energy_x"] == pytest.approx(m["energy_j"] / m["schedutil_energy_j"])
+    assert m["schedutil_energy_j"] > 0 and m["simulated"] is True
+    json.dumps(m)
+
+
+def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
+    """flock belongs to the open file, which fork shares: without care a cell
+    process outliving its driver (for a moment, or stopped) would block the
+    resumed run."""
+    import multiprocessing
+    import time
+
+    sd = SweepDir(tmp_path)
+    sd.lock()
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        sd.unlock()  # the driver is gone; its forked child lives on
+        again = SweepDir(tmp_path)
+        again.lock()
+        again.unlock()
+    finally:
+        child.kill()
+        child.join()

@@ -35,6 +35,23 @@ from .spec import Cell
 
 META = "_sweep"
 
+# Lock fds this process holds. A flock belongs to the open file, which a
+# fork shares: a forked cell process would keep the sweep locked after its
+# driver died. Forked children close them at once.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_held_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks)
+
 
 def _seg(key: str, value: Any) -> str:
     # Keep values readable (gs101:big, 7.3.4+deb13-amd64) but never a path separator.
@@ -162,6 +179,7 @@ class SweepDir:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        _HELD_LOCKS.add(fd)
 
     def is_locked(self) -> bool:
         try:
@@ -178,6 +196,7 @@ class SweepDir:
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
 

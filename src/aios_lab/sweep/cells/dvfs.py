@@ -121,8 +121,8 @@ class DvfsTrain(CellKind):
         save_table(out / "table.json", outcome.table)
         learned = evaluate(cluster, test, [TableGovernor(outcome.table, name="learned")], mem_share=p["mem_share"])
         base = evaluate(cluster, test, [Schedutil()], mem_share=p["mem_share"])
-        e, m = sum(r.energy_j for r in learned), sum(r.misses for r in learned)
-        be, bm = sum(r.energy_j for r in base), sum(r.misses for r in base)
+        e, m = float(sum(r.energy_j for r in learned)), int(sum(r.misses for r in learned))
+        be, bm = float(sum(r.energy_j for r in base)), int(sum(r.misses for r in base))
         return {"energy_j": e, "misses": m, "schedutil_energy_j": be, "schedutil_misses": bm,
                 "energy_x": e / be, "misses_x": m / max(bm, 1), "test": [d.name for d in test],
                 "table": "table.json", "simulated": True}
