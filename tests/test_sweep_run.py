@@ -240,3 +240,17 @@ def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
     finally:
         child.kill()
         child.join()
+
+
+def test_sigterm_stops_the_run_cleanly_with_exit_status_130(tmp_path):
+    p = plan_sweep(write_spec(tmp_path / "s.toml", window_s=4.0), tmp_path / "out")
+    root = p.sweep.root
+    driver = spawn("sweep", "run", str(root), "--jobs", "2", "--quiet")
+    stop_mid_cell(driver.pid, root)
+    os.kill(driver.pid, signal.SIGTERM)
+    os.kill(driver.pid, signal.SIGCONT)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    assert "interrupted: finished cells are kept" in err
+    assert p.sweep.runs()[-1]["event"] == "interrupted"
+    assert not status(p.sweep).driver_running

@@ -1,7 +1,8 @@
 """`aios-lab sweep`: plan, run, watch and read experiment sweeps (aios_lab.sweep).
 
 Thin: the library does the work. Exit status: 0 done, 1 bad input or an
-error (one line), 3 some cells still failed after their retries (listed).
+error (one line), 3 some cells still failed after their retries (listed),
+130 interrupted (Ctrl-C or SIGTERM; the cells in flight are stopped).
 cli.py registers the group; handle_errors is imported inside the commands
 because cli.py imports this module.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 EXIT_CELLS_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 
 def _errors(fn):
@@ -102,11 +104,18 @@ def _run(folder, executor, jobs, address, retries, max_cells, quiet) -> None:
 
     if address and executor != "ray":
         raise AiosError("--address is a Ray cluster's address", hint="add --executor ray")
+    from aios_lab.cli import _sigterm_as_interrupt
+
     sd = SweepDir(folder)
     sd.load_plan()  # a folder that is not a sweep fails before any executor starts
+    _sigterm_as_interrupt()  # stop the cells (and a Ray cluster started here) on SIGTERM too
     ex = executors.get(executor)(jobs=jobs, address=address)
-    with _progress_bar(quiet) as tell:
-        rep = run_sweep(sd, ex, retries=retries, max_cells=max_cells, progress=tell)
+    try:
+        with _progress_bar(quiet) as tell:
+            rep = run_sweep(sd, ex, retries=retries, max_cells=max_cells, progress=tell)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished cells are kept; `aios-lab sweep run {folder}` resumes", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(f"{rep.ran} cells run, {rep.skipped} already done, {len(rep.failed)} failed, "
                f"{rep.retried} retried, in {rep.wall_s:.1f} s ({executor})"
                + (f"; {rep.cleared_staging} half-run cells of a stopped run discarded" if rep.cleared_staging else "")

@@ -1,14 +1,15 @@
 """Executors: where cells run. Registered types, looked up by name.
 
-local  one child process per cell, as many at once as the host has cores
-       for (each cell asks for num_cpus; a vm-bench cell under TCG asks 1).
-       A process per cell, not a reused pool worker: a cell that crashes
-       or is killed takes only itself down, and its exit says how it ended.
-       Children are forked from the driver after it imported what the cells
-       need: no interpreter start or imports per cell. (multiprocessing's
-       forkserver and spawn re-run the driver's __main__ in every child, a
-       CLI import per cell.) The driver holds no other threads while it
-       forks (the CLI's progress bar is refreshed by hand, not by a thread).
+local  a pool of worker processes on this host, running as many cells at
+       once as the host has cores for (each cell asks for num_cpus; a
+       vm-bench cell under TCG asks 1). A worker that dies (a crash, a kill,
+       the OOM killer) fails only its own cell, which says how it ended, and
+       is replaced. Workers are forked from the driver after it imported what
+       the cells need, and reused: no interpreter start, imports or first-use
+       set-up per cell. (multiprocessing's forkserver and spawn re-run the
+       driver's __main__ in every child, a CLI import per process.) The
+       driver holds no other threads while it forks (the CLI's progress bar
+       is refreshed by hand, not by a thread).
 ray    each cell a Ray task with the kind's resource requests (num_cpus,
        memory, custom resources from the spec), on a cluster (--address) or
        a local one started here. The task runs the cell in a scratch folder
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import json
 import multiprocessing
 import os
 import signal
@@ -36,7 +38,6 @@ from .spec import Cell
 
 REGISTRY: dict[str, type["Executor"]] = {}
 PR_SET_PDEATHSIG = 1
-CELL_FAILED = 3  # a local child's exit status when its cell raised (error.json says why)
 
 
 @dataclass
@@ -92,8 +93,6 @@ class Executor:
 
 
 def _error_of(staging: Path, fallback: str) -> str:
-    import json
-
     try:
         err = json.loads((staging / "error.json").read_text())
         return f"{err['type']}: {err['message']}"
@@ -101,16 +100,35 @@ def _error_of(staging: Path, fallback: str) -> str:
         return fallback
 
 
-def _local_child(cell: dict, staging: str, attempt: int) -> None:
-    # Die with the parent: a cell must not outlive the driver that would publish it.
+def _local_worker(conn, driver: int) -> None:
+    """A worker process: runs the cells the driver sends, one at a time, until
+    told to stop (None) or the driver goes away."""
+    # Die with the driver: a cell must not outlive the driver that would publish it.
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != driver:  # it died before prctl took effect
+        os._exit(0)
     from .worker import execute
 
-    ok = execute(Cell.from_dict(cell), Path(staging), attempt)
-    os._exit(0 if ok else CELL_FAILED)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        if msg is None:
+            os._exit(0)
+        cell, staging, attempt = msg
+        conn.send(execute(Cell.from_dict(cell), Path(staging), attempt))
+
+
+@dataclass
+class _Worker:
+    proc: Any
+    conn: Any
+    job: Job | None = None
+    need: float = 0.0
 
 
 @register
@@ -122,7 +140,7 @@ class LocalExecutor(Executor):
         if self.slots < 1:
             raise ExecutorError(f"--jobs {jobs}: need at least 1")
         self._ctx = multiprocessing.get_context("fork")
-        self._procs: dict[int, tuple[Any, Job, float]] = {}
+        self._workers: list[_Worker] = []
 
     def describe(self) -> dict:
         return {"executor": self.name, "slots": self.slots}
@@ -137,41 +155,75 @@ class LocalExecutor(Executor):
         return min(float(job.resources.get("num_cpus", 1)), self.slots)
 
     def can_start(self, job: Job) -> bool:
-        used = sum(n for _, _, n in self._procs.values())
+        used = sum(w.need for w in self._workers if w.job is not None)
         return used + self._need(job) <= self.slots + 1e-9
 
     def start(self, job: Job) -> None:
-        p = self._ctx.Process(target=_local_child, args=(job.cell.to_dict(), str(job.staging), job.attempt),
-                              name=f"cell-{job.cell.hash}")
-        p.start()
-        self._procs[p.sentinel] = (p, job, self._need(job))
+        for dead in [w for w in self._workers if w.job is None and not w.proc.is_alive()]:
+            dead.proc.join()
+            self._workers.remove(dead)
+        w = next((w for w in self._workers if w.job is None), None)
+        if w is None:
+            mine, theirs = self._ctx.Pipe()
+            proc = self._ctx.Process(target=_local_worker, args=(theirs, os.getpid()), name="sweep-worker")
+            proc.start()
+            theirs.close()
+            w = _Worker(proc, mine)
+            self._workers.append(w)
+        w.job, w.need = job, self._need(job)
+        w.conn.send((job.cell.to_dict(), str(job.staging), job.attempt))
 
     def running(self) -> int:
-        return len(self._procs)
+        return sum(1 for w in self._workers if w.job is not None)
+
+    def _died(self, w: _Worker) -> Done:
+        w.proc.join(5)
+        code = w.proc.exitcode
+        self._workers.remove(w)
+        why = (f"cell process killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"cell process exited with status {code}")
+        return Done(w.job, False, why)
 
     def wait(self, timeout: float) -> list[Done]:
-        if not self._procs:
+        busy = {id(w): w for w in self._workers if w.job is not None}
+        if not busy:
             return []
-        out = []
-        for s in mp_wait(list(self._procs), timeout=timeout):
-            p, job, _ = self._procs.pop(s)
-            p.join()
-            code = p.exitcode
-            if code == 0:
-                out.append(Done(job, True))
-            elif code == CELL_FAILED:
-                out.append(Done(job, False, _error_of(job.staging, f"cell failed (exit {code})")))
-            elif code is not None and code < 0:
-                out.append(Done(job, False, f"cell process killed by {signal.Signals(-code).name}"))
-            else:
-                out.append(Done(job, False, f"cell process exited with status {code}"))
+        handles = {}
+        for w in busy.values():
+            handles[w.conn] = w
+            handles[w.proc.sentinel] = w
+        out, seen = [], set()
+        for h in mp_wait(list(handles), timeout=timeout):
+            w = handles[h]
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            try:
+                ok = w.conn.recv() if w.conn.poll() else None
+            except (EOFError, OSError):
+                ok = None
+            if ok is None:  # no answer: the process died with its cell
+                out.append(self._died(w))
+                continue
+            job, w.job = w.job, None
+            out.append(Done(job, True) if ok else Done(job, False, _error_of(job.staging, "cell failed")))
         return out
 
     def close(self) -> None:
-        for p, _, _ in self._procs.values():
-            p.kill()
-            p.join()
-        self._procs.clear()
+        for w in self._workers:
+            if w.job is None:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+            else:
+                w.proc.kill()
+        for w in self._workers:
+            w.proc.join(10)
+            if w.proc.exitcode is None:
+                w.proc.kill()
+                w.proc.join()
+        self._workers.clear()
 
 
 def _ray_cell(cell: dict, attempt: int) -> tuple[bool, bytes]:
