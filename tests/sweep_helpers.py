@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 GOVERNORS = ["schedutil", "ondemand", "conservative", "performance"]
 TRACES = ["bursty-1", "frames-1", "build-1"]
@@ -37,10 +39,19 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "aios_lab.cli", *args]
 
 
-def spawn(*args: str) -> subprocess.Popen:
-    # its own process group, so the test can kill the driver and all it started
-    return subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+@contextmanager
+def spawn(*args: str) -> Iterator[subprocess.Popen]:
+    """`aios-lab ARGS` in its own process group (so a test can kill the driver
+    and all it started); whatever is left of it is killed when the block ends,
+    so a failing test leaves no driver behind."""
+    p = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def state(pid: int) -> str:

@@ -84,37 +84,37 @@ def test_a_cell_whose_process_is_killed_is_retried(tmp_path):
     spec = write_spec(tmp_path / "s.toml", retries=2, window_s=4.0)
     plan_sweep(spec, tmp_path / "out")
     root = tmp_path / "out"
-    driver = spawn("sweep", "run", str(root), "--jobs", "2", "--quiet")
-    pid, staging = stop_a_running_cell(root)
-    victim = staging.name.split("-")[0]  # staging folders are named HASH-RANDOM
-    os.kill(pid, signal.SIGKILL)
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err
-    assert "12 cells run" in out and "1 retried" in out
-    res = [json.loads(p.read_text()) for p in (root / "cells").rglob("result.json")]
-    assert len(res) == 12
-    assert [r["attempt"] for r in res if r["cell"]["hash"] == victim] == [2]
+    with spawn("sweep", "run", str(root), "--jobs", "2", "--quiet") as driver:
+        pid, staging = stop_a_running_cell(root)
+        victim = staging.name.split("-")[0]  # staging folders are named HASH-RANDOM
+        os.kill(pid, signal.SIGKILL)
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err
+        assert "12 cells run" in out and "1 retried" in out
+        res = [json.loads(p.read_text()) for p in (root / "cells").rglob("result.json")]
+        assert len(res) == 12
+        assert [r["attempt"] for r in res if r["cell"]["hash"] == victim] == [2]
 
 
 def test_a_killed_driver_leaves_no_half_cell_and_the_sweep_resumes(tmp_path):
     spec = write_spec(tmp_path / "s.toml", window_s=4.0)
     plan_sweep(spec, tmp_path / "out")
     root = tmp_path / "out"
-    driver = spawn("sweep", "run", str(root), "--jobs", "2", "--quiet")
-    inflight = stop_mid_cell(driver.pid, root)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver, its fork server and every cell process
-    driver.communicate(timeout=60)
-    done_before = published(root)
-    assert len(done_before) < 12
-    assert inflight and all(d.name.split("-")[0] not in done_before for d in inflight)
-    sd = SweepDir(root)
-    st = status(sd)
-    assert st.done == len(done_before) and not st.driver_running and st.running == []
-    # resume: only the unfinished cells run; the dead driver's staging folders are discarded
-    rep = run_sweep(sd, LocalExecutor(jobs=2))
-    assert rep.skipped == len(done_before) and rep.ran == 12 - len(done_before)
-    assert rep.cleared_staging >= len(inflight) and not rep.failed
-    assert len(published(root)) == 12 and not sd.staging_dirs()
+    with spawn("sweep", "run", str(root), "--jobs", "2", "--quiet") as driver:
+        inflight = stop_mid_cell(driver.pid, root)
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its worker processes
+        driver.communicate(timeout=60)
+        done_before = published(root)
+        assert len(done_before) < 12
+        assert inflight and all(d.name.split("-")[0] not in done_before for d in inflight)
+        sd = SweepDir(root)
+        st = status(sd)
+        assert st.done == len(done_before) and not st.driver_running and st.running == []
+        # resume: only the unfinished cells run; the dead driver's staging folders are discarded
+        rep = run_sweep(sd, LocalExecutor(jobs=2))
+        assert rep.skipped == len(done_before) and rep.ran == 12 - len(done_before)
+        assert rep.cleared_staging >= len(inflight) and not rep.failed
+        assert len(published(root)) == 12 and not sd.staging_dirs()
 
 
 def test_a_cell_that_keeps_failing_is_reported_with_exit_status_3_then_rerun(tmp_path):
@@ -245,12 +245,12 @@ def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
 def test_sigterm_stops_the_run_cleanly_with_exit_status_130(tmp_path):
     p = plan_sweep(write_spec(tmp_path / "s.toml", window_s=4.0), tmp_path / "out")
     root = p.sweep.root
-    driver = spawn("sweep", "run", str(root), "--jobs", "2", "--quiet")
-    stop_mid_cell(driver.pid, root)
-    os.kill(driver.pid, signal.SIGTERM)
-    os.kill(driver.pid, signal.SIGCONT)
-    out, err = driver.communicate(timeout=120)
-    assert driver.returncode == 130, err
-    assert "interrupted: finished cells are kept" in err
-    assert p.sweep.runs()[-1]["event"] == "interrupted"
-    assert not status(p.sweep).driver_running
+    with spawn("sweep", "run", str(root), "--jobs", "2", "--quiet") as driver:
+        stop_mid_cell(driver.pid, root)
+        os.kill(driver.pid, signal.SIGTERM)
+        os.kill(driver.pid, signal.SIGCONT)
+        out, err = driver.communicate(timeout=120)
+        assert driver.returncode == 130, err
+        assert "interrupted: finished cells are kept" in err
+        assert p.sweep.runs()[-1]["event"] == "interrupted"
+        assert not status(p.sweep).driver_running
