@@ -28,7 +28,7 @@ $(STAMP_APT):
 $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 	@touch $@
 
 build: setup

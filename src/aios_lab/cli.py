@@ -632,5 +632,9 @@ from .cli_analysis import analyze as _analyze, compare as _compare, export as _e
 for _cmd in (_analyze, _compare, _export):
     main.add_command(_cmd)
 
+from .cli_sweep import sweep as _sweep  # noqa: E402
+
+main.add_command(_sweep)
+
 if __name__ == "__main__":
     main()

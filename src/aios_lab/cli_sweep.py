@@ -1,0 +1,277 @@
+"""`aios-lab sweep`: plan, run, watch and read experiment sweeps (aios_lab.sweep).
+
+Thin: the library does the work. Exit status: 0 done, 1 bad input or an
+error (one line), 3 some cells still failed after their retries (listed),
+130 interrupted (Ctrl-C or SIGTERM; the cells in flight are stopped).
+cli.py registers the group; handle_errors is imported inside the commands
+because cli.py imports this module.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_CELLS_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _errors(fn):
+    from aios_lab.cli import handle_errors
+
+    return handle_errors(fn)
+
+
+@click.group("sweep")
+def sweep() -> None:
+    """Experiment sweeps: a grid of cells, run idempotently, locally or on Ray.
+
+    See docs/sweep.md.
+
+    Example: aios-lab sweep plan sweeps/dvfs-governors.toml --out results/sweeps/gov
+    """
+
+
+@sweep.command("plan")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The sweep folder (default: results/sweeps/<name>).")
+@click.option("--seed", type=int, default=None, help="Seed of the cell order (default: the spec's, else random).")
+@click.option("--json", "as_json", is_flag=True, help="Print every cell as JSON.")
+def plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None:
+    """Expand SPEC (TOML) into cells with content hashes, in a shuffled, recorded order.
+
+    Planning the same spec into its folder again changes nothing.
+
+    Example: aios-lab sweep plan sweeps/dvfs-governors.toml --out results/sweeps/gov
+    """
+    _errors(_plan)(spec, out, seed, as_json)
+
+
+def _plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None:
+    from aios_lab import paths
+    from aios_lab.sweep.runner import plan_sweep
+    from aios_lab.sweep.spec import SweepSpec
+
+    if out is None:
+        out = paths.project_root() / "results" / "sweeps" / SweepSpec.load(spec).name
+    p = plan_sweep(spec, out, seed)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in p.cells], indent=2))
+        return
+    click.echo(f"{'planned' if p.created else 'already planned'}: {len(p.cells)} cells in {p.sweep.root} "
+               f"(order seed {p.seed})")
+    for c in p.cells[:5]:
+        click.echo(f"  {c.hash}  {c.label()}")
+    if len(p.cells) > 5:
+        click.echo(f"  ... {len(p.cells) - 5} more")
+    click.echo(f"run it: aios-lab sweep run {p.sweep.root}")
+
+
+@sweep.command("run")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process per cell on this host; ray: a Ray task per cell.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Host cores to use (local; default: all), or the CPUs of the local Ray cluster started "
+                   "when there is no --address.")
+@click.option("--address", default=None,
+              help="Ray cluster to use (e.g. ray://head:10001, or auto for the one on this host).")
+@click.option("--retries", type=click.IntRange(min=0), default=None,
+              help="Extra attempts per failing cell (default: the spec's).")
+@click.option("--max-cells", type=click.IntRange(min=1), default=None,
+              help="Run at most this many unfinished cells, then stop (the rest stay pending).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(folder: Path, executor: str, jobs: int | None, address: str | None, retries: int | None,
+        max_cells: int | None, quiet: bool) -> None:
+    """Run the planned sweep in FOLDER: finished cells are skipped, so it resumes.
+
+    Exit status 3 when cells failed after their retries (they are listed and
+    run again by the next `sweep run`).
+
+    Example: aios-lab sweep run results/sweeps/gov --executor ray --address auto
+    """
+    _errors(_run)(folder, executor, jobs, address, retries, max_cells, quiet)
+
+
+def _run(folder, executor, jobs, address, retries, max_cells, quiet) -> None:
+    from aios_lab.errors import AiosError
+    from aios_lab.sweep import executors
+    from aios_lab.sweep.layout import SweepDir
+    from aios_lab.sweep.runner import run_sweep
+
+    if address and executor != "ray":
+        raise AiosError("--address is a Ray cluster's address", hint="add --executor ray")
+    from aios_lab.cli import _sigterm_as_interrupt
+
+    sd = SweepDir(folder)
+    sd.load_plan()  # a folder that is not a sweep fails before any executor starts
+    _sigterm_as_interrupt()  # stop the cells (and a Ray cluster started here) on SIGTERM too
+    ex = executors.get(executor)(jobs=jobs, address=address)
+    try:
+        with _progress_bar(quiet) as tell:
+            rep = run_sweep(sd, ex, retries=retries, max_cells=max_cells, progress=tell)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished cells are kept; `aios-lab sweep run {folder}` resumes", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"{rep.ran} cells run, {rep.skipped} already done, {len(rep.failed)} failed, "
+               f"{rep.retried} retried, in {rep.wall_s:.1f} s ({executor})"
+               + (f"; {rep.cleared_staging} half-run cells of a stopped run discarded" if rep.cleared_staging else "")
+               + ("; stopped at --max-cells" if rep.stopped_early else ""))
+    if rep.failed:
+        for cell, err in rep.failed:
+            click.echo(f"failed: {cell.hash} {cell.label()}: {err}", err=True)
+        click.echo(f"Error: {len(rep.failed)} cells failed; `aios-lab sweep run {folder}` tries them again",
+                   err=True)
+        sys.exit(EXIT_CELLS_FAILED)
+
+
+class _progress_bar:
+    """A rich progress bar on stderr fed by the runner's events (nothing when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda event, cell, counts: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[extra]}"), TimeRemainingColumn(),
+                            console=Console(stderr=True), auto_refresh=False)
+        # refreshed on each event, not by rich's thread: the local executor forks this process
+        self.bar.__enter__()
+        self.task = None
+
+        def tell(event, cell, counts):
+            if self.task is None:
+                self.task = self.bar.add_task("sweep", total=counts.total, extra="")
+            extra = f"{counts.running} running" + (f", {counts.failed} failed" if counts.failed else "")
+            self.bar.update(self.task, completed=counts.done, extra=extra, refresh=True)
+            if event in ("retry", "failed"):
+                self.bar.console.print(f"{event}: {cell.label()}")
+        return tell
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.__exit__(*exc)
+        return False
+
+
+@sweep.command("status")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(folder: Path, as_json: bool) -> None:
+    """Progress of a sweep: finished, failed, pending and running cells.
+
+    Example: aios-lab sweep status results/sweeps/gov
+    """
+    _errors(_status)(folder, as_json)
+
+
+def _status(folder: Path, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from aios_lab.sweep.layout import SweepDir
+    from aios_lab.sweep.status import describe_failures, status as sweep_status
+
+    st = sweep_status(SweepDir(folder))
+    if as_json:
+        click.echo(json.dumps(st.to_dict(), indent=2))
+        return
+    console = Console(force_terminal=sys.stdout.isatty(), width=100)
+    bar = Progress(TextColumn(f"{st.name} ({st.kind})"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.percentage:>3.0f}%"), console=console, auto_refresh=False)
+    bar.add_task("", total=st.total, completed=st.done)
+    console.print(bar.get_renderable())
+    click.echo(f"{st.done} done, {len(st.failed)} failed, {st.pending} pending; "
+               + ("a driver is running" if st.driver_running else "no driver running"))
+    for r in st.running:
+        click.echo(f"  running: {r['cell']} on {r.get('hostname', '?')} pid {r.get('pid', '?')}")
+    for line in describe_failures(st):
+        click.echo(f"  failed: {line}")
+    if len(st.revisions) > 1:
+        click.echo(f"  results come from {len(st.revisions)} code revisions: {', '.join(st.revisions)}")
+    if st.last_run:
+        lr = st.last_run
+        click.echo(f"last run: {lr.get('event')} on {lr.get('executor')}, {lr.get('ran', 0)} cells run"
+                   + (f" in {lr['wall_s']:.1f} s" if lr.get("wall_s") is not None else ""))
+
+
+@sweep.command("results")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--by", default=None, help="Comma-separated parameters to group by (mean, sd, n per group).")
+@click.option("--metric", "metrics", multiple=True, help="Metrics to show (repeatable; default: all numeric).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write one row per cell to this CSV file.")
+def results(folder: Path, by: str | None, metrics: tuple[str, ...], csv_out: Path | None) -> None:
+    """The finished cells' results, read through the folder layout with duckdb.
+
+    Example: aios-lab sweep results results/sweeps/gov --by governor --metric energy_j --metric misses
+    """
+    _errors(_results)(folder, by, metrics, csv_out)
+
+
+def _results(folder, by, metrics, csv_out) -> None:
+    import pandas as pd
+
+    from aios_lab.atomic import write_text_atomic
+    from aios_lab.sweep.layout import SweepDir
+    from aios_lab.sweep.status import results_frame, summarise
+
+    df = results_frame(SweepDir(folder))
+    if csv_out is not None:
+        write_text_atomic(csv_out, df.to_csv(index=False))
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        if by:
+            click.echo(summarise(df, [b for b in by.split(",") if b], list(metrics) or None).to_string())
+        else:
+            cols = [c for c in df.columns if c not in ("host", "git_revision")]
+            if metrics:
+                cols = [c for c in cols if c not in df.select_dtypes("number").columns or c in metrics
+                        or c == "rep"]
+            click.echo(df[cols].to_string(index=False))
+
+
+@sweep.command("compare")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--by", default="policy", show_default=True,
+              help="Parameters whose values label the groups (comma-separated).")
+@click.option("--where", "wheres", multiple=True, help="Keep cells with KEY=VALUE (repeatable).")
+@click.option("--baseline", default=None, help="Group to compare against (default: the first).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the HTML comparison report here.")
+@click.option("--memory-limit", default="1GB", show_default=True, help="duckdb's memory limit.")
+def compare(folder, by, wheres, baseline, report, memory_limit) -> None:
+    """`aios-lab compare` over the traces of a sweep's cells, grouped by parameters.
+
+    Example: aios-lab sweep compare results/sweeps/sched --by policy --where workload=build --report cmp.html
+    """
+    _errors(_compare)(folder, by, wheres, baseline, report, memory_limit)
+
+
+def _compare(folder, by, wheres, baseline, report, memory_limit) -> None:
+    from aios_lab.analysis.compare import compare_traces, format_comparison, write_comparison
+    from aios_lab.errors import AiosError
+    from aios_lab.sweep.layout import SweepDir
+    from aios_lab.sweep.status import traces
+
+    where = {}
+    for w in wheres:
+        k, sep, v = w.partition("=")
+        if not sep:
+            raise AiosError(f"--where {w}: expected KEY=VALUE")
+        where[k] = v
+    found = traces(SweepDir(folder), [b for b in by.split(",") if b], where)
+    if len(found) < 2:
+        raise AiosError(f"{folder}: {len(found)} finished cell(s) with a trace match; compare needs two",
+                        hint="vm-bench cells record traces; check --where")
+    c, runs = compare_traces([t for _, t in found], [lab for lab, _ in found], baseline, memory_limit)
+    click.echo(format_comparison(c))
+    if report is not None:
+        click.echo(f"report written: {write_comparison(c, runs, report)}")

@@ -1,0 +1,16 @@
+"""The sweep's typed exceptions (the CLI turns them into one line each)."""
+from __future__ import annotations
+
+from ..errors import AiosError
+
+
+class SweepError(AiosError):
+    """A sweep spec, plan or folder is malformed or does not fit the request."""
+
+
+class CellError(SweepError):
+    """A cell's parameters do not fit its kind, or the cell could not run."""
+
+
+class ExecutorError(AiosError):
+    """An executor could not start (Ray missing, cluster unreachable, ...)."""
