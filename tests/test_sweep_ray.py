@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from aios_lab.sweep.errors import ExecutorError
-from aios_lab.sweep.executors import LocalExecutor, RayExecutor
+from aios_lab.sweep.executors import LOCAL_NODE_IP, LocalExecutor, RayExecutor
 from aios_lab.sweep.layout import SweepDir
 from aios_lab.sweep.runner import plan_sweep, run_sweep
 from sweep_helpers import published, spawn, stop_mid_cell, write_spec
@@ -25,7 +25,8 @@ def cluster():
     # expire. Starting again is what an operator would do.
     for attempt in range(3):
         try:
-            ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                     _node_ip_address=LOCAL_NODE_IP)
             break
         except Exception as e:  # Ray raises a bare Exception for the timeout
             ray.shutdown()

@@ -41,6 +41,12 @@ PR_SET_PDEATHSIG = 1
 
 
 @dataclass
+# Ray 2.x still binds some listeners to every interface (docs/sweep.md,
+# Limits); giving the node loopback as its address keeps the traffic of a
+# local cluster between its own processes on 127.0.0.1.
+LOCAL_NODE_IP = "127.0.0.1"
+
+
 class Job:
     cell: Cell
     attempt: int
@@ -257,9 +263,10 @@ class RayExecutor(Executor):
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
                 else:
-                    # A local cluster of `jobs` CPUs for this run, without the dashboard.
+                    # A local cluster of `jobs` CPUs for this run, without the
+                    # dashboard, its components addressing each other on loopback.
                     ray.init(num_cpus=jobs, include_dashboard=False, logging_level=logging.WARNING,
-                             log_to_driver=False)
+                             log_to_driver=False, _node_ip_address=LOCAL_NODE_IP)
             except Exception as e:  # Ray raises many types for an unreachable or bad address
                 raise ExecutorError(f"cannot reach a Ray cluster at {address or 'a new local one'}: {e}",
                                     hint="start one with `ray start --head` and pass its address, "
