@@ -31,3 +31,13 @@ def test_a_real_control_run_times_both_arms():
     c = run_control(loops=2000, repeat=1)
     assert c.cpus >= 1 and len(c.pinned_s) == len(c.free_s) == 1
     assert all(t > 0 for t in c.pinned_s + c.free_s)
+
+
+def test_an_oversubscribed_guest_fails_on_the_half_arm():
+    """4 vCPUs on a 2-core host: one CPU vs free reads ~x2, but half the CPUs
+    vs free ~x1 (the demo of 2026-12-03 read x1.89 on the first arm)."""
+    c = ControlResult(cpus=4, loops=1000, pinned_s=[6.5, 6.5], free_s=[3.4, 3.4], half_s=[3.5, 3.4])
+    assert c.ratio_one > 1.8 and c.ratio_half < 1.1 and c.ratio == c.ratio_half
+    assert not c.judged and "half the CPUs" in c.line() and "CANNOT JUDGE" in c.line()
+    real = ControlResult(cpus=4, loops=1000, pinned_s=[12.0], free_s=[3.0], half_s=[6.0])
+    assert real.judged and real.to_dict()["ratio_half"] == 2.0

@@ -522,8 +522,11 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
 # --------------------------------------------------------------------------- experiments
 
 @main.command()
-@click.option("--cpus", default=4, show_default=True, type=click.IntRange(1, 256), help="vCPUs of the VM.")
-@click.option("--numa", default=2, show_default=True, type=click.IntRange(1, 64), help="NUMA nodes of the VM.")
+@click.option("--cpus", default=None, type=click.IntRange(1, 256),
+              help="vCPUs of the VM (default: 4, or the host's CPU count if smaller: more vCPUs than host "
+                   "cores reward consolidation, not balancing).")
+@click.option("--numa", default=None, type=click.IntRange(1, 64),
+              help="NUMA nodes of the VM (default: 2 with 4 vCPUs, else 1).")
 @click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 1000),
               help="Runs per scheduler, interleaved.")
@@ -553,6 +556,9 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
     from .safe_output import check_folder
 
     check_folder(out, what="--out")
+    from .experiment import demo_topology
+
+    cpus, numa = demo_topology(cpus, numa)
     run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
              echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice,
              realtime=rt)

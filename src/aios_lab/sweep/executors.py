@@ -40,13 +40,13 @@ REGISTRY: dict[str, type["Executor"]] = {}
 PR_SET_PDEATHSIG = 1
 
 
-@dataclass
 # Ray 2.x still binds some listeners to every interface (docs/sweep.md,
 # Limits); giving the node loopback as its address keeps the traffic of a
 # local cluster between its own processes on 127.0.0.1.
 LOCAL_NODE_IP = "127.0.0.1"
 
 
+@dataclass
 class Job:
     cell: Cell
     attempt: int
