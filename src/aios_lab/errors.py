@@ -150,3 +150,7 @@ class EnergyUnavailable(EnergyError):
     hint = ("RAPL needs a real Intel or AMD host with the intel_rapl_msr module loaded; "
             "AMD shows up under the same intel-rapl names on recent kernels; "
             "QEMU guests and most cloud VMs have none")
+
+
+class MissingDependency(AiosError):
+    """An optional Python package a command needs is not installed."""
