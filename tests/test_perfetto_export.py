@@ -404,6 +404,22 @@ def test_trace_processor_reads_it(tmp_path):
 # -- 3. bad input ---------------------------------------------------------------
 
 
+def test_without_the_perfetto_package_one_clear_line(tmp_path, monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from aios_lab.cli import main
+
+    monkeypatch.setitem(sys.modules, "perfetto.protos.perfetto.trace", None)  # import fails
+    out = tmp_path / "o.pftrace"
+    res = CliRunner().invoke(main, ["export", "perfetto", str(write_trace(tmp_path / "t")),
+                                    "-o", str(out)])
+    assert res.exit_code != 0 and res.output.count("\n") == 1, res.output
+    assert "needs the perfetto package" in res.output and "pip install" in res.output
+    assert not out.exists()
+
+
 def test_no_switches_is_a_clear_error(tmp_path):
     trace_dir = write_trace(tmp_path / "t", switches=False)
     out = tmp_path / "o.pftrace"

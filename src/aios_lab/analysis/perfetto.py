@@ -7,20 +7,34 @@ as if the trace had been recorded by Perfetto's own ftrace data source.
 What maps to what
 -----------------
 
+Written with the ``perfetto`` package's generated protos
+(``perfetto.protos.perfetto.trace.perfetto_trace_pb2``), one ``Trace``
+message per packet (serialized ``Trace`` messages concatenate into one).
+
 ==============================  ==============================================
-aios-lab                        Perfetto (``perfetto.protos``)
+aios-lab                        Perfetto
 ==============================  ==============================================
-``switches`` row                ``FtraceEvent.sched_switch`` on the bundle of
-                                ``cpu``: prev_comm, prev_pid, prev_prio,
-                                prev_state, next_comm, next_pid, next_prio;
-                                ``FtraceEvent.pid`` = prev_pid
-``wakeups`` row                 ``FtraceEvent.sched_waking`` on the bundle of
-                                ``waker_cpu`` (``target_cpu`` when null; rows
-                                with neither are skipped): comm, pid,
-                                prio, success = 1, target_cpu.  prio is
+``switches`` row                in the ``FtraceEventBundle`` of ``cpu``:
+                                ``compact_sched`` switch columns (timestamp
+                                delta, prev_state, next_pid, next_prio,
+                                next_comm as an index into the bundle's
+                                ``intern_table``), as Perfetto's own ftrace
+                                reader writes them. Trace processor takes a
+                                compact switch's prev task from the CPU's
+                                previous switch, so a switch whose prev
+                                (pid, comm, prio) is not that task (the
+                                CPU's first, a gap left by lost events, a
+                                null field) is a full ``FtraceEvent.sched_switch``
+                                instead, with ``FtraceEvent.pid`` = prev_pid
+``wakeups`` row                 on the bundle of ``waker_cpu`` (``target_cpu``
+                                when null; rows with neither are skipped):
+                                ``compact_sched`` waking columns (timestamp
+                                delta, pid, target_cpu, prio, comm index);
+                                a full ``FtraceEvent.sched_waking`` (comm, pid,
+                                prio, success = 1, target_cpu when known)
+                                when the target CPU or comm is null. prio is
                                 120 + nice when ``weight`` is a kernel nice
-                                weight, else 120.  ``FtraceEvent.pid`` is
-                                the task running on that CPU then (the waker)
+                                weight, else 120
 ``cpu_intervals.freq_khz``      ``FtraceEvent.cpu_frequency`` (state = kHz,
                                 cpu_id) at ``interval_start_ns`` wherever a
                                 CPU's frequency is known and differs from its
@@ -39,7 +53,7 @@ threads and processes seen      one ``process_tree``: a thread (tid, tgid,
 ==============================  ==============================================
 
 ``FtraceEvent.pid`` ("the task running on this CPU when the event fired") of
-a wakeup or frequency change comes from the switch stream: the next_pid of
+a full wakeup or frequency change comes from the switch stream: the next_pid of
 the CPU's latest earlier switch, or, before the CPU's first switch, that
 switch's prev_pid.  Events of one CPU are in time order within and across
 its bundles (at equal times: frequency change, then wakeup, then switch,
@@ -66,8 +80,9 @@ The tables are read in Parquet batches into an external sort by (cpu, ts):
 up to ``run_rows`` events are sorted in memory; beyond that, sorted runs are
 spilled as Arrow IPC files to a scratch folder beside the output and merged
 block by block, so the input need not be sorted and memory stays bounded
-whatever the number of rows.  Sorted batches are encoded column-wise with
-numpy and written packet by packet.  The output appears only once complete
+whatever the number of rows.  Sorted events are cut into bundles of at most
+``bundle_events``; each bundle is built as protos (the compact columns
+filled from numpy arrays) and written at once.  The output appears only once complete
 (temporary file, then rename), so a failed export leaves no partial file
 and keeps an older one intact.
 """
