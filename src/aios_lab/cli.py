@@ -56,8 +56,11 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Recompile every object even when up to date.")
 @handle_errors
 def build(force: bool) -> None:
-    """Fetch libbpf and the pinned kernel, generate vmlinux.h, compile all BPF.
+    """Generate vmlinux.h and compile all BPF (policies on AIOS_LAB_POLICY_PATH too).
 
+    On a host whose kernel has sched_ext: against its own BTF
+    (/sys/kernel/btf/vmlinux) and the system libbpf when it is >= 1.2.
+    Elsewhere: against the pinned VM kernel, fetched with libbpf 1.4.6.
     Idempotent: only changed sources are recompiled.
 
     Example: aios-lab build
@@ -65,15 +68,25 @@ def build(force: bool) -> None:
     from . import build as b
     from . import paths
     from .bpf_provision import provision
-    from .vm.kernel import ensure_kernel
 
-    provision(log=lambda m: click.echo(m, err=True))
-    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
-    b.generate_vmlinux_h(kernel.vmlinuz, paths.build_dir() / "vmlinux.h", kernel.release)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    release = b.host_kernel()
+    system = b.system_libbpf_version()
+    if release is None or system is None or system < b.MIN_LIBBPF:
+        provision(log=log)
+    if release is not None:
+        btf = b.HOST_BTF
+        log(f"building against the running kernel's BTF ({btf}, {release})")
+    else:
+        from .vm.kernel import ensure_kernel
+
+        kernel = ensure_kernel(log=log)
+        btf, release = kernel.vmlinuz, kernel.release
+    b.generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
     res = b.build_all(force=force)
     for p in res.built:
         click.echo(f"built {p.relative_to(paths.build_dir())}")
-    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {kernel.release})")
+    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {release})")
 
 
 # --------------------------------------------------------------------------- vm

@@ -194,7 +194,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
         if model_path is not None:
             model = load_model(model_path)
         else:
-            out = model_out or (trace_dir or paths.project_root() / "results") / f"{next(iter(learners))}-{wl.name}.model"
+            out = model_out or (trace_dir or paths.results_dir()) / f"{next(iter(learners))}-{wl.name}.model"
             model, training = train_model(next(iter(learners)), wl, train_runs, out, echo,
                                           migration_cost_ns)
             model_path = out
