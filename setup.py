@@ -46,4 +46,6 @@ class BuildPyWithData(build_py):
                 subprocess.run([strip, "-g", str(dest)], check=True)
 
 
-setup(cmdclass={"build_py": BuildPyWithData})
+# setuptools' own build tree must not land in build/, which holds the BPF objects.
+setup(cmdclass={"build_py": BuildPyWithData},
+      options={"build": {"build_base": ".whl/build"}, "egg_info": {"egg_base": ".whl"}})

@@ -104,7 +104,7 @@ def test_policy_list_analyze_and_export_outside_the_checkout(wheel_env, tmp_path
 @pytest.mark.bpf
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_collect_from_the_wheel(wheel_env):
-    run(wheel_env, "collect", "--interval", "100", "--out", "t", "--", "sleep", "0.5")
+    run(wheel_env, "collect", "--interval", "0.1", "--out", "t", "--", "sleep", "0.5")
     work = wheel_env[2]
     assert (work / "t" / "metadata.json").exists()
     out = run(wheel_env, "analyze", "t")

@@ -16,7 +16,11 @@ import click
 
 from . import __version__
 from .cli_train import migration_cost_option, train as _train
+from .cli_units import deprecated_ms_option
+from .environment import epilog as _env_epilog
 from .errors import AiosError, SchedulerEjected
+
+ENV_EPILOG = _env_epilog()
 
 
 def _fail(exc: AiosError) -> click.ClickException:
@@ -41,7 +45,7 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENV_EPILOG)
 @click.version_option(__version__, prog_name="aios-lab")
 def main() -> None:
     """Learned scheduling and DVFS on sched_ext, with real BPF.
@@ -54,8 +58,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--force", is_flag=True, help="Recompile every object even when up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
 @handle_errors
-def build(force: bool) -> None:
+def build(force: bool, as_json: bool) -> None:
     """Generate vmlinux.h and compile all BPF (policies on AIOS_LAB_POLICY_PATH too).
 
     On a host whose kernel has sched_ext: against its own BTF
@@ -84,6 +89,11 @@ def build(force: bool) -> None:
         btf, release = kernel.vmlinuz, kernel.release
     b.generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
     res = b.build_all(force=force)
+    if as_json:
+        click.echo(json.dumps({"kernel": release, "btf": str(btf), "build_dir": str(paths.build_dir()),
+                               "built": [str(p) for p in res.built],
+                               "up_to_date": [str(p) for p in res.up_to_date]}, indent=2))
+        return
     for p in res.built:
         click.echo(f"built {p.relative_to(paths.build_dir())}")
     click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {release})")
@@ -100,8 +110,9 @@ def vm() -> None:
 
 
 @vm.command("build")
+@click.option("--json", "as_json", is_flag=True, help="Print the kernel and accelerator as JSON.")
 @handle_errors
-def vm_build() -> None:
+def vm_build(as_json: bool) -> None:
     """Download, verify and unpack the pinned kernel; pick KVM or TCG (idempotent).
 
     Example: aios-lab vm build
@@ -111,6 +122,11 @@ def vm_build() -> None:
 
     kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
     accel, reason = detect_accel(kernel.vmlinuz, kernel.release)
+    if as_json:
+        click.echo(json.dumps({"release": kernel.release, "version": kernel.version,
+                               "pinned": kernel.pinned, "root": str(kernel.root),
+                               "accel": accel, "accel_reason": reason}, indent=2))
+        return
     pin = "pinned" if kernel.pinned else "NOT the pinned version"
     click.echo(f"kernel {kernel.release} ({kernel.version}, {pin}) at {kernel.root}")
     click.echo(f"accelerator: {accel} ({reason})")
@@ -393,8 +409,10 @@ def status(as_json: bool) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--interval", "interval_ms", type=int, default=1000, show_default=True,
-              help="Milliseconds per task/CPU interval row.")
+@click.option("--interval", type=click.FloatRange(0.01, 60), default=1.0, show_default=True,
+              help="Seconds per task/CPU interval row (it used to take milliseconds; "
+                   "values above 60 are refused, so an old `--interval 500` cannot silently mean 500 s).")
+@deprecated_ms_option("--interval-ms", "--interval")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Trace directory to create (default: results/traces/<timestamp>).")
 @click.option("--no-wakeups", is_flag=True, help="Do not record individual wakeup events (they are frequent).")
@@ -404,31 +422,40 @@ def status(as_json: bool) -> None:
               help="Do not record each context switch (the switches table: Perfetto lanes, exact "
                    "wait percentiles); the heaviest stream.")
 @click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the trace's path and metrics as JSON (as `analyze --json`).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf, command) -> None:
+def collect(duration, interval, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf,
+            as_json, command) -> None:
     """Record per-task and per-CPU scheduler telemetry into a trace directory.
 
     Runs COMMAND (after --) and stops when it exits, or stops after
     --duration, or at Ctrl-C. BPF collectors need root; without it only
     /proc is sampled and the trace says so. See docs/trace-format.md.
 
-    Example: aios-lab collect --interval 500 --out /tmp/t1 -- hackbench -p -g 4 -l 100
+    Example: aios-lab collect --interval 0.5 --out /tmp/t1 -- hackbench -p -g 4 -l 100
     """
     from .analysis.metrics import trace_metrics
     from .analysis.report import format_metrics
     from .telemetry.collect import CollectOptions, collect as run_collect
     from .telemetry.trace import Trace
 
-    opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
+    seconds = interval if interval_ms is None else interval_ms / 1000
+    opts = CollectOptions(out=Path(out) if out else None, duration_s=duration,
+                          interval_ms=max(1, round(seconds * 1000)),
                           command=list(command), wakeup_events=not no_wakeups,
                           wakeup_sample=wakeup_sample, switch_events=not no_switches,
                           bpf="off" if no_bpf else "auto")
     if not command and duration is None:
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
+    metrics = trace_metrics(Trace.open(path))
+    if as_json:
+        click.echo(json.dumps({"trace": str(path), "metrics": metrics}, indent=2, default=str))
+        return
     click.echo(f"trace written: {path}")
-    click.echo(format_metrics(trace_metrics(Trace.open(path))))
+    click.echo(format_metrics(metrics))
 
 
 # --------------------------------------------------------------------------- experiments
@@ -442,8 +469,10 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
               help="Schedulers to compare; <policy>-model trains a model first.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the JSON result.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the full result as JSON on stdout.")
 @handle_errors
-def demo(cpus, numa, workload, repeat, policies, out) -> None:
+def demo(cpus, numa, workload, repeat, policies, out, as_json) -> None:
     """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
     Boots the pinned sched_ext kernel, runs the workload once under mllb's
@@ -457,8 +486,11 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
     """
     from .experiment import run_demo
 
-    run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
-             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p])
+    result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
+                      echo=lambda m: click.echo(m, err=as_json),
+                      policies=[p for p in policies.split(",") if p])
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
 
 
 @main.command("bench-schedulers", hidden=False)
@@ -477,9 +509,11 @@ def demo(cpus, numa, workload, repeat, policies, out) -> None:
               help="Runs to train the model on: the first in collect mode, each later one under "
                    "the model trained so far; the model is trained on all of them.")
 @migration_cost_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the results as JSON on stdout.")
 @handle_errors
 def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
-                     migration_cost_us) -> None:
+                     migration_cost_us, as_json) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
@@ -490,13 +524,14 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
     from .experiment import bench_schedulers as bench
 
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
-                echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
+                echo=lambda m: click.echo(m, err=as_json),
+                trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
                 migration_cost_ns=int(migration_cost_us * 1000))
     from .experiment import format_summary
 
-    click.echo(format_summary(res))
+    click.echo(json.dumps(res, indent=2, default=str) if as_json else format_summary(res))
     if json_out:
         from .atomic import write_json_atomic
 

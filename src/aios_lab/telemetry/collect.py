@@ -131,7 +131,8 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     out = Path(opts.out) if opts.out else default_out_dir()
     if opts.interval_ms < 10:
         from ..errors import AiosError
-        raise AiosError(f"--interval {opts.interval_ms} ms is too short", hint="use 10 ms or more")
+        raise AiosError(f"an interval of {opts.interval_ms} ms is too short",
+                        hint="use 10 ms or more (--interval 0.01)")
     # pyarrow imports pandas lazily on its first conversion; in an emulated
     # guest that import took 40 s and stalled the first interval (measured
     # with cProfile), so pay for it before the workload starts.
