@@ -353,6 +353,12 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
             click.echo(f"[{event['t']:7.1f}s] table not swapped, the live one stays: {event['why']}")
         elif event["event"] == "command_exited":
             click.echo(f"command exited with {event['exit_code']} after {event['elapsed_s']:.2f}s", err=True)
+        elif event["event"] == "restarting":
+            click.echo(f"[{event['t']:7.1f}s] the kernel disabled {name} ({event['reason']}: "
+                       f"{event['exit']['msg'] or event['exit']['reason']}); attaching again in "
+                       f"{event['backoff_s']:g}s", err=True)
+        elif event["event"] == "restarted":
+            click.echo(f"[{event['t']:7.1f}s] {name} attached again (restart {event['restarts']})", err=True)
         elif event["event"] == "decisions_written":
             click.echo(f"decisions trace written: {event['path']} ({event['rows']} decisions)")
 

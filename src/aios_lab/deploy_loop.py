@@ -21,6 +21,16 @@ from .policy import Policy
 from .sched_ext import ExitInfo
 
 
+# Restart after a kernel-requested exit (CPU hotplug): wait, then attach again,
+# doubling the wait each time up to the cap; give up after MAX_RESTARTS in a
+# row that did not stay attached for STABLE_S (a CPU flapping on and off, or
+# a policy that cannot attach on the new CPU set, must end, not spin).
+RESTART_BACKOFF_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+MAX_RESTARTS = 8
+STABLE_S = 60.0
+
+
 @dataclass
 class DeployResult:
     final_stats: dict[str, int] = field(default_factory=dict)
@@ -29,6 +39,7 @@ class DeployResult:
     command_exit: int | None = None
     decisions_path: Path | None = None
     table_swaps: list[dict] = field(default_factory=list)
+    restarts: list[dict] = field(default_factory=list)
 
 
 class DeployLoop:
@@ -66,6 +77,7 @@ class DeployLoop:
             self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
         self.model_path = model_path
         self.writer = None
+        self._streak = 0  # restarts in a row (see _restart)
 
     def _open_writer(self):
         from .telemetry.writer import TraceWriter
@@ -85,14 +97,7 @@ class DeployLoop:
             if self.learning is not None:
                 self.learning.keep_pending = True
         try:
-            if self.learning is not None:
-                self.learning.start()
-                dep: Deployment = self.learning.dep
-            elif self.freq is not None:
-                self.freq.start()
-                dep = self.freq.dep
-            else:
-                dep = Deployment(self.policy, self.tunables).start()
+            dep = self._attach()
         except BaseException as exc:
             # Nothing ran: no trace. start() has already detached and cleaned up.
             if self.writer is not None:
@@ -116,17 +121,24 @@ class DeployLoop:
         prev = dep.read_stats()
         next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
         status = "complete"
+        attached_at = started
         try:
             while duration_s is None or time.monotonic() - started < duration_s:
                 end = time.monotonic() + interval_s
                 if duration_s is not None:
                     end = min(end, started + duration_s)
-                while time.monotonic() < end:
-                    dep.check()
-                    self._drain()
-                    if proc is not None and proc.poll() is not None:
-                        break
-                    time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                try:
+                    while time.monotonic() < end:
+                        dep.check()
+                        self._drain()
+                        if proc is not None and proc.poll() is not None:
+                            break
+                        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                except SchedulerEjected as exc:
+                    dep = self._restart(dep, exc, res, started, attached_at, on_event)
+                    attached_at = time.monotonic()
+                    prev = dep.read_stats()
+                    continue
                 cur = dep.read_stats()
                 on_event({"event": "stats", "t": round(time.monotonic() - started, 2), "stats": cur,
                           "delta": {k: cur[k] - prev.get(k, 0) for k in cur}})
@@ -158,8 +170,7 @@ class DeployLoop:
                     proc.kill()
                     proc.wait()
             res.final_stats = dep.read_stats() if res.ejected is None and dep.stats else prev
-            owner = self.learning or self.freq
-            res.exit_info = owner.stop() if owner is not None else dep.stop()
+            res.exit_info = self._detach(dep)
             if self.freq is not None:
                 res.table_swaps = [s.__dict__ for s in self.freq.swaps]
             self._drain()
@@ -168,6 +179,47 @@ class DeployLoop:
             on_event({"event": "decisions_written", "path": str(res.decisions_path),
                       "rows": self.learning.seen if self.learning else 0})
         return res
+
+    def _attach(self) -> Deployment:
+        if self.learning is not None:
+            self.learning.start()
+            return self.learning.dep
+        if self.freq is not None:
+            self.freq.start()
+            return self.freq.dep
+        return Deployment(self.policy, self.tunables).start()
+
+    def _detach(self, dep: Deployment):
+        owner = self.learning or self.freq
+        return owner.stop() if owner is not None else dep.stop()
+
+    def _restart(self, dep: Deployment, exc: SchedulerEjected, res: DeployResult, started: float,
+                 attached_at: float, on_event: Callable[[dict], None]) -> Deployment:
+        """Attach again after the kernel asked for a restart (CPU hotplug), as
+        scx schedulers do, with backoff; re-raises ``exc`` (or the last
+        ejection) when it was not a restart request or restarts keep failing."""
+        if time.monotonic() - attached_at >= STABLE_S:
+            self._streak = 0  # it had settled: a new episode, not a flapping CPU
+        while True:
+            info = exc.exit_info
+            if info is None or not info.should_restart or self._streak >= MAX_RESTARTS:
+                raise exc
+            self._detach(dep)
+            backoff = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** self._streak)
+            self._streak += 1
+            record = {"t": round(time.monotonic() - started, 2), "reason": info.restart_reason,
+                      "exit": info.describe(), "backoff_s": backoff}
+            res.restarts.append(record)
+            on_event({"event": "restarting", **record})
+            time.sleep(backoff)
+            try:
+                dep = self._attach()
+            except SchedulerEjected as again:  # e.g. another CPU went away meanwhile
+                exc = again
+                continue
+            on_event({"event": "restarted", "t": round(time.monotonic() - started, 2),
+                      "restarts": len(res.restarts)})
+            return dep
 
     def swap(self, table, source: str = ""):
         """Hot swap: make `table` (a FreqTable) the live one while `run` runs,
