@@ -21,6 +21,7 @@ from .environment import epilog as _env_epilog
 from .errors import AiosError, SchedulerEjected
 
 ENV_EPILOG = _env_epilog()
+SCX_STATS_PATH = "/var/run/scx/root/stats"  # aios_lab.scx_stats.DEFAULT_PATH, without importing it
 
 
 def _fail(exc: AiosError) -> click.ClickException:
@@ -272,17 +273,24 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
                    "(a user-space governor writing cpufreq sysfs on a host that has a cpufreq driver).")
 @click.option("--watch", is_flag=True,
               help="Frequency-table policies: re-read --model when the file changes and swap it in live.")
+@click.option("--stats-socket", type=click.Path(dir_okay=False), default=str(SCX_STATS_PATH),
+              show_default=True,
+              help="Serve the policy's counters here over the scx_stats protocol (JSON lines on a "
+                   "Unix socket, as scx schedulers do), for scx's stats tools.")
+@click.option("--no-stats-socket", is_flag=True, help="Do not serve scx_stats.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decisions_out, retrain_every,
-           retrain_min_rows, backend, watch, command) -> None:
+           retrain_min_rows, backend, watch, stats_socket, no_stats_socket, command) -> None:
     """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
 
     With a COMMAND (after --) the policy is detached when COMMAND exits, and
     the exit status is COMMAND's. The scheduler is detached on Ctrl-C,
     SIGTERM, --duration, or if this process dies (the kernel drops the
     struct_ops link). If the kernel ejects the policy (watchdog stall,
-    scx_bpf_error) the reason is reported and the exit status is 2.
+    scx_bpf_error) the reason is reported and the exit status is 2; if it
+    disables it asking for a restart (a CPU went offline or online), the
+    policy is attached again after a short backoff, as scx schedulers do.
 
     Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30;
     aios-lab deploy mllb --decisions traces/d1 -- make -j4;
@@ -324,7 +332,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
                       retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command),
-                      watch_model=watch)
+                      watch_model=watch, stats_socket=None if no_stats_socket else stats_socket)
 
     def show(event: dict) -> None:
         if as_json:
@@ -359,6 +367,8 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
                        f"{event['backoff_s']:g}s", err=True)
         elif event["event"] == "restarted":
             click.echo(f"[{event['t']:7.1f}s] {name} attached again (restart {event['restarts']})", err=True)
+        elif event["event"] == "stats_socket_unavailable":
+            click.echo(f"scx_stats not served at {event['path']}: {event['why']}", err=True)
         elif event["event"] == "decisions_written":
             click.echo(f"decisions trace written: {event['path']} ({event['rows']} decisions)")
 

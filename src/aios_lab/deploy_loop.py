@@ -46,7 +46,8 @@ class DeployLoop:
     def __init__(self, policy: Policy, tunables: dict[str, Any], *, model_path: str | None = None,
                  mode: str | None = None, decisions_out: Path | None = None,
                  retrain_every_s: float | None = None, retrain_min_rows: int = 500,
-                 command: list[str] | None = None, watch_model: bool = False) -> None:
+                 command: list[str] | None = None, watch_model: bool = False,
+                 stats_socket: Path | str | None = None) -> None:
         self.policy = policy
         self.tunables = tunables
         self.command = list(command or [])
@@ -78,6 +79,8 @@ class DeployLoop:
         self.model_path = model_path
         self.writer = None
         self._streak = 0  # restarts in a row (see _restart)
+        self.stats_socket = stats_socket
+        self._dep: Deployment | None = None  # the live one, for the stats server's thread
 
     def _open_writer(self):
         from .telemetry.writer import TraceWriter
@@ -117,6 +120,8 @@ class DeployLoop:
             attached["table"] = ({"version": int(self.freq.table.version), "source": self.freq.source}
                                  if self.freq.table is not None else None)
         on_event(attached)
+        self._dep = dep
+        server = self._serve_stats(dep, on_event)
         proc = subprocess.Popen(self.command) if self.command else None
         prev = dep.read_stats()
         next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
@@ -136,6 +141,7 @@ class DeployLoop:
                         time.sleep(min(0.05, max(0.0, end - time.monotonic())))
                 except SchedulerEjected as exc:
                     dep = self._restart(dep, exc, res, started, attached_at, on_event)
+                    self._dep = dep
                     attached_at = time.monotonic()
                     prev = dep.read_stats()
                     continue
@@ -162,6 +168,8 @@ class DeployLoop:
             status = "aborted"
             raise
         finally:
+            if server is not None:
+                server.close()
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
@@ -179,6 +187,25 @@ class DeployLoop:
             on_event({"event": "decisions_written", "path": str(res.decisions_path),
                       "rows": self.learning.seen if self.learning else 0})
         return res
+
+    def _serve_stats(self, dep: Deployment, on_event: Callable[[dict], None]):
+        """The policy's counters over the scx_stats protocol (see scx_stats),
+        while it is deployed; a socket that cannot be made is reported, not fatal."""
+        if self.stats_socket is None or self.policy.stats is None:
+            return None
+        from .scx_stats import StatsServer, stats_meta
+
+        names = {k: self.policy.stats.help.get(k, "") for k in dep.read_stats()}
+        server = StatsServer(stats_meta(self.policy.name, names),
+                             lambda: self._dep.read_stats() if self._dep else {}, self.stats_socket)
+        try:
+            server.start()
+        except OSError as e:
+            on_event({"event": "stats_socket_unavailable", "path": str(self.stats_socket),
+                      "why": e.strerror or str(e)})
+            return None
+        on_event({"event": "stats_socket", "path": str(self.stats_socket)})
+        return server
 
     def _attach(self) -> Deployment:
         if self.learning is not None:
