@@ -8,11 +8,11 @@ instead of exiting, and say so.
 """
 import json
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
-from aios_lab import sched_ext
 from aios_lab.scx_stats import DEFAULT_PATH, request
 
 from .conftest import aios, scx_state, wait_for
@@ -23,45 +23,58 @@ START_S = 90
 CPU = Path("/sys/devices/system/cpu/cpu3/online")
 
 
-def _enable_seq() -> int:
-    return sched_ext.read_state().enable_seq or 0
+class _Events:
+    """The deploy's --json event lines, read as they come."""
 
+    def __init__(self, proc) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
 
-def _reattached_after(seq: int):
-    return lambda: _enable_seq() > seq and scx_state() == ("enabled", "fifo")
+    def _read(self, proc) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def events(self) -> list[dict]:
+        return [json.loads(ln) for ln in list(self.lines) if ln.startswith("{")]
+
+    def count(self, name: str) -> int:
+        return sum(e["event"] == name for e in self.events())
 
 
 @pytest.mark.skipif(not CPU.exists(), reason="needs a hotpluggable cpu3 (4 vCPUs)")
 def test_deploy_attaches_again_after_a_cpu_goes_offline_and_online():
     dep = aios("deploy", "fifo", "--json", "--interval", "0.5")
+    ev = _Events(dep)
     try:
-        wait_for(lambda: scx_state() == ("enabled", "fifo"), START_S, "fifo enabled")
-        wait_for(DEFAULT_PATH.exists, 30, "the scx_stats socket")
+        wait_for(lambda: ev.count("stats_socket"), START_S, "fifo attached and its scx_stats socket")
+        assert scx_state() == ("enabled", "fifo")
         meta = request(DEFAULT_PATH, "stats_meta")["args"]["resp"]
         assert "queued" in meta["fifo_stats"]["fields"], meta
-        seq = _enable_seq()
         CPU.write_text("0")
-        wait_for(_reattached_after(seq), 60, "fifo attached again after cpu3 went offline")
-        seq = _enable_seq()
+        wait_for(lambda: ev.count("restarted") == 1, 60, f"a restart after cpu3 went offline: {ev.lines}")
         CPU.write_text("1")
-        wait_for(_reattached_after(seq), 60, "fifo attached again after cpu3 came back")
+        wait_for(lambda: ev.count("restarted") == 2, 60, f"a restart after cpu3 came back: {ev.lines}")
+        assert scx_state() == ("enabled", "fifo")
         # The same socket serves the re-attached scheduler's counters.
-        stats = wait_for(lambda: request(DEFAULT_PATH, "stats"), 10, "scx_stats answer")
+        stats = request(DEFAULT_PATH, "stats")
         assert stats["errno"] == 0 and stats["args"]["resp"]["queued"] >= 0, stats
         dep.send_signal(signal.SIGINT)
-        out, _ = dep.communicate(timeout=60)
+        dep.wait(timeout=60)
+        ev.thread.join(10)
     finally:
         if CPU.read_text().strip() != "1":
             CPU.write_text("1")
         if dep.poll() is None:
             dep.kill()
+            dep.wait()
+    out = "".join(ev.lines)
     assert dep.returncode == 0, out
-    events = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    events = ev.events()
     restarts = [e for e in events if e["event"] == "restarting"]
-    assert len(restarts) >= 2, out
+    assert len(restarts) == 2, out
     for r in restarts:
         assert r["reason"] == "CPU hotplug" and r["exit"]["kind"] == 66 and r["exit"]["restart"], r
-    assert [e["event"] for e in events].count("restarted") == len(restarts)
-    assert events[-1]["event"] == "detached" and events[-1]["exit"]["kind"] == 64
+    assert events[-1]["event"] == "detached" and events[-1]["exit"]["kind"] == 64, out
     assert scx_state()[0] == "disabled"
     assert not DEFAULT_PATH.exists()  # the socket goes with the scheduler
