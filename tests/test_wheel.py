@@ -14,7 +14,6 @@ not need them.
 from __future__ import annotations
 
 import os
-import shutil
 import site
 import subprocess
 import sys

@@ -91,7 +91,6 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -719,7 +718,6 @@ class _BundleWriter:
 
     def _bundle(self, cpu: int, t: pa.Table) -> None:
         pb = self.pb
-        n = t.num_rows
         ts, _ = _ints(t, "ts")
         kind, _ = _ints(t, "kind")
         a_pid, _ = _ints(t, "a_pid")
