@@ -60,8 +60,11 @@ def main() -> None:
 @main.command()
 @click.option("--force", is_flag=True, help="Recompile every object even when up to date.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+@click.option("--upstream", is_flag=True,
+              help="Also build the kernel's example schedulers (scx_simple, scx_central, ...) from "
+                   "the pinned kernel's Debian source package, as baselines (cached).")
 @handle_errors
-def build(force: bool, as_json: bool) -> None:
+def build(force: bool, as_json: bool, upstream: bool) -> None:
     """Generate vmlinux.h and compile all BPF (policies on AIOS_LAB_POLICY_PATH too).
 
     On a host whose kernel has sched_ext: against its own BTF
@@ -90,11 +93,19 @@ def build(force: bool, as_json: bool) -> None:
         btf, release = kernel.vmlinuz, kernel.release
     b.generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
     res = b.build_all(force=force)
+    baselines = {}
+    if upstream:
+        from . import upstream as up
+
+        baselines = up.build(log=log)
     if as_json:
         click.echo(json.dumps({"kernel": release, "btf": str(btf), "build_dir": str(paths.build_dir()),
                                "built": [str(p) for p in res.built],
-                               "up_to_date": [str(p) for p in res.up_to_date]}, indent=2))
+                               "up_to_date": [str(p) for p in res.up_to_date],
+                               "upstream": {k: str(v) for k, v in baselines.items()}}, indent=2))
         return
+    if baselines:
+        click.echo(f"upstream baselines: {', '.join(sorted(baselines))}")
     for p in res.built:
         click.echo(f"built {p.relative_to(paths.build_dir())}")
     click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {release})")

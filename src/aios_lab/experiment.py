@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from . import policy as pol
-from . import paths, sched_ext, workloads
+from . import paths, sched_ext, upstream, workloads
 from .atomic import write_json_atomic
 from .controller import Deployment
 from .counters import SchedCounters
@@ -39,16 +39,20 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
 
 @dataclass(frozen=True)
 class SchedSpec:
-    """One scheduler of a comparison: `eevdf` (no policy), a policy name, or
-    `<learning policy>-collect` / `<learning policy>-model`."""
+    """One scheduler of a comparison: `eevdf` (no policy), a policy name,
+    `<learning policy>-collect` / `<learning policy>-model`, or one of the
+    kernel's example schedulers (`scx_simple`, ...; see aios_lab.upstream)."""
     label: str
     policy: str | None
     mode: str | None = None
+    upstream: bool = False
 
     @classmethod
     def parse(cls, label: str) -> "SchedSpec":
         if label == BASELINE:
             return cls(label, None)
+        if upstream.is_upstream(label):
+            return cls(label, None, upstream=True)
         for mode in ("collect", "model"):
             if label.endswith(f"-{mode}"):
                 name = label[: -len(mode) - 1]
@@ -74,6 +78,12 @@ DECISION_OPS = ("select_cpu", "dispatch")
 
 def _start(spec: SchedSpec, model: "ModelFile | None"):
     """Attach the scheduler of `spec`; returns (deployment, learning run or None)."""
+    if spec.upstream:
+        binary = upstream.built().get(spec.label)
+        if binary is None:
+            raise AiosError(f"{spec.label} is not built",
+                            hint="aios-lab build --upstream (the kernel's tools/sched_ext, cached)")
+        return upstream.UpstreamRun(spec.label, binary).start(), None
     if spec.policy is None:
         return None, None
     if spec.mode is None:
@@ -181,7 +191,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
     wl.check()
     wl.run_prepare()
     specs = [SchedSpec.parse(p) for p in policies]
-    if any(s.policy for s in specs):
+    if any(s.policy or s.upstream for s in specs):
         sched_ext.require()
         sched_ext.require_free()
     model, training = None, None
