@@ -85,24 +85,29 @@ def build(log=lambda m: None) -> dict[str, Path]:
                          hint="the pinned kernel's source must match it; update vm/kernel.json")
     root = _root(pin.version)
     work = root.with_name(root.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    log(f"fetching {pkg.name} {pkg.version} ({pkg.size / 2**20:.0f} MiB)")
-    extract(apt.download(pkg, paths.cache_dir() / "debs"), work / "deb")
-    tarball = next((work / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
     src = work / "src"
-    log("unpacking tools/sched_ext and what it builds from")
-    top = tarball.name.removesuffix(".tar.xz")  # linux-source-7.3
-    proc = subprocess.run(["tar", "-xJf", str(tarball), "-C", str(work), "--wildcards",
-                           *[f"{top}/{p}*" for p in SOURCE_PARTS]], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BuildError(f"unpacking {tarball.name} failed: {proc.stderr.strip()[:300]}")
-    (work / top).rename(src)
-    shutil.rmtree(work / "deb")
+    if not (work / "unpacked").exists():  # else a failed build left the sources: reuse them
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"fetching {pkg.name} {pkg.version} ({pkg.size / 2**20:.0f} MiB)")
+        extract(apt.download(pkg, paths.cache_dir() / "debs"), work / "deb")
+        tarball = next((work / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
+        log("unpacking tools/sched_ext and what it builds from")
+        top = tarball.name.removesuffix(".tar.xz")  # linux-source-7.3
+        proc = subprocess.run(["tar", "-xJf", str(tarball), "-C", str(work), "--wildcards",
+                               *[f"{top}/{p}*" for p in SOURCE_PARTS]], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"unpacking {tarball.name} failed: {proc.stderr.strip()[:300]}")
+        (work / top).rename(src)
+        shutil.rmtree(work / "deb")
+        (work / "unpacked").touch()
     btf = work / "vmlinux"
     btf.write_bytes(extract_vmlinux_elf(kernel.vmlinuz))
     log(f"building tools/sched_ext with {clang} against {kernel.release}'s BTF")
+    # clang-N does not bring llvm-strip-N; any llvm-strip strips a BPF object's DWARF.
+    strip = next((s for s in (f"llvm-strip-{clang.split('-')[1]}", "llvm-strip-14", "llvm-strip")
+                  if shutil.which(s)), "llvm-strip")
     proc = subprocess.run(["make", "-k", f"-j{os.cpu_count() or 1}", f"CLANG={clang}",
-                           f"LLVM_STRIP=llvm-strip-{clang.split('-')[1]}", f"VMLINUX_BTF={btf}"],
+                           f"LLVM_STRIP={strip}", f"VMLINUX_BTF={btf}"],
                           cwd=src / "tools" / "sched_ext", capture_output=True, text=True)
     bins = src / "tools" / "sched_ext" / "build" / "bin"
     names = sorted(n for n in SCHEDULERS if (bins / n).exists())
@@ -115,6 +120,7 @@ def build(log=lambda m: None) -> dict[str, Path]:
     failed = sorted(set(SCHEDULERS) - set(names))
     shutil.rmtree(src)
     btf.unlink()
+    (work / "unpacked").unlink()
     (work / "complete.json").write_text(json.dumps(
         {"package": pkg.name, "version": pkg.version, "sha256": pkg.sha256, "clang": clang,
          "built": names, "failed": failed}, indent=2))
