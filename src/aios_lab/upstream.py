@@ -155,9 +155,10 @@ class UpstreamRun:
                 self.load_s = time.monotonic() - t0
                 return self
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else "").strip().splitlines()
+                err = [ln.strip() for ln in (self.proc.stderr.read() if self.proc.stderr else "")
+                       .splitlines() if ln.strip()]
                 raise SchedExtError(f"{self.name} exited with {self.proc.returncode} before attaching"
-                                    + (f": {err[-1]}" if err else ""))
+                                    + (f": {' | '.join(err[-3:])}" if err else ""))
             time.sleep(0.05)
         self.stop()
         raise SchedExtError(f"{self.name} did not attach within {timeout_s:.0f}s")
