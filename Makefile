@@ -7,8 +7,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 AIOS := $(VENV)/bin/aios-lab
+# clang-19: the kernel's example schedulers (aios-lab build --upstream) need clang >= 16.
 APT_PACKAGES := qemu-system-x86 clang-14 llvm-14 bpftool libbpf-dev libelf-dev kmod zstd busybox-static \
-                rt-tests gcc make
+                rt-tests gcc make clang-19 zlib1g-dev
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
@@ -16,7 +17,7 @@ STAMP_PIP := $(VENV)/.pip-done
 
 setup: $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@mkdir -p $(VENV)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -32,7 +33,7 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	@touch $@
 
 build: setup
-	$(AIOS) build
+	$(AIOS) build --upstream
 
 demo: build
 	$(AIOS) demo

@@ -82,7 +82,7 @@ def main() -> int:
     ensure_tracefs()
     hb = hackbench_cmd(args.groups, args.loops)
     tmp = Path(tempfile.mkdtemp(prefix="aios-overhead-"))
-    aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1000"]
+    aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1"]
     # The first three are the variants measured before the switch stream
     # existed (so --no-switches); the last is collect's default now.
     variants = {"aios-collect": ["--no-switches"],

@@ -11,12 +11,12 @@ aios=${AIOS:-.venv/bin/aios-lab}
 mkdir -p "$out"
 sh workloads/build/run.sh gen >/dev/null
 for seed in ${SEEDS:-1 2 3}; do
-  "$aios" collect --interval 10 --no-wakeups --out "$out/bursty-$seed" -- \
+  "$aios" collect --interval 0.01 --no-wakeups --out "$out/bursty-$seed" -- \
       python3 workloads/dvfs/bursty.py --seed "$seed" --duration "$secs" >/dev/null
-  "$aios" collect --interval 10 --no-wakeups --out "$out/frames-$seed" -- \
+  "$aios" collect --interval 0.01 --no-wakeups --out "$out/frames-$seed" -- \
       python3 workloads/dvfs/frames.py --seed "$seed" --duration "$secs" >/dev/null
   # throughput: the build workload; its runs differ only by the machine's noise
-  "$aios" collect --interval 10 --no-wakeups --duration "$secs" --out "$out/build-$seed" -- \
+  "$aios" collect --interval 0.01 --no-wakeups --duration "$secs" --out "$out/build-$seed" -- \
       sh workloads/build/run.sh build >/dev/null
 done
 du -sh "$out"/*

@@ -259,6 +259,33 @@ def test_compare_statistics(tmp_path):
     assert w["p_welch"] == 0.0
     text = format_comparison(c)
     assert "x2.000" in text and "eevdf x3, mllb x3" in text
+    # Adjusted for every test in the table, and said so; 3 runs per group is warned about.
+    n_tests = sum(r is not None and r["p_welch"] is not None for r in c["ratios"]["mllb"].values())
+    assert c["p_adjust"] == {"method": "Benjamini-Hochberg", "tests": n_tests} and n_tests > 1
+    assert r["p"] >= r["p_welch"]
+    assert f"adjusted for the {n_tests} comparisons" in text and "Benjamini-Hochberg" in text
+    assert c["warnings"] == [w for w in c["warnings"] if "fewer than 5 runs in eevdf (3), mllb (3)" in w]
+    assert len(c["warnings"]) == 1 and "warning: fewer than 5 runs" in text
+
+
+def test_bh_adjust_matches_the_step_up_rule():
+    from aios_lab.analysis.compare import bh_adjust
+
+    # By hand: sorted p (0.01, 0.02, 0.03, 0.5), m = 4: p*m/rank = 0.04, 0.04, 0.04, 0.5,
+    # then the running minimum from the top. None is outside the family.
+    assert bh_adjust([0.03, None, 0.5, 0.01, 0.02]) == pytest.approx([0.04, None, 0.5, 0.04, 0.04])
+    assert bh_adjust([None]) == [None] and bh_adjust([]) == []
+    assert bh_adjust([0.9, 0.95]) == pytest.approx([0.95, 0.95])
+
+
+def test_compare_five_runs_per_group_do_not_warn(tmp_path):
+    a = _runs(tmp_path, "a", [10, 11, 12, 11, 10], 1)
+    b = _runs(tmp_path, "b", [12, 13, 14, 13, 12], 1)
+    c, runs = compare_traces(a + b)
+    assert c["warnings"] == [] and "warning:" not in format_comparison(c)
+    from aios_lab.analysis.compare import render_comparison
+
+    assert "Benjamini-Hochberg" in render_comparison(c, runs)
 
 
 def test_compare_single_runs_give_ratios_only(tmp_path):

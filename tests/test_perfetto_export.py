@@ -8,6 +8,7 @@ import random
 import shutil
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
@@ -113,12 +114,58 @@ def decode(path: Path):
     return pb, trace
 
 
+_KIND_ORDER = {"cpu_frequency": 0, "sched_waking": 1, "sched_switch": 2}
+
+
 def ftrace_events(trace) -> dict[int, list]:
+    """Per CPU, every event in time order as SimpleNamespace(ts, kind, pid, f,
+    compact), compact_sched expanded the way trace processor reads it: a
+    compact switch's prev task (pid, comm, prio) is the CPU's previous
+    switch's next task, and the pid of a compact event (the task running on
+    the CPU) is that task too (None before the CPU's first switch)."""
     per_cpu: dict[int, list] = defaultdict(list)
     for packet in trace.packet:
-        if packet.HasField("ftrace_events"):
-            per_cpu[packet.ftrace_events.cpu].extend(packet.ftrace_events.event)
-    return per_cpu
+        if not packet.HasField("ftrace_events"):
+            continue
+        b = packet.ftrace_events
+        events = [NS(ts=e.timestamp, kind=e.WhichOneof("event"), pid=e.pid,
+                     f=getattr(e, e.WhichOneof("event")), compact=False) for e in b.event]
+        cs, ts = b.compact_sched, 0
+        names = list(cs.intern_table)
+        for i, delta in enumerate(cs.switch_timestamp):
+            ts += delta
+            events.append(NS(ts=ts, kind="sched_switch", pid=None, compact=True, f=NS(
+                prev_state=cs.switch_prev_state[i], next_pid=cs.switch_next_pid[i],
+                next_prio=cs.switch_next_prio[i],
+                next_comm=names[cs.switch_next_comm_index[i]])))
+        ts = 0
+        for i, delta in enumerate(cs.waking_timestamp):
+            ts += delta
+            events.append(NS(ts=ts, kind="sched_waking", pid=None, compact=True, f=NS(
+                pid=cs.waking_pid[i], target_cpu=cs.waking_target_cpu[i], success=1,
+                prio=cs.waking_prio[i], comm=names[cs.waking_comm_index[i]])))
+        events.sort(key=lambda e: (e.ts, _KIND_ORDER[e.kind]))  # stable: file order at ties
+        per_cpu[b.cpu].append(events)
+    out: dict[int, list] = {}
+    for cpu, bundles in per_cpu.items():
+        running = None  # (pid, comm, prio) switched to last
+        out[cpu] = []
+        for events in bundles:
+            for e in events:
+                if e.compact:
+                    e.pid = None if running is None else running[0]
+                    if e.kind == "sched_switch":
+                        e.f.prev_pid, e.f.prev_comm, e.f.prev_prio = running
+                if e.kind == "sched_switch":
+                    running = (e.f.next_pid, e.f.next_comm, e.f.next_prio)
+            out[cpu].extend(events)
+    return out
+
+
+def bundle_sizes(trace) -> list[int]:
+    return [len(p.ftrace_events.event) + len(p.ftrace_events.compact_sched.switch_timestamp)
+            + len(p.ftrace_events.compact_sched.waking_timestamp)
+            for p in trace.packet if p.HasField("ftrace_events")]
 
 
 def expected_running(cpu: int, ts: int) -> int:
@@ -172,51 +219,74 @@ def test_round_trip_official_protos(tmp_path, bundle_events):
         assert p.trusted_packet_sequence_id == 1
         if p.HasField("ftrace_events"):
             assert not p.ftrace_events.HasField("ftrace_clock")  # boot clock: ts unchanged
-            assert len(p.ftrace_events.event) <= bundle_events
             ts = [e.timestamp for e in p.ftrace_events.event]
             assert ts == sorted(ts)
+    assert max(bundle_sizes(trace)) <= bundle_events
+    # Compact: every switch but each CPU's first (its prev is not in the stream), every wakeup.
+    assert stats.compact_events == n_switch - len(SCHEDULE) + 5
 
     per_cpu = ftrace_events(trace)
     assert sorted(per_cpu) == [0, 1, 2]
     for cpu, events in per_cpu.items():
-        ts = [e.timestamp for e in events]
+        ts = [e.ts for e in events]
         assert ts == sorted(ts), f"cpu {cpu} events out of order across bundles"
 
-        switches = [e for e in events if e.HasField("sched_switch")]
+        switches = [e for e in events if e.kind == "sched_switch"]
         expected = [r for r in switch_rows() if r["cpu"] == cpu]
         assert len(switches) == len(expected)
         for e, r in zip(switches, expected):
-            s = e.sched_switch
-            assert e.timestamp == r["ts_ns"]
+            s = e.f
+            assert e.ts == r["ts_ns"]
             assert e.pid == r["prev_pid"]
             assert (s.prev_comm, s.prev_pid, s.prev_prio, s.prev_state) == (
                 r["prev_comm"], r["prev_pid"], r["prev_prio"], r["prev_state"])
             assert (s.next_comm, s.next_pid, s.next_prio) == (
                 r["next_comm"], r["next_pid"], r["next_prio"])
 
-        wakings = [e for e in events if e.HasField("sched_waking")]
+        wakings = [e for e in events if e.kind == "sched_waking"]
         expected_w = [w for w in WAKEUPS
                       if (w[2] if w[2] is not None else w[3]) == cpu]
         assert len(wakings) == len(expected_w)
         prio = {1024 << 10: 120, 3121 << 10: 115, 1024: 120, 15: 139}
         for e, (off, pid, _, target, weight) in zip(wakings, expected_w):
-            w = e.sched_waking
-            assert e.timestamp == BASE + off
-            assert e.pid == expected_running(cpu, BASE + off)
+            w = e.f
+            assert e.ts == BASE + off
+            first_switch = BASE + SCHEDULE[cpu][0][0]
+            assert e.pid == (expected_running(cpu, BASE + off) if BASE + off > first_switch
+                             else None)  # compact: nothing runs there yet for trace processor
             assert (w.comm, w.pid, w.prio, w.success, w.target_cpu) == (
                 TASKS[pid][1], pid, prio[weight], 1, target)
 
-        freqs = [(e.timestamp, e.cpu_frequency.state, e.cpu_frequency.cpu_id, e.pid)
-                 for e in events if e.HasField("cpu_frequency")]
+        freqs = [(e.ts, e.f.state, e.f.cpu_id, e.pid)
+                 for e in events if e.kind == "cpu_frequency"]
         changes = {0: [(0, 2_000_000), (1_500, 3_100_000), (2_500, 2_000_000)],
                    1: [(500, 1_200_000)], 2: []}[cpu]
         assert freqs == [(BASE + off, khz, cpu, expected_running(cpu, BASE + off))
                          for off, khz in changes]
 
     # At equal timestamps a wakeup precedes the switch.
-    cpu0 = [(e.timestamp, e.WhichOneof("event")) for e in per_cpu[0]]
+    cpu0 = [(e.ts, e.kind) for e in per_cpu[0]]
     at = cpu0.index((BASE + 2_000, "sched_waking"))
     assert cpu0[at + 1] == (BASE + 2_000, "sched_switch")
+
+
+def test_a_gap_in_the_switch_chain_is_written_in_full(tmp_path):
+    # Lost events: CPU 1's third switch switches out db (200), though the
+    # switch before it switched to db-io (201). Compact encoding would make
+    # trace processor take db-io as prev; the full event keeps the truth.
+    rows = switch_rows()
+    gap = next(r for r in rows if r["cpu"] == 1 and r["ts_ns"] == BASE + 2_400)
+    assert gap["prev_pid"] == 201
+    gap.update(prev_pid=200, prev_tgid=200, prev_comm="db")
+    with TraceWriter(tmp_path / "t", META) as w:
+        w.append("switches", rows)
+    out = tmp_path / "o.pftrace"
+    stats = export_perfetto(tmp_path / "t", out)
+    assert stats.compact_events == len(rows) - len(SCHEDULE) - 1
+    _, trace = decode(out)
+    cpu1 = [e for e in ftrace_events(trace)[1] if e.kind == "sched_switch"]
+    assert [(e.f.prev_pid, e.compact) for e in cpu1] == [(0, False), (200, True), (200, False),
+                                                         (200, True)]
 
 
 def test_output_identical_whether_sorted_in_memory_or_spilled(tmp_path):
@@ -253,21 +323,6 @@ def test_kernel_release(tmp_path, release, written, assumed):
     assert (stats.kernel_release, stats.kernel_release_assumed) == (written, assumed)
     # No start time in the metadata: no clock snapshot, the boot clock stays the default.
     assert not any(p.HasField("clock_snapshot") for p in trace.packet)
-
-
-def test_varints_match_protobuf():
-    pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")
-    values = np.array([0, 1, 127, 128, 300, 2**31 - 1, -1, -2**31, 2**62, 2**63 - 1],
-                      dtype=np.int64)
-    m = pf._Messages(len(values))
-    m.varint(4, values)  # SchedSwitchFtraceEvent.prev_state is int64
-    data, mask = m.matrix()
-    for row, value in zip(range(len(values)), values.tolist()):
-        ev = pb.SchedSwitchFtraceEvent(prev_state=value)
-        assert data[row][mask[row]].tobytes() == ev.SerializeToString()
-    for value in values.tolist():
-        assert pf._f_varint(4, value) == pb.SchedSwitchFtraceEvent(
-            prev_state=value).SerializeToString()
 
 
 # -- 2. trace processor -------------------------------------------------------------
@@ -347,6 +402,22 @@ def test_trace_processor_reads_it(tmp_path):
 
 
 # -- 3. bad input ---------------------------------------------------------------
+
+
+def test_without_the_perfetto_package_one_clear_line(tmp_path, monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from aios_lab.cli import main
+
+    monkeypatch.setitem(sys.modules, "perfetto.protos.perfetto.trace", None)  # import fails
+    out = tmp_path / "o.pftrace"
+    res = CliRunner().invoke(main, ["export", "perfetto", str(write_trace(tmp_path / "t")),
+                                    "-o", str(out)])
+    assert res.exit_code != 0 and res.output.count("\n") == 1, res.output
+    assert "needs the perfetto package" in res.output and "pip install" in res.output
+    assert not out.exists()
 
 
 def test_no_switches_is_a_clear_error(tmp_path):
@@ -450,10 +521,11 @@ def test_large_trace_streams_through_the_external_sort(tmp_path):
     _, trace = decode(out)
     per_cpu = ftrace_events(trace)
     for c in range(ncpu):
-        got = np.array([e.timestamp for e in per_cpu[c]], dtype=np.int64)
+        got = np.array([e.ts for e in per_cpu[c]], dtype=np.int64)
         np.testing.assert_array_equal(got, ts[cpu == c])
-        assert [e.sched_switch.next_pid for e in per_cpu[c][:50]] == \
-            pids[cpu == c][:50].tolist()
+        assert [e.f.next_pid for e in per_cpu[c]] == pids[cpu == c].tolist()
+        assert [e.f.prev_pid for e in per_cpu[c][1:]] == pids[cpu == c][:-1].tolist()
+    assert stats.compact_events == n - ncpu  # consistent chains: all but each CPU's first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.pftrace", "t"]
 
 

@@ -49,7 +49,7 @@ def test_collect_a_command_writes_a_complete_trace(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
     out = tmp_path / "t"
-    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "100", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1", "--out", str(out),
                              "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     proc.send_signal(sig)

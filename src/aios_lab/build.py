@@ -32,6 +32,38 @@ BASE_FLAGS = [
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ELF_MAGIC = b"\x7fELF"
+BTF_MAGIC = b"\x9f\xeb"  # 0xeB9F, little-endian
+
+# On a host whose own kernel has sched_ext, build against its BTF (what the
+# objects will be loaded into) rather than the pinned VM kernel's.
+HOST_BTF = Path("/sys/kernel/btf/vmlinux")
+HOST_SCHED_EXT = Path("/sys/kernel/sched_ext")
+# libbpf attaches .struct_ops.link (sched_ext through a link) from 1.2 on.
+MIN_LIBBPF = (1, 2)
+SYSTEM_LIBBPF_VERSION_H = Path("/usr/include/bpf/libbpf_version.h")
+
+
+def host_kernel() -> str | None:
+    """The running kernel's release when `aios-lab build` should target it:
+    it has sched_ext and exposes its BTF. None otherwise (the pinned VM
+    kernel is the target then)."""
+    if HOST_SCHED_EXT.is_dir() and HOST_BTF.is_file():
+        return os.uname().release
+    return None
+
+
+def system_libbpf_version(header: Path = SYSTEM_LIBBPF_VERSION_H) -> tuple[int, int] | None:
+    """The system libbpf's version from its installed headers (libbpf-dev),
+    or None without them."""
+    import re
+
+    try:
+        text = header.read_text()
+    except OSError:
+        return None
+    major = re.search(r"#define\s+LIBBPF_MAJOR_VERSION\s+(\d+)", text)
+    minor = re.search(r"#define\s+LIBBPF_MINOR_VERSION\s+(\d+)", text)
+    return (int(major.group(1)), int(minor.group(1))) if major and minor else None
 
 
 def find_clang() -> str:
@@ -86,7 +118,9 @@ def extract_vmlinux_elf(vmlinuz: Path) -> bytes:
 
 
 def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
-    """Dump the kernel's BTF as C. Regenerated only when the kernel release changes."""
+    """Dump the kernel's BTF as C: from a kernel image (the pinned VM kernel)
+    or a raw BTF file (a host's /sys/kernel/btf/vmlinux). Regenerated only
+    when the kernel release changes."""
     stamp = out.with_suffix(".release")
     if out.exists() and stamp.exists() and stamp.read_text().strip() == release:
         return out
@@ -94,7 +128,12 @@ def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
     elf = out.parent / f".vmlinux-{release}.elf"
     tmp_h = out.with_name(out.name + ".tmp")
     try:
-        elf.write_bytes(extract_vmlinux_elf(vmlinuz))
+        with open(vmlinuz, "rb") as fh:
+            raw_btf = fh.read(2) == BTF_MAGIC
+        if raw_btf:
+            elf = vmlinuz  # bpftool reads raw BTF as it is; nothing to unpack
+        else:
+            elf.write_bytes(extract_vmlinux_elf(vmlinuz))
         with open(tmp_h, "wb") as fh:
             proc = subprocess.run([find_bpftool(), "btf", "dump", "file", str(elf), "format", "c"],
                                   stdout=fh, stderr=subprocess.PIPE)
@@ -104,7 +143,8 @@ def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
         os.replace(tmp_h, out)
         stamp.write_text(release + "\n")
     finally:
-        elf.unlink(missing_ok=True)
+        if elf != vmlinuz:
+            elf.unlink(missing_ok=True)
         tmp_h.unlink(missing_ok=True)
     return out
 
@@ -170,12 +210,16 @@ def compile_bpf(src: Path, out: Path, extra_flags: list[str] | None = None, forc
 
 
 def object_path(src: Path) -> Path:
-    """Where the object for a source lives: build/<relative source path>.o."""
+    """Where the object for a source lives: build/<relative source path>.o,
+    or, for a source outside the tree (a policy folder on
+    AIOS_LAB_POLICY_PATH), build/external/<digest of its folder>/<name>.o, so
+    that two folders' same-named files never share an object."""
     src = Path(src).resolve()
     try:
         rel = src.relative_to(paths.project_root())
-    except ValueError:  # a policy folder from AIOS_LAB_POLICY_PATH, outside the tree
-        rel = Path("external") / src.relative_to(src.anchor)
+    except ValueError:
+        digest = hashlib.sha256(str(src.parent).encode()).hexdigest()[:12]
+        rel = Path("external") / f"{src.parent.name}-{digest}" / src.name
     return paths.build_dir() / rel.with_name(rel.name.removesuffix(".c") + ".o")
 
 
@@ -186,11 +230,17 @@ class BuildResult:
 
 
 def sources() -> list[Path]:
+    """Every BPF source of the tree, then those of policy folders on
+    AIOS_LAB_POLICY_PATH."""
+    from .policy import search_path
+
     root = paths.project_root()
     found: list[Path] = []
     for d in SOURCE_DIRS:
         found.extend(sorted((root / d).rglob("*.bpf.c")))
-    return found
+    for extra in search_path()[1:]:
+        found.extend(sorted(Path(extra).glob("*/*.bpf.c")))
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def build_all(force: bool = False) -> BuildResult:

@@ -17,7 +17,12 @@ import click
 from . import __version__, exit_codes
 from .cli_train import migration_cost_option, train as _train
 from .cli_types import POSITIVE, Folder, InputFile, finite
+from .cli_units import deprecated_ms_option
+from .environment import epilog as _env_epilog
 from .errors import AiosError, SchedulerEjected
+
+ENV_EPILOG = _env_epilog()
+SCX_STATS_PATH = "/var/run/scx/root/stats"  # aios_lab.scx_stats.DEFAULT_PATH, without importing it
 
 
 class _Failure(click.ClickException):
@@ -79,7 +84,7 @@ class _OneLineErrors(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_OneLineErrors)
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, epilog=ENV_EPILOG)
 @click.version_option(__version__, prog_name="aios-lab")
 def main() -> None:
     """Learned scheduling and DVFS on sched_ext, with real BPF.
@@ -99,10 +104,17 @@ def main() -> None:
 
 @main.command()
 @click.option("--force", is_flag=True, help="Recompile every object even when up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+@click.option("--upstream", is_flag=True,
+              help="Also build the kernel's example schedulers (scx_simple, scx_central, ...) from "
+                   "the pinned kernel's Debian source package, as baselines (cached).")
 @handle_errors
-def build(force: bool) -> None:
-    """Fetch libbpf and the pinned kernel, generate vmlinux.h, compile all BPF.
+def build(force: bool, as_json: bool, upstream: bool) -> None:
+    """Generate vmlinux.h and compile all BPF (policies on AIOS_LAB_POLICY_PATH too).
 
+    On a host whose kernel has sched_ext: against its own BTF
+    (/sys/kernel/btf/vmlinux) and the system libbpf when it is >= 1.2.
+    Elsewhere: against the pinned VM kernel, fetched with libbpf 1.4.6.
     Idempotent: only changed sources are recompiled.
 
     Example: aios-lab build
@@ -110,19 +122,42 @@ def build(force: bool) -> None:
     from . import build as b
     from . import paths
     from .bpf_provision import provision
-    from .vm.kernel import ensure_kernel
 
-    from .vm.qemu import resolve_qemu
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    release = b.host_kernel()
+    system = b.system_libbpf_version()
+    if release is None or system is None or system < b.MIN_LIBBPF:
+        provision(log=log)
+    if release is not None:
+        btf = b.HOST_BTF
+        log(f"building against the running kernel's BTF ({btf}, {release})")
+    else:
+        from .vm.kernel import ensure_kernel
 
-    provision(log=lambda m: click.echo(m, err=True))
-    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
-    # The VM's QEMU comes with the kernel: every VM test and benchmark needs it.
-    resolve_qemu(log=lambda m: click.echo(m, err=True))
-    b.generate_vmlinux_h(kernel.vmlinuz, paths.build_dir() / "vmlinux.h", kernel.release)
+        from .vm.qemu import resolve_qemu
+
+        kernel = ensure_kernel(log=log)
+        # The VM's QEMU comes with the kernel: every VM test and benchmark needs it.
+        resolve_qemu(log=log)
+        btf, release = kernel.vmlinuz, kernel.release
+    b.generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
     res = b.build_all(force=force)
+    baselines = {}
+    if upstream:
+        from . import upstream as up
+
+        baselines = up.build(log=log)
+    if as_json:
+        click.echo(json.dumps({"kernel": release, "btf": str(btf), "build_dir": str(paths.build_dir()),
+                               "built": [str(p) for p in res.built],
+                               "up_to_date": [str(p) for p in res.up_to_date],
+                               "upstream": {k: str(v) for k, v in baselines.items()}}, indent=2))
+        return
+    if baselines:
+        click.echo(f"upstream baselines: {', '.join(sorted(baselines))}")
     for p in res.built:
         click.echo(f"built {p.relative_to(paths.build_dir())}")
-    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {kernel.release})")
+    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {release})")
 
 
 # --------------------------------------------------------------------------- vm
@@ -136,8 +171,9 @@ def vm() -> None:
 
 
 @vm.command("build")
+@click.option("--json", "as_json", is_flag=True, help="Print the kernel and accelerator as JSON.")
 @handle_errors
-def vm_build() -> None:
+def vm_build(as_json: bool) -> None:
     """Download, verify and unpack the pinned kernel and QEMU; pick KVM or TCG (idempotent).
 
     Example: aios-lab vm build
@@ -149,6 +185,12 @@ def vm_build() -> None:
     kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
     qemu = resolve_qemu(log=lambda m: click.echo(m, err=True))
     accel, reason = detect_accel(kernel.vmlinuz, kernel.release, qemu)
+    if as_json:
+        click.echo(json.dumps({"release": kernel.release, "version": kernel.version,
+                               "pinned": kernel.pinned, "root": str(kernel.root),
+                               "qemu": qemu.describe(), "accel": accel, "accel_reason": reason,
+                               "tcg": select_tcg(qemu)[0].value if accel == "tcg" else None}, indent=2))
+        return
     pin = "pinned" if kernel.pinned else "NOT the pinned version"
     click.echo(f"kernel {kernel.release} ({kernel.version}, {pin}) at {kernel.root}")
     qpin = "pinned" if qemu.source == "pinned" else f"NOT the pinned version: {qemu.source}"
@@ -332,17 +374,24 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
                    "(a user-space governor writing cpufreq sysfs on a host that has a cpufreq driver).")
 @click.option("--watch", is_flag=True,
               help="Frequency-table policies: re-read --model when the file changes and swap it in live.")
+@click.option("--stats-socket", type=click.Path(dir_okay=False), default=str(SCX_STATS_PATH),
+              show_default=True,
+              help="Serve the policy's counters here over the scx_stats protocol (JSON lines on a "
+                   "Unix socket, as scx schedulers do), for scx's stats tools.")
+@click.option("--no-stats-socket", is_flag=True, help="Do not serve scx_stats.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decisions_out, retrain_every,
-           retrain_min_rows, backend, watch, command) -> None:
+           retrain_min_rows, backend, watch, stats_socket, no_stats_socket, command) -> None:
     """Attach policy NAME to sched_ext and print its stats until Ctrl-C or --duration.
 
     With a COMMAND (after --) the policy is detached when COMMAND exits, and
     the exit status is COMMAND's. The scheduler is detached on Ctrl-C,
     SIGTERM, --duration, or if this process dies (the kernel drops the
     struct_ops link). If the kernel ejects the policy (watchdog stall,
-    scx_bpf_error) the reason is reported and the exit status is 5.
+    scx_bpf_error) the reason is reported and the exit status is 5; if it
+    disables it asking for a restart (a CPU went offline or online), the
+    policy is attached again after a short backoff, as scx schedulers do.
 
     Example: aios-lab deploy fifo --set slice_ns=5000000 --duration 30;
     aios-lab deploy mllb --decisions traces/d1 -- make -j4;
@@ -385,7 +434,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
                       retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command),
-                      watch_model=watch)
+                      watch_model=watch, stats_socket=None if no_stats_socket else stats_socket)
 
     def show(event: dict) -> None:
         if as_json:
@@ -414,6 +463,14 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
             click.echo(f"[{event['t']:7.1f}s] table not swapped, the live one stays: {event['why']}")
         elif event["event"] == "command_exited":
             click.echo(f"command exited with {event['exit_code']} after {event['elapsed_s']:.2f}s", err=True)
+        elif event["event"] == "restarting":
+            click.echo(f"[{event['t']:7.1f}s] the kernel disabled {name} ({event['reason']}: "
+                       f"{event['exit']['msg'] or event['exit']['reason']}); attaching again in "
+                       f"{event['backoff_s']:g}s", err=True)
+        elif event["event"] == "restarted":
+            click.echo(f"[{event['t']:7.1f}s] {name} attached again (restart {event['restarts']})", err=True)
+        elif event["event"] == "stats_socket_unavailable":
+            click.echo(f"scx_stats not served at {event['path']}: {event['why']}", err=True)
         elif event["event"] == "decisions_written":
             click.echo(f"decisions trace written: {event['path']} ({event['rows']} decisions)")
 
@@ -470,8 +527,10 @@ def status(as_json: bool) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--duration", type=POSITIVE, default=None, help="Stop after this many seconds.")
-@click.option("--interval", "interval_ms", type=click.IntRange(10, 3_600_000), default=1000, show_default=True,
-              help="Milliseconds per task/CPU interval row.")
+@click.option("--interval", type=finite(0.01, 60), default=1.0, show_default=True,
+              help="Seconds per task/CPU interval row (it used to take milliseconds; "
+                   "values above 60 are refused, so an old `--interval 500` cannot silently mean 500 s).")
+@deprecated_ms_option("--interval-ms", "--interval")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Trace directory to create (default: results/traces/<timestamp>).")
 @click.option("--no-wakeups", is_flag=True, help="Do not record individual wakeup events (they are frequent).")
@@ -481,9 +540,12 @@ def status(as_json: bool) -> None:
               help="Do not record each context switch (the switches table: Perfetto lanes, exact "
                    "wait percentiles); the heaviest stream.")
 @click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the trace's path and metrics as JSON (as `analyze --json`).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf, command) -> None:
+def collect(duration, interval, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf,
+            as_json, command) -> None:
     """Record per-task and per-CPU scheduler telemetry into a trace directory.
 
     Runs COMMAND (after --) and stops when it exits, or stops after
@@ -491,7 +553,7 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
     /proc is sampled and the trace says so. See docs/trace-format.md.
     When COMMAND fails the trace is still written and the exit status is 6.
 
-    Example: aios-lab collect --interval 500 --out /tmp/t1 -- hackbench -p -g 4 -l 100
+    Example: aios-lab collect --interval 0.5 --out /tmp/t1 -- hackbench -p -g 4 -l 100
     """
     from .analysis.metrics import trace_metrics
     from .analysis.report import format_metrics
@@ -503,16 +565,22 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
     _check_command(command)
     if out:
         check_output(out, folder=True, what="trace")
-    opts = CollectOptions(out=Path(out) if out else None, duration_s=duration, interval_ms=interval_ms,
+    seconds = interval if interval_ms is None else interval_ms / 1000
+    opts = CollectOptions(out=Path(out) if out else None, duration_s=duration,
+                          interval_ms=max(1, round(seconds * 1000)),
                           command=list(command), wakeup_events=not no_wakeups,
                           wakeup_sample=wakeup_sample, switch_events=not no_switches,
                           bpf="off" if no_bpf else "auto")
     if not command and duration is None:
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))
-    click.echo(f"trace written: {path}")
     trace = Trace.open(path)
-    click.echo(format_metrics(trace_metrics(trace)))
+    metrics = trace_metrics(trace)
+    if as_json:
+        click.echo(json.dumps({"trace": str(path), "metrics": metrics}, indent=2, default=str))
+    else:
+        click.echo(f"trace written: {path}")
+        click.echo(format_metrics(metrics))
     rc = trace.metadata.get("workload_exit_code")
     if command and trace.metadata.get("ended_by") == "command" and rc != 0:
         raise CommandFailed(f"the command {command[0]} exited with status {rc}; the trace of its run is "
@@ -539,8 +607,10 @@ def collect(duration, interval_ms, out, no_wakeups, wakeup_sample, no_switches, 
               help="Host priority of QEMU (env AIOS_LAB_VM_NICE), e.g. -10 on a shared host.")
 @click.option("--rt", is_flag=True, default=None,
               help="Run QEMU under SCHED_RR (env AIOS_LAB_VM_RT=1), so that host load moves the guest less.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the full result as JSON on stdout.")
 @handle_errors
-def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
+def demo(cpus, numa, workload, repeat, policies, out, nice, rt, as_json) -> None:
     """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
     Boots the pinned sched_ext kernel, runs the workload once under mllb's
@@ -559,9 +629,11 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
     from .experiment import demo_topology
 
     cpus, numa = demo_topology(cpus, numa)
-    run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
-             echo=lambda m: click.echo(m), policies=[p for p in policies.split(",") if p], nice=nice,
-             realtime=rt)
+    result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
+                      echo=lambda m: click.echo(m, err=as_json),
+                      policies=[p for p in policies.split(",") if p], nice=nice, realtime=rt)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
 
 
 @main.command("bench-schedulers", hidden=False)
@@ -588,9 +660,11 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt) -> None:
               help="Work per control spinner (shell loop iterations; default 60000).")
 @click.option("--control-repeat", type=click.IntRange(min=1), default=None,
               help="Interleaved runs of each control arm (default 3).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the results as JSON on stdout.")
 @handle_errors
 def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
-                     migration_cost_us, control, control_loops, control_repeat) -> None:
+                     migration_cost_us, control, control_loops, control_repeat, as_json) -> None:
     """Run a workload under each scheduler in turn on this (sched_ext) kernel.
 
     Measures makespan and migrations (counted by a BPF program on
@@ -613,14 +687,15 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
     if trace_dir:
         check_folder(trace_dir, what="--trace-dir")
     res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
-                echo=lambda m: click.echo(m), trace_dir=Path(trace_dir) if trace_dir else None,
+                echo=lambda m: click.echo(m, err=as_json),
+                trace_dir=Path(trace_dir) if trace_dir else None,
                 model_path=Path(model_path) if model_path else None,
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
                 migration_cost_ns=int(migration_cost_us * 1000), control=control,
                 control_loops=control_loops, control_repeat=control_repeat)
     from .experiment import format_summary
 
-    click.echo(format_summary(res))
+    click.echo(json.dumps(res, indent=2, default=str) if as_json else format_summary(res))
     if json_out:
         from .atomic import write_json_atomic
 

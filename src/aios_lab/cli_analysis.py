@@ -97,7 +97,8 @@ def export() -> None:
 @click.argument("trace", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The .pftrace file to write.")
-def perfetto(trace: Path, out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def perfetto(trace: Path, out: Path, as_json: bool) -> None:
     """Write a Perfetto trace (sched_switch, sched_waking, cpu_frequency) that
     ui.perfetto.dev and trace_processor open with per-CPU scheduling lanes.
 
@@ -105,13 +106,19 @@ def perfetto(trace: Path, out: Path) -> None:
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_perfetto)(trace, out)
+    handle_errors(_perfetto)(trace, out, as_json)
 
 
-def _perfetto(trace: Path, out: Path) -> None:
+def _perfetto(trace: Path, out: Path, as_json: bool) -> None:
+    import dataclasses
+
     from aios_lab.analysis.perfetto import export_perfetto
     from aios_lab.safe_output import check_output
 
     check_output(out, inputs=[trace], what="output")
     stats = export_perfetto(trace, out)
+    if as_json:
+        click.echo(json.dumps({**dataclasses.asdict(stats), "path": str(stats.path),
+                               "events": stats.events}, indent=2))
+        return
     click.echo(f"perfetto trace written: {out} ({stats.describe()})")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from .cli_types import POSITIVE, Folder, InputFile, finite
+from aios_lab.cli_units import deprecated_ms_option
 
 
 def simulator_options(f):
@@ -127,7 +128,8 @@ def _cpus(cpus: tuple[int, ...]) -> str:
                    "/run/aios-lab/freq-governor.json].")
 @click.option("--root", default=None, type=Folder(path_type=Path),
               help="Filesystem root to write sysfs under [default: the one the state file records].")
-def restore(state_file: Path | None, root: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was restored as JSON.")
+def restore(state_file: Path | None, root: Path | None, as_json: bool) -> None:
     """Put back the cpufreq settings of a frequency governor that was killed.
 
     The governor restores on its own on exit, Ctrl-C and SIGTERM; after a
@@ -138,13 +140,18 @@ def restore(state_file: Path | None, root: Path | None) -> None:
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_restore)(state_file, root)
+    handle_errors(_restore)(state_file, root, as_json)
 
 
-def _restore(state_file: Path | None, root: Path | None) -> None:
+def _restore(state_file: Path | None, root: Path | None, as_json: bool) -> None:
     from aios_lab.cpufreq import default_state_file, restore_saved
 
     res = restore_saved(state_file, root=root)
+    if as_json:
+        click.echo(json.dumps(res if res is not None else {
+            "state_file": str(state_file or default_state_file()), "restored": None}, indent=2,
+            default=str))
+        return
     if res is None:
         click.echo(f"nothing to restore: no state file at {state_file or default_state_file()}")
         return
@@ -207,15 +214,18 @@ def _run(model_path: Path, period: float, duration: float | None, root: Path, pr
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
               help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
 @simulator_options
-@click.option("--lookahead-ms", default=600.0, show_default=True, type=finite(0, 600_000),
-              help="How far ahead the planner sees (or predicts) arriving work.")
-@click.option("--lateness-ms", default=0.0, show_default=True, type=finite(0, 600_000),
-              help="Lateness past each deadline the planner plans for (spends misses).")
+@click.option("--lookahead", default=0.6, show_default=True, type=finite(0, 600),
+              help="Seconds ahead the planner sees (or predicts) arriving work.")
+@click.option("--lateness", default=0.0, show_default=True, type=finite(0, 600),
+              help="Seconds of lateness past each deadline the planner plans for (spends misses).")
+@deprecated_ms_option("--lookahead-ms", "--lookahead")
+@deprecated_ms_option("--lateness-ms", "--lateness")
 @click.option("--max-opp", default=None, type=click.IntRange(0, None),
               help="Highest OPP index the planner may ask for (spends misses).")
 @click.option("--no-lp", is_flag=True, help="Skip the LP lower bound (about a minute on a 20 s build trace).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json) -> None:
+def bound(traces, cluster, mem_share, lookahead, lateness, lookahead_ms, lateness_ms, max_opp, no_lp,
+          as_json) -> None:
     """How far any frequency governor could go on a trace, against schedutil (SIMULATED).
 
     Prints a lower bound on the energy of any run that misses no deadline
@@ -229,10 +239,14 @@ def bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp,
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_bound)(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json)
+    if lookahead_ms is not None:
+        lookahead = lookahead_ms / 1000
+    if lateness_ms is not None:
+        lateness = lateness_ms / 1000
+    handle_errors(_bound)(traces, cluster, mem_share, lookahead, lateness, max_opp, no_lp, as_json)
 
 
-def _bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp, as_json) -> None:
+def _bound(traces, cluster, mem_share, lookahead_s, lateness_s, max_opp, no_lp, as_json) -> None:
     from aios_lab.dvfs import experiment as ex
     from aios_lab.dvfs.bounds import yardsticks
     from aios_lab.dvfs.platform import load_cluster
@@ -243,8 +257,8 @@ def _bound(traces, cluster, mem_share, lookahead_ms, lateness_ms, max_opp, no_lp
         raise ModelError(f"--max-opp {max_opp}: {cluster} has OPPs 0..{cl.nr_opps - 1}")
     demands = ex.load_demands(list(traces) or ex.split()[1])
     rows = [r for d in demands
-            for r in yardsticks(cl, d, mem_share=mem_share, lookahead_s=lookahead_ms / 1000,
-                                lateness_s=lateness_ms / 1000, max_opp=max_opp, lower_bound=not no_lp)]
+            for r in yardsticks(cl, d, mem_share=mem_share, lookahead_s=lookahead_s,
+                                lateness_s=lateness_s, max_opp=max_opp, lower_bound=not no_lp)]
     if as_json:
         click.echo(json.dumps({"simulated": True, "cluster": cluster, "rows": rows}, indent=2))
         return

@@ -6,6 +6,7 @@ module, so importing cli.py at module level here would be circular.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def train() -> None:
               type=finite(0, 1, min_open=True, max_open=True),
               help="Fraction of each trace, the latest decisions, held out for evaluation.")
 @migration_cost_option
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
 def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
-       test_size: float, migration_cost_us: float) -> None:
+       test_size: float, migration_cost_us: float, as_json: bool) -> None:
     """Train the mllb load-balancing decision tree from logged decisions.
 
     Prints held-out accuracy, the confusion matrix and the agreement between
@@ -53,11 +55,11 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
     """
     from aios_lab.cli import handle_errors
 
-    handle_errors(_train_lb)(traces, out, max_depth, seed, test_size, migration_cost_us)
+    handle_errors(_train_lb)(traces, out, max_depth, seed, test_size, migration_cost_us, as_json)
 
 
 def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
-              test_size: float, migration_cost_us: float) -> None:
+              test_size: float, migration_cost_us: float, as_json: bool = False) -> None:
     from aios_lab.mllb.model import save_model
     from aios_lab.mllb.train import load_decisions, train as train_model
     from aios_lab.safe_output import check_output
@@ -66,9 +68,14 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
     df = load_decisions(traces)
     model_file, report = train_model(df, test_size=test_size, seed=seed, max_depth=max_depth,
                                      migration_cost_ns=int(migration_cost_us * 1000))
+    path = save_model(out, model_file)
+    if as_json:
+        click.echo(json.dumps({"model": str(path), "version": model_file.version,
+                               "sha256": model_file.sha256, "report": report.to_dict()},
+                              indent=2, default=str))
+        return
     for line in report.lines():
         click.echo(line)
-    path = save_model(out, model_file)
     click.echo(f"model written to {path} (version {model_file.version}, "
                f"sha256 {model_file.sha256[:16]}...)")
 
@@ -91,7 +98,10 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Frequency table to write (JSON; replaced atomically).")
 @click.option("--curve", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="RL: write the learning curve as a PNG here (default: next to --out).")
-def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out, curve) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the table path and held-out results as JSON on stdout.")
+def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out, curve,
+         as_json) -> None:
     """Learn a frequency table (state -> perf level) on the DVFS simulator.
 
     Every figure printed is SIMULATED: these machines have no cpufreq or
@@ -102,11 +112,11 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine
     from aios_lab.cli import handle_errors
 
     handle_errors(_train_freq)(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes,
-                               out, curve)
+                               out, curve, as_json)
 
 
 def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out,
-                curve) -> None:
+                curve, as_json: bool = False) -> None:
     from aios_lab.dvfs import experiment as ex
     from aios_lab.dvfs.governors import Schedutil
     from aios_lab.dvfs.platform import load_cluster
@@ -127,23 +137,32 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
         check_output(curve, inputs=train_paths + test_paths + [out], what="learning curve")
     train_d = ex.load_demands(train_paths)
     test_d = ex.load_demands(test_paths)
-    click.echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
+    echo = lambda m: click.echo(m, err=as_json)  # noqa: E731  (stdout is the JSON then)
+    echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
                f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "
                f"{len(test_d)} held-out traces; method {method}")
     outcome = ex.train_table(method, cl, train_d, test=test_d, seed=seed, episodes=episodes,
-                             mem_share=mem_share, refine_passes=refine_passes, progress=click.echo)
+                             mem_share=mem_share, refine_passes=refine_passes, progress=echo)
     outcome.table.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
                               seed=seed)
     save_table(out, outcome.table)
-    click.echo(f"table written: {out}")
+    echo(f"table written: {out}")
+    result: dict = {"simulated": True, "method": method, "table": str(out), "curve": None,
+                    "held_out": []}
     if outcome.curve:
         png = curve or out.with_suffix(".curve.png")
         ex.save_curve_png(outcome.curve, png, f"RL frequency policy, seed {seed}")
-        click.echo(f"learning curve: {png}")
+        echo(f"learning curve: {png}")
+        result["curve"] = str(png)
     if test_d:
         gov = ex.table_governor(outcome.table, method)
         for d in test_d:
             base = ex.evaluate(cl, [d], [Schedutil()], mem_share=mem_share)[0]
             mine = ex.evaluate(cl, [d], [gov], mem_share=mem_share)[0]
-            click.echo(f"held-out {d.name:10} {method}: {mine.energy_j:7.2f} J ({mine.energy_j / base.energy_j:5.2f}x "
-                       f"schedutil), misses {mine.misses}/{mine.items} (schedutil {base.misses}) [simulated]")
+            echo(f"held-out {d.name:10} {method}: {mine.energy_j:7.2f} J ({mine.energy_j / base.energy_j:5.2f}x "
+                 f"schedutil), misses {mine.misses}/{mine.items} (schedutil {base.misses}) [simulated]")
+            result["held_out"].append({"trace": d.name, "energy_j": mine.energy_j,
+                                       "schedutil_energy_j": base.energy_j, "misses": mine.misses,
+                                       "schedutil_misses": base.misses, "items": mine.items})
+    if as_json:
+        click.echo(json.dumps(result, indent=2))

@@ -22,6 +22,16 @@ from .policy import Policy
 from .sched_ext import ExitInfo
 
 
+# Restart after a kernel-requested exit (CPU hotplug): wait, then attach again,
+# doubling the wait each time up to the cap; give up after MAX_RESTARTS in a
+# row that did not stay attached for STABLE_S (a CPU flapping on and off, or
+# a policy that cannot attach on the new CPU set, must end, not spin).
+RESTART_BACKOFF_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+MAX_RESTARTS = 8
+STABLE_S = 60.0
+
+
 @dataclass
 class DeployResult:
     final_stats: dict[str, int] = field(default_factory=dict)
@@ -30,13 +40,15 @@ class DeployResult:
     command_exit: int | None = None
     decisions_path: Path | None = None
     table_swaps: list[dict] = field(default_factory=list)
+    restarts: list[dict] = field(default_factory=list)
 
 
 class DeployLoop:
     def __init__(self, policy: Policy, tunables: dict[str, Any], *, model_path: str | None = None,
                  mode: str | None = None, decisions_out: Path | None = None,
                  retrain_every_s: float | None = None, retrain_min_rows: int = 500,
-                 command: list[str] | None = None, watch_model: bool = False) -> None:
+                 command: list[str] | None = None, watch_model: bool = False,
+                 stats_socket: Path | str | None = None) -> None:
         self.policy = policy
         self.tunables = tunables
         self.command = list(command or [])
@@ -67,6 +79,9 @@ class DeployLoop:
             self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
         self.model_path = model_path
         self.writer = None
+        self._streak = 0  # restarts in a row (see _restart)
+        self.stats_socket = stats_socket
+        self._dep: Deployment | None = None  # the live one, for the stats server's thread
 
     def _open_writer(self):
         from .telemetry.writer import TraceWriter
@@ -86,14 +101,7 @@ class DeployLoop:
             if self.learning is not None:
                 self.learning.keep_pending = True
         try:
-            if self.learning is not None:
-                self.learning.start()
-                dep: Deployment = self.learning.dep
-            elif self.freq is not None:
-                self.freq.start()
-                dep = self.freq.dep
-            else:
-                dep = Deployment(self.policy, self.tunables).start()
+            dep = self._attach()
         except BaseException as exc:
             # Nothing ran: no trace. start() has already detached and cleaned up.
             if self.writer is not None:
@@ -114,9 +122,12 @@ class DeployLoop:
                                  if self.freq.table is not None else None)
         on_event(attached)
         proc = None
+        self._dep = dep
+        server = self._serve_stats(dep, on_event)
         prev = dep.read_stats()
         next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
         status = "complete"
+        attached_at = started
         try:
             # Inside the try: a command that cannot start still detaches.
             proc = start_command(self.command) if self.command else None
@@ -124,12 +135,19 @@ class DeployLoop:
                 end = time.monotonic() + interval_s
                 if duration_s is not None:
                     end = min(end, started + duration_s)
-                while time.monotonic() < end:
-                    dep.check()
-                    self._drain()
-                    if proc is not None and proc.poll() is not None:
-                        break
-                    time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                try:
+                    while time.monotonic() < end:
+                        dep.check()
+                        self._drain()
+                        if proc is not None and proc.poll() is not None:
+                            break
+                        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                except SchedulerEjected as exc:
+                    dep = self._restart(dep, exc, res, started, attached_at, on_event)
+                    self._dep = dep
+                    attached_at = time.monotonic()
+                    prev = dep.read_stats()
+                    continue
                 cur = dep.read_stats()
                 on_event({"event": "stats", "t": round(time.monotonic() - started, 2), "stats": cur,
                           "delta": {k: cur[k] - prev.get(k, 0) for k in cur}})
@@ -153,6 +171,8 @@ class DeployLoop:
             status = "aborted"
             raise
         finally:
+            if server is not None:
+                server.close()
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
@@ -161,8 +181,7 @@ class DeployLoop:
                     proc.kill()
                     proc.wait()
             res.final_stats = dep.read_stats() if res.ejected is None and dep.stats else prev
-            owner = self.learning or self.freq
-            res.exit_info = owner.stop() if owner is not None else dep.stop()
+            res.exit_info = self._detach(dep)
             if self.freq is not None:
                 res.table_swaps = [s.__dict__ for s in self.freq.swaps]
             self._drain()
@@ -171,6 +190,66 @@ class DeployLoop:
             on_event({"event": "decisions_written", "path": str(res.decisions_path),
                       "rows": self.learning.seen if self.learning else 0})
         return res
+
+    def _serve_stats(self, dep: Deployment, on_event: Callable[[dict], None]):
+        """The policy's counters over the scx_stats protocol (see scx_stats),
+        while it is deployed; a socket that cannot be made is reported, not fatal."""
+        if self.stats_socket is None or self.policy.stats is None:
+            return None
+        from .scx_stats import StatsServer, stats_meta
+
+        names = {k: self.policy.stats.help.get(k, "") for k in dep.read_stats()}
+        server = StatsServer(stats_meta(self.policy.name, names),
+                             lambda: self._dep.read_stats() if self._dep else {}, self.stats_socket)
+        try:
+            server.start()
+        except OSError as e:
+            on_event({"event": "stats_socket_unavailable", "path": str(self.stats_socket),
+                      "why": e.strerror or str(e)})
+            return None
+        on_event({"event": "stats_socket", "path": str(self.stats_socket)})
+        return server
+
+    def _attach(self) -> Deployment:
+        if self.learning is not None:
+            self.learning.start()
+            return self.learning.dep
+        if self.freq is not None:
+            self.freq.start()
+            return self.freq.dep
+        return Deployment(self.policy, self.tunables).start()
+
+    def _detach(self, dep: Deployment):
+        owner = self.learning or self.freq
+        return owner.stop() if owner is not None else dep.stop()
+
+    def _restart(self, dep: Deployment, exc: SchedulerEjected, res: DeployResult, started: float,
+                 attached_at: float, on_event: Callable[[dict], None]) -> Deployment:
+        """Attach again after the kernel asked for a restart (CPU hotplug), as
+        scx schedulers do, with backoff; re-raises ``exc`` (or the last
+        ejection) when it was not a restart request or restarts keep failing."""
+        if time.monotonic() - attached_at >= STABLE_S:
+            self._streak = 0  # it had settled: a new episode, not a flapping CPU
+        while True:
+            info = exc.exit_info
+            if info is None or not info.should_restart or self._streak >= MAX_RESTARTS:
+                raise exc
+            self._detach(dep)
+            backoff = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** self._streak)
+            self._streak += 1
+            record = {"t": round(time.monotonic() - started, 2), "reason": info.restart_reason,
+                      "exit": info.describe(), "backoff_s": backoff}
+            res.restarts.append(record)
+            on_event({"event": "restarting", **record})
+            time.sleep(backoff)
+            try:
+                dep = self._attach()
+            except SchedulerEjected as again:  # e.g. another CPU went away meanwhile
+                exc = again
+                continue
+            on_event({"event": "restarted", "t": round(time.monotonic() - started, 2),
+                      "restarts": len(res.restarts)})
+            return dep
 
     def swap(self, table, source: str = ""):
         """Hot swap: make `table` (a FreqTable) the live one while `run` runs,

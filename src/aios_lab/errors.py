@@ -178,3 +178,7 @@ class CommandFailed(AiosError):
     def __init__(self, message: str, returncode: int | None = None, hint: str = "") -> None:
         self.returncode = returncode
         super().__init__(message, hint)
+
+
+class MissingDependency(AiosError):
+    """An optional Python package a command needs is not installed."""

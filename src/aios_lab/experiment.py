@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from . import policy as pol
-from . import paths, sched_ext, workloads
+from . import paths, sched_ext, upstream, workloads
 from .atomic import write_json_atomic
 from .controller import Deployment
 from .counters import SchedCounters
@@ -39,17 +39,21 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
 
 @dataclass(frozen=True)
 class SchedSpec:
-    """One scheduler of a comparison: `eevdf` (no policy), a policy name, or
+    """One scheduler of a comparison: `eevdf` (no policy), a policy name,
     `<learning policy>-collect` / `-model` / `-stay` (the never-migrate
-    control: model mode with a one-leaf model that always says stay)."""
+    control: model mode with a one-leaf model that always says stay), or one
+    of the kernel's example schedulers (`scx_simple`, ...; see aios_lab.upstream)."""
     label: str
     policy: str | None
     mode: str | None = None
+    upstream: bool = False
 
     @classmethod
     def parse(cls, label: str) -> "SchedSpec":
         if label == BASELINE:
             return cls(label, None)
+        if upstream.is_upstream(label):
+            return cls(label, None, upstream=True)
         for mode in LEARNING_MODES:
             if label.endswith(f"-{mode}"):
                 name = label[: -len(mode) - 1]
@@ -78,6 +82,12 @@ DECISION_OPS = ("select_cpu", "dispatch")
 
 def _start(spec: SchedSpec, model: "ModelFile | None"):
     """Attach the scheduler of `spec`; returns (deployment, learning run or None)."""
+    if spec.upstream:
+        binary = upstream.built().get(spec.label)
+        if binary is None:
+            raise AiosError(f"{spec.label} is not built",
+                            hint="aios-lab build --upstream (the kernel's tools/sched_ext, cached)")
+        return upstream.UpstreamRun(spec.label, binary).start(), None
     if spec.policy is None:
         return None, None
     if spec.mode is None:
@@ -204,7 +214,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
     wl.check()
     wl.run_prepare()
     specs = [SchedSpec.parse(p) for p in policies]
-    if any(s.policy for s in specs):
+    if any(s.policy or s.upstream for s in specs):
         sched_ext.require()
         sched_ext.require_free()
     ctl = None
@@ -224,7 +234,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
         if model_path is not None:
             model = load_model(model_path)
         else:
-            out = model_out or (trace_dir or paths.project_root() / "results") / f"{next(iter(learners))}-{wl.name}.model"
+            out = model_out or (trace_dir or paths.results_dir()) / f"{next(iter(learners))}-{wl.name}.model"
             model, training = train_model(next(iter(learners)), wl, train_runs, out, echo,
                                           migration_cost_ns)
             model_path = out

@@ -5,8 +5,16 @@ import os
 from pathlib import Path
 
 
+# In an installed wheel the trees of the checkout (bpf/, policies/, workloads/,
+# vm/ and the BPF objects compiled ahead of time in build/) live here, copied
+# by setup.py's build_py.
+PACKAGED_DATA = Path(__file__).resolve().parent / "_data"
+
+
 def project_root() -> Path:
-    """The source tree (holds bpf/, policies/, vm/); AIOS_LAB_ROOT overrides it."""
+    """The tree that holds bpf/, policies/, workloads/ and vm/: AIOS_LAB_ROOT,
+    else the checkout this module runs from, else the data an installed wheel
+    carries."""
     env = os.environ.get("AIOS_LAB_ROOT")
     if env:
         root = Path(env).resolve()
@@ -17,8 +25,21 @@ def project_root() -> Path:
                              hint="point it at the project tree, or unset it")
         return root
     # src/aios_lab/paths.py -> three levels up is the checkout.
-    here = Path(__file__).resolve().parents[2]
-    return here
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "policies").is_dir() and (checkout / "bpf").is_dir():
+        return checkout
+    return PACKAGED_DATA
+
+
+def installed() -> bool:
+    """True when running from a wheel's copy of the trees, not a checkout."""
+    return project_root() == PACKAGED_DATA
+
+
+def results_dir() -> Path:
+    """Where runs are written by default: the checkout's results/, or, from a
+    wheel, results/ in the current directory (never into site-packages)."""
+    return Path("results").resolve() if installed() else project_root() / "results"
 
 
 def build_dir() -> Path:

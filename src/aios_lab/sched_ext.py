@@ -21,6 +21,14 @@ EXIT_KINDS = {
     1027: "reenqueue error", 1028: "rescue error",
 }
 ERROR_KIND_MIN = 1024
+# enum scx_exit_code: bits of exit_code the kernel sets when it disables a
+# scheduler for a reason the scheduler should survive. On CPU hotplug (a CPU
+# offlined or onlined, suspend/resume) a scheduler without ops.cpu_online/
+# cpu_offline is disabled with RSN_HOTPLUG | ACT_RESTART; scx schedulers
+# then reload and attach again (scx_utils: UserExitInfo::should_restart).
+ECODE_RSN_HOTPLUG = 1 << 32
+ECODE_RSN_CGROUP_OFFLINE = 1 << 33
+ECODE_ACT_RESTART = 1 << 48
 
 
 def _read(name: str, root: Path | None = None) -> str | None:
@@ -68,13 +76,19 @@ def read_state(root: Path | None = None) -> SchedExtState:
                          switch_all=_int(_read("switch_all", root)), hotplug_seq=_int(_read("hotplug_seq", root)))
 
 
+# How people stop the scheduler that holds sched_ext, by how it was started.
+STOP_OTHER_HINT = ("stop it first: `scxctl stop` if scx_loader started it, `systemctl stop scx` "
+                   "(or scx_loader) for the scx service, Ctrl-C or kill of its loader process "
+                   "(scx_rusty, scx_lavd, ... or another aios-lab deploy), or "
+                   "`bpftool struct_ops unregister name <ops>` for one attached without a link")
+
+
 def require_free(root: Path | None = None) -> None:
     """Refuse when another scheduler holds sched_ext (only one root scheduler)."""
     st = read_state(root)
     if st.state != "disabled":
         who = st.ops or "an unknown scheduler"
-        raise SchedulerBusy(f"sched_ext is {st.state} with {who} attached",
-                            hint="stop it first (its controller, or `bpftool struct_ops unregister`)")
+        raise SchedulerBusy(f"sched_ext is {st.state} with {who} attached", hint=STOP_OTHER_HINT)
 
 
 def require_privileges() -> None:
@@ -101,8 +115,22 @@ class ExitInfo:
     def is_error(self) -> bool:
         return self.kind >= ERROR_KIND_MIN
 
+    @property
+    def should_restart(self) -> bool:
+        """The kernel asks to be attached again (CPU hotplug and the like)."""
+        return not self.is_error and bool(self.exit_code & ECODE_ACT_RESTART)
+
+    @property
+    def restart_reason(self) -> str:
+        if self.exit_code & ECODE_RSN_HOTPLUG:
+            return "CPU hotplug"
+        if self.exit_code & ECODE_RSN_CGROUP_OFFLINE:
+            return "cgroup offline"
+        return "restart requested"
+
     def describe(self) -> dict:
         return {"kind": self.kind, "kind_name": self.kind_name, "exit_code": self.exit_code,
+                "restart": self.should_restart,
                 "exit_cpu": self.exit_cpu, "reason": self.reason, "msg": self.msg}
 
     def one_line(self) -> str:

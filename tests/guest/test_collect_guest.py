@@ -18,7 +18,7 @@ def test_collect_under_fifo_records_the_policy_and_its_stats(tmp_path):
     try:
         wait_for(lambda: scx_state() == ("enabled", "fifo"), 90, "fifo enabled")
         loop = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"
-        res = subprocess.run([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "250", "--out",
+        res = subprocess.run([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.25", "--out",
                               str(tmp_path / "t"), "--", "sh", "-c", " ".join([f"sh -c '{loop}' &"] * 8) + " wait"],
                              capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert res.returncode == 0, res.stderr

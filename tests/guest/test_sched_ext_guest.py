@@ -132,6 +132,7 @@ def test_a_second_scheduler_is_refused_clearly():
         assert second.returncode == 4
         lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "is enabled with fifo attached" in lines[0], second.stderr
+        assert "scxctl" in lines[0] and "systemctl stop scx" in lines[0]  # the tools people use
         assert scx_state() == ("enabled", "fifo"), "the refused deploy must not disturb the running one"
     finally:
         dep.send_signal(signal.SIGINT)

@@ -14,6 +14,15 @@ are not independent samples, so runs are the unit):
   degrees of freedom) and Welch's t-test p-value (unequal variances), both
   when each group has n >= 2. With one run per group only the ratio is
   given, and the report says so.
+- the p-values are adjusted for the number of comparisons in the table
+  (every metric of every group against the baseline is one test) with
+  Benjamini-Hochberg: a 10-metric, 3-group table makes 30 tests, and at
+  p < 0.05 one and a half of them would look significant by chance alone.
+  BH bounds the expected share of false discoveries among the reported
+  ones instead; the raw Welch p stays in the JSON as ``p_welch``.
+- a group with fewer than ``MIN_RUNS`` runs gets a warning: with 2 or 3
+  runs the t-interval is wide and Welch's test has little power, so a
+  non-significant difference there says little.
 """
 from __future__ import annotations
 
@@ -32,7 +41,9 @@ from aios_lab.analysis.report import warnings_of
 from aios_lab.errors import AiosError, InputError
 from aios_lab.telemetry.schema import WAIT_HIST_BUCKETS
 
-
+# Below this many runs a group's interval and test are too weak to lean on (warned, not refused).
+MIN_RUNS = 5
+P_ADJUST = "Benjamini-Hochberg"
 
 def _rq_mean(m: dict) -> float | None:
     vals = [v for row in m["time"].get("rq_len") or [] for v in row if v is not None]
@@ -111,6 +122,38 @@ def _welch_p(a: np.ndarray, b: np.ndarray) -> float | None:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def bh_adjust(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values over the non-None entries (the
+    family); None stays None."""
+    from scipy import stats
+
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if idx:
+        adj = stats.false_discovery_control([pvalues[i] for i in idx], method="bh")
+        for i, q in zip(idx, adj):
+            out[i] = float(q)
+    return out
+
+
+def _adjust_ratios(ratios: dict[str, dict[str, Any]]) -> int:
+    """Adds ``p`` (BH-adjusted over every test in the table) beside each
+    ``p_welch``; returns the number of tests in the family."""
+    cells = [r for per_group in ratios.values() for r in per_group.values() if r is not None]
+    adjusted = bh_adjust([r["p_welch"] for r in cells])
+    for r, q in zip(cells, adjusted):
+        r["p"] = q
+    return sum(q is not None for q in adjusted)
+
+
+def _few_runs_warnings(groups: list[dict]) -> list[str]:
+    few = [f"{g['label']} ({g['runs']})" for g in groups if g["runs"] < MIN_RUNS]
+    if not few:
+        return []
+    return [f"fewer than {MIN_RUNS} runs in {', '.join(few)}: intervals are wide and the tests "
+            "have little power; repeat the runs (e.g. bench-schedulers --repeat 5)"]
+
+
 def compare_metrics(runs: Sequence[tuple[str, dict]], baseline: str | None = None) -> dict[str, Any]:
     """Statistics over (label, trace_metrics) pairs; see the module docstring."""
     if len(runs) < 2:
@@ -153,7 +196,10 @@ def compare_metrics(runs: Sequence[tuple[str, dict]], baseline: str | None = Non
             ci = _ratio_ci(a, b)
             ratios[g][key] = {"ratio": float(a.mean() / b.mean()),
                               "ci95": list(ci) if ci else None, "p_welch": _welch_p(a, b)}
+    n_tests = _adjust_ratios(ratios)
     return {"baseline": base, "labels": order,
+            "p_adjust": {"method": P_ADJUST, "tests": n_tests},
+            "warnings": _few_runs_warnings(groups),
             "metrics": [{"key": k, "label": lab, "unit": u} for k, lab, u, _ in METRICS],
             "groups": groups, "ratios": ratios,
             "runs": [{"label": lab, "trace": m["trace"], "status": m["status"],
@@ -218,7 +264,7 @@ def _ratio_txt(r: dict | None) -> tuple[str, str]:
     txt = f"x{r['ratio']:.3f}"
     if r["ci95"]:
         txt += f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
-    p = r["p_welch"]
+    p = r.get("p")
     return txt, ("" if p is None else f"{p:.3g}")
 
 
@@ -248,14 +294,22 @@ def format_comparison(c: dict[str, Any]) -> str:
                                for i, (cell, w) in enumerate(zip(r, widths))))
         if k == 0:
             lines.append("-" * len(lines[-1]))
+    lines.append(_p_note(c))
     if any(g["runs"] < 2 for g in c["groups"]):
         lines.append("(one run in some group: no confidence interval or test there; repeat runs "
                      "for them)")
+    lines += [f"warning: {w}" for w in c["warnings"]]
     return "\n".join(lines)
 
 
+def _p_note(c: dict[str, Any]) -> str:
+    n = c["p_adjust"]["tests"]
+    return (f"p: Welch's t-test, adjusted for the {n} comparisons in this table "
+            f"({c['p_adjust']['method']}; raw p as p_welch in --json)")
+
+
 def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
-    warnings = []
+    warnings = list(c["warnings"])
     for lab, m in runs:
         warnings += [f"{lab}: {w}" for w in warnings_of(m)]
     groups = c["groups"]
@@ -265,8 +319,8 @@ def render_comparison(c: dict[str, Any], runs: list[tuple[str, dict]]) -> str:
                                   f"{m['events']:,}"] for lab, m in runs], left=3),
         '<p class="note">' + esc(
             f"Baseline: {c['baseline']}. Mean ± 95 % t-interval per group over its runs; ratio of "
-            "means to the baseline with a 95 % interval (delta method on the log ratio); p: Welch's "
-            "t-test. Runs are the "
+            "means to the baseline with a 95 % interval (delta method on the log ratio); "
+            + _p_note(c) + ". Runs are the "
             "unit of replication (waits within a run are not independent).") + "</p>",
     ]
     heads = ["metric"] + [f"{g['label']} (n={g['runs']})" for g in groups]

@@ -7,20 +7,34 @@ as if the trace had been recorded by Perfetto's own ftrace data source.
 What maps to what
 -----------------
 
+Written with the ``perfetto`` package's generated protos
+(``perfetto.protos.perfetto.trace.perfetto_trace_pb2``), one ``Trace``
+message per packet (serialized ``Trace`` messages concatenate into one).
+
 ==============================  ==============================================
-aios-lab                        Perfetto (``perfetto.protos``)
+aios-lab                        Perfetto
 ==============================  ==============================================
-``switches`` row                ``FtraceEvent.sched_switch`` on the bundle of
-                                ``cpu``: prev_comm, prev_pid, prev_prio,
-                                prev_state, next_comm, next_pid, next_prio;
-                                ``FtraceEvent.pid`` = prev_pid
-``wakeups`` row                 ``FtraceEvent.sched_waking`` on the bundle of
-                                ``waker_cpu`` (``target_cpu`` when null; rows
-                                with neither are skipped): comm, pid,
-                                prio, success = 1, target_cpu.  prio is
+``switches`` row                in the ``FtraceEventBundle`` of ``cpu``:
+                                ``compact_sched`` switch columns (timestamp
+                                delta, prev_state, next_pid, next_prio,
+                                next_comm as an index into the bundle's
+                                ``intern_table``), as Perfetto's own ftrace
+                                reader writes them. Trace processor takes a
+                                compact switch's prev task from the CPU's
+                                previous switch, so a switch whose prev
+                                (pid, comm, prio) is not that task (the
+                                CPU's first, a gap left by lost events, a
+                                null field) is a full ``FtraceEvent.sched_switch``
+                                instead, with ``FtraceEvent.pid`` = prev_pid
+``wakeups`` row                 on the bundle of ``waker_cpu`` (``target_cpu``
+                                when null; rows with neither are skipped):
+                                ``compact_sched`` waking columns (timestamp
+                                delta, pid, target_cpu, prio, comm index);
+                                a full ``FtraceEvent.sched_waking`` (comm, pid,
+                                prio, success = 1, target_cpu when known)
+                                when the target CPU or comm is null. prio is
                                 120 + nice when ``weight`` is a kernel nice
-                                weight, else 120.  ``FtraceEvent.pid`` is
-                                the task running on that CPU then (the waker)
+                                weight, else 120
 ``cpu_intervals.freq_khz``      ``FtraceEvent.cpu_frequency`` (state = kHz,
                                 cpu_id) at ``interval_start_ns`` wherever a
                                 CPU's frequency is known and differs from its
@@ -39,7 +53,7 @@ threads and processes seen      one ``process_tree``: a thread (tid, tgid,
 ==============================  ==============================================
 
 ``FtraceEvent.pid`` ("the task running on this CPU when the event fired") of
-a wakeup or frequency change comes from the switch stream: the next_pid of
+a full wakeup or frequency change comes from the switch stream: the next_pid of
 the CPU's latest earlier switch, or, before the CPU's first switch, that
 switch's prev_pid.  Events of one CPU are in time order within and across
 its bundles (at equal times: frequency change, then wakeup, then switch,
@@ -66,8 +80,9 @@ The tables are read in Parquet batches into an external sort by (cpu, ts):
 up to ``run_rows`` events are sorted in memory; beyond that, sorted runs are
 spilled as Arrow IPC files to a scratch folder beside the output and merged
 block by block, so the input need not be sorted and memory stays bounded
-whatever the number of rows.  Sorted batches are encoded column-wise with
-numpy and written packet by packet.  The output appears only once complete
+whatever the number of rows.  Sorted events are cut into bundles of at most
+``bundle_events``; each bundle is built as protos (the compact columns
+filled from numpy arrays) and written at once.  The output appears only once complete
 (temporary file, then rename), so a failed export leaves no partial file
 and keeps an older one intact.
 """
@@ -76,7 +91,6 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -92,7 +106,7 @@ import pyarrow.parquet as pq
 from aios_lab.atomic import open_atomic
 from aios_lab.analysis.db import TraceDB
 from aios_lab.analysis.sanity import check_values
-from aios_lab.errors import TraceError
+from aios_lab.errors import MissingDependency, TraceError
 from aios_lab.safe_output import scratch_prefix, sweep_stale
 from aios_lab.telemetry.schema import TABLES
 from aios_lab.telemetry.trace import Trace
@@ -120,9 +134,6 @@ DEFAULT_PRIO = 120  # p->prio of a nice-0 CFS/EXT task
 
 # Sequence id stamped on every packet, as the tracing service does.
 _SEQUENCE_ID = 1
-# Builtin clock ids (perfetto.protos.BuiltinClock).
-_CLOCK_REALTIME = 1
-_CLOCK_BOOTTIME = 6
 
 # Event kinds in the merged stream; also the order at equal timestamps.
 _FREQ, _WAKING, _SWITCH = 0, 1, 2
@@ -149,6 +160,7 @@ class ExportStats:
     packets: int = 0
     bytes: int = 0
     cpus: list[int] = field(default_factory=list)
+    compact_events: int = 0         # switches and wakeups written as compact_sched columns
     skipped_wakeups: int = 0        # neither waker_cpu nor target_cpu known
     kernel_release: str = ""        # what utsname.release says
     kernel_release_assumed: bool = False  # FALLBACK_KERNEL_RELEASE was used
@@ -167,125 +179,6 @@ class ExportStats:
         if self.kernel_release_assumed:
             out += f"; kernel release unknown, {self.kernel_release} assumed for prev_state"
         return out
-
-
-# -- protobuf wire format: scalar helpers (headers, small packets) --------------
-
-_VARINT, _LEN = 0, 2
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative ints: two's complement, ten bytes
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(field_no: int, wire: int) -> bytes:
-    return _varint((field_no << 3) | wire)
-
-
-def _f_varint(field_no: int, value: int) -> bytes:
-    return _key(field_no, _VARINT) + _varint(int(value))
-
-
-def _f_bytes(field_no: int, data: bytes | str) -> bytes:
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return _key(field_no, _LEN) + _varint(len(data)) + data
-
-
-# -- protobuf wire format: column-wise (numpy) -----------------------------------
-
-_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
-
-
-def _as_u64(values: np.ndarray) -> np.ndarray:
-    """Values as the uint64 a varint carries (negative: two's complement)."""
-    if values.dtype.kind == "u":
-        return values.astype(np.uint64, copy=False)
-    return values.astype(np.int64, copy=False).view(np.uint64)
-
-
-def _varint_len(values: np.ndarray) -> np.ndarray:
-    return np.searchsorted(_VARINT_LIMITS, values, side="right").astype(np.int64) + 1
-
-
-class _Messages:
-    """``n`` protobuf messages of one shape, encoded column-wise with numpy.
-
-    Each field becomes a block of an (n x width) byte matrix with a mask of
-    the bytes a row uses (a varint takes 1 to 10, a null value none); the
-    fields' blocks side by side, read row-major through the mask, are the
-    messages one after another.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.size = np.zeros(n, dtype=np.int64)
-        self._blocks: list[np.ndarray] = []
-        self._masks: list[np.ndarray] = []
-
-    def _block(self, data: np.ndarray, mask: np.ndarray, size: np.ndarray) -> None:
-        self._blocks.append(data)
-        self._masks.append(mask)
-        self.size += size
-
-    def _const(self, data: bytes, valid: np.ndarray | None) -> None:
-        row = np.frombuffer(data, dtype=np.uint8)
-        block = np.broadcast_to(row, (self.n, len(row)))
-        if valid is None:
-            self._block(block, np.ones(block.shape, dtype=bool), np.full(self.n, len(row)))
-        else:
-            self._block(block, np.repeat(valid[:, None], len(row), axis=1),
-                        valid.astype(np.int64) * len(row))
-
-    def _varint(self, values: np.ndarray, valid: np.ndarray | None) -> None:
-        v = _as_u64(np.asarray(values))
-        lens = _varint_len(v)
-        if valid is not None:
-            lens = np.where(valid, lens, 0)
-        width = int(lens.max()) if self.n else 0
-        k = np.arange(width)
-        block = ((v[:, None] >> (7 * k).astype(np.uint64)) & np.uint64(0x7F)).astype(np.uint8)
-        block |= (k < (lens - 1)[:, None]).astype(np.uint8) << 7
-        self._block(block, k < lens[:, None], lens)
-
-    def varint(self, field_no: int, values: np.ndarray, valid: np.ndarray | None = None) -> None:
-        if valid is not None and valid.all():
-            valid = None
-        self._const(_key(field_no, _VARINT), valid)
-        self._varint(values, valid)
-
-    def string(self, field_no: int, data: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-               valid: np.ndarray | None = None) -> None:
-        if valid is not None and valid.all():
-            valid = None
-        if valid is not None:
-            lens = np.where(valid, lens, 0)
-        self._const(_key(field_no, _LEN), valid)
-        self._varint(lens, valid)
-        width = int(lens.max()) if self.n else 0
-        k = np.arange(width)
-        mask = k < lens[:, None]
-        if not len(data):
-            data = np.zeros(1, dtype=np.uint8)
-        block = data[np.where(mask, starts[:, None] + k, 0)]
-        self._block(block, mask, lens)
-
-    def message(self, field_no: int, sub: "_Messages") -> None:
-        self._const(_key(field_no, _LEN), None)
-        self._varint(sub.size, None)
-        self._blocks.extend(sub._blocks)
-        self._masks.extend(sub._masks)
-        self.size += sub.size
-
-    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (n x width) bytes and mask of the encoded messages."""
-        return np.concatenate(self._blocks, axis=1), np.concatenate(self._masks, axis=1)
 
 
 # -- reading the trace ------------------------------------------------------------
@@ -563,12 +456,32 @@ class _Scratch:
 # -- packets ------------------------------------------------------------------
 
 
-def _packet(payload: bytes, timestamp: int | None = None) -> bytes:
-    body = _f_varint(10, _SEQUENCE_ID)  # trusted_packet_sequence_id
+def _protos():
+    """The ``perfetto`` package's generated trace protos (imported on first use:
+    only this exporter needs them)."""
+    try:
+        from perfetto.protos.perfetto.trace import perfetto_trace_pb2
+    except ImportError:
+        raise MissingDependency(
+            "export perfetto needs the perfetto package (Perfetto's trace protos)",
+            hint="pip install 'perfetto>=0.50' protobuf, or reinstall aios-lab") from None
+    return perfetto_trace_pb2
+
+
+def _write_packet(out: BinaryIO, trace) -> None:
+    """Writes a ``Trace`` holding packets. Serialized ``Trace`` messages
+    concatenate into one ``Trace`` (``packet`` is a repeated field), so each
+    is written as soon as it is built and none is kept."""
+    out.write(trace.SerializeToString())
+
+
+def _new_packet(pb, timestamp: int | None = None):
+    trace = pb.Trace()
+    packet = trace.packet.add()
+    packet.trusted_packet_sequence_id = _SEQUENCE_ID
     if timestamp is not None:
-        body += _f_varint(8, timestamp)
-    body += payload
-    return _f_bytes(1, body)  # Trace.packet
+        packet.timestamp = timestamp
+    return trace, packet
 
 
 def _wall_ns(start: object) -> int | None:
@@ -595,7 +508,7 @@ def _wall_ns(start: object) -> int | None:
     return None
 
 
-def _clock_snapshot(metadata: dict) -> bytes | None:
+def _clock_snapshot(pb, metadata: dict):
     start = metadata.get("start")
     if not isinstance(start, dict):
         return None
@@ -603,10 +516,12 @@ def _clock_snapshot(metadata: dict) -> bytes | None:
     wall = _wall_ns(start.get("wall"))
     if isinstance(mono, bool) or not isinstance(mono, int) or mono < 0 or wall is None or wall < 0:
         return None
-    clocks = (_f_bytes(1, _f_varint(1, _CLOCK_BOOTTIME) + _f_varint(2, mono))
-              + _f_bytes(1, _f_varint(1, _CLOCK_REALTIME) + _f_varint(2, wall)))
-    snapshot = clocks + _f_varint(2, _CLOCK_BOOTTIME)  # primary_trace_clock
-    return _packet(_f_bytes(6, snapshot))  # TracePacket.clock_snapshot
+    trace, packet = _new_packet(pb)
+    snap = packet.clock_snapshot
+    snap.clocks.add(clock_id=pb.BUILTIN_CLOCK_BOOTTIME, timestamp=mono)
+    snap.clocks.add(clock_id=pb.BUILTIN_CLOCK_REALTIME, timestamp=wall)
+    snap.primary_trace_clock = pb.BUILTIN_CLOCK_BOOTTIME
+    return trace
 
 
 def _kernel_release(release: object) -> str | None:
@@ -625,95 +540,79 @@ def _kernel_release(release: object) -> str | None:
     return f"{m.group(1)}.{m.group(2)}.0-{release}"
 
 
-def _system_info(metadata: dict, stats: ExportStats) -> bytes:
+def _system_info(pb, metadata: dict, stats: ExportStats):
     kernel = metadata.get("kernel") if isinstance(metadata.get("kernel"), dict) else {}
     host = metadata.get("host") if isinstance(metadata.get("host"), dict) else {}
     release = _kernel_release(kernel.get("release"))
     if release is None:
         release, stats.kernel_release_assumed = FALLBACK_KERNEL_RELEASE, True
     stats.kernel_release = release
-    uts = _f_bytes(1, "Linux") + _f_bytes(3, release)
+    trace, packet = _new_packet(pb)
+    info = packet.system_info
+    info.utsname.sysname = "Linux"
+    info.utsname.release = release
     if isinstance(kernel.get("version"), str):
-        uts += _f_bytes(2, kernel["version"])
+        info.utsname.version = kernel["version"]
     if isinstance(host.get("machine"), str) and host["machine"]:
-        uts += _f_bytes(4, host["machine"])
-    info = _f_bytes(1, uts)
+        info.utsname.machine = host["machine"]
     cpus = host.get("cpus")
     if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
-        info += _f_varint(8, cpus)  # num_cpus
-    return _packet(_f_bytes(45, info))  # TracePacket.system_info
+        info.num_cpus = cpus
+    return trace
 
 
-def _process_tree(tgids: _Latest, comms: _Latest, ppids: _Latest, first_ts: int,
-                  stats: ExportStats, chunk: int = 4096) -> Iterator[bytes]:
+def _process_tree(pb, tgids: _Latest, comms: _Latest, ppids: _Latest, first_ts: int,
+                  stats: ExportStats, chunk: int = 4096) -> Iterator:
     """ProcessTree packets: every thread seen, and every process (tgid) of one."""
     pids = sorted(set(tgids.values) | set(comms.values))
-    entries: list[bytes] = []
     any_comm: dict[int, str] = {}  # tgid -> comm of its lowest tid with one
+    threads = []
     for pid in pids:
         tgid, comm = tgids.get(pid), comms.get(pid)
-        body = _f_varint(1, pid)                    # tid
-        if comm is not None:
-            body += _f_bytes(2, comm)               # name
-        if tgid is not None:
-            body += _f_varint(3, tgid)              # tgid
-            if comm is not None:
-                any_comm.setdefault(tgid, comm)
-        entries.append(_f_bytes(2, body))           # ProcessTree.threads
+        threads.append((pid, tgid, comm))
+        if tgid is not None and comm is not None:
+            any_comm.setdefault(tgid, comm)
     processes = sorted({t for t in (tgids.get(p) for p in pids) if t is not None and t > 0})
-    for tgid in processes:
-        body = _f_varint(1, tgid)                   # pid
-        ppid = ppids.get(tgid)
-        if ppid is not None:
-            body += _f_varint(2, ppid)              # ppid
-        comm = comms.get(tgid)  # its main thread's name
-        if comm is None:
-            comm = any_comm.get(tgid)
-        if comm is not None:
-            body += _f_bytes(3, comm) + _f_varint(9, 1)  # cmdline = [comm], cmdline_is_comm
-        entries.append(_f_bytes(1, body))           # ProcessTree.processes
     stats.threads, stats.processes = len(pids), len(processes)
+    entries = [("t", t) for t in threads] + [("p", p) for p in processes]
     for i in range(0, len(entries), chunk):
-        yield _packet(_f_bytes(2, b"".join(entries[i:i + chunk])), first_ts)
+        trace, packet = _new_packet(pb, first_ts)
+        tree = packet.process_tree
+        for kind, entry in entries[i:i + chunk]:
+            if kind == "t":
+                pid, tgid, comm = entry
+                t = tree.threads.add(tid=pid)
+                if comm is not None:
+                    t.name = comm
+                if tgid is not None:
+                    t.tgid = tgid
+                continue
+            p = tree.processes.add(pid=entry)
+            ppid = ppids.get(entry)
+            if ppid is not None:
+                p.ppid = ppid
+            comm = comms.get(entry)  # its main thread's name
+            if comm is None:
+                comm = any_comm.get(entry)
+            if comm is not None:
+                p.cmdline.append(comm)
+                p.cmdline_is_comm = True
+        yield trace
 
 
 # -- ftrace bundles -----------------------------------------------------------
 
 
-def _ints(batch: pa.RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """An integer column as numpy (zero-copy; null slots hold junk) and its
-    validity mask, None when it has no nulls."""
-    col = batch.column(name)
-    if not pa.types.is_integer(col.type):
-        raise TypeError(f"column {name} is {col.type}, expected an integer")
-    dtype = col.type.to_pandas_dtype()
-    if col.buffers()[1] is None:  # all null
-        return np.zeros(len(col), dtype=dtype), np.zeros(len(col), dtype=bool)
-    values = np.frombuffer(col.buffers()[1], dtype=dtype)[col.offset:col.offset + len(col)]
-    valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
-    return values, valid
-
-
-def _strings(batch: pa.RecordBatch, name: str):
-    col = batch.column(name)
-    if not pa.types.is_string(col.type):
-        col = col.cast(pa.string())
-    n = len(col)
-    if col.buffers()[1] is None:  # all null
-        zeros = np.zeros(n, dtype=np.int64)
-        return np.zeros(0, np.uint8), zeros, zeros, np.zeros(n, dtype=bool)
-    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1]
-    data_buf = col.buffers()[2]
-    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
-            else np.zeros(0, np.uint8))
-    starts = offsets[:-1].astype(np.int64)
-    lens = (offsets[1:] - offsets[:-1]).astype(np.int64)
-    valid = col.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
-    return data, starts, lens, valid
-
-
-def _sub(valid: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
-    return None if valid is None else valid[idx]
+def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An integer column as int64 numpy (nulls as ``fill``) and its validity."""
+    col = table.column(name)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    valid = (col.is_valid().to_numpy(zero_copy_only=False) if col.null_count
+             else np.ones(len(col), dtype=bool))
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
 
 
 def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -731,32 +630,42 @@ def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarra
     return np.where(exact, 120 + nice, DEFAULT_PRIO).astype(np.int64)
 
 
-def _put_string(m: "_Messages", field_no: int, batch: pa.RecordBatch, column: str,
-                idx: np.ndarray) -> None:
-    data, starts, lens, ok = _strings(batch, column)
-    m.string(field_no, data, starts[idx], lens[idx], _sub(ok, idx))
-
-
-def _put_int(m: "_Messages", field_no: int, batch: pa.RecordBatch, column: str,
-             idx: np.ndarray) -> None:
-    values, ok = _ints(batch, column)
-    m.varint(field_no, values[idx], _sub(ok, idx))
+def _deltas(ts: np.ndarray) -> list[int]:
+    """CompactSched's timestamps: the first absolute, then each minus the one before."""
+    out = ts.copy()
+    out[1:] -= ts[:-1]
+    return out.tolist()
 
 
 class _BundleWriter:
-    """Turns sorted event batches into FtraceEventBundle packets."""
+    """Turns sorted event batches into FtraceEventBundle packets.
 
-    def __init__(self, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
+    Switches and wakeups go into the bundle's ``compact_sched`` columns, as
+    Perfetto's own ftrace reader writes them: a switch there carries only
+    its next task and prev_state, and trace processor takes the prev task
+    from the CPU's previous switch. So a switch goes compact only when its
+    prev task (pid, comm, prio) is that previous switch's next task and its
+    fields are all known; otherwise (a CPU's first switch, a gap left by lost
+    events, a rename) it is written as a full ``sched_switch`` event, and so
+    is a wakeup without a target CPU or comm. Frequency changes are full
+    ``cpu_frequency`` events. Each bundle is built as protos and written at
+    once; only one bundle's events are held.
+    """
+
+    def __init__(self, pb, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
                  stats: ExportStats) -> None:
+        self.pb = pb
         self.out = out
         self.running = dict(first_prev)  # cpu -> task running there now
+        # cpu -> (pid, comm, prio) of the task its latest switch switched to
+        self.chain: dict[int, tuple[int, str | None, int | None]] = {}
         self.bundle_events = bundle_events
         self.stats = stats
         self.cpus: set[int] = set()
         self.freq: dict[int, int] = {}  # cpu -> last kHz written
-        # The bundle being filled: its CPU, encoded events and their count.
+        # The bundle being filled: its CPU, batch slices and their event count.
         self._open_cpu: int | None = None
-        self._open: list[memoryview] = []
+        self._open: list[pa.RecordBatch] = []
         self._open_count = 0
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
@@ -764,59 +673,11 @@ class _BundleWriter:
         n = batch.num_rows
         if not n:
             return
-        ts, _ = _ints(batch, "ts")
         cpu, _ = _ints(batch, "cpu")
-        kind, _ = _ints(batch, "kind")
-        a_pid, a_pid_ok = _ints(batch, "a_pid")
-        b_pid, b_pid_ok = _ints(batch, "b_pid")
-        cpu = cpu.astype(np.int64)
-
-        # The task running on the CPU when each event fired.
-        is_switch = kind == _SWITCH
-        rows = np.arange(n)
-        last = np.maximum.accumulate(np.where(is_switch, rows, -1))
-        lastc = np.maximum(last, 0)
-        known = (last >= 0) & (cpu[lastc] == cpu)
-        cpus, inverse = np.unique(cpu, return_inverse=True)
-        carried = np.array([self.running.get(c, 0) for c in cpus.tolist()], dtype=np.int64)
-        current = np.where(known, b_pid[lastc], carried[inverse])
-        current = np.where(is_switch, a_pid, current)
-        switch_rows = np.flatnonzero(is_switch)
-        if len(switch_rows):
-            sw_cpu = cpu[switch_rows]
-            ends = np.append(np.flatnonzero(np.diff(sw_cpu)), len(sw_cpu) - 1)
-            for c, row in zip(sw_cpu[ends].tolist(), switch_rows[ends].tolist()):
-                self.running[c] = int(b_pid[row])
-
-        parts = []
-        for k, oneof, build in ((_SWITCH, 4, self._switch), (_WAKING, 20, self._waking),
-                                (_FREQ, 11, self._freq)):
-            idx = np.flatnonzero(kind == k)
-            if not len(idx):
-                continue
-            event = _Messages(len(idx))
-            event.varint(1, ts[idx])          # FtraceEvent.timestamp
-            event.varint(2, current[idx])     # FtraceEvent.pid
-            event.message(oneof, build(batch, idx, cpu, a_pid, a_pid_ok, b_pid, b_pid_ok))
-            outer = _Messages(len(idx))
-            outer.message(2, event)           # FtraceEventBundle.event
-            parts.append((idx, outer.matrix()))
-        width = max(d.shape[1] for _, (d, _) in parts)
-        data = np.zeros((n, width), dtype=np.uint8)
-        mask = np.zeros((n, width), dtype=bool)
-        for idx, (d, m) in parts:
-            data[idx, :d.shape[1]] = d
-            mask[idx, :m.shape[1]] = m
-        pos = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(mask.sum(axis=1), out=pos[1:])
-        view = memoryview(data[mask])
-
         # Bundles: runs of one CPU, bundle_events events each but the last,
         # which the next batch may go on filling.
         cuts = np.flatnonzero(np.diff(cpu)) + 1
-        starts = np.concatenate(([0], cuts)).tolist()
-        ends = np.concatenate((cuts, [n])).tolist()
-        for s, e in zip(starts, ends):
+        for s, e in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
             c = int(cpu[s])
             self.cpus.add(c)
             if self._open_cpu != c:
@@ -824,7 +685,7 @@ class _BundleWriter:
                 self._open_cpu = c
             while s < e:
                 take = min(e - s, self.bundle_events - self._open_count)
-                self._open.append(view[pos[s]:pos[s + take]])
+                self._open.append(batch.slice(s, take))
                 self._open_count += take
                 s += take
                 if self._open_count == self.bundle_events:
@@ -834,7 +695,7 @@ class _BundleWriter:
     def flush(self) -> None:
         """Write the bundle being filled, if any."""
         if self._open_count:
-            self._bundle(self._open_cpu, self._open)
+            self._bundle(self._open_cpu, pa.Table.from_batches(self._open).combine_chunks())
         self._open, self._open_count, self._open_cpu = [], 0, None
 
     def _frequency_changes(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -860,48 +721,125 @@ class _BundleWriter:
         keep[rows[drop]] = False
         return batch.filter(pa.array(keep))
 
-    def _bundle(self, cpu: int, events: list[memoryview]) -> None:
-        head = _f_varint(1, cpu)  # FtraceEventBundle.cpu
-        bundle_len = len(head) + sum(len(e) for e in events)
-        seq = _f_varint(10, _SEQUENCE_ID)
-        packet_len = len(seq) + len(_key(1, _LEN)) + len(_varint(bundle_len)) + bundle_len
-        self.out.write(_key(1, _LEN) + _varint(packet_len) + seq
-                       + _key(1, _LEN) + _varint(bundle_len) + head)
-        for chunk in events:
-            self.out.write(chunk)
+    def _bundle(self, cpu: int, t: pa.Table) -> None:
+        pb = self.pb
+        ts, _ = _ints(t, "ts")
+        kind, _ = _ints(t, "kind")
+        a_pid, _ = _ints(t, "a_pid")
+        a_prio, a_prio_ok = _ints(t, "a_prio")
+        a_state, a_state_ok = _ints(t, "a_state")
+        b_pid, b_pid_ok = _ints(t, "b_pid")
+        b_prio, b_prio_ok = _ints(t, "b_prio")
+        a_comm = t.column("a_comm").combine_chunks()
+        b_comm = t.column("b_comm").combine_chunks()
+        a_comm_ok = a_comm.is_valid().to_numpy(zero_copy_only=False)
+        b_comm_ok = b_comm.is_valid().to_numpy(zero_copy_only=False)
+
+        sw = np.flatnonzero(kind == _SWITCH)
+        wk = np.flatnonzero(kind == _WAKING)
+        fq = np.flatnonzero(kind == _FREQ)
+
+        # A switch is compact when its prev is the previous switch's next.
+        compact_sw = np.zeros(len(sw), dtype=bool)
+        if len(sw):
+            last = self.chain.get(cpu)
+            prev_pid = np.empty(len(sw), dtype=np.int64)
+            prev_prio = np.empty(len(sw), dtype=np.int64)
+            prev_prio_ok = np.empty(len(sw), dtype=bool)
+            prev_pid[1:], prev_prio[1:] = b_pid[sw[:-1]], b_prio[sw[:-1]]
+            prev_prio_ok[1:] = b_prio_ok[sw[:-1]]
+            prev_comm = pa.concat_arrays([pa.array([None if last is None else last[1]],
+                                                   pa.string()), b_comm.take(pa.array(sw[:-1]))])
+            if last is None:
+                prev_pid[0], prev_prio[0], prev_prio_ok[0] = -1, 0, False
+            else:
+                prev_pid[0] = last[0]
+                prev_prio[0], prev_prio_ok[0] = (0, False) if last[2] is None else (last[2], True)
+            same_comm = pc.fill_null(pc.equal(a_comm.take(pa.array(sw)), prev_comm), False)
+            compact_sw = ((a_pid[sw] == prev_pid) & (a_prio[sw] == prev_prio)
+                          & a_prio_ok[sw] & prev_prio_ok
+                          & same_comm.to_numpy(zero_copy_only=False)
+                          & a_state_ok[sw] & b_prio_ok[sw] & b_comm_ok[sw])
+            if last is None:
+                compact_sw[0] = False
+            j = int(sw[-1])
+            self.chain[cpu] = (int(b_pid[j]), b_comm[j].as_py(),
+                               int(b_prio[j]) if b_prio_ok[j] else None)
+        compact_wk = b_pid_ok[wk] & a_comm_ok[wk]  # target_cpu and comm known
+
+        trace, packet = _new_packet(pb)
+        bundle = packet.ftrace_events
+        bundle.cpu = cpu
+        csw, cwk = sw[compact_sw], wk[compact_wk]
+        if len(csw) or len(cwk):
+            cs = bundle.compact_sched
+            names = pc.dictionary_encode(pa.concat_arrays([b_comm.take(pa.array(csw)),
+                                                           a_comm.take(pa.array(cwk))]))
+            cs.intern_table.extend(names.dictionary.to_pylist())
+            index = names.indices.to_numpy(zero_copy_only=False)
+            if len(csw):
+                cs.switch_timestamp.extend(_deltas(ts[csw]))
+                cs.switch_prev_state.extend(a_state[csw].tolist())
+                cs.switch_next_pid.extend(b_pid[csw].tolist())
+                cs.switch_next_prio.extend(b_prio[csw].tolist())
+                cs.switch_next_comm_index.extend(index[:len(csw)].tolist())
+            if len(cwk):
+                weight, weight_ok = _ints(t, "weight")
+                cs.waking_timestamp.extend(_deltas(ts[cwk]))
+                cs.waking_pid.extend(a_pid[cwk].tolist())
+                cs.waking_target_cpu.extend(b_pid[cwk].tolist())
+                cs.waking_prio.extend(_prio_from_weight(weight[cwk], weight_ok[cwk]).tolist())
+                cs.waking_comm_index.extend(index[len(csw):].tolist())
+        full = np.sort(np.concatenate((sw[~compact_sw], wk[~compact_wk], fq)))
+        if len(full):
+            self._full_events(bundle, t, cpu, full, kind, ts, sw, a_pid, b_pid, b_pid_ok)
+        self.stats.sched_switch += len(sw)
+        self.stats.sched_waking += len(wk)
+        self.stats.cpu_frequency += len(fq)
+        self.stats.compact_events += len(csw) + len(cwk)
+        if len(sw):
+            self.running[cpu] = int(b_pid[sw[-1]])
+        _write_packet(self.out, trace)
         self.stats.bundles += 1
         self.stats.packets += 1
 
-    def _switch(self, batch, idx, cpu, a_pid, a_pid_ok, b_pid, b_pid_ok) -> _Messages:
-        m = _Messages(len(idx))
-        _put_string(m, 1, batch, "a_comm", idx)                          # prev_comm
-        m.varint(2, a_pid[idx])                                          # prev_pid
-        _put_int(m, 3, batch, "a_prio", idx)                             # prev_prio
-        _put_int(m, 4, batch, "a_state", idx)                            # prev_state
-        _put_string(m, 5, batch, "b_comm", idx)                          # next_comm
-        m.varint(6, b_pid[idx])                                          # next_pid
-        _put_int(m, 7, batch, "b_prio", idx)                             # next_prio
-        self.stats.sched_switch += len(idx)
-        return m
-
-    def _waking(self, batch, idx, cpu, a_pid, a_pid_ok, b_pid, b_pid_ok) -> _Messages:
-        m = _Messages(len(idx))
-        _put_string(m, 1, batch, "a_comm", idx)                          # comm
-        m.varint(2, a_pid[idx])                                          # pid
-        weight, ok = _ints(batch, "weight")
-        m.varint(3, _prio_from_weight(weight[idx], _sub(ok, idx)))      # prio
-        m.varint(4, np.ones(len(idx), dtype=np.int64))                   # success
-        m.varint(5, b_pid[idx], _sub(b_pid_ok, idx))                     # target_cpu
-        self.stats.sched_waking += len(idx)
-        return m
-
-    def _freq(self, batch, idx, cpu, a_pid, a_pid_ok, b_pid, b_pid_ok) -> _Messages:
-        m = _Messages(len(idx))
-        state, _ = _ints(batch, "a_state")
-        m.varint(1, state[idx])                                          # state (kHz)
-        m.varint(2, cpu[idx])                                            # cpu_id
-        self.stats.cpu_frequency += len(idx)
-        return m
+    def _full_events(self, bundle, t: pa.Table, cpu: int, rows: np.ndarray, kind, ts, sw,
+                     a_pid, b_pid, b_pid_ok) -> None:
+        """The events compact_sched cannot carry, one FtraceEvent each (few:
+        a CPU's first switch, gaps, frequency changes)."""
+        # FtraceEvent.pid: the task on the CPU then (the latest earlier switch's next).
+        at = np.searchsorted(sw, rows, side="left") - 1
+        carried = self.running.get(cpu, 0)
+        current = (np.where(at >= 0, b_pid[sw[np.maximum(at, 0)]], carried) if len(sw)
+                   else np.full(len(rows), carried))
+        cols = t.select(["a_comm", "a_prio", "a_state", "b_comm", "b_prio", "weight"]
+                        ).take(pa.array(rows)).to_pylist()
+        weight = np.array([c["weight"] if c["weight"] is not None else 0 for c in cols])
+        prio = _prio_from_weight(weight, np.array([c["weight"] is not None for c in cols]))
+        for i, (row, c) in enumerate(zip(rows.tolist(), cols)):
+            ev = bundle.event.add(timestamp=int(ts[row]))
+            k = int(kind[row])
+            if k == _SWITCH:
+                ev.pid = int(a_pid[row])
+                s = ev.sched_switch
+                s.prev_pid, s.next_pid = int(a_pid[row]), int(b_pid[row])
+                for name, value in (("prev_comm", c["a_comm"]), ("prev_prio", c["a_prio"]),
+                                    ("prev_state", c["a_state"]), ("next_comm", c["b_comm"]),
+                                    ("next_prio", c["b_prio"])):
+                    if value is not None:
+                        setattr(s, name, value)
+                continue
+            ev.pid = int(current[i])
+            if k == _WAKING:
+                w = ev.sched_waking
+                w.pid, w.prio, w.success = int(a_pid[row]), int(prio[i]), 1
+                if c["a_comm"] is not None:
+                    w.comm = c["a_comm"]
+                if b_pid_ok[row]:
+                    w.target_cpu = int(b_pid[row])
+            else:
+                ev.cpu_frequency.state = int(c["a_state"])
+                ev.cpu_frequency.cpu_id = cpu
 
 
 # -- entry point --------------------------------------------------------------
@@ -939,11 +877,12 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
         raise TraceError(f"output folder {parent} does not exist",
                          hint="create it first, or write elsewhere")
 
+    pb = _protos()
     stats = ExportStats(path=out)
     scratch = _Scratch(parent, out.name)
     try:
         with open_atomic(out, "wb", buffering=1 << 20) as f:
-            _export(trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
+            _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
             stats.bytes = f.tell()
     except OSError as e:
         hint = ("check that the folder is writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -954,7 +893,7 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     return stats
 
 
-def _export(trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
+def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
             bundle_events: int, batch_rows: int, run_rows: int) -> None:
     # Pass 1: read every table once, in batches, into the external sort,
     # noting on the way what the header packets need.
@@ -991,18 +930,18 @@ def _export(trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
         ppids.add(_np(c["pid"]), _np(c["ts_ns"]), c["ppid"])
 
     # Pass 2: the header packets, then the events in (cpu, ts) order.
-    snapshot = _clock_snapshot(trace.metadata)
+    snapshot = _clock_snapshot(pb, trace.metadata)
     if snapshot is not None:
-        f.write(snapshot)
+        _write_packet(f, snapshot)
         stats.packets += 1
-    f.write(_system_info(trace.metadata, stats))
+    _write_packet(f, _system_info(pb, trace.metadata, stats))
     stats.packets += 1
-    for packet in _process_tree(tgids, comms, ppids, first_ts or 0, stats):
-        f.write(packet)
+    for packet in _process_tree(pb, tgids, comms, ppids, first_ts or 0, stats):
+        _write_packet(f, packet)
         stats.packets += 1
     # Before a CPU's first switch, the task running there is that switch's prev.
     running = {cpu: prev for cpu, (_, _, prev) in first.items()}
-    bundles = _BundleWriter(f, running, bundle_events, stats)
+    bundles = _BundleWriter(pb, f, running, bundle_events, stats)
     for batch in sorter.batches():
         bundles.write_batch(batch)
     bundles.flush()

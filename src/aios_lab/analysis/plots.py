@@ -16,8 +16,9 @@ from aios_lab.analysis.metrics import QUANTILE_KEYS, bucket_upper_ns
 
 
 def _plt():
-    import matplotlib
+    from aios_lab.extras import require
 
+    matplotlib = require("matplotlib", "report", "an HTML report's figures")
     matplotlib.use("Agg")  # no display; must precede pyplot's first import
     import matplotlib.pyplot as plt
 

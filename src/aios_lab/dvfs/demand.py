@@ -109,7 +109,7 @@ def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals:
     meta = tr.metadata
     if "task_intervals" not in tr.tables or tr.rows("task_intervals") == 0:
         raise TraceError(f"trace {path} has no task_intervals rows: no demand to replay",
-                         hint="record it with BPF telemetry: aios-lab collect --interval 10 -- CMD")
+                         hint="record it with BPF telemetry: aios-lab collect --interval 0.01 -- CMD")
     t = tr.arrow("task_intervals").select(
         ["interval_start_ns", "interval_end_ns", "pid", "tgid", "comm", "oncpu_ns", "last_cpu"]).to_pandas()
     collector = (meta.get("collector") or {}).get("pid")

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
+
+from ..extras import require
+
+gym = require("gymnasium", "learn", "the DVFS environment (train freq --method rl)")
+from gymnasium import spaces  # noqa: E402
 
 from .demand import Demand
 from .platform import Cluster

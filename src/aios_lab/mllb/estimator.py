@@ -7,9 +7,13 @@ guest (measured: 3 min for `import sklearn.tree` with 4 vCPUs).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.tree import DecisionTreeClassifier
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+from aios_lab.extras import require
+
+require("sklearn", "learn", "training a load-balancing model")
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from sklearn.tree import DecisionTreeClassifier  # noqa: E402
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y  # noqa: E402
 
 from aios_lab.errors import ModelError
 from aios_lab.mllb.model import MLLB_MAX_DEPTH, MLLB_MAX_NODES, MLLB_NR_FEATURES, QuantizedTree

@@ -44,7 +44,7 @@ class CollectOptions:
 
 
 def default_out_dir() -> Path:
-    return paths.project_root() / "results" / "traces" / time.strftime("%Y%m%d-%H%M%S")
+    return paths.results_dir() / "traces" / time.strftime("%Y%m%d-%H%M%S")
 
 
 def _kernel_config() -> dict:

@@ -69,7 +69,7 @@ def find_vng() -> tuple[str, str]:
     path = os.pathsep.join([str(venv_bin), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     exe = shutil.which("vng", path=path)
     if not exe:
-        raise VmError("virtme-ng (vng) not found", hint="pip install virtme-ng, or run `make setup`")
+        raise VmError("virtme-ng (vng) not found", hint="pip install 'aios-lab[vm]', or run `make setup`")
     if not shutil.which("modprobe", path=path):
         raise VmError("modprobe not found (virtme-ng needs it)", hint="apt-get install kmod")
     return exe, path
