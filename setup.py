@@ -46,6 +46,9 @@ class BuildPyWithData(build_py):
                 subprocess.run([strip, "-g", str(dest)], check=True)
 
 
-# setuptools' own build tree must not land in build/, which holds the BPF objects.
+# setuptools' own build tree must not land in build/, which holds the BPF
+# objects; egg_info refuses a base folder that does not exist yet (a clean clone).
+SCRATCH = ".setuptools"
+(ROOT / SCRATCH).mkdir(exist_ok=True)
 setup(cmdclass={"build_py": BuildPyWithData},
-      options={"build": {"build_base": ".whl/build"}, "egg_info": {"egg_base": ".whl"}})
+      options={"build": {"build_base": f"{SCRATCH}/build"}, "egg_info": {"egg_base": SCRATCH}})
