@@ -539,3 +539,57 @@ def test_topology_of_this_machine_covers_online_cpus():
     assert topo.cpus == parse_cpu_list(online)
     for c in topo.cpus:
         assert topo.same_llc(c, c) in (True, None)
+
+
+@needs_root
+@needs_2_cpus
+def test_streams_sampled_by_whole_windows_with_weights_and_exact_aggregates():
+    """With a budget far below the event rate, the switch and wakeup streams
+    keep whole 2^24 ns windows per CPU, each row weighted by a power of two;
+    cpu_intervals says how many rows each CPU kept; the task and CPU
+    aggregates still count every event."""
+    n = 1000
+    with BpfCollector(switch_events=True, stream_budget=100) as col:   # 1 record per window
+        rec = Recorder(col)
+        # The baseline read of the counters (not in rec.cpus) lies between these.
+        before, after = rec.t, col.now_ns()
+        sleeper = spawn(f"import time\nfor _ in range({n}): time.sleep(0.0002)\n", cpu=1)
+        usage = None
+        while usage is None:
+            col.poll(20)
+            pid, _, ru = os.wait4(sleeper.pid, os.WNOHANG)
+            usage = ru if pid else None
+        rec.snap()
+        end = rec.t
+        rec.snap()                      # rows recorded before `end` are all drained now
+    sw, wk = rec.events["switches"], rec.events["wakeups"]
+    t = rec.task(sleeper.pid)
+    # The aggregates see every event: the kernel's own count (a sleep whose
+    # timer fires before schedule() does not switch).
+    assert t["voluntary_switches"] == usage.ru_nvcsw and t["voluntary_switches"] >= 0.9 * n
+    assert t["wakeups"] >= 0.9 * n
+    for rows, cpu_key, kept, seen in ((sw, "cpu", "switch_records", "switches"),
+                                      (wk, "waker_cpu", "wakeup_records", "wakeup_events")):
+        weights = {r["sample_weight"] for r in rows}
+        assert all(w >= 1 and w & (w - 1) == 0 for w in weights), weights
+        assert max(weights) > 1, "nothing was sampled at 1 record per window"
+        for cpu in col.topology.cpus:
+            cpu_rows = [r for r in rows if r[cpu_key] == cpu]
+            counted = sum(r[kept] for r in rec.cpus if r["cpu"] == cpu)
+            # 1 ms margins: a program may still be running on the other CPU at a read.
+            surely = sum(after + 1_000_000 <= r["ts_ns"] < end - 1_000_000 for r in cpu_rows)
+            maybe = sum(r["ts_ns"] >= before - 1_000_000 for r in cpu_rows)
+            assert surely <= counted <= maybe, (kept, cpu, surely, counted, maybe)
+            assert counted <= sum(r[seen] for r in rec.cpus if r["cpu"] == cpu)
+            by_window: dict[int, list[dict]] = {}
+            for r in cpu_rows:
+                by_window.setdefault(r["ts_ns"] >> 24, []).append(r)
+            assert all(len({r["sample_weight"] for r in w}) == 1 for w in by_window.values()), cpu
+    # Within a recorded window a CPU's chain is whole: each switch-in of the
+    # sleeper is followed by its switch-out, unless the window ended first.
+    for w in {r["ts_ns"] >> 24 for r in sw if r["cpu"] == 1}:
+        rows = sorted((r for r in sw if r["cpu"] == 1 and r["ts_ns"] >> 24 == w), key=lambda r: r["ts_ns"])
+        for a, b in zip(rows, rows[1:]):
+            if a["next_pid"] == sleeper.pid:
+                assert b["prev_pid"] == sleeper.pid, (a, b)
+    check_schema(rec)

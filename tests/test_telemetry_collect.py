@@ -95,3 +95,11 @@ def test_analyze_of_a_corrupt_trace_is_one_clear_line(tmp_path):
     assert res.exit_code == 1 and res.output.startswith("Error: ") and res.output.strip().count("\n") == 0
     res = CliRunner().invoke(main, ["analyze", str(tmp_path / "missing")])
     assert res.exit_code == 1 and res.output.strip().count("\n") == 0
+
+
+def test_cli_stream_budget_default_is_collects():
+    """cli.py repeats the default (importing it would pull pyarrow into every command)."""
+    from aios_lab.telemetry.collect import DEFAULT_STREAM_BUDGET
+
+    opt = next(p for p in main.commands["collect"].params if p.name == "stream_budget")
+    assert opt.default == DEFAULT_STREAM_BUDGET
