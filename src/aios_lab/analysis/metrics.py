@@ -176,7 +176,8 @@ def _wait(db: TraceDB) -> dict[str, Any]:
     if n_exact and not sampled:
         # One column, materialised once: duckdb keeps temp tables in its
         # buffer pool and spills them, and the quantile search scans it a few times.
-        db.con.execute("""CREATE OR REPLACE TEMP TABLE waits AS
+        # Through db.rows, so that a damaged data page is a TraceError here too.
+        db.rows("""CREATE OR REPLACE TEMP TABLE waits AS
                           SELECT next_wait_ns AS w FROM switches WHERE next_wait_ns IS NOT NULL""")
         count, mean, wmax = db.one("SELECT count(*), avg(w), max(w) FROM waits")
         levels = log2_buckets(db, "waits", "w")
@@ -221,7 +222,7 @@ _TASK_COLS = ("pid", "tgid", "comm", "oncpu_ns", "wait_ns", "wait_count", "wait_
 
 
 def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
-    db.con.execute("""
+    db.rows("""
         CREATE OR REPLACE TEMP TABLE per_task AS
         SELECT pid, any_value(tgid) AS tgid, arg_max(comm, interval_end_ns) AS comm,
                sum(oncpu_ns) AS oncpu_ns, sum(wait_ns) AS wait_ns, sum(wait_count) AS wait_count,
