@@ -572,7 +572,9 @@ def test_streams_sampled_by_whole_windows_with_weights_and_exact_aggregates():
                                       (wk, "waker_cpu", "wakeup_records", "wakeup_events")):
         weights = {r["sample_weight"] for r in rows}
         assert all(w >= 1 and w & (w - 1) == 0 for w in weights), weights
-        assert max(weights) > 1, "nothing was sampled at 1 record per window"
+        # Sampled: some windows were left out (whether a weighted window was
+        # drawn at all is chance: at 1 in 32, often none in 0.3 s).
+        assert sum(r[kept] for r in rec.cpus) < sum(r[seen] for r in rec.cpus), kept
         for cpu in col.topology.cpus:
             cpu_rows = [r for r in rows if r[cpu_key] == cpu]
             counted = sum(r[kept] for r in rec.cpus if r["cpu"] == cpu)
