@@ -8,6 +8,10 @@ Then measures how many events per second the collector recorded with zero
 loss, and how fast Python drains the ring buffers (events per CPU-second of
 the draining process).
 
+Every arm runs once per round, in a new random order each round (the
+machine's background load drifts), and the figures are medians over rounds
+with their spread (min-max and the interquartile range).
+
 Usage (root): .venv/bin/python benchmarks/collect_overhead.py [--runs 7] [--groups 8] [--loops 2000]
 """
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,11 +50,16 @@ def dropped(lost: dict) -> int:
     return sum(v for k, v in lost.items() if k != "unpaired_switch")
 
 
-def drain_rate(hb: list[str], wakeup_sample: int = 1) -> dict:
-    """Events/s recorded and Python's drain rate, with wakeup events on."""
+def spread(v: list[float]) -> str:
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+    return f"[{min(v):.3f}-{max(v):.3f}, IQR {q[0]:.3f}-{q[2]:.3f}]"
+
+
+def drain_rate(hb: list[str], stream_budget: int | None) -> dict:
+    """Events/s recorded and Python's drain rate, switch and wakeup streams on."""
     from aios_lab.telemetry.bpf_collector import BpfCollector
 
-    with BpfCollector(wakeup_events=True, wakeup_sample=wakeup_sample) as col:
+    with BpfCollector(wakeup_events=True, switch_events=True, stream_budget=stream_budget) as col:
         col.start()
         proc = subprocess.Popen(hb, stdout=subprocess.DEVNULL)
         t0, cpu0, n = time.monotonic(), time.process_time(), 0
@@ -59,8 +70,50 @@ def drain_rate(hb: list[str], wakeup_sample: int = 1) -> dict:
         n += sum(len(v) for v in col.take_event_frames().values() if v is not None)
         wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
         lost = col.lost()
-    return {"command": hb, "wakeup_sample": wakeup_sample, "events": n, "wall_s": round(wall, 3), "events_per_s": round(n / wall), "drain_cpu_s": round(cpu, 3),
+    return {"command": hb, "stream_budget": stream_budget, "events": n, "wall_s": round(wall, 3), "events_per_s": round(n / wall), "drain_cpu_s": round(cpu, 3),
             "drain_events_per_cpu_s": round(n / cpu) if cpu else None, "lost": lost}
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def account(args, aios: list[str], variants: dict[str, list[str]], hb: list[str], tmp: Path) -> dict:
+    from aios_lab.bpf.object import BpfStats
+
+    hb_cpu: list[float] = []
+    cost: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "bpf": [], "runs": []} for k in variants}
+    with BpfStats():
+        for r in range(args.account_runs):
+            c0 = children_cpu()
+            run_timed([], hb)
+            hb_cpu.append(children_cpu() - c0)
+            for name, extra in variants.items():
+                trace = tmp / f"acct-{name}-{r}"
+                run_timed(aios + extra + ["--out", str(trace), "--"], hb)
+                col = json.loads((trace / "metadata.json").read_text())["collector"]
+                cost[name]["cpu"].append(col["cpu_s"])
+                cost[name]["bpf"].append(col["bpf"]["ns"] / 1e9)
+                cost[name]["runs"].append(col["bpf"]["runs"])
+                shutil.rmtree(trace, ignore_errors=True)
+    base = statistics.median(hb_cpu)
+    out = {}
+    for k, c in cost.items():
+        cpu, bpf = statistics.median(c["cpu"]), statistics.median(c["bpf"])
+        out[k] = {"collector_cpu_s": cpu, "bpf_s": bpf, "hackbench_cpu_s": base, "share": (cpu + bpf) / base,
+                  "bpf_ns_per_run": 1e9 * sum(c["bpf"]) / max(1, sum(c["runs"])), "raw": c}
+    return out
+
+
+def switch_share(trace: Path) -> float | None:
+    """Share of the switches the trace's switches table recorded (from cpu_intervals)."""
+    import pyarrow.parquet as pq
+
+    cpu = pq.read_table(trace / "cpu_intervals.parquet", columns=["switches", "switch_records"]).to_pydict()
+    rec = [r for r in cpu["switch_records"] if r is not None]
+    total = sum(s for s, r in zip(cpu["switches"], cpu["switch_records"]) if r is not None)
+    return sum(rec) / total if rec and total else None
 
 
 def main() -> int:
@@ -68,6 +121,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--loops", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=20)
+    ap.add_argument("--no-drain", action="store_true", help="skip the zero-loss and drain rate runs")
+    ap.add_argument("--account-runs", type=int, default=3,
+                    help="runs of each collect arm with kernel.bpf_stats_enabled for the CPU accounting (0: none)")
     ap.add_argument("--out", type=Path, default=Path("results/collect_overhead.json"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -83,51 +140,72 @@ def main() -> int:
     hb = hackbench_cmd(args.groups, args.loops)
     tmp = Path(tempfile.mkdtemp(prefix="aios-overhead-"))
     aios = [sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "1"]
-    # The first three are the variants measured before the switch stream
-    # existed (so --no-switches); the last is collect's default now.
-    variants = {"aios-collect": ["--no-switches"],
-                "aios-collect-s8": ["--wakeup-sample", "8", "--no-switches"],
-                "aios-collect-nowake": ["--no-wakeups", "--no-switches"],
-                "aios-collect-switches": []}
+    # collect's default first, then each variant.
+    variants = {"collect": [],
+                "collect-full": ["--stream-budget", "0"],
+                "collect-noswitch": ["--no-switches"],
+                "collect-aggr": ["--no-wakeups", "--no-switches"]}
+    what = {"collect": "the default: switches + wakeups, each sampled above 2000 records/s per CPU",
+            "collect-full": "--stream-budget 0: every switch and wakeup recorded",
+            "collect-noswitch": "--no-switches (wakeups sampled as in the default)",
+            "collect-aggr": "--no-wakeups --no-switches: per-task/per-CPU maps and migrations only"}
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in variants}, "perf-sched": []}
     collect_lost: dict[str, list[dict]] = {k: [] for k in variants}
+    kept: dict[str, list[float]] = {k: [] for k in variants}   # share of switches recorded
+    rng = random.Random(args.seed)
     for r in range(args.runs):
-        times["baseline"].append(run_timed([], hb))
-        for name, extra in variants.items():
-            trace = tmp / f"trace-{name}-{r}"
-            times[name].append(run_timed(aios + extra + ["--out", str(trace), "--"], hb))
-            meta = json.loads((trace / "metadata.json").read_text())
-            collect_lost[name].append(meta.get("lost", {}))
-            shutil.rmtree(trace, ignore_errors=True)
-        times["perf-sched"].append(run_timed(["perf", "sched", "record", "-q", "-o", str(tmp / "perf.data"), "--"], hb))
-        (tmp / "perf.data").unlink(missing_ok=True)
+        order = list(times)
+        rng.shuffle(order)
+        for name in order:
+            if name == "baseline":
+                times[name].append(run_timed([], hb))
+            elif name == "perf-sched":
+                times[name].append(run_timed(["perf", "sched", "record", "-q", "-o", str(tmp / "perf.data"),
+                                              "--"], hb))
+                (tmp / "perf.data").unlink(missing_ok=True)
+            else:
+                trace = tmp / f"trace-{name}-{r}"
+                times[name].append(run_timed(aios + variants[name] + ["--out", str(trace), "--"], hb))
+                meta = json.loads((trace / "metadata.json").read_text())
+                collect_lost[name].append(meta.get("lost", {}))
+                kept[name].append(switch_share(trace))
+                shutil.rmtree(trace, ignore_errors=True)
         print(f"run {r + 1}/{args.runs}: " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["baseline"]
     over = {k: (med[k] - base) / base for k in times if k != "baseline"}
-    print(f"\nhackbench {' '.join(hb[1:])}, {args.runs} interleaved runs, medians "
-          "(aios-collect: --no-switches; -s8: also --wakeup-sample 8; -nowake: --no-wakeups "
-          "--no-switches; -switches: the default, every switch and wakeup recorded):")
+    print(f"\nhackbench {' '.join(hb[1:])}, {args.runs} rounds (arms in random order each round), "
+          "median [min-max, IQR]:")
     for k, v in times.items():
-        print(f"  {k:20} {med[k]:.3f}s [{min(v):.3f}-{max(v):.3f}]  ratio {med[k] / base:.3f}")
+        print(f"  {k:17} {med[k]:.3f}s {spread(v)}  ratio {med[k] / base:.3f}")
     for k in variants:
         ratio = f", {over[k] / over['perf-sched']:.2f} of perf sched's" if over["perf-sched"] > 0 else ""
-        print(f"  overhead {k}: {over[k] * 100:+.1f}%{ratio}; events lost per run: "
-              f"{[dropped(d) for d in collect_lost[k]]}")
+        share = [round(x, 3) for x in kept[k] if x is not None]
+        print(f"  overhead {k}: {over[k] * 100:+.1f}%{ratio}; records lost per run: "
+              f"{[dropped(d) for d in collect_lost[k]]}; share of switches recorded: {share}  ({what[k]})")
     print(f"  overhead perf-sched: {over['perf-sched'] * 100:+.1f}%")
-    # Zero-loss rate: the same collector at rising load, all wakeups recorded,
-    # then the heaviest load with wakeup sampling.
+    # The same cost, accounted in CPU time rather than read off the noisy
+    # wall clock of a shared machine: the collector process's CPU time while
+    # the workload ran plus its BPF programs' run time (kernel.bpf_stats_enabled,
+    # which itself adds two clock reads per run), over hackbench's own CPU time.
+    accounted = account(args, aios, variants, hb, tmp) if args.account_runs else {}
+    for k, a in accounted.items():
+        print(f"  accounted {k}: collector {a['collector_cpu_s']:.3f} CPU-s + BPF {a['bpf_s']:.3f} s "
+              f"= {a['share'] * 100:.2f}% of hackbench's {a['hackbench_cpu_s']:.2f} CPU-s "
+              f"(medians of {args.account_runs}; BPF {a['bpf_ns_per_run']:.0f} ns per program run)")
+    # Zero-loss rate and drain rate: the collector in this process, every
+    # switch and wakeup recorded (no budget), at rising load; then the default budget.
     drains = []
-    for groups, sample in [(1, 1), (2, 1), (4, 1), (args.groups, 1), (args.groups, 8)]:
-        d = drain_rate(hackbench_cmd(groups, args.loops), wakeup_sample=sample)
+    for groups, budget in ([] if args.no_drain else [(1, None), (2, None), (4, None), (args.groups, None), (args.groups, 2000)]):
+        d = drain_rate(hackbench_cmd(groups, args.loops), stream_budget=budget)
         drains.append(d)
-        print(f"  collector, hackbench -g {groups}, wakeup sample 1/{sample}: {d['events']} events in "
-              f"{d['wall_s']}s = {d['events_per_s']}/s, lost {dropped(d['lost'])} {d['lost']}; "
-              f"Python drained {d['drain_events_per_cpu_s']} events per CPU-second", flush=True)
+        print(f"  collector, hackbench -g {groups}, stream budget {budget or 'none'}: {d['events']} records in "
+              f"{d['wall_s']}s = {d['events_per_s']}/s, lost {dropped(d['lost'])}; "
+              f"Python drained {d['drain_events_per_cpu_s']} records per CPU-second", flush=True)
     drain = drains
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": hb, "times": times, "medians": med, "overhead": over,
-                                    "collect_lost": collect_lost, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
+                                    "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -15,9 +15,21 @@
  *    sched_migrate_task / sched_wakeup(_new), with run-queue length and load
  *    of the CPUs involved. Wakeup records can be turned off (wakeup_events).
  *  - switch_ring (ring buffer, switch_events): one record per sched_switch,
- *    the raw stream per-CPU timelines and exact wait percentiles need. It
- *    notifies the reader only when a quarter full: a wakeup per record
- *    would switch the reader in, which records a switch, which wakes it.
+ *    the raw stream per-CPU timelines and exact wait percentiles need.
+ *  - Every ring notifies the reader only when a quarter full (a wakeup per
+ *    record would switch the reader in, which records a switch, which wakes
+ *    it); the reader otherwise drains on its own timer, in bulk.
+ *
+ * Sampled streams. The switch and wakeup streams can be far more than a
+ * reader can keep (hackbench: ~100,000 switches per CPU-second), so with
+ * stream_budget set each CPU records them by whole windows of 2^24 ns: at a
+ * new window it picks the smallest shift such that the previous window's
+ * events >> shift fit the budget, and records the whole window with
+ * probability 2^-shift (each record carries sample_weight = 2^shift). Whole
+ * windows keep a CPU's switch chain intact within each (timelines); the
+ * weights keep totals and distributions estimated from the stream unbiased.
+ * The per-task and per-CPU maps above see every event whatever the rate;
+ * aios_cpu_stats.stream counts events seen and records made per CPU.
  *  - drops (PERCPU_ARRAY): reserve failures per ring, events that found
  *    the task map full, and unpaired switches (below). Nothing is lost
  *    silently.
@@ -80,6 +92,9 @@ const volatile u32 wakeup_sample = 1;
 const volatile s32 ignore_tgid = 0;
 /* One record per context switch: the heaviest stream, so it can be off. */
 const volatile bool switch_events = false;
+/* Records per window (2^AIOS_WINDOW_SHIFT ns) per CPU per sampled stream;
+ * 0 records every event. */
+const volatile u32 stream_budget = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -133,6 +148,7 @@ struct aios_task_stats zero_task = {};
 /* Anchor the types only user space reads, so clang emits them into BTF. */
 enum aios_telemetry_drop __aios_btf_drop __attribute__((unused));
 enum aios_task_flag __aios_btf_flag __attribute__((unused));
+enum aios_stream_kind __aios_btf_stream __attribute__((unused));
 struct aios_cpu_stats __aios_btf_cpu __attribute__((unused));
 struct aios_migration_event __aios_btf_mig __attribute__((unused));
 struct aios_wakeup_event __aios_btf_wake __attribute__((unused));
@@ -151,15 +167,18 @@ struct task_struct___cpu {
 
 static __always_inline long task_state(struct task_struct *p)
 {
+	/* Direct loads: tp_btf arguments are BTF pointers, so the verifier
+	 * lets us read through them without a bpf_probe_read_kernel call each
+	 * (a third of the switch program's time when it used one). */
 	if (bpf_core_field_exists(p->__state))
-		return BPF_CORE_READ(p, __state);
+		return p->__state;
 	return BPF_CORE_READ((struct task_struct___pre_5_14 *)p, state);
 }
 
 static __always_inline s32 task_cpu(struct task_struct *p)
 {
 	if (bpf_core_field_exists(p->thread_info.cpu))
-		return BPF_CORE_READ(p, thread_info.cpu);
+		return p->thread_info.cpu;
 	return BPF_CORE_READ((struct task_struct___cpu *)p, cpu);
 }
 
@@ -202,7 +221,7 @@ static __always_inline struct rq *task_rq_ptr(struct task_struct *p)
 
 	if (!bpf_core_field_exists(p->se.cfs_rq) || !bpf_core_field_exists(cq->rq))
 		return NULL;
-	return BPF_CORE_READ(p, se.cfs_rq, rq);
+	return p->se.cfs_rq->rq;
 }
 
 /* Another CPU's rq, as that CPU's last switch recorded it (NULL before). */
@@ -231,7 +250,7 @@ static __always_inline s64 rq_load(s32 cpu)
 /* The task's entry, created (zeroed, identity filled) on first sight. */
 static struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
 {
-	u64 start = BPF_CORE_READ(p, start_time);
+	u64 start = p->start_time;
 	struct aios_task_stats *ts = bpf_map_lookup_elem(&task_stats, &pid);
 	long err;
 
@@ -250,20 +269,28 @@ static struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
 		return NULL;
 	if (ts->start_ns != start) {
 		ts->pid = pid;
-		ts->tgid = BPF_CORE_READ(p, tgid);
+		ts->tgid = p->tgid;
 		ts->last_cpu = -1;
 		ts->start_ns = start;
 	}
 	return ts;
 }
 
-/* Fields that can change while the task lives (exec, renice, cgroup move). */
-static __always_inline void refresh_identity(struct aios_task_stats *ts, struct task_struct *p)
+/* Fields that can change while the task lives (exec, renice, cgroup move),
+ * read at the task's first switch-in of each interval: the cgroup id is four
+ * dependent loads, often cache misses, and was read at every switch-in. A
+ * row's comm and cgroup are therefore those of its interval's first run. */
+static __always_inline void refresh_identity(struct aios_task_stats *ts, struct task_struct *p,
+					     u32 ep)
 {
-	BPF_CORE_READ_STR_INTO(&ts->comm, p, comm);
-	ts->cgroup_id = BPF_CORE_READ(p, cgroups, dfl_cgrp, kn, id);
-	ts->weight = BPF_CORE_READ(p, se.load.weight);
-	ts->nice = BPF_CORE_READ(p, static_prio) - 120;
+	if (ts->ident_epoch == ep + 1)
+		return;
+	ts->ident_epoch = ep + 1;
+	/* comm is NUL-padded (set with strscpy_pad): a plain copy is a string. */
+	__builtin_memcpy(ts->comm, p->comm, sizeof(ts->comm));
+	ts->cgroup_id = p->cgroups->dfl_cgrp->kn->id;
+	ts->weight = p->se.load.weight;
+	ts->nice = p->static_prio - 120;
 }
 
 static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u32 ep)
@@ -286,15 +313,12 @@ static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u3
 
 /* Per-CPU part of a switch. Returns the pid this CPU ran according to our
  * previous switch when that is not the tracepoint's prev (0 otherwise). */
-static __always_inline u32 cpu_switch(u32 cpu, struct task_struct *prev, u32 prev_pid,
-				      u32 next_pid, u64 now, u32 ep)
+static __always_inline u32 cpu_switch(struct aios_cpu_stats *cs, struct task_struct *prev,
+				      u32 prev_pid, u32 next_pid, u64 now, u32 ep)
 {
-	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
 	struct rq *rq = task_rq_ptr(prev);	/* prev is still on this CPU's rq */
 	u32 nr, s = ep & 1, unpaired = 0;
 
-	if (!cs)
-		return 0;
 	if (cs->last_switch_ns && cs->curr_pid != prev_pid)
 		unpaired = cs->curr_pid ? cs->curr_pid : (u32)-1;
 	if (cs->last_switch_ns && now > cs->last_switch_ns) {
@@ -307,14 +331,16 @@ static __always_inline u32 cpu_switch(u32 cpu, struct task_struct *prev, u32 pre
 	cs->curr_pid = next_pid;
 	cs->switches++;
 
-	if (rq)
-		cs->rq_addr = (u64)rq;
-	else
+	if (!rq) {
 		rq = (struct rq *)cs->rq_addr;
-	if (!rq)
-		return unpaired;
+		if (!rq)
+			return unpaired;
+		nr = BPF_CORE_READ(rq, nr_running);
+	} else {
+		cs->rq_addr = (u64)rq;
+		nr = rq->nr_running;	/* a BTF pointer: a direct load */
+	}
 	/* Sampled after the pick: counts next (running) plus the queued. */
-	nr = BPF_CORE_READ(rq, nr_running);
 	cs->rq_len_samples++;
 	cs->rq_len_sum += nr;
 	if (cs->rq_max_epoch[s] != ep) {
@@ -345,7 +371,7 @@ static __always_inline s64 ftrace_prev_state(bool preempt, struct task_struct *p
 		return 0x80;
 	if (st == AIOS_TASK_RTLOCK_WAIT)
 		return 0x2;
-	s = ((u32)st | (u32)BPF_CORE_READ(prev, exit_state)) & AIOS_TASK_REPORT;
+	s = ((u32)st | (u32)prev->exit_state) & AIOS_TASK_REPORT;
 	if (!s)
 		return 0;
 	/* Highest set bit of 7: a bounded loop the verifier unrolls. */
@@ -357,33 +383,79 @@ static __always_inline s64 ftrace_prev_state(bool preempt, struct task_struct *p
 	return 0;
 }
 
-static __always_inline void emit_switch(u32 cpu, u64 now, bool preempt, struct task_struct *prev,
-					u32 prev_pid, struct task_struct *next, u32 next_pid,
-					s64 next_wait)
+/* The weight of this event's record in stream k on this CPU, 0 when it is
+ * not recorded (see "Sampled streams" above). */
+static __always_inline u32 stream_sample(struct aios_cpu_stats *cs, u32 k, u64 now)
 {
-	struct aios_switch_event *e = bpf_ringbuf_reserve(&switch_ring, sizeof(*e), 0);
-	u64 avail;
+	struct aios_stream *st;
+	u64 w = now >> AIOS_WINDOW_SHIFT;
+	u32 c, shift = 0;
 
+	if (k >= AIOS_NR_STREAMS)
+		return 0;
+	st = &cs->stream[k];
+	st->seen++;
+	if (!stream_budget)
+		return 1;
+	if (st->window != w) {
+		c = st->window + 1 == w ? st->count : 0;
+		for (int i = 0; i < 24; i++) {
+			if ((c >> shift) <= stream_budget)
+				break;
+			shift++;
+		}
+		st->window = w;
+		st->count = 0;
+		st->shift = shift;
+		st->on = !(bpf_get_prandom_u32() & ((1u << shift) - 1));
+	}
+	st->count++;
+	return st->on ? 1u << (st->shift & 31) : 0;
+}
+
+/* Submit, waking the reader only when this record takes the ring past a
+ * quarter full. Waking it on every record above the mark (as we first did)
+ * queued an irq_work per record while a starved reader lagged: ~4 us per
+ * switch under hackbench, 15x the program's own cost. The reader also
+ * drains on its own timer, so one wakeup per crossing is enough. */
+static __always_inline void submit(void *ring, void *e, u64 size)
+{
+	u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+	u64 mark = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 4;
+
+	bpf_ringbuf_submit(e, avail >= mark && avail < mark + size + 8 ?
+			   BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void emit_switch(struct aios_cpu_stats *cs, u32 cpu, u64 now, bool preempt,
+					struct task_struct *prev, u32 prev_pid,
+					struct task_struct *next, u32 next_pid, s64 next_wait)
+{
+	u32 weight = stream_sample(cs, AIOS_STREAM_SWITCHES, now);
+	struct aios_switch_event *e;
+
+	if (!weight)
+		return;
+	e = bpf_ringbuf_reserve(&switch_ring, sizeof(*e), 0);
 	if (!e) {
 		drop(AIOS_DROP_SWITCH_RING);
 		return;
 	}
+	cs->stream[AIOS_STREAM_SWITCHES].recorded++;
 	e->ts_ns = now;
 	e->cpu = cpu;
 	e->prev_pid = prev_pid;
-	e->prev_tgid = BPF_CORE_READ(prev, tgid);
+	e->prev_tgid = prev->tgid;
 	e->next_pid = next_pid;
-	e->next_tgid = BPF_CORE_READ(next, tgid);
-	e->prev_prio = BPF_CORE_READ(prev, prio);
-	e->next_prio = BPF_CORE_READ(next, prio);
-	e->_pad = 0;
+	e->next_tgid = next->tgid;
+	e->prev_prio = prev->prio;
+	e->next_prio = next->prio;
+	e->sample_weight = weight;
 	e->prev_state = ftrace_prev_state(preempt, prev);
 	e->next_wait_ns = next_wait;
-	BPF_CORE_READ_STR_INTO(&e->prev_comm, prev, comm);
-	BPF_CORE_READ_STR_INTO(&e->next_comm, next, comm);
-	avail = bpf_ringbuf_query(&switch_ring, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, avail > bpf_ringbuf_query(&switch_ring, BPF_RB_RING_SIZE) / 4 ?
-			   BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	__builtin_memcpy(e->prev_comm, prev->comm, sizeof(e->prev_comm));
+	__builtin_memcpy(e->next_comm, next->comm, sizeof(e->next_comm));
+	submit(&switch_ring, e, sizeof(*e));
 }
 
 SEC("tp_btf/sched_switch")
@@ -391,13 +463,16 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 {
 	u64 now = bpf_ktime_get_ns();
 	u32 cpu = bpf_get_smp_processor_id();
-	u32 prev_pid = BPF_CORE_READ(prev, pid), next_pid = BPF_CORE_READ(next, pid);
+	u32 prev_pid = prev->pid, next_pid = next->pid;
 	u32 ep = cur_epoch();
+	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
 	struct aios_task_stats *ts;
 	s64 next_wait = -1;
 	u32 unpaired;
 
-	unpaired = cpu_switch(cpu, prev, prev_pid, next_pid, now, ep);
+	if (!cs)
+		return 0;
+	unpaired = cpu_switch(cs, prev, prev_pid, next_pid, now, ep);
 	if (unpaired) {
 		/* The task we last switched in here left unseen (some kernels
 		 * do not trace every switch; our 6.18 host hides a few tasks).
@@ -419,8 +494,8 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			ts->last_switch_out_ns = now;
 			/* A renice during this run (or between fork and exec) is
 			 * seen here even if the task never runs again. */
-			ts->weight = BPF_CORE_READ(prev, se.load.weight);
-			ts->nice = BPF_CORE_READ(prev, static_prio) - 120;
+			ts->weight = prev->se.load.weight;
+			ts->nice = prev->static_prio - 120;
 			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
 			 * when not a preemption and the task left TASK_RUNNING (it
 			 * is dequeued); otherwise it stays runnable and waits. */
@@ -443,20 +518,21 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			ts->wait_since_ns = 0;
 			ts->oncpu_since_ns = now;
 			ts->last_cpu = cpu;
-			refresh_identity(ts, next);
+			refresh_identity(ts, next, ep);
 		}
 	}
 	if (switch_events)
-		emit_switch(cpu, now, preempt, prev, prev_pid, next, next_pid, next_wait);
+		emit_switch(cs, cpu, now, preempt, prev, prev_pid, next, next_pid, next_wait);
 	return 0;
 }
 
 static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 {
-	u32 pid = BPF_CORE_READ(p, pid);
+	u32 pid = p->pid, cpu, weight;
 	u64 now = bpf_ktime_get_ns();
 	struct aios_task_stats *ts;
 	struct aios_wakeup_event *e;
+	struct aios_cpu_stats *cs;
 	s32 target;
 
 	if (!pid)
@@ -471,7 +547,14 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 	}
 	if (!wakeup_events)
 		return 0;
-	if (ignore_tgid && BPF_CORE_READ(p, tgid) == ignore_tgid)
+	if (ignore_tgid && p->tgid == ignore_tgid)
+		return 0;
+	cpu = bpf_get_smp_processor_id();
+	cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
+	if (!cs)
+		return 0;
+	weight = stream_sample(cs, AIOS_STREAM_WAKEUPS, now);
+	if (!weight)
 		return 0;
 	if (wakeup_sample > 1 && bpf_get_prandom_u32() % wakeup_sample)
 		return 0;
@@ -480,21 +563,22 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 		drop(AIOS_DROP_WAKEUP_RING);
 		return 0;
 	}
+	cs->stream[AIOS_STREAM_WAKEUPS].recorded++;
 	target = task_cpu(p);
 	e->ts_ns = now;
 	e->pid = pid;
-	e->tgid = BPF_CORE_READ(p, tgid);
-	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	e->tgid = p->tgid;
+	__builtin_memcpy(e->comm, p->comm, sizeof(e->comm));
 	e->target_cpu = target;
 	e->prev_cpu = ts && !is_new ? ts->last_cpu : -1;
-	e->waker_cpu = bpf_get_smp_processor_id();
+	e->waker_cpu = cpu;
 	e->target_nr_running = rq_nr_running(target);
 	e->since_last_ran_ns = ts && ts->last_switch_out_ns && now >= ts->last_switch_out_ns ?
 			       (s64)(now - ts->last_switch_out_ns) : -1;
-	e->weight = BPF_CORE_READ(p, se.load.weight);
+	e->weight = p->se.load.weight;
 	e->is_new = is_new;
-	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	e->sample_weight = weight * wakeup_sample;
+	submit(&wakeup_ring, e, sizeof(*e));
 	return 0;
 }
 
@@ -513,7 +597,7 @@ int BPF_PROG(tel_wakeup_new, struct task_struct *p)
 SEC("tp_btf/sched_migrate_task")
 int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 {
-	u32 pid = BPF_CORE_READ(p, pid);
+	u32 pid = p->pid;
 	u64 now = bpf_ktime_get_ns();
 	s32 src = task_cpu(p);
 	u32 key;
@@ -535,7 +619,7 @@ int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 	ts = task_entry(p, pid);
 	if (ts)
 		ts->migrations++;
-	if (ignore_tgid && BPF_CORE_READ(p, tgid) == ignore_tgid)
+	if (ignore_tgid && p->tgid == ignore_tgid)
 		return 0;
 
 	e = bpf_ringbuf_reserve(&migration_ring, sizeof(*e), 0);
@@ -545,8 +629,8 @@ int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 	}
 	e->ts_ns = now;
 	e->pid = pid;
-	e->tgid = BPF_CORE_READ(p, tgid);
-	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	e->tgid = p->tgid;
+	__builtin_memcpy(e->comm, p->comm, sizeof(e->comm));
 	e->src_cpu = src;
 	e->dst_cpu = dest_cpu;
 	e->src_nr_running = rq_nr_running(src);
@@ -556,9 +640,9 @@ int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 	e->runtime_ns = ts && ts->last_run_ns ? (s64)ts->last_run_ns : -1;
 	e->since_last_ran_ns = ts && ts->last_switch_out_ns && now >= ts->last_switch_out_ns ?
 			       (s64)(now - ts->last_switch_out_ns) : -1;
-	e->weight = BPF_CORE_READ(p, se.load.weight);
-	e->nr_migrations = BPF_CORE_READ(p, se.nr_migrations);
-	bpf_ringbuf_submit(e, 0);
+	e->weight = p->se.load.weight;
+	e->nr_migrations = p->se.nr_migrations;
+	submit(&migration_ring, e, sizeof(*e));
 	return 0;
 }
 

@@ -40,7 +40,7 @@ def _hist(waits_ns: list[int]) -> list[int]:
 
 def write_trace(out: Path, *, duration_s: float = 10.0, waits_us: list[int] | None = None,
                 switches: bool = True, status: str = "complete", busy: tuple = (0.25, 0.5, 0.75, 1.0),
-                migrations: bool = True, freq: bool = False) -> Path:
+                migrations: bool = True, freq: bool = False, sample_weight: int = 1) -> Path:
     """A 4-CPU trace of `duration_s` 1-second intervals with known contents.
 
     Waits: one switch per wait, next_wait_ns = the given waits (default
@@ -75,7 +75,7 @@ def write_trace(out: Path, *, duration_s: float = 10.0, waits_us: list[int] | No
         w.append("switches", [
             {"ts_ns": (i + 1) * step, "cpu": i % 4, "prev_pid": 0, "prev_comm": "swapper",
              "prev_prio": 120, "prev_state": 0, "next_pid": 100 if i % 2 == 0 else 200,
-             "next_comm": "task", "next_prio": 120, "next_wait_ns": wt}
+             "next_comm": "task", "next_prio": 120, "next_wait_ns": wt, "sample_weight": sample_weight}
             for i, wt in enumerate(waits)])
     if migrations:
         rows = [(0, 1, True, True)] * 3 + [(1, 2, False, False)] * 2 + [(2, 3, True, True)]
@@ -108,6 +108,19 @@ def test_wait_from_histograms_when_no_switch_stream(tmp_path):
     assert w["p50_ns"] == 1 << 19
     assert w["p99_ns"] == 1 << 20   # 990 us in [524288, 1048576)
     assert w["mean_ns"] == pytest.approx(500.5 * US)
+
+
+def test_a_sampled_switch_stream_gives_way_to_the_exact_aggregates(tmp_path):
+    """Rows weighted above 1 hold only some waits and switches: waits then
+    come from the per-task histograms (which count every wait), switch counts
+    from cpu_intervals, and per-task p99s are flagged as estimates."""
+    m = trace_metrics(write_trace(tmp_path / "t", sample_weight=4))
+    w = m["wait"]
+    assert w["source"] == "histogram" and not w["exact"] and w["sampled_stream"]
+    assert w["count"] == 1000 and w["p50_ns"] == 1 << 19
+    assert m["switches"]["source"] == "cpu_intervals" and m["switches"]["total"] == 10 * 10 * 4
+    assert m["tasks"]["p99_approximate"]
+    assert "sampled" in render_report(m)
 
 
 def test_cpu_timeline_and_migrations(tmp_path):

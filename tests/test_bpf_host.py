@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab.bpf import (BPF_NOEXIST, BpfObject, Map, RingBuffer, ensure_bpffs,
-                          num_possible_cpus, require_struct_ops_link)
+from aios_lab.bpf import (BPF_NOEXIST, BpfObject, Map, RingArray, RingBuffer, bulk_supported,
+                          ensure_bpffs, num_possible_cpus, require_struct_ops_link)
 from aios_lab.errors import BpfAttachError, BpfError, BpfLoadError, BpfMapError
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
@@ -170,6 +170,38 @@ def test_ringbuf_consume_is_bounded_by_max_records(probe):
         rest = rb.consume()
         assert rest >= 1 and len(got) == 3 + rest  # the remainder was left in the ring, not lost
         assert rb.consume(max_records=3) == 0
+
+
+@pytest.mark.skipif(not bulk_supported(), reason="bulk ring reads are for x86-64")
+def test_ring_array_reads_in_bulk_across_the_wrap_and_shares_the_consumer_position(probe):
+    from aios_lab.telemetry.bpf_collector import _set_max_entries
+
+    _set_max_entries(probe, "events", 16384)     # a small ring, so that reads wrap often
+    probe.set_rodata_many({"switch_every": 1, "exec_events": False, "magic": 77})
+    probe.load()
+    ev_t = probe.btf.ctypes_type("hp_event")
+    ra = RingArray(probe.map("events"), ev_t)
+    link = probe.attach("on_switch")
+    total, deadline = 0, time.monotonic() + 10
+    while total < 4 * ra.size and time.monotonic() < deadline:
+        make_switches(5)
+        a = ra.read()
+        total += len(a) * ra.stride
+        assert (a["kind"] == 2).all() and (a["magic"] == 77).all()
+        assert ra.avail_bytes() >= 0
+    assert total >= 4 * ra.size, "the ring never wrapped"
+    link.destroy()                                # nothing new arrives now
+    make_switches(1)
+    left = ra.avail_bytes() // ra.stride
+    first = ra.read(max_records=1)
+    assert len(first) == min(1, left)
+    # libbpf's reader continues from the position RingArray left.
+    got: list[bytes] = []
+    with RingBuffer(probe.map("events"), got.append) as rb:
+        assert rb.consume() == max(0, left - 1) == len(got)
+    assert len(ra.read()) == 0 and ra.avail_bytes() == 0
+    ra.close()
+    ra.close()  # idempotent
 
 
 def test_ringbuf_callback_exception_is_reraised(probe):

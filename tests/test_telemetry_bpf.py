@@ -38,13 +38,19 @@ SPIN_WALL = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < {s}
 SPIN_FOREVER = "while True: pass\n"
 
 
-def spawn(code: str, cpu: int | None = None, nice: int = 0) -> subprocess.Popen:
+def spawn(code: str, cpu: int | None = None, nice: int | None = None) -> subprocess.Popen:
+    """A child Python running `code`; nice, if given, is absolute (we are root),
+    otherwise the child keeps ours (the suite may run under `nice -n 19`)."""
     def pin() -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        if nice:
-            os.nice(nice)
+        if nice is not None:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
     return subprocess.Popen([sys.executable, "-c", code], preexec_fn=pin)
+
+
+def our_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def run_until_exit(col: BpfCollector, procs: list[subprocess.Popen]) -> dict[int, float]:
@@ -126,21 +132,72 @@ def check_schema(rec: Recorder) -> None:
         pa.Table.from_pylist(rows, schema=sch)
 
 
+# -- switches the kernel does not trace --------------------------------------------------------
+# This host's kernel never traces the switch-out of a few tasks that are not
+# ours (host agent threads; bpf/telemetry.bpf.c, "Known blind spots"), and on
+# a busy machine they switch often: CI saw 221 unpaired of 1,220 switches. So
+# the tests do not bound how often that happens; they check, from the switch
+# stream, that it never happens to their own tasks, that the collector's
+# unpaired_switch counter is exactly the breaks in the stream, and they bound
+# a task's on-CPU time by the share it may have run unseen.
+
+def broken_links(sw: list[dict]) -> list[tuple[dict, dict]]:
+    """Consecutive switches (a, b) on one CPU where a switched in a task that b
+    does not switch out: the switch between them was not traced."""
+    out = []
+    last: dict[int, dict] = {}
+    for r in sorted(sw, key=lambda r: r["ts_ns"]):
+        a = last.get(r["cpu"])
+        if a is not None and a["next_pid"] != r["prev_pid"]:
+            out.append((a, r))
+        last[r["cpu"]] = r
+    return out
+
+
+def unseen_run_ns(sw: list[dict], pid: int) -> int:
+    """Upper bound on the time `pid` ran after an untraced switch-in: such a
+    run is not credited to it (the CPU view keeps it), and it began somewhere
+    between the last traced switch on that CPU and the one that switched it out."""
+    return sum(b["ts_ns"] - a["ts_ns"] for a, b in broken_links(sw) if b["prev_pid"] == pid)
+
+
+def check_unpaired(rec: "Recorder", pids: set[int]) -> None:
+    """Our tasks never leave a CPU unseen, and unpaired_switch counts exactly
+    the breaks in the switch stream (recorded since attach, none dropped)."""
+    read_ns = rec.col.now_ns()
+    lost = rec.col.lost()
+    rec.snap()                          # drains the stream past the read
+    sw = rec.events["switches"]
+    assert lost["switch_ring"] == 0, lost
+    broken = broken_links(sw)
+    gone = [(a["next_pid"], a["next_comm"]) for a, _ in broken if a["next_pid"] in pids]
+    assert not gone, f"our tasks left a CPU without a traced switch: {gone}"
+    # Breaks seen before the read are all counted (1 ms margin for a program
+    # still running on the other CPU), and the counter has no others.
+    before = sum(b["ts_ns"] < read_ns - 1_000_000 for _, b in broken)
+    assert before <= lost["unpaired_switch"] <= len(broken), (lost, before, len(broken))
+
+
 @needs_root
 @needs_2_cpus
-def test_pinned_spinners_oncpu_time_and_last_cpu(rec):
+def test_pinned_spinners_oncpu_time_and_last_cpu(srec):
+    rec = srec
     spin_s = 0.4
     procs = [spawn(SPIN_CPU.format(s=spin_s), cpu=0), spawn(SPIN_CPU.format(s=spin_s), cpu=1)]
     cpu_s = run_until_exit(rec.col, procs)
     rec.snap()
     for cpu, p in enumerate(procs):
         t = rec.task(p.pid)
-        # The kernel's own accounting of the same process is the yardstick.
-        assert 0.7 <= t["oncpu_ns"] / 1e9 / cpu_s[p.pid] <= 1.3, (t["oncpu_ns"], cpu_s[p.pid])
-        assert t["oncpu_ns"] >= 0.7 * spin_s * 1e9
+        # The kernel's own accounting of the same process is the yardstick;
+        # from below, less what it may have run after an untraced switch-in.
+        unseen = unseen_run_ns(rec.events["switches"], p.pid)
+        assert t["oncpu_ns"] <= 1.3e9 * cpu_s[p.pid], (t["oncpu_ns"], cpu_s[p.pid])
+        assert t["oncpu_ns"] + unseen >= 0.7e9 * cpu_s[p.pid], (t["oncpu_ns"], unseen, cpu_s[p.pid])
+        assert t["oncpu_ns"] + unseen >= 0.7 * spin_s * 1e9
         assert t["last"]["last_cpu"] == cpu
         assert t["last"]["tgid"] == p.pid and t["last"]["comm"].startswith("python")
-        assert t["last"]["nice"] == 0
+        assert t["last"]["nice"] == our_nice()
+    check_unpaired(rec, {p.pid for p in procs})
     check_schema(rec)
 
 
@@ -252,7 +309,8 @@ def test_two_spinners_on_one_cpu_wait_and_preempt(rec):
 
 
 @needs_root
-def test_cpu_busy_plus_idle_covers_the_interval(rec):
+def test_cpu_busy_plus_idle_covers_the_interval(srec):
+    rec = srec
     # A CPU's clock is known from its first context switch after attach; an
     # idle tickless CPU may not switch for a long time, so visit each one.
     mask = os.sched_getaffinity(0)
@@ -284,19 +342,22 @@ def test_cpu_busy_plus_idle_covers_the_interval(rec):
     # Busy time is the on-CPU time of tasks (pid > 0): the two views agree.
     # A hidden switch-in (the unpaired case) leaves that whole run out of the
     # task view while the CPU view, which follows the tracepoint's prev, keeps
-    # it; CI once lost the 200 ms spinner that way. Then only the upper bound
-    # holds: tasks are never credited more time than the CPUs were busy.
+    # it; CI once lost the 200 ms spinner that way. So from below the task
+    # view is short by at most the time tasks may have run unseen in the window.
     busy = sum(r["busy_ns"] for r in rec.cpus)
     oncpu = sum(r["oncpu_ns"] for r in rec.tasks)
     lost = rec.col.lost()
+    unseen = sum(b["ts_ns"] - max(a["ts_ns"], start) for a, b in broken_links(rec.events["switches"])
+                 if b["prev_pid"] and b["ts_ns"] > start)
     assert oncpu / busy <= 1.1, (oncpu, busy, lost)
-    if exact:
-        assert oncpu / busy >= 0.9, (oncpu, busy, lost)
+    assert (oncpu + unseen) / busy >= 0.9, (oncpu, unseen, busy, lost)
+    check_unpaired(rec, {p.pid for p in procs})
     check_schema(rec)
 
 
 @needs_root
-def test_nothing_lost_at_normal_rates(rec):
+def test_nothing_lost_at_normal_rates(srec):
+    rec = srec
     procs = [spawn("import time\nfor _ in range(200): time.sleep(0.001)\n"),
              spawn(SPIN_CPU.format(s=0.2))]
     run_until_exit(rec.col, procs)
@@ -306,10 +367,14 @@ def test_nothing_lost_at_normal_rates(rec):
     assert set(lost) == {"migration_ring", "wakeup_ring", "task_map_full", "unpaired_switch",
                          "switch_ring"}
     assert lost["migration_ring"] == lost["wakeup_ring"] == lost["task_map_full"] == 0, lost
+    assert lost["switch_ring"] == 0, lost
     # Unpaired switches are a kernel property, not a rate problem: our 6.18
-    # host does not trace some tasks' switch-outs. They must stay rare.
-    switches = sum(r["switches"] for r in rec.cpus)
-    assert lost["unpaired_switch"] <= 0.05 * switches, (lost, switches)
+    # host does not trace some tasks' switch-outs, as often as those tasks
+    # run (other work decides). None may be ours, and the counter must be
+    # exactly the breaks in the recorded stream.
+    sleeper = rec.task(procs[0].pid)
+    assert sleeper["wakeups"] >= 200 and sleeper["voluntary_switches"] >= 200
+    check_unpaired(rec, {p.pid for p in procs})
 
 
 @needs_root
@@ -348,17 +413,24 @@ def test_switch_stream_sleeper_and_preempted_spinners(srec):
     ins = [r for r in sw if r["next_pid"] == sleeper.pid]
     assert ins and all(r["next_comm"] == "python3" or r["next_comm"].startswith("python")
                        for r in ins[-50:])
-    assert all(r["next_prio"] == 120 for r in ins)
+    assert all(r["next_prio"] == 120 + our_nice() for r in ins)
     for p in spinners:
         # Still runnable when switched out: R (0) after a tick preemption
         # taken on the way back to user space, R+ (256) in kernel.
         out = [r["prev_state"] for r in sw if r["prev_pid"] == p.pid]
         assert sum(s in (0, 256) for s in out) >= 5, f"spinner {p.pid}: {out[:20]}"
-    # Per CPU the stream is a chain: who comes in is who leaves next.
-    for cpu in (0, 1):
-        rows = sorted((r for r in sw if r["cpu"] == cpu), key=lambda r: r["ts_ns"])
-        linked = sum(a["next_pid"] == b["prev_pid"] for a, b in zip(rows, rows[1:]))
-        assert linked >= 0.95 * (len(rows) - 1), (cpu, linked, len(rows))
+    # Per CPU the stream is a chain: who comes in is who leaves next. It
+    # breaks only where the kernel did not trace a switch, never at ours, and
+    # each break is one the BPF side counted.
+    check_unpaired(srec, {sleeper.pid, *(p.pid for p in spinners)})
+    sw = srec.events["switches"]
+    broken = broken_links(sw)
+    for p in (sleeper, *spinners):
+        # Every traced switch-in of ours has its switch-out; a switch-out
+        # without one is a break (someone else's switch-out hidden before it).
+        ins = sum(r["next_pid"] == p.pid for r in sw)
+        outs = sum(r["prev_pid"] == p.pid for r in sw)
+        assert outs - ins == sum(b["prev_pid"] == p.pid for _, b in broken), (p.pid, ins, outs)
     # Exact waits in the stream == the aggregate the task map kept.
     for p in (sleeper, *spinners):
         waits = [r["next_wait_ns"] for r in sw if r["next_pid"] == p.pid and r["next_wait_ns"] is not None]
@@ -467,3 +539,59 @@ def test_topology_of_this_machine_covers_online_cpus():
     assert topo.cpus == parse_cpu_list(online)
     for c in topo.cpus:
         assert topo.same_llc(c, c) in (True, None)
+
+
+@needs_root
+@needs_2_cpus
+def test_streams_sampled_by_whole_windows_with_weights_and_exact_aggregates():
+    """With a budget far below the event rate, the switch and wakeup streams
+    keep whole 2^24 ns windows per CPU, each row weighted by a power of two;
+    cpu_intervals says how many rows each CPU kept; the task and CPU
+    aggregates still count every event."""
+    n = 1000
+    with BpfCollector(switch_events=True, stream_budget=100) as col:   # 1 record per window
+        rec = Recorder(col)
+        # The baseline read of the counters (not in rec.cpus) lies between these.
+        before, after = rec.t, col.now_ns()
+        sleeper = spawn(f"import time\nfor _ in range({n}): time.sleep(0.0002)\n", cpu=1)
+        usage = None
+        while usage is None:
+            col.poll(20)
+            pid, _, ru = os.wait4(sleeper.pid, os.WNOHANG)
+            usage = ru if pid else None
+        rec.snap()
+        end = rec.t
+        rec.snap()                      # rows recorded before `end` are all drained now
+    sw, wk = rec.events["switches"], rec.events["wakeups"]
+    t = rec.task(sleeper.pid)
+    # The aggregates see every event: the kernel's own count (a sleep whose
+    # timer fires before schedule() does not switch).
+    assert t["voluntary_switches"] == usage.ru_nvcsw and t["voluntary_switches"] >= 0.9 * n
+    assert t["wakeups"] >= 0.9 * n
+    for rows, cpu_key, kept, seen in ((sw, "cpu", "switch_records", "switches"),
+                                      (wk, "waker_cpu", "wakeup_records", "wakeup_events")):
+        weights = {r["sample_weight"] for r in rows}
+        assert all(w >= 1 and w & (w - 1) == 0 for w in weights), weights
+        # Sampled: some windows were left out (whether a weighted window was
+        # drawn at all is chance: at 1 in 32, often none in 0.3 s).
+        assert sum(r[kept] for r in rec.cpus) < sum(r[seen] for r in rec.cpus), kept
+        for cpu in col.topology.cpus:
+            cpu_rows = [r for r in rows if r[cpu_key] == cpu]
+            counted = sum(r[kept] for r in rec.cpus if r["cpu"] == cpu)
+            # 1 ms margins: a program may still be running on the other CPU at a read.
+            surely = sum(after + 1_000_000 <= r["ts_ns"] < end - 1_000_000 for r in cpu_rows)
+            maybe = sum(r["ts_ns"] >= before - 1_000_000 for r in cpu_rows)
+            assert surely <= counted <= maybe, (kept, cpu, surely, counted, maybe)
+            assert counted <= sum(r[seen] for r in rec.cpus if r["cpu"] == cpu)
+            by_window: dict[int, list[dict]] = {}
+            for r in cpu_rows:
+                by_window.setdefault(r["ts_ns"] >> 24, []).append(r)
+            assert all(len({r["sample_weight"] for r in w}) == 1 for w in by_window.values()), cpu
+    # Within a recorded window a CPU's chain is whole: each switch-in of the
+    # sleeper is followed by its switch-out, unless the window ended first.
+    for w in {r["ts_ns"] >> 24 for r in sw if r["cpu"] == 1}:
+        rows = sorted((r for r in sw if r["cpu"] == 1 and r["ts_ns"] >> 24 == w), key=lambda r: r["ts_ns"])
+        for a, b in zip(rows, rows[1:]):
+            if a["next_pid"] == sleeper.pid:
+                assert b["prev_pid"] == sleeper.pid, (a, b)
+    check_schema(rec)

@@ -44,6 +44,14 @@ def test_collect_a_command_writes_a_complete_trace(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process pid has a handler for sig (SigCgt in /proc/PID/status)."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
 @pytest.mark.bpf
 @needs_root
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -51,9 +59,16 @@ def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
     out = tmp_path / "t"
     proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1", "--out", str(out),
                              "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    # Signal only once collect has its handler: on a busy machine its start-up
+    # (imports, BPF load) can take longer than any fixed sleep, and a signal
+    # before that is the default action (killed, or "Aborted!"), not collect's.
+    deadline = time.monotonic() + 120
+    while not _catches(proc.pid, signal.SIGTERM):
+        assert proc.poll() is None and time.monotonic() < deadline, "collect never set its SIGTERM handler"
+        time.sleep(0.05)
+    time.sleep(0.5)   # SIGINT's handler is set right after SIGTERM's
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     tr = Trace.open(out)
     assert tr.metadata["status"] == "truncated" and tr.metadata["ended_by"] == "interrupted"
@@ -80,3 +95,11 @@ def test_analyze_of_a_corrupt_trace_is_one_clear_line(tmp_path):
     assert res.exit_code == 3 and res.output.startswith("Error: ") and res.output.strip().count("\n") == 0
     res = CliRunner().invoke(main, ["analyze", str(tmp_path / "missing")])
     assert res.exit_code == 3 and res.output.strip().count("\n") == 0
+
+
+def test_cli_stream_budget_default_is_collects():
+    """cli.py repeats the default (importing it would pull pyarrow into every command)."""
+    from aios_lab.telemetry.collect import DEFAULT_STREAM_BUDGET
+
+    opt = next(p for p in main.commands["collect"].params if p.name == "stream_budget")
+    assert opt.default == DEFAULT_STREAM_BUDGET

@@ -272,7 +272,8 @@ def test_metadata_not_json(tmp_path):
 
 
 @pytest.mark.parametrize("version,needle", [
-    (99, "schema_version 99 is newer than this aios-lab reads (up to 1) (upgrade aios-lab)"),
+    (99, f"schema_version 99 is newer than this aios-lab reads (up to {schema.SCHEMA_VERSION}) "
+         "(upgrade aios-lab)"),
     (0, "schema_version 0 is no longer supported"),
     ("1", "no integer schema_version"),
 ])
@@ -309,6 +310,24 @@ def test_missing_table_file(tmp_path):
     out = write_full_trace(tmp_path / "t")
     (out / "wakeups.parquet").unlink()
     assert f"trace {out}: wakeups.parquet is missing; re-collect it" in _open_error(out)
+
+
+def test_version_1_trace_reads_without_the_sampling_columns(tmp_path):
+    """A trace written before the streams could be sampled (version 1) has
+    no sample_weight or cpu_intervals stream counts: they read as null."""
+    out = write_full_trace(tmp_path / "t")
+    new = {"switches": ["sample_weight"], "wakeups": ["sample_weight"],
+           "cpu_intervals": ["switch_records", "wakeup_events", "wakeup_records"]}
+    for table, cols in new.items():
+        f = out / table_file(table)
+        pq.write_table(pq.read_table(f).drop_columns(cols), f)
+    md = json.loads((out / "metadata.json").read_text())
+    md["schema_version"] = 1
+    (out / "metadata.json").write_text(json.dumps(md))
+    t = Trace.open(out)
+    for table, cols in new.items():
+        got = t.table(table)
+        assert len(got) == 3 and all(got[c].isna().all() for c in cols), table
 
 
 def test_trace_from_before_the_switches_table_reads_it_as_empty(tmp_path):
@@ -382,7 +401,7 @@ def test_readable_without_aios_lab(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["schema_version"] == 1 and res["status"] == "complete"
+    assert res["schema_version"] == schema.SCHEMA_VERSION and res["status"] == "complete"
     assert res["pandas"] == {name: 3 for name in TABLES}
     assert res["hist_len"] == WAIT_HIST_BUCKETS
     busy = [row["busy_ns"] for row in full_rows("cpu_intervals", 3)]

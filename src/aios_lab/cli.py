@@ -539,12 +539,16 @@ def status(as_json: bool) -> None:
 @click.option("--no-switches", is_flag=True,
               help="Do not record each context switch (the switches table: Perfetto lanes, exact "
                    "wait percentiles); the heaviest stream.")
+# = telemetry.collect.DEFAULT_STREAM_BUDGET (not imported: it pulls in pyarrow; a test checks)
+@click.option("--stream-budget", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Records/s per CPU the switch and wakeup streams each keep; above it they are sampled by "
+                   "whole 16.8 ms windows, each row weighted (docs/trace-format.md). 0: record every event.")
 @click.option("--no-bpf", is_flag=True, help="Only sample /proc (what a collection without root gets).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the trace's path and metrics as JSON (as `analyze --json`).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def collect(duration, interval, interval_ms, out, no_wakeups, wakeup_sample, no_switches, no_bpf,
+def collect(duration, interval, interval_ms, out, no_wakeups, wakeup_sample, no_switches, stream_budget, no_bpf,
             as_json, command) -> None:
     """Record per-task and per-CPU scheduler telemetry into a trace directory.
 
@@ -570,7 +574,7 @@ def collect(duration, interval, interval_ms, out, no_wakeups, wakeup_sample, no_
                           interval_ms=max(1, round(seconds * 1000)),
                           command=list(command), wakeup_events=not no_wakeups,
                           wakeup_sample=wakeup_sample, switch_events=not no_switches,
-                          bpf="off" if no_bpf else "auto")
+                          stream_budget=stream_budget or None, bpf="off" if no_bpf else "auto")
     if not command and duration is None:
         click.echo("collecting until Ctrl-C ...", err=True)
     path = run_collect(opts, echo=lambda m: click.echo(m, err=True))

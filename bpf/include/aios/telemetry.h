@@ -61,6 +61,27 @@ struct aios_task_stats {
 	__s32 last_cpu;			/* -1 until seen on a CPU */
 	__s32 nice;			/* p->static_prio - 120 */
 	__u32 flags;			/* enum aios_task_flag */
+	__u32 ident_epoch;		/* 1 + the epoch comm/cgroup_id were last read in */
+};
+
+/* Event streams sampled by windows (see bpf/telemetry.bpf.c): index of
+ * aios_cpu_stats.stream. */
+enum aios_stream_kind {
+	AIOS_STREAM_SWITCHES = 0,
+	AIOS_STREAM_WAKEUPS,
+	AIOS_NR_STREAMS,
+};
+
+#define AIOS_WINDOW_SHIFT 24		/* sampling windows of 2^24 ns (16.8 ms) */
+
+/* One CPU's state of one sampled stream. Written only by that CPU. */
+struct aios_stream {
+	__u64 seen;			/* events of the stream on this CPU (cumulative) */
+	__u64 recorded;			/* records reserved for them (cumulative) */
+	__u64 window;			/* current window: ts >> AIOS_WINDOW_SHIFT */
+	__u32 count;			/* events in the current window so far */
+	__u32 shift;			/* this window is recorded with probability 2^-shift */
+	__u32 on;			/* whether this window is recorded */
 	__u32 _pad;
 };
 
@@ -79,6 +100,7 @@ struct aios_cpu_stats {
 	__u64 rq_len_sum;
 	__u32 rq_len_max[2];		/* per interval epoch, slot = epoch & 1 */
 	__u32 rq_max_epoch[2];
+	struct aios_stream stream[AIOS_NR_STREAMS];
 };
 
 /* One record of the migration_ring ring buffer. */
@@ -112,7 +134,7 @@ struct aios_wakeup_event {
 	__s64 since_last_ran_ns;	/* -1 unknown */
 	__u64 weight;
 	__u32 is_new;			/* 1 for sched_wakeup_new (fork) */
-	__u32 _pad;
+	__u32 sample_weight;		/* wakeups this record stands for (1 = not sampled) */
 };
 
 /* One record of the switch_ring ring buffer: a sched_switch as ftrace
@@ -126,7 +148,7 @@ struct aios_switch_event {
 	__u32 next_tgid;
 	__s32 prev_prio;		/* p->prio: 120 = nice 0 (fair and ext) */
 	__s32 next_prio;
-	__u32 _pad;
+	__u32 sample_weight;		/* switches this record stands for (1 = not sampled) */
 	__s64 prev_state;		/* ftrace's encoding, see schema.SWITCHES */
 	__s64 next_wait_ns;		/* -1: the wait's start was not seen */
 	char prev_comm[AIOS_COMM_LEN];

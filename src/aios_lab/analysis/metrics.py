@@ -5,9 +5,11 @@ comparison or ``--json`` needs, and nothing the size of the trace (time
 series are binned to at most ``MAX_BINS`` points). What each number means:
 
 - wait: run-queue wait, from waking (or being preempted) to running. From
-  the ``switches`` table when it has waits: exact percentiles over every
-  wait. Otherwise from the per-task log2 histograms: each percentile is the
-  upper bound of its bucket (``exact`` says which).
+  the ``switches`` table when it has every wait: exact percentiles. When it
+  has none, or the stream was sampled (a ``sample_weight`` above 1, see
+  docs/trace-format.md), from the per-task log2 histograms, which count
+  every wait: each percentile is the upper bound of its bucket (``exact``
+  says which, ``sampled_stream`` why).
 - util: busy / (busy + idle) per CPU per time bin, from ``cpu_intervals``.
 - rq_len: mean sampled ``nr_running`` (the running task included) per CPU
   per bin, weighted by the number of samples.
@@ -164,11 +166,19 @@ def _timeline(db: TraceDB, t0: int | None, width: int, cpus: list[int]) -> dict[
 
 # -- waits ------------------------------------------------------------------------------------
 
+def _stream_sampled(db: TraceDB, table: str) -> bool:
+    """Whether a stream kept only some of its events (version 1: never)."""
+    (w,) = db.one(f"SELECT max(sample_weight) FROM {table}")
+    return w is not None and w > 1
+
+
 def _wait(db: TraceDB) -> dict[str, Any]:
     (n_exact,) = db.one("SELECT count(next_wait_ns) FROM switches")
-    if n_exact:
+    sampled = bool(n_exact) and _stream_sampled(db, "switches")
+    if n_exact and not sampled:
         # One column, materialised once: duckdb keeps temp tables in its
         # buffer pool and spills them, and the quantile search scans it a few times.
+        # Through db.rows, so that a damaged data page is a TraceError here too.
         db.rows("""CREATE OR REPLACE TEMP TABLE waits AS
                           SELECT next_wait_ns AS w FROM switches WHERE next_wait_ns IS NOT NULL""")
         count, mean, wmax = db.one("SELECT count(*), avg(w), max(w) FROM waits")
@@ -199,7 +209,7 @@ def _wait(db: TraceDB) -> dict[str, Any]:
     import numpy as np
 
     h = np.array(hist)
-    out = {"source": "histogram", "exact": False, "count": int(total),
+    out = {"source": "histogram", "exact": False, "sampled_stream": sampled, "count": int(total),
            "mean_ns": float(wait_ns) / count if count else None,
            "max_ns": int(wmax) if wmax is not None else None, "hist": hist}
     # Upper bound of the bucket; None for the open "2^31 ns and above" bucket.
@@ -237,7 +247,8 @@ def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
         (n_waits,) = db.one(f"SELECT count(*) FROM switches WHERE {where}")
         # quantile_disc holds its group's values in memory and cannot spill;
         # past EXACT_TASK_WAITS the t-digest estimate keeps memory bounded.
-        approx = n_waits > EXACT_TASK_WAITS
+        # A sampled stream holds some waits only: its percentiles are estimates.
+        approx = n_waits > EXACT_TASK_WAITS or _stream_sampled(db, "switches")
         fn = "approx_quantile" if approx else "quantile_disc"
         p99 = {int(p): int(v) for p, v in db.rows(
             f"SELECT next_pid, {fn}(next_wait_ns, 0.99) FROM switches WHERE {where} GROUP BY next_pid")}
@@ -290,7 +301,7 @@ def _migrations(db: TraceDB, t0: int | None, width: int, duration_s: float | Non
 
 def _switches(db: TraceDB, duration_s: float | None) -> dict[str, Any]:
     (n,) = db.one("SELECT count(*) FROM switches")
-    if n:
+    if n and not _stream_sampled(db, "switches"):
         total, source = int(n), "switches"
     else:
         (s,) = db.one("SELECT sum(switches) FROM cpu_intervals")

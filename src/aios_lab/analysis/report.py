@@ -47,7 +47,8 @@ def _wait_section(m: dict[str, Any]) -> str:
         return "<h2>Run-queue wait</h2><p>No waits recorded (a trace without BPF data).</p>"
     how = ("exact, over every wait in the switches table" if w["exact"] else
            "from per-task log2 histograms: each percentile is the upper bound of its bucket "
-           "(collect with switches for exact values)")
+           + ("(the switch stream was sampled; collect with --stream-budget 0 for exact values)"
+              if w.get("sampled_stream") else "(collect with switches for exact values)"))
     rows = [("waits", f"{w['count']:,}")] + [(label, fmt_ns(w.get(key))) for label, key in WAIT_STATS]
     return ("<h2>Run-queue wait (wakeup latency)</h2>"
             f'<p class="note">Wakeup or preemption until running; {esc(how)}.</p>'
@@ -72,7 +73,7 @@ def _task_section(m: dict[str, Any]) -> str:
     out += "<h3>Top by total run-queue wait</h3>" + table(TASK_HEADERS, task_rows(t["top_by_wait"]), 3)
     if t["top_by_migrations"]:
         out += "<h3>Top by migrations</h3>" + table(TASK_HEADERS, task_rows(t["top_by_migrations"]), 3)
-    how = ("estimated (t-digest: these tasks have more waits than are ranked exactly)"
+    how = ("estimated (from a sampled switch stream, or by t-digest past the waits ranked exactly)"
            if t.get("p99_approximate") else "exact")
     out += (f'<p class="note">p99 wait is {how}, from the switches table; n/a where the trace '
             "has none. &quot;preempted&quot; counts involuntary switches.</p>")

@@ -11,11 +11,11 @@ from aios_lab.bpf.libbpf import (find_libbpf, libbpf_version, num_possible_cpus,
                                  require_struct_ops_link)
 from aios_lab.bpf.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, Map
 from aios_lab.bpf.object import BpfObject, Link, Program
-from aios_lab.bpf.ringbuf import RingBuffer
+from aios_lab.bpf.ringbuf import RingArray, RingBuffer, bulk_supported
 
 __all__ = [
     "BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "BpfObject", "Btf", "Link", "Map", "Member",
-    "Program", "RingBuffer", "StructLayout", "VarInfo", "check_ctypes_layout", "ensure_bpffs",
+    "Program", "RingArray", "RingBuffer", "StructLayout", "VarInfo", "check_ctypes_layout", "ensure_bpffs",
     "ensure_tracefs", "find_libbpf", "libbpf_version", "num_possible_cpus", "recent_log",
-    "require_root", "require_struct_ops_link",
+    "require_root", "require_struct_ops_link", "bulk_supported",
 ]

@@ -31,13 +31,16 @@ import numpy as np
 import pandas as pd
 
 from .. import build, paths
-from ..bpf import BpfObject, Map, RingBuffer, libbpf, num_possible_cpus, require_root
+from ..bpf import (BpfObject, Map, RingArray, RingBuffer, bulk_supported, libbpf, num_possible_cpus,
+                   require_root)
 from ..errors import BpfError, BpfMapError, BuildError
 from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
 RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring", "switches": "switch_ring"}
 SWITCH_RING_SCALE = 4           # switch_ring is this many times ringbuf_pages (16 MiB by default)
+WINDOW_NS = 1 << 24             # AIOS_WINDOW_SHIFT: the sampled streams' window (checked against BTF)
+STREAMS = ("switches", "wakeups")  # enum aios_stream_kind order (checked against BTF)
 EXITED = 2                      # enum aios_task_flag AIOS_TASK_EXITED (checked against BTF)
 _INT32_MAX = 2**31 - 1
 
@@ -66,15 +69,25 @@ def _nullable(v: np.ndarray, dtype: str):
     return pd.arrays.IntegerArray(np.where(unknown, 0, v).astype(dtype.lower()), unknown)
 
 
-def _comm(c: np.ndarray) -> np.ndarray:
-    """char comm[16] fields -> str, cut at the first NUL (bytes after it are
-    whatever the ring slot held before)."""
+def _comm(c: np.ndarray):
+    """char comm[16] fields -> a string column, cut at the first NUL (bytes
+    after it may be whatever the ring slot held before).
+
+    Built as one Arrow array: pandas 3 turned a column of Python str into
+    its Arrow string type one element at a time, most of the collector's CPU
+    time (1.2 s of 0.5 s CPU-seconds per hackbench run, profiled)."""
+    import pyarrow as pa
+
     u = np.ascontiguousarray(c).view(np.uint8).reshape(len(c), -1)
     nul = u == 0
     first = np.where(nul.any(axis=1), nul.argmax(axis=1), u.shape[1])
     u = np.where(np.arange(u.shape[1])[None, :] >= first[:, None], 0, u).astype(np.uint8)
     fixed = np.ascontiguousarray(u).view(f"S{u.shape[1]}").reshape(-1)  # trailing NULs drop here
-    return np.char.decode(fixed, "utf-8", "replace").astype(object)
+    try:
+        arr = pa.array(fixed).cast(pa.string())
+    except pa.ArrowInvalid:     # a name that is not UTF-8 (prctl takes any bytes)
+        arr = pa.array([b.decode("utf-8", "replace") for b in fixed.tolist()], type=pa.string())
+    return pd.arrays.ArrowStringArray(arr)
 
 
 def _is_na(v) -> bool:
@@ -100,29 +113,37 @@ def _bucket_bound(hist: list[int], q: float) -> int | None:
 
 
 class BpfCollector:
-    """Load, attach and read the telemetry BPF object (root only)."""
+    """Load, attach and read the telemetry BPF object (root only).
 
-    POLL_BUDGET = 4096  # records per ring per poll()
-    # The switch ring notifies only when a quarter full, so each poll must
-    # be able to drain more of it than of the others.
-    SWITCH_POLL_BUDGET = 65536
+    stream_budget: records per second per CPU that the switch and wakeup
+    streams each keep at most; above it they are sampled by whole windows
+    (bpf/telemetry.bpf.c, "Sampled streams"), every record carrying the
+    number of events it stands for. None records every event."""
+
+    # Records per ring per poll() on the libbpf callback path (CPUs without
+    # bulk reads): under a flood an unbounded consume never returns.
+    POLL_BUDGET = 65536
 
     def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 1024,
                  max_tasks: int = 16384, topology: CpuTopology | None = None, wakeup_sample: int = 1,
-                 switch_events: bool = False) -> None:
+                 switch_events: bool = False, stream_budget: int | None = None) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
         if wakeup_sample < 1:
             raise ValueError(f"wakeup_sample must be >= 1, got {wakeup_sample}")
+        if stream_budget is not None and stream_budget < 1:
+            raise ValueError(f"stream_budget must be >= 1 record/s, got {stream_budget}")
         self.wakeup_events = wakeup_events
         self.wakeup_sample = wakeup_sample
         self.switch_events = switch_events
+        self.stream_budget = stream_budget
         self.ringbuf_pages = ringbuf_pages
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
         self.obj: BpfObject | None = None
-        self._rings: list[RingBuffer] = []
-        self._raw: dict[str, list[bytes]] = {"migrations": [], "wakeups": [], "switches": []}
+        self._rings: dict[str, RingArray | RingBuffer] = {}
+        self._epoll = None
+        self._raw: dict[str, list] = {"migrations": [], "wakeups": [], "switches": []}
         self._topo_arrays: tuple[np.ndarray, np.ndarray] | None = None
         self._prev_tasks: dict[int, tuple] = {}    # pid -> (start_ns, cumulative counters)
         self._prev_cpus: dict[int, tuple] = {}
@@ -143,6 +164,9 @@ class BpfCollector:
             obj.set_rodata("ignore_tgid", os.getpid())
             obj.set_rodata("wakeup_sample", int(self.wakeup_sample))
             obj.set_rodata("switch_events", bool(self.switch_events))
+            # records/s -> records per window, at least one
+            obj.set_rodata("stream_budget", 0 if self.stream_budget is None else
+                           max(1, self.stream_budget * WINDOW_NS // 1_000_000_000))
             ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
             for ring in RINGS.values():
                 # Switches outnumber the other events (about 2 per wakeup under
@@ -164,6 +188,9 @@ class BpfCollector:
             self._switch_t = btf.ctypes_type("aios_switch_event")
             if btf.enum("aios_task_flag")["AIOS_TASK_EXITED"] != EXITED:
                 raise BpfError("enum aios_task_flag changed: update EXITED")
+            kinds = btf.enum("aios_stream_kind")
+            if [kinds[f"AIOS_STREAM_{s.upper()}"] for s in STREAMS] != list(range(len(STREAMS))):
+                raise BpfError("enum aios_stream_kind changed: update STREAMS")
             self._drop_names = {i: n.removeprefix("AIOS_DROP_").lower()
                                 for n, i in btf.enum("aios_telemetry_drop").items()
                                 if not n.startswith("AIOS_NR")}
@@ -173,21 +200,31 @@ class BpfCollector:
             self._epoch_map: Map = obj.map("epoch")
             self._dtypes = {"migrations": np.dtype(self._mig_t), "wakeups": np.dtype(self._wake_t),
                             "switches": np.dtype(self._switch_t)}
-            self._rings = [RingBuffer(obj.map(ring), self._raw[table].append)
-                           for table, ring in RINGS.items()]
+            self._epoll = select.epoll()
+            for table, ring in RINGS.items():
+                m = obj.map(ring)
+                self._rings[table] = (RingArray(m, self._dtypes[table]) if bulk_supported()
+                                      else RingBuffer(m, self._raw[table].append))
+                # Edge-triggered: woken only when BPF forces a wakeup (a ring a
+                # quarter full), not whenever a record is waiting.
+                self._epoll.register(m.fd, select.EPOLLIN | select.EPOLLET)
         except BaseException:
-            for rb in self._rings:
-                rb.close()
-            self._rings = []
+            self._close_rings()
             obj.close()
             raise
         self.obj = obj
 
+    def _close_rings(self) -> None:
+        rings, self._rings = self._rings, {}
+        for rb in rings.values():
+            rb.close()
+        ep, self._epoll = self._epoll, None
+        if ep is not None:
+            ep.close()
+
     def close(self) -> None:
         """Detach and free everything; idempotent."""
-        rings, self._rings = self._rings, []
-        for rb in rings:
-            rb.close()
+        self._close_rings()
         obj, self.obj = self.obj, None
         if obj is not None:
             obj.close()
@@ -212,33 +249,48 @@ class BpfCollector:
     # -- event streams ---------------------------------------------------------------
 
     def poll(self, timeout_ms: int) -> int:
-        """Wait up to timeout_ms for events, drain both rings; returns records consumed."""
+        """Wait up to timeout_ms (less if a ring fills to a quarter), then
+        drain every ring; returns records consumed."""
         self._live()
-        fds = [rb.epoll_fd for rb in self._rings]
-        # An epoll fd is itself pollable: one select() waits on both rings.
-        select.select(fds, [], [], max(timeout_ms, 0) / 1000.0)
-        # Bounded: under a flood, an unbounded consume never returns (the
-        # producers keep up with a Python consumer), and intervals stall.
-        return sum(rb.consume(max_records=self.SWITCH_POLL_BUDGET if ring == "switch_ring"
-                              else self.POLL_BUDGET)
-                   for ring, rb in zip(RINGS.values(), self._rings))
+        if timeout_ms > 0:
+            try:
+                self._epoll.poll(timeout_ms / 1000.0)
+            except InterruptedError:
+                pass
+        n = 0
+        for table, rb in self._rings.items():
+            if isinstance(rb, RingArray):
+                a = rb.read()
+                if len(a):
+                    self._raw[table].append(a)
+                n += len(a)
+            else:
+                n += rb.consume(max_records=self.POLL_BUDGET)
+        return n
+
+    def pending_events(self) -> int:
+        """Records drained by poll() and not yet taken."""
+        return sum(len(r) if not isinstance(r, bytes) else 1 for raws in self._raw.values() for r in raws)
 
     def take_event_frames(self) -> dict[str, "pd.DataFrame"]:
         """Events drained since the last call, decoded in one numpy pass per
         ring: {"migrations": DataFrame, "wakeups": DataFrame} in schema columns.
 
-        The ring callbacks only keep each record's bytes; decoding record by
-        record in Python cost ~10 us each, the largest share of the
-        collector's CPU time under a wakeup flood (benchmarks/RESULTS.md)."""
+        poll() keeps whole arrays (bulk reads) or each record's bytes (the
+        callback path); decoding record by record in Python cost ~10 us
+        each, the largest share of the collector's CPU time under a wakeup
+        flood (benchmarks/RESULTS.md)."""
         out = {}
         for table, raws in self._raw.items():
             if not raws:
                 out[table] = None
                 continue
-            size = self._dtypes[table].itemsize
-            blob = b"".join(r[:size] for r in raws)
+            dt = self._dtypes[table]
+            if isinstance(raws[0], bytes):
+                a = np.frombuffer(b"".join(r[:dt.itemsize] for r in raws), dtype=dt)
+            else:
+                a = np.concatenate(raws) if len(raws) > 1 else raws[0]
             raws.clear()
-            a = np.frombuffer(blob, dtype=self._dtypes[table])
             decode = {"migrations": self._decode_migrations, "wakeups": self._decode_wakeups,
                       "switches": self._decode_switches}[table]
             out[table] = decode(a)
@@ -298,6 +350,7 @@ class BpfCollector:
             "target_nr_running": _nullable(a["target_nr_running"], "Int32"),
             "since_last_ran_ns": _nullable(a["since_last_ran_ns"], "Int64"),
             "weight": np.minimum(a["weight"], _INT32_MAX).astype(np.int32),
+            "sample_weight": a["sample_weight"].astype(np.int32),
         })
 
     @staticmethod
@@ -310,6 +363,7 @@ class BpfCollector:
             "next_pid": a["next_pid"].astype(np.int32), "next_tgid": a["next_tgid"].astype(np.int32),
             "next_comm": _comm(a["next_comm"]), "next_prio": a["next_prio"].astype(np.int32),
             "next_wait_ns": _nullable(a["next_wait_ns"], "Int64"),
+            "sample_weight": a["sample_weight"].astype(np.int32),
         })
 
     # -- interval tables -------------------------------------------------------------
@@ -413,7 +467,8 @@ class BpfCollector:
                 else:
                     idle += now - c.last_switch_ns
             cum = (busy, idle, c.switches, c.migrations_in, c.migrations_out,
-                   c.rq_len_samples, c.rq_len_sum)
+                   c.rq_len_samples, c.rq_len_sum, c.stream[0].recorded, c.stream[1].seen,
+                   c.stream[1].recorded)
             prev = self._prev_cpus.get(cpu, (0,) * len(cum))
             self._prev_cpus[cpu] = cum
             d = [max(0, a - b) for a, b in zip(cum, prev)]
@@ -424,8 +479,23 @@ class BpfCollector:
                 "migrations_out": d[4], "rq_len_samples": d[5],
                 "rq_len_mean": d[6] / d[5] if d[5] else None, "rq_len_max": rq_max,
                 "freq_khz": None,   # the caller fills it from cpufreq sysfs
+                # what the sampled streams kept (a stream that is off keeps 0)
+                "switch_records": d[7] if self.switch_events else None,
+                "wakeup_events": d[8] if self.wakeup_events else None,
+                "wakeup_records": d[9] if self.wakeup_events else None,
             })
         return rows
+
+    def run_time(self) -> dict[str, int]:
+        """Runs and nanoseconds of all our programs so far, as the kernel counts
+        them while kernel.bpf_stats_enabled is 1 (zeros otherwise)."""
+        obj = self._live()
+        out = {"runs": 0, "ns": 0}
+        for name in PROGRAMS:
+            st = obj.program(name).run_stats()
+            out["runs"] += st["run_cnt"]
+            out["ns"] += st["run_time_ns"]
+        return out
 
     # -- loss ------------------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ from .policy_stats import PolicyStatsSampler
 from .writer import TraceWriter
 
 CPUFREQ = Path("/sys/devices/system/cpu")
+# Records/s per CPU that the switch and wakeup streams each keep before they
+# are sampled (bpf/telemetry.bpf.c, "Sampled streams"): what keeps collect
+# within its overhead target under hackbench (benchmarks/RESULTS.md, issue 20).
+DEFAULT_STREAM_BUDGET = 2000
 
 
 @dataclass
@@ -40,6 +44,7 @@ class CollectOptions:
     wakeup_events: bool = True
     wakeup_sample: int = 1  # record 1 in N wakeup events (counts and histograms see them all)
     switch_events: bool = True  # one row per context switch (Perfetto lanes, exact wait percentiles)
+    stream_budget: int | None = DEFAULT_STREAM_BUDGET  # None: every switch and wakeup recorded
     bpf: str = "auto"  # auto: use BPF when we can; on: require it; off: /proc only
 
 
@@ -93,10 +98,10 @@ def base_metadata(opts: CollectOptions) -> dict:
 def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
     if opts.bpf == "off":
         return None, {"enabled": False, "reason": "disabled with --no-bpf"}
-    from .bpf_collector import BpfCollector
+    from .bpf_collector import WINDOW_NS, BpfCollector
 
     col = BpfCollector(wakeup_events=opts.wakeup_events, wakeup_sample=opts.wakeup_sample,
-                       switch_events=opts.switch_events)
+                       switch_events=opts.switch_events, stream_budget=opts.stream_budget)
     try:
         col.start()
     except PrivilegeError as exc:
@@ -109,7 +114,8 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
         col.close()
         raise
     return col, {"enabled": True, "wakeup_events": opts.wakeup_events, "wakeup_sample": opts.wakeup_sample,
-                 "switch_events": opts.switch_events}
+                 "switch_events": opts.switch_events, "stream_budget": opts.stream_budget,
+                 "sample_window_ns": WINDOW_NS}
 
 
 class _StopRequest:
@@ -170,6 +176,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
     interval_ns = opts.interval_ms * 1_000_000
     start_ns, start_wall = time.monotonic_ns(), time.time()
     end_at = start_ns + int(opts.duration_s * 1e9) if opts.duration_s else None
+    cost.cpu0 = time.process_time()
     try:
         child = start_command(opts.command) if opts.command else None
     except BaseException:
@@ -220,10 +227,12 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
             if child is not None and child.poll() is None:
                 child.terminate()
             last = _write_interval(bpf, policy, writer, last, cost)
+        cost.totals["cpu_s"] = time.process_time() - cost.cpu0   # while the workload ran
         rc = child.wait() if child is not None else None
         if bpf is not None:
             bpf.poll(0)
             _flush_events(bpf, writer, pending, force=True)
+            cost.bpf = bpf.run_time()
         lost = bpf.lost() if bpf is not None else {}
         extra = {
             "start": {"monotonic_ns": start_ns, "wall": start_wall},
@@ -297,6 +306,11 @@ def _flush_events(bpf, writer: TraceWriter, pending: dict[str, list], force: boo
     """
     import pandas as pd
 
+    # Decoding has a fixed cost per call (a DataFrame per table): decode
+    # only in batches, not at every 100 ms poll (that was most of the
+    # collector's CPU time once the streams were sampled).
+    if not force and bpf.pending_events() < EVENT_BATCH_ROWS:
+        return
     for table, df in bpf.take_event_frames().items():
         if df is not None and len(df):
             pending.setdefault(table, []).append(df)
@@ -313,6 +327,8 @@ class _Cost:
         self.totals: dict[str, float] = {}
         self.intervals: list[int] = []
         self.last_procfs_ns = 0
+        self.cpu0 = 0.0
+        self.bpf: dict[str, int] | None = None
 
     def timed(self, key: str):
         import contextlib
@@ -328,9 +344,13 @@ class _Cost:
 
     def describe(self, interval_ns: int) -> dict:
         longest = max(self.intervals, default=0)
+        # *_s are wall seconds in each step, except cpu_s: this process's CPU
+        # time while collecting; bpf: our programs' runs and run time (counted
+        # by the kernel only while kernel.bpf_stats_enabled is 1).
         return {"intervals": len(self.intervals), "longest_interval_ns": longest,
                 "fell_behind": longest > 2 * interval_ns,
-                **{k: round(v, 3) for k, v in self.totals.items()}}
+                **{k: round(v, 3) for k, v in self.totals.items()},
+                **({"bpf": self.bpf} if self.bpf is not None else {})}
 
 
 def _write_interval(bpf, policy, writer: TraceWriter, start: int, cost: _Cost) -> int:

@@ -1,18 +1,23 @@
-"""The trace format, version 1: one directory, Parquet tables + metadata.json.
+"""The trace format, version 2: one directory, Parquet tables + metadata.json.
 
 This module is the single source of the column names and types; the writer
 enforces them and docs/trace-format.md documents them. Times are nanoseconds
 of CLOCK_MONOTONIC (bpf_ktime_get_ns) unless a column says otherwise;
 metadata.json maps them to wall-clock time.
 
-Bump SCHEMA_VERSION on any incompatible change (a removed or retyped column);
-adding a nullable column is compatible.
+Bump SCHEMA_VERSION on any incompatible change (a removed or retyped column,
+or rows that change meaning); adding a nullable column is compatible.
+Version 2 (issue 20): the switch and wakeup streams may be sampled; each row
+carries sample_weight, the events it stands for, and cpu_intervals says per
+CPU and interval what the streams kept. A version-1 trace reads as version 2
+with every sample_weight null (= 1: nothing was sampled but by
+--wakeup-sample, which version 1 did not record per row).
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_FILE = "metadata.json"
 
 # Log2 buckets of run-queue wait: bucket i counts waits in [2^i, 2^(i+1)) ns,
@@ -55,6 +60,10 @@ CPU_INTERVALS = pa.schema([
     pa.field("rq_len_mean", pa.float64()),
     pa.field("rq_len_max", pa.int32()),
     pa.field("freq_khz", pa.int64()),           # null where the kernel exposes no frequency
+    # What the sampled streams kept on this CPU (null: stream off, or version 1):
+    pa.field("switch_records", pa.int64()),     # switches rows; / switches = the stream's rate
+    pa.field("wakeup_events", pa.int64()),      # wakeups fired on this CPU (the waker's)
+    pa.field("wakeup_records", pa.int64()),     # wakeups rows written for them
 ], metadata={"aios.table": "cpu_intervals", "aios.schema_version": str(SCHEMA_VERSION)})
 
 MIGRATIONS = pa.schema([
@@ -87,6 +96,7 @@ WAKEUPS = pa.schema([
     pa.field("target_nr_running", pa.int32()),
     pa.field("since_last_ran_ns", pa.int64()),
     pa.field("weight", pa.int32()),
+    pa.field("sample_weight", pa.int32()),      # wakeups this row stands for; null = 1 (version 1)
 ], metadata={"aios.table": "wakeups", "aios.schema_version": str(SCHEMA_VERSION)})
 
 # One row per context switch (sched_switch), the raw event stream that
@@ -106,6 +116,7 @@ SWITCHES = pa.schema([
     pa.field("next_comm", pa.string()),
     pa.field("next_prio", pa.int32()),
     pa.field("next_wait_ns", pa.int64()),       # run-queue wait this switch ended; null if not seen begin
+    pa.field("sample_weight", pa.int32()),      # switches this row stands for; null = 1 (version 1)
 ], metadata={"aios.table": "switches", "aios.schema_version": str(SCHEMA_VERSION)})
 
 # The attached sched_ext policy's own per-CPU counters (its stats map), in

@@ -21,7 +21,7 @@ from aios_lab.telemetry.schema import (METADATA_FILE, OPTIONAL_TABLES, SCHEMA_VE
 
 # Versions this reader understands. A newer writer that only added nullable
 # columns keeps the version, so extra columns are tolerated below.
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})  # 1: no sample_weight (read as nulls)
 STATUSES = ("complete", "truncated")
 
 _RECOLLECT = "re-collect it"
