@@ -71,3 +71,17 @@ def test_a_written_trace_gives_the_loss_and_the_named_tasks_waits(tmp_path):
     assert out["wc_loss_s"] == pytest.approx(800e-9)
     assert out["latency_n"] == 1 and out["latency_p99_ns"] == pytest.approx(400)
     assert out["wait_p50_ns"] == pytest.approx(400)
+
+
+def test_a_sampled_switch_stream_is_refused(tmp_path):
+    from aios_lab.analysis.work_conservation import trace_work_conservation
+    from aios_lab.errors import TraceError
+    from aios_lab.telemetry.writer import TraceWriter
+
+    rows = [{"ts_ns": t, "cpu": 0, "prev_pid": 0, "next_pid": 5, "next_comm": "x", "next_wait_ns": None,
+             "sample_weight": 4} for t in (0, 100)]
+    with TraceWriter(tmp_path / "t", {"collector": {"kind": "test"}}) as w:
+        w.append("switches", rows)
+    with pytest.raises(TraceError, match="switch stream is sampled") as exc:
+        trace_work_conservation(tmp_path / "t")
+    assert "--stream-budget 0" in exc.value.one_line()

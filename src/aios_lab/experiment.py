@@ -29,8 +29,10 @@ def _run_traced(wl: workloads.Workload, trace: Path) -> float:
     from .telemetry.trace import Trace
 
     wl.check()
+    # Every switch (no stream budget): the placement metrics are computed
+    # from the whole switch stream, which a sampled one would misstate.
     path = collect(CollectOptions(out=trace, command=["sh", "-c", f"{wl.shell} >/dev/null"], interval_ms=500,
-                                  wakeup_events=False), echo=lambda m: None)
+                                  wakeup_events=False, stream_budget=None), echo=lambda m: None)
     meta = Trace.open(path).metadata
     if meta.get("workload_exit_code") != 0:
         raise workloads.WorkloadError(f"workload {wl.name} failed with exit {meta.get('workload_exit_code')}")

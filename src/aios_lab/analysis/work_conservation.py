@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from aios_lab.errors import TraceError
 from aios_lab.telemetry.trace import Trace
 
 
@@ -77,10 +78,25 @@ def work_conservation_loss(ts_ns: np.ndarray, cpu: np.ndarray, prev_pid: np.ndar
             "fraction": loss_ns / (span_ns * cpus.size)}
 
 
+def _require_whole_stream(trace: Trace) -> None:
+    """A sampled switch stream (collect's stream budget) has gaps between its
+    windows, in which idle spans and waits are unknown: no loss from it."""
+    sw = trace.arrow("switches")
+    if "sample_weight" in sw.column_names:
+        import pyarrow.compute as pc
+
+        top = pc.max(sw.column("sample_weight")).as_py()
+        if top is not None and top > 1:
+            raise TraceError(f"{trace.path}: its switch stream is sampled (weights up to {top}); "
+                             "the work-conservation loss needs every switch",
+                             hint="collect again with --stream-budget 0")
+
+
 def trace_work_conservation(trace: Trace | str) -> dict[str, Any]:
     """The loss of one trace (see the module docstring)."""
     if not isinstance(trace, Trace):
         trace = Trace.open(trace)
+    _require_whole_stream(trace)
     t = trace.arrow("switches").select(["ts_ns", "cpu", "prev_pid", "next_pid", "next_wait_ns"])
     col = {n: t.column(n).to_numpy(zero_copy_only=False) for n in t.column_names}
     wait = t.column("next_wait_ns").to_numpy(zero_copy_only=False).astype(np.float64)
