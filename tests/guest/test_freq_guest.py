@@ -270,3 +270,85 @@ def test_cli_deploy_status_and_watched_swap(tmp_path):
     assert final["event"] == "detached" and final["stats"]["TICK_SET"] > 0, final
     assert [s["version"] for s in final["table_swaps"]] == [1, 2]
     assert sched_ext.read_state().state == "disabled"
+
+
+# A task with activations of known length: it spins for a given CPU time,
+# then sleeps; its own CPU clock measures each activation from the wakeup
+# to just before it sleeps again, as the policy's running/stopping do. After
+# each phase it blocks on stdin (a sleep too) so the test can read the
+# policy's estimate between phases. It prints its measured lengths in ns.
+_ACTIVATIONS = r"""
+import json, sys, time
+def activation(ms):
+    t0 = time.thread_time_ns()
+    while time.thread_time_ns() - t0 < ms * 1_000_000:
+        pass
+    return time.thread_time_ns() - t0
+for ms, n in ((8, 25), (2, 25)):
+    out = []
+    for _ in range(n):
+        out.append(activation(ms))
+        time.sleep(0.02)
+    out.append(activation(ms))   # the activation that ends in the blocking read below
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _util_est(lengths: list[int]) -> int:
+    """dvfs.task_signal's util_est rule over `lengths`: what the policy's est_ns should be."""
+    from aios_lab.dvfs.task_signal import util_est_rule
+
+    est = float(lengths[0])
+    for x in lengths[1:]:
+        est = util_est_rule(est, float(x))
+    return int(est)
+
+
+def _threads() -> int:
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in os.listdir("/proc") if p.isdigit()
+               and os.path.isdir(f"/proc/{p}/task"))
+
+
+def test_per_task_estimates_follow_the_tasks_measured_activations():
+    with FreqRun(policy=policy.get("freq"), table=_flat(512, version=1), source="flat") as run:
+        child = subprocess.Popen([sys.executable, "-c", _ACTIVATIONS], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            for phase in range(2):
+                measured = json.loads(child.stdout.readline())
+                time.sleep(0.3)   # the child blocks in its read: its last activation has ended
+                est = run.task_estimate(child.pid)
+                seen.append((measured, est))
+                child.stdin.write("\n")
+                child.stdin.flush()
+            stats = run.dep.read_stats()
+            threads = _threads()
+            cpus = run.states()
+        finally:
+            child.stdin.close()
+            child.wait(timeout=60)
+        gone = run.task_estimate(child.pid)
+    assert sched_ext.read_state().state == "disabled"
+    print("\nmeasured vs policy:", [(m[-3:], e.to_dict()) for m, e in seen])
+    everything: list[int] = []
+    for measured, est in seen:
+        assert est is not None
+        everything += measured
+        # the policy counted at least this phase's activations (plus the start-up ones)
+        assert est.activations >= len(everything), est
+        # the last activation: the policy's length against the child's own CPU clock (TCG is slow
+        # and the clocks differ in what they include around the sleep: 20 % + 0.5 ms)
+        assert abs(est.last_ns - measured[-1]) <= 0.2 * measured[-1] + 500_000, (measured[-1], est)
+        # the estimate: the util_est rule over the measured lengths
+        want = _util_est(everything)
+        assert abs(est.est_ns - want) <= 0.2 * want + 500_000, (want, est)
+    # after 8 ms activations it expects ~8 ms; 25 activations of 2 ms bring it down to ~2 ms
+    assert seen[0][1].est_ns > 3 * seen[1][1].est_ns
+    assert gone is None   # the child has exited: its state went with it
+    live = stats["TASK_INIT"] - stats["TASK_EXIT"]
+    # memory bound: one 56-byte struct freq_task (+ the kernel's storage element) per task we schedule
+    assert 0 < live <= threads + 16, (stats, threads)
+    assert stats["NO_TASK_STATE"] == 0, stats
+    assert all(s.queued_est_ns < 10**12 for s in cpus), cpus   # the queued sums never went below zero
