@@ -65,6 +65,7 @@ def main() -> int:
     ap.add_argument("--tables-out", type=Path, default=None, help="folder to keep the learned tables in")
     ap.add_argument("--state", choices=["util-queue", "task"], default="util-queue",
                     help="what the table and RL are indexed by (FreqTable.state)")
+    ap.add_argument("--no-table", action="store_true", help="skip the sweep (table) learner: RL only")
     ap.add_argument("--validate-run", type=int, default=None,
                     help="choose every hyperparameter on this run of each kind (taken out of training)")
     ap.add_argument("--rl-w-miss", type=_floats, default=[RewardWeights().w_miss],
@@ -142,23 +143,23 @@ def main() -> int:
 
     t1 = time.time()
     best_sw = None
-    for slack in a.sweep_slack:
+    for slack in [] if a.no_table else a.sweep_slack:
         cand = sweep(cl, train, cfg=SweepConfig(per_trace=a.sweep_budget == "per-trace", miss_slack=slack),
                      mem_share=m, refine_passes=a.refine_passes, state=a.state)
         key = judge("table", cand.table, {"miss_slack": slack}) if val else (0,)
         if best_sw is None or key < best_sw[0]:
             best_sw = (key, cand, slack)
-    sw = best_sw[1]
-    chosen["table"] = {"miss_slack": best_sw[2]}
+    sw = best_sw[1] if best_sw else None
     sweep_s = time.time() - t1
-    print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}, chosen {chosen['table']}",
-          flush=True)
-    if a.tables_out:
-        a.tables_out.mkdir(parents=True, exist_ok=True)
-        save_table(a.tables_out / "table-sweep.json", sw.table)
-    for d in test:
-        r = simulate(cl, d, table_governor_for(sw.table, name="table"), mem_share=m)
-        add(r)
+    if sw is not None:
+        chosen["table"] = {"miss_slack": best_sw[2]}
+        print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}, "
+              f"chosen {chosen['table']}", flush=True)
+        if a.tables_out:
+            a.tables_out.mkdir(parents=True, exist_ok=True)
+            save_table(a.tables_out / "table-sweep.json", sw.table)
+        for d in test:
+            add(simulate(cl, d, table_governor_for(sw.table, name="table"), mem_share=m))
     rl_s = []
     rl_cands = []
     for w_miss in a.rl_w_miss:
@@ -177,13 +178,13 @@ def main() -> int:
         key, w_miss, seed, tab = min(rl_cands, key=lambda c: c[0])
         rl_cands = [(key, w_miss, seed, tab)]
         chosen["rl"] = {"w_miss": w_miss, "seed": seed}
-        print(f"chosen on validation: table {chosen['table']}, rl {chosen['rl']}")
+        print(f"chosen on validation: {chosen}")
     for _, _, seed, tab in rl_cands:
         for d in test:
             add(simulate(cl, d, table_governor_for(tab, name="rl"), mem_share=m), seed)
 
     govs = ["performance", "powersave", "ondemand", "conservative", "schedutil", "oracle-static", "clairvoyant",
-            "online-cpu", "online-task", "table"]
+            "online-cpu", "online-task"] + ([] if sw is None else ["table"])
     govs += ["rl"] if a.seeds else []
     print("\nper held-out trace (rl: mean over seeds; ratios vs schedutil)  [SIMULATED]")
     print(f"{'trace':10} {'governor':14} {'energy J':>9} {'xE':>6} {'misses':>9} {'miss %':>7} {'EDP mJ*s':>9}")
@@ -223,7 +224,7 @@ def main() -> int:
     out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
-           "sweep_table": sw.table.to_dict(), "argv": sys.argv, "state": a.state,
+           "sweep_table": sw.table.to_dict() if sw else None, "argv": sys.argv, "state": a.state,
            "validation": [d.name for d in val], "chosen": chosen}
     if a.json_out:
         from aios_lab.atomic import write_json_atomic
