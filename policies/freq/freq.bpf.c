@@ -521,7 +521,7 @@ void BPF_STRUCT_OPS(freq_running, struct task_struct *p)
 
 	if (tc) {
 		account_queued(tc, FREQ_NO_CPU);	/* it runs: no longer waiting */
-		tc->run_start_ns = now;
+		tc->run_start_ns = p->se.sum_exec_runtime;
 	}
 	if (!c)
 		return;
@@ -580,9 +580,13 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 	u64 cur, now = bpf_ktime_get_ns();
 
 	if (tc) {
-		if (tc->run_start_ns && now > tc->run_start_ns)
-			tc->act_ns += now - tc->run_start_ns;
-		tc->run_start_ns = 0;
+		/* The task's own run time (sum_exec_runtime, brought up to date
+		 * before ops.stopping), not the wall clock: interrupt time is not
+		 * the task's, and under TCG it is a large share of a busy CPU. */
+		u64 ran = p->se.sum_exec_runtime;
+
+		if (ran > tc->run_start_ns)
+			tc->act_ns += ran - tc->run_start_ns;
 		if (!runnable) {	/* it sleeps: the activation is complete */
 			tc->last_ns = tc->act_ns;
 			if (!tc->activations || tc->act_ns >= tc->est_ns)

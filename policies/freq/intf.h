@@ -86,7 +86,7 @@ struct freq_cpu {
  * Only the task's own CPU writes it (running, stopping, enqueue of the task
  * itself), so it has no lock; user space reads it by pidfd. */
 struct freq_task {
-	u64 run_start_ns;	/* start of the running stretch not yet in act_ns, 0 = not running */
+	u64 run_start_ns;	/* its sum_exec_runtime when it last started running */
 	u64 act_ns;		/* run time of the current activation so far */
 	u64 est_ns;		/* the next activation's estimate: util_est of the lengths (up at
 				 * once, down by 1/4 of the gap), as dvfs.task_signal's util_est rule */
