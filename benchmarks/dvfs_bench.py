@@ -7,11 +7,21 @@ once per seed on every recorded run of each trace kind but one (run 3 unless
 under: performance, powersave, ondemand, conservative, schedutil,
 the best static OPP for that very trace (an oracle: it sees the test trace),
 the clairvoyant governor (dvfs.bounds: it sees every queued and future
-item's work and deadline; a yardstick, not a policy), the table and the RL
-policy. Prints energy, deadline misses and EDP per
-trace and in total, with ratios against schedutil from the same run.
+item's work and deadline; a yardstick, not a policy), the online planner
+with work estimated per CPU (online-cpu) and per task (online-task, the
+per-task rung: dvfs.task_signal), the table and the RL policy. Prints energy,
+deadline misses and EDP per trace and in total, with ratios against
+schedutil from the same run, and both targets' verdicts.
+
+--state task trains the table and RL over the per-task state (need from
+per-task estimates of queued work, arrival rate) instead of (utilisation,
+queue length). --validate-run N holds run N of each kind out of training as
+well and chooses every hyperparameter on it (the RL seed and reward's miss
+weight, the sweep's miss slack), never on the held-out run; the chosen
+model is the one trained without the validation run.
 
     .venv/bin/python benchmarks/dvfs_bench.py --seeds 5 --json-out results/dvfs-bench.json
+    .venv/bin/python benchmarks/dvfs_bench.py --state task --validate-run 2 --seeds 2 --rl-w-miss 1,4
 """
 from __future__ import annotations
 
@@ -24,13 +34,19 @@ from pathlib import Path
 
 from aios_lab.dvfs import experiment as ex
 from aios_lab.dvfs.bounds import simulate_clairvoyant
-from aios_lab.dvfs.governors import BUILTIN, TableGovernor
+from aios_lab.dvfs.budget import miss_excess, within_first
+from aios_lab.dvfs.env import RewardWeights
+from aios_lab.dvfs.governors import BUILTIN, Schedutil, table_governor_for
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.rl import QConfig, train_q
 from aios_lab.dvfs.sim import simulate
 from aios_lab.dvfs.sweep import SweepConfig, sweep
 from aios_lab.dvfs.table import save_table
 from aios_lab.errors import ModelError
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
 
 
 def main() -> int:
@@ -47,7 +63,23 @@ def main() -> int:
                          "then benchmarks/dvfs_pool.py)")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--tables-out", type=Path, default=None, help="folder to keep the learned tables in")
+    ap.add_argument("--state", choices=["util-queue", "task"], default="util-queue",
+                    help="what the table and RL are indexed by (FreqTable.state)")
+    ap.add_argument("--no-table", action="store_true", help="skip the sweep (table) learner: RL only")
+    ap.add_argument("--validate-run", type=int, default=None,
+                    help="choose every hyperparameter on this run of each kind (taken out of training)")
+    ap.add_argument("--rl-w-miss", type=_floats, default=[RewardWeights().w_miss],
+                    help="RL reward's miss weights to choose among (needs --validate-run if more than one)")
+    ap.add_argument("--sweep-slack", type=_floats, default=[SweepConfig().miss_slack],
+                    help="sweep's training miss slacks to choose among (needs --validate-run if more than one)")
     a = ap.parse_args()
+    if a.validate_run is None and (len(a.rl_w_miss) > 1 or len(a.sweep_slack) > 1):
+        print("error: more than one hyperparameter value needs --validate-run N to choose among them",
+              file=sys.stderr)
+        return 2
+    if a.validate_run is not None and a.validate_run == a.hold_out_run:
+        print("error: --validate-run must differ from --hold-out-run", file=sys.stderr)
+        return 2
 
     cl = load_cluster(a.cluster)
     try:
@@ -56,11 +88,20 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     train, test = ex.load_demands(train_p), ex.load_demands(test_p)
+    val: list = []
+    if a.validate_run is not None:
+        vnames = {f"{k}-{a.validate_run}" for k in ex.KINDS}
+        if not any(d.name in vnames for d in train):
+            print(f"error: no recorded run {a.validate_run} to validate on", file=sys.stderr)
+            return 2
+        val = [d for d in train if d.name in vnames]
+        train = [d for d in train if d.name not in vnames]
     m = a.mem_share
     print(ex.SIMULATED)
     print(f"cluster {cl.platform}:{cl.name}: {cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs "
           f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz; mem_share {m}; "
-          f"train {[d.name for d in train]}; held out {[d.name for d in test]}")
+          f"train {[d.name for d in train]}; validation {[d.name for d in val]}; held out "
+          f"{[d.name for d in test]}; learned state {a.state}")
     t0 = time.time()
     rows: list[dict] = []
 
@@ -80,33 +121,70 @@ def main() -> int:
         cv = simulate_clairvoyant(cl, d, mem_share=m)
         cv.governor = "clairvoyant"
         add(cv)
+        for name, how in (("online-cpu", True), ("online-task", "task")):
+            r = simulate_clairvoyant(cl, d, mem_share=m, predict_tau_s=0.1, estimate_work=how,
+                                     work_margin=0.5 if how is True else 0.0)
+            r.governor = name
+            add(r)
     print(f"baselines: {time.time() - t0:.0f} s", flush=True)
 
+    # validation: candidates judged on the validation traces like the target (least energy
+    # within schedutil's misses x 1.05 there), never on the held-out run
+    val_base = [simulate(cl, d, Schedutil(), mem_share=m) for d in val]
+    val_excess = miss_excess(val_base, miss_slack=ex.TARGET_MISSES_X - 1)
+    chosen: dict = {}
+
+    def judge(what: str, tab, params: dict) -> tuple:
+        res = [simulate(cl, d, table_governor_for(tab), mem_share=m) for d in val]
+        e, mi = sum(r.energy_j for r in res), sum(r.misses for r in res)
+        print(f"  validation {what} {params}: energy {e:.2f} J (schedutil {sum(r.energy_j for r in val_base):.2f}),"
+              f" misses {mi} (schedutil {sum(r.misses for r in val_base)})", flush=True)
+        return within_first(e, val_excess(res))
+
     t1 = time.time()
-    sw = sweep(cl, train, cfg=SweepConfig(per_trace=a.sweep_budget == "per-trace"), mem_share=m,
-               refine_passes=a.refine_passes)
+    best_sw = None
+    for slack in [] if a.no_table else a.sweep_slack:
+        cand = sweep(cl, train, cfg=SweepConfig(per_trace=a.sweep_budget == "per-trace", miss_slack=slack),
+                     mem_share=m, refine_passes=a.refine_passes, state=a.state)
+        key = judge("table", cand.table, {"miss_slack": slack}) if val else (0,)
+        if best_sw is None or key < best_sw[0]:
+            best_sw = (key, cand, slack)
+    sw = best_sw[1] if best_sw else None
     sweep_s = time.time() - t1
-    print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}", flush=True)
-    if a.tables_out:
-        a.tables_out.mkdir(parents=True, exist_ok=True)
-        save_table(a.tables_out / "table-sweep.json", sw.table)
-    for d in test:
-        r = simulate(cl, d, TableGovernor(sw.table, name="table"), mem_share=m)
-        add(r)
-    rl_s = []
-    for seed in range(a.seeds):
-        t2 = time.time()
-        tab, curve = train_q(cl, train, cfg=QConfig(episodes=a.episodes, seed=seed), mem_share=m)
-        rl_s.append(time.time() - t2)
+    if sw is not None:
+        chosen["table"] = {"miss_slack": best_sw[2]}
+        print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}, "
+              f"chosen {chosen['table']}", flush=True)
         if a.tables_out:
-            save_table(a.tables_out / f"table-rl-seed{seed}.json", tab)
-            ex.save_curve_png(curve, a.tables_out / f"rl-seed{seed}.curve.png", f"RL seed {seed}")
+            a.tables_out.mkdir(parents=True, exist_ok=True)
+            save_table(a.tables_out / "table-sweep.json", sw.table)
         for d in test:
-            add(simulate(cl, d, TableGovernor(tab, name="rl"), mem_share=m), seed)
-        print(f"rl seed {seed} trained in {rl_s[-1]:.0f} s", flush=True)
+            add(simulate(cl, d, table_governor_for(sw.table, name="table"), mem_share=m))
+    rl_s = []
+    rl_cands = []
+    for w_miss in a.rl_w_miss:
+        for seed in range(a.seeds):
+            t2 = time.time()
+            tab, curve = train_q(cl, train, cfg=QConfig(episodes=a.episodes, seed=seed), mem_share=m,
+                                 weights=RewardWeights(w_miss=w_miss), state=a.state)
+            rl_s.append(time.time() - t2)
+            if a.tables_out:
+                save_table(a.tables_out / f"table-rl-w{w_miss:g}-seed{seed}.json", tab)
+                ex.save_curve_png(curve, a.tables_out / f"rl-w{w_miss:g}-seed{seed}.curve.png", f"RL seed {seed}")
+            key = judge("rl", tab, {"w_miss": w_miss, "seed": seed}) if val else (0,)
+            rl_cands.append((key, w_miss, seed, tab))
+            print(f"rl w_miss {w_miss:g} seed {seed} trained in {rl_s[-1]:.0f} s", flush=True)
+    if val and rl_cands:  # one RL policy, the validation's choice; without validation, every seed (mean)
+        key, w_miss, seed, tab = min(rl_cands, key=lambda c: c[0])
+        rl_cands = [(key, w_miss, seed, tab)]
+        chosen["rl"] = {"w_miss": w_miss, "seed": seed}
+        print(f"chosen on validation: {chosen}")
+    for _, _, seed, tab in rl_cands:
+        for d in test:
+            add(simulate(cl, d, table_governor_for(tab, name="rl"), mem_share=m), seed)
 
     govs = ["performance", "powersave", "ondemand", "conservative", "schedutil", "oracle-static", "clairvoyant",
-            "table"]
+            "online-cpu", "online-task"] + ([] if sw is None else ["table"])
     govs += ["rl"] if a.seeds else []
     print("\nper held-out trace (rl: mean over seeds; ratios vs schedutil)  [SIMULATED]")
     print(f"{'trace':10} {'governor':14} {'energy J':>9} {'xE':>6} {'misses':>9} {'miss %':>7} {'EDP mJ*s':>9}")
@@ -132,7 +210,7 @@ def main() -> int:
         print(f"{g:14} energy {t['energy_j']:8.2f} J (x{t['energy_j'] / sb['energy_j']:.3f})  misses "
               f"{t['misses']:8.1f} ({100 * t['misses'] / t['items']:.2f} %, x{t['misses'] / max(sb['misses'], 1):.3f})"
               f"  EDP x{t['edp'] / sb['edp']:.3f}")
-    if a.seeds > 1:
+    if a.seeds > 1 and not val:
         per_seed = [sum(r["energy_j"] for r in rows if r["governor"] == "rl" and r["seed"] == s)
                     for s in range(a.seeds)]
         per_seed_m = [sum(r["misses"] for r in rows if r["governor"] == "rl" and r["seed"] == s)
@@ -141,10 +219,13 @@ def main() -> int:
               f" misses {statistics.mean(per_seed_m):.1f} +- {statistics.stdev(per_seed_m):.1f}")
     for g in [x for x in ("table", "rl") if x in totals]:
         print(ex.target_verdict(g, totals[g], sb))
+    for g in [x for x in ("online-cpu", "online-task", "table", "rl") if x in totals]:
+        print(ex.capture_verdict(g, totals[g], sb, totals["clairvoyant"]))
     out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
-           "sweep_table": sw.table.to_dict(), "argv": sys.argv}
+           "sweep_table": sw.table.to_dict() if sw else None, "argv": sys.argv, "state": a.state,
+           "validation": [d.name for d in val], "chosen": chosen}
     if a.json_out:
         from aios_lab.atomic import write_json_atomic
         write_json_atomic(a.json_out, out)

@@ -16,6 +16,8 @@ run:
   arrival rate instead of reading it, and with --estimate-work it also
   estimates the queued work from the items completed before (online: it
   reads nothing a kernel could not know, given each task's deadline);
+  --estimate-work task estimates it per task instead (the per-task rung:
+  each task's next activation by the kernel's util_est rule, dvfs.task_signal);
 and judges the best clairvoyant point within the target's miss allowance by
 issue 5's target rule (experiment.target_verdict).
 
@@ -56,9 +58,10 @@ def main() -> int:
     ap.add_argument("--predict-tau-ms", type=float, default=None,
                     help="clairvoyant: predict the future (each CPU's recent arrival rate, EWMA with this time "
                          "constant) instead of reading it; queued work stays exact")
-    ap.add_argument("--estimate-work", action="store_true",
-                    help="with --predict-tau-ms: estimate queued work too (each CPU's mean completed item, "
-                         "+ --work-margin), from what a kernel sees; an online governor, not an oracle")
+    ap.add_argument("--estimate-work", nargs="?", const="cpu", default=None, choices=["cpu", "task"],
+                    help="with --predict-tau-ms: estimate queued work too, from what a kernel sees: 'cpu' "
+                         "(the default) each CPU's mean completed item, 'task' each task's util_est of its "
+                         "activation lengths; + --work-margin. An online governor, not an oracle")
     ap.add_argument("--work-margin", type=float, default=0.5)
     ap.add_argument("--no-lp", action="store_true", help="skip the LP bound (minutes on the build traces)")
     ap.add_argument("--cluster", default="gs101:big")
@@ -90,7 +93,9 @@ def main() -> int:
         p["misses"] += misses
 
     top = cl.nr_opps - 1
-    who = ("online" if a.estimate_work else "queued + predicted") if a.predict_tau_ms else "clairvoyant"
+    online = {"cpu": "online", "task": "online per-task"}.get(a.estimate_work, "queued + predicted")
+    who = online if a.predict_tau_ms else "clairvoyant"
+    estimate = {"cpu": True, "task": "task"}.get(a.estimate_work, False)
     tau = a.predict_tau_ms / 1000 if a.predict_tau_ms else None
     late_names = {(ms, k): f"{who}, +{ms:g} ms" + (f", max OPP {top - k}" if k else "")
                   for k in a.below_top for ms in a.lateness_ms}
@@ -111,7 +116,7 @@ def main() -> int:
             for (ms, k), name in late_names.items():
                 r = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=a.lookahead_ms / 1000,
                                          lateness_s=ms / 1000, max_opp=top - k, predict_tau_s=tau,
-                                         estimate_work=a.estimate_work, work_margin=a.work_margin)
+                                         estimate_work=estimate, work_margin=a.work_margin)
                 add(run, d.name, name, r.energy_j, r.misses)
                 if lb is not None and r.misses == 0 and r.energy_j < lb.energy_j:
                     # cannot happen if the LP models the simulator faithfully: say so loudly if it does

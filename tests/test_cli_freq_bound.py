@@ -16,13 +16,16 @@ def test_bound_prints_schedutil_and_the_clairvoyant_governors_as_simulated():
     assert doc["simulated"] is True
     rows = {r["what"]: r for r in doc["rows"]}
     assert set(rows) == {"schedutil", "clairvoyant", "queued work + predicted arrivals", "queued work only",
-                         "online: estimated work, predicted"}
+                         "online: estimated work, predicted", "online: per-task estimates, predicted"}
     assert rows["schedutil"]["energy_x"] == 1.0 and rows["schedutil"]["misses"] > 0
     # seeing the future helps: no misses, less energy than schedutil and than seeing only the queue
     cv, queued = rows["clairvoyant"], rows["queued work only"]
     assert cv["misses"] == 0 and cv["energy_x"] < queued["energy_x"] < 1.0
     # estimating the work instead of reading it costs energy
     assert rows["online: estimated work, predicted"]["energy_x"] > rows["queued work + predicted arrivals"]["energy_x"]
+    # the per-task rung reads no item's work either: it sits above the rung that reads it, on energy or misses
+    task, known = rows["online: per-task estimates, predicted"], rows["queued work + predicted arrivals"]
+    assert task["energy_x"] > known["energy_x"] or task["misses"] > known["misses"]
 
 
 def test_bound_with_a_cap_misses_more_for_less_energy():

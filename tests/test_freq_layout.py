@@ -16,7 +16,8 @@ import pytest
 from aios_lab import build, policy
 from aios_lab.bpf import Btf
 from aios_lab.dvfs import table as tbl
-from aios_lab.dvfs.freq_slots import CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, TABLE_STRUCT, TableLimits, default_limits
+from aios_lab.dvfs.freq_slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, NO_CPU, TABLE_STRUCT, TASK_STRUCT, TableLimits,
+                                      default_limits)
 
 # intf.h uses the kernel's type names, which vmlinux.h gives BPF.
 PRELUDE = "#include <stdint.h>\ntypedef uint32_t u32;\ntypedef uint64_t u64;\n"
@@ -68,7 +69,7 @@ def test_limits_and_stats_match_the_c_header(btf, freq, tmp_path):
     assert sorted(counted) == sorted(freq.stats.help), "every stat needs a description in manifest.toml"
 
 
-@pytest.mark.parametrize("struct", [TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT])
+@pytest.mark.parametrize("struct", [TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT, TASK_STRUCT])
 def test_struct_mirrors_match_the_c_header(btf, freq, tmp_path, struct):
     ctype = btf.ctypes_type(struct)
     names = [m.name for m in btf.struct(struct).members]
@@ -76,6 +77,12 @@ def test_struct_mirrors_match_the_c_header(btf, freq, tmp_path, struct):
                      + [f"offsetof(struct {struct}, {n})" for n in names])
     assert facts[0] == ctypes.sizeof(ctype)
     assert facts[1:] == [getattr(ctype, n).offset for n in names]
+
+
+def test_the_per_task_state_is_the_stated_56_bytes(btf):
+    # docs/freq-policy.md and freq.bpf.c state the per-task memory as this struct per task
+    assert ctypes.sizeof(btf.ctypes_type(TASK_STRUCT)) == 56
+    assert btf.enum(LIMIT_ENUM)["FREQ_NO_CPU"] == NO_CPU
 
 
 def test_the_table_slot_holds_the_whole_table(btf):

@@ -30,6 +30,17 @@
  * perf target is left as it is (FREQ_STAT_NO_TABLE).
  * What it observed and asked for is kept per CPU in `cpu_state`.
  *
+ * Per task (task-local storage `task_est`, struct freq_task): the length of
+ * each activation (run time from a wakeup until it sleeps) and an estimate
+ * of the next one by the kernel's util_est rule (up at once, down by 1/4),
+ * the per-task signal of dvfs.task_signal; each CPU keeps the sum of the
+ * estimates of the tasks waiting in its queue (freq_cpu.queued_est_ns).
+ * Memory: one struct freq_task (56 bytes) plus the kernel's local-storage
+ * element per task this policy schedules, created in init_task, deleted in
+ * exit_task (TASK_INIT - TASK_EXIT entries live). The table is still
+ * indexed by (utilisation, queue length): tables over the per-task state
+ * (FreqTable.state = "task") are trained and judged in the simulator only.
+ *
  * Where it fails: utilisation counts only sched_ext tasks (RT and deadline
  * tasks are invisible to it); an idle CPU gets no tick, so a timer every
  * window_ns decays its utilisation and re-applies the table (see
@@ -83,7 +94,23 @@ struct {
 	__type(value, struct freq_cpu);
 } cpu_state SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct freq_task);
+} task_est SEC(".maps");
+
 static u32 nr_cpus = 1;
+
+static __always_inline struct freq_task *task_of(struct task_struct *p)
+{
+	struct freq_task *tc = bpf_task_storage_get(&task_est, p, 0, 0);
+
+	if (!tc)
+		aios_stat_inc(&stats, FREQ_STAT_NO_TASK_STATE);
+	return tc;
+}
 
 static __always_inline struct freq_cpu *cpu_of(s32 cpu)
 {
@@ -384,6 +411,35 @@ static int decay_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	return 0;
 }
 
+/* Move tc's estimate out of the queue it was counted in and, for cpu !=
+ * FREQ_NO_CPU, into cpu's: the estimate less what the activation has run,
+ * at least a tenth of it (dvfs.task_signal.TaskSignals.remaining). */
+static __always_inline void account_queued(struct freq_task *tc, u32 cpu)
+{
+	struct freq_cpu *c;
+	u64 est, left;
+
+	if (tc->queued_cpu != FREQ_NO_CPU) {
+		c = cpu_of(tc->queued_cpu);
+		if (c)
+			__sync_fetch_and_sub(&c->queued_est_ns, tc->queued_est_ns);
+		tc->queued_cpu = FREQ_NO_CPU;
+		tc->queued_est_ns = 0;
+	}
+	if (cpu == FREQ_NO_CPU)
+		return;
+	c = cpu_of(cpu);
+	if (!c)
+		return;
+	est = tc->est_ns;
+	left = est > tc->act_ns ? est - tc->act_ns : 0;
+	if (left < est / 10)
+		left = est / 10;
+	tc->queued_est_ns = left;
+	tc->queued_cpu = cpu;
+	__sync_fetch_and_add(&c->queued_est_ns, left);
+}
+
 s32 BPF_STRUCT_OPS(freq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	bool is_idle = false;
@@ -400,7 +456,10 @@ s32 BPF_STRUCT_OPS(freq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wak
 void BPF_STRUCT_OPS(freq_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	s32 cpu = scx_bpf_task_cpu(p), other;
+	struct freq_task *tc = task_of(p);
 
+	if (tc)
+		account_queued(tc, cpu);
 	aios_stat_inc(&stats, FREQ_STAT_QUEUED);
 	aios_dsq_insert(p, cpu, slice_ns, enq_flags);
 	/* Wake the task's CPU if it idles; if it is busy, wake an idle CPU so
@@ -455,10 +514,15 @@ void BPF_STRUCT_OPS(freq_running, struct task_struct *p)
 {
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct freq_cpu *c = cpu_of(cpu);
+	struct freq_task *tc = task_of(p);
 	u64 now = bpf_ktime_get_ns();
 
 	u64 cur, last;
 
+	if (tc) {
+		account_queued(tc, FREQ_NO_CPU);	/* it runs: no longer waiting */
+		tc->run_start_ns = p->se.sum_exec_runtime;
+	}
 	if (!c)
 		return;
 	cur = perf_cur(cpu);
@@ -510,10 +574,29 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 {
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct freq_cpu *c = cpu_of(cpu);
+	struct freq_task *tc = task_of(p);
 	bool out_of_work;
 
 	u64 cur, now = bpf_ktime_get_ns();
 
+	if (tc) {
+		/* The task's own run time (sum_exec_runtime, brought up to date
+		 * before ops.stopping), not the wall clock: interrupt time is not
+		 * the task's, and under TCG it is a large share of a busy CPU. */
+		u64 ran = p->se.sum_exec_runtime;
+
+		if (ran > tc->run_start_ns)
+			tc->act_ns += ran - tc->run_start_ns;
+		if (!runnable) {	/* it sleeps: the activation is complete */
+			tc->last_ns = tc->act_ns;
+			if (!tc->activations || tc->act_ns >= tc->est_ns)
+				tc->est_ns = tc->act_ns;
+			else
+				tc->est_ns -= (tc->est_ns - tc->act_ns) / 4;
+			tc->activations++;
+			tc->act_ns = 0;
+		}
+	}
 	if (!c)
 		return;
 	cur = perf_cur(cpu);
@@ -526,6 +609,32 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 		util_est_update(c, now);
 	__sync_fetch_and_add(&c->seq, 1);
 	bpf_spin_unlock(&c->lock);
+}
+
+s32 BPF_STRUCT_OPS(freq_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct freq_task *tc;
+
+	tc = bpf_task_storage_get(&task_est, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tc)
+		return -12;	/* -ENOMEM: sched_ext refuses the task rather than run it unaccounted */
+	tc->queued_cpu = FREQ_NO_CPU;
+	aios_stat_inc(&stats, FREQ_STAT_TASK_INIT);
+	return 0;
+}
+
+/* The task leaves sched_ext (it exits, or the scheduler is unloaded): its
+ * estimate leaves its queue's sum and its storage is freed now, not when the
+ * task_struct is, so the live entries are exactly the tasks we schedule. */
+void BPF_STRUCT_OPS(freq_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	struct freq_task *tc = bpf_task_storage_get(&task_est, p, 0, 0);
+
+	if (!tc)
+		return;
+	account_queued(tc, FREQ_NO_CPU);
+	bpf_task_storage_delete(&task_est, p);
+	aios_stat_inc(&stats, FREQ_STAT_TASK_EXIT);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(freq_init)
@@ -579,6 +688,8 @@ struct sched_ext_ops freq_ops = {
 	.running	= (void *)freq_running,
 	.tick		= (void *)freq_tick,
 	.stopping	= (void *)freq_stopping,
+	.init_task	= (void *)freq_init_task,
+	.exit_task	= (void *)freq_exit_task,
 	.init		= (void *)freq_init,
 	.exit		= (void *)freq_exit,
 	.name		= "freq",

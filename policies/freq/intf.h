@@ -22,6 +22,7 @@ enum freq_limit {
 	FREQ_PERF_MAX = 1024,		/* SCX_CPUPERF_ONE: the highest perf level (and utilisation) */
 	FREQ_MAX_CPUS = 256,		/* per-CPU DSQ ids are 0..FREQ_MAX_CPUS-1; more CPUs refuse to load */
 	FREQ_TABLE_MAGIC = 0x51455246,	/* "FREQ" little-endian: the slot holds a table */
+	FREQ_NO_CPU = 0xffffffff,	/* freq_task.queued_cpu of a task waiting in no queue */
 };
 
 /* One table slot. There are two (the `table` array map): user space writes
@@ -72,6 +73,28 @@ struct freq_cpu {
 	u32 util_win;		/* the windowed EWMA (util_fp rounded) at the last decision */
 	u32 util_est;		/* EWMA of the utilisation each time the CPU ran out of work */
 	u32 _pad;
+	u64 queued_est_ns;	/* the estimated next activations of the tasks waiting in its
+				 * queue, less what each has run of it (freq_task.queued_est_ns);
+				 * any CPU adds to it atomically, outside `lock` */
+};
+
+/* Per task (the `task_est` task-local storage map): created when the task
+ * enters sched_ext under this policy (ops.init_task), deleted when it leaves
+ * (ops.exit_task), so there is one entry per task the policy schedules.
+ * An activation is the task's run time from a wakeup until it sleeps again
+ * (stopping while not runnable); preemptions inside it do not end it.
+ * Only the task's own CPU writes it (running, stopping, enqueue of the task
+ * itself), so it has no lock; user space reads it by pidfd. */
+struct freq_task {
+	u64 run_start_ns;	/* its sum_exec_runtime when it last started running */
+	u64 act_ns;		/* run time of the current activation so far */
+	u64 est_ns;		/* the next activation's estimate: util_est of the lengths (up at
+				 * once, down by 1/4 of the gap), as dvfs.task_signal's util_est rule */
+	u64 last_ns;		/* the last complete activation's length */
+	u64 activations;	/* complete activations */
+	u64 queued_est_ns;	/* what it added to queued_cpu's queued_est_ns */
+	u32 queued_cpu;		/* the CPU whose queue it waits in, FREQ_NO_CPU if none */
+	u32 _pad;
 };
 
 /* Index of each per-CPU counter in the `stats` map. Python reads the names
@@ -87,6 +110,9 @@ enum freq_stat {
 	FREQ_STAT_NO_TABLE,		/* no valid table in the active slot: perf left as it was */
 	FREQ_STAT_CLAMPED,		/* a table value outside 1..1024 was clamped (never, if user space checked) */
 	FREQ_STAT_IDLE_DECAY,		/* perf set by the timer for an idle CPU whose utilisation decayed */
+	FREQ_STAT_TASK_INIT,		/* per-task state created (a task entered sched_ext) */
+	FREQ_STAT_TASK_EXIT,		/* per-task state deleted (a task left); live = TASK_INIT - TASK_EXIT */
+	FREQ_STAT_NO_TASK_STATE,	/* a task of ours had no per-task state (never, unless init_task failed) */
 	FREQ_NR_STATS,
 };
 

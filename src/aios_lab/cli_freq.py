@@ -232,7 +232,9 @@ def bound(traces, cluster, mem_share, lookahead, lateness, lookahead_ms, latenes
     (an LP with perfect foresight), and what one speed-planning rule reaches
     in the simulator knowing less and less: every queued and future item's
     work; the queued work, the future predicted; the queued work only; and
-    online, the work estimated from completed items. A learned governor is
+    online, the work estimated per CPU from completed items, or per task
+    (each task's next activation by the kernel's util_est rule, the per-task
+    rung). A learned governor is
     judged against these, not only against schedutil.
 
     Example: aios-lab freq bound --trace workloads/dvfs/traces/bursty-3 --no-lp
@@ -264,5 +266,5 @@ def _bound(traces, cluster, mem_share, lookahead_s, lateness_s, max_opp, no_lp, 
         return
     click.echo(ex.SIMULATED)
     for r in rows:
-        click.echo(f"{r['demand']:12} {r['what']:34} {r['energy_j']:8.2f} J  x{r['energy_x']:.3f}  "
+        click.echo(f"{r['demand']:12} {r['what']:38} {r['energy_j']:8.2f} J  x{r['energy_x']:.3f}  "
                    f"misses {r['misses']:5}/{r['items']}  x{r['misses_x']:.3f}")

@@ -48,7 +48,11 @@ deploy, because both see what no governor sees:
   CPU's mean completed item plus `work_margin`, less what the running item
   has already done (its run time, which a kernel knows), and arrivals are
   counted, not weighed. It still reads each item's deadline, which a real
-  system must be told (a per-task latency target).
+  system must be told (a per-task latency target). `estimate_work="task"`
+  is the per-task rung: each queued item is estimated as the sum of its
+  tasks' next-activation estimates (dvfs.task_signal: the kernel's util_est
+  rule per task, scaled by 1 + `work_margin`), and arrivals are weighed by
+  the estimates of the tasks that woke; it still reads no item's work.
 """
 from __future__ import annotations
 
@@ -166,7 +170,7 @@ class Clairvoyant(Governor):
 
     def __init__(self, sim: Simulation, *, lookahead_s: float = 0.6, lateness_s: float = 0.0,
                  max_opp: int | None = None, predict_tau_s: float | None = None, estimate_work: bool = False,
-                 work_margin: float = 0.5, dither: bool = True) -> None:
+                 work_margin: float = 0.5, dither: bool = True, signal_rule: str = "util_est") -> None:
         if lookahead_s < 0:
             raise ValueError("lookahead_s must be >= 0")
         if predict_tau_s is not None and predict_tau_s <= 0:
@@ -183,11 +187,20 @@ class Clairvoyant(Governor):
         self.dither = dither
         self.max_opp = top if max_opp is None else int(max_opp)
         cap = "" if self.max_opp == top else f", max OPP {self.max_opp}"
+        if estimate_work not in (False, True, "cpu", "task"):
+            raise ValueError("estimate_work is False, True (= 'cpu': per-CPU mean item) or 'task' (per task)")
         self.predict_tau_s = predict_tau_s
-        self.estimate_work = estimate_work
+        self.estimate_work = bool(estimate_work)
+        self.signals = None
+        if estimate_work == "task":
+            from .task_signal import SignalConfig, TaskSignals
+
+            # the run's estimator, fed by the simulator at every arrival from here on
+            self.signals = sim.signals = TaskSignals(sim, SignalConfig(
+                rule=signal_rule, tau_s=predict_tau_s or 0.1, margin=work_margin))
         self.work_margin = float(work_margin)
         seen = "predicted" if predict_tau_s else "lookahead"
-        kind = "online" if estimate_work else "clairvoyant"
+        kind = ("online per-task" if self.signals else "online") if estimate_work else "clairvoyant"
         self.name = f"{kind}({seen} {lookahead_s * 1000:g} ms, lateness {lateness_s * 1000:g} ms{cap})"
         d = sim.d
         # the predictor's state: per CPU arrival rate (top-OPP work per second), the intervals folded in
@@ -242,11 +255,15 @@ class Clairvoyant(Governor):
         less what the running item has already done (its run time so far, which a kernel knows)."""
         if not self.estimate_work:
             return item[0]
+        if self.signals is not None:
+            return self.signals.remaining(item, i == 0)
         est = self._size[cpu] * (1 + self.work_margin)
         return max(est - (item[3] - item[0]), 0.1 * self._size[cpu]) if i == 0 else est
 
     def _queued_need(self, t: float) -> tuple[float, list[float]]:
-        if self.estimate_work:
+        if self.signals is not None:
+            self.signals.queued()   # folds the activations completed since the last look
+        elif self.estimate_work:
             self._learn_sizes()
         need, totals = 0.0, []
         for cpu, q in enumerate(self.sim.queues):
@@ -262,6 +279,9 @@ class Clairvoyant(Governor):
         (an EWMA with time constant predict_tau_s over the intervals arrived),
         arriving every trace interval and due as the last arrival was."""
         d = self.sim.d
+        if self.signals is not None:   # the per-task estimator keeps its own arrival rate
+            self._rate_est = np.asarray(self.signals.rate)
+            self._folded = k
         while self._folded < k:
             i = self._folded
             gap = max(d.starts_s[i] - d.starts_s[i - 1], 1e-3) if i else self._step
@@ -307,7 +327,9 @@ def simulate_clairvoyant(cluster: Cluster, demand: Demand, *, mem_share: float =
 LADDER = (("clairvoyant", {}),
           ("queued work + predicted arrivals", {"predict_tau_s": 0.1}),
           ("queued work only", {"lookahead_s": 0.0}),
-          ("online: estimated work, predicted", {"predict_tau_s": 0.1, "estimate_work": True}))
+          ("online: estimated work, predicted", {"predict_tau_s": 0.1, "estimate_work": True}),
+          ("online: per-task estimates, predicted", {"predict_tau_s": 0.1, "estimate_work": "task",
+                                                     "work_margin": 0.0}))
 
 
 def yardsticks(cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, lookahead_s: float = 0.6,

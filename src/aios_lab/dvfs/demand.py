@@ -8,6 +8,18 @@ interval (task_intervals.oncpu_ns by the task's CPU; the collector's own
 process is left out). Arrival at the interval's start is the conservative
 reading: the work is as bursty as the interval allows.
 
+Task identity: a trace's demand also keeps, per item, which tasks (pids)
+ran in it and for how long (`Demand.tasks`, a `TaskSegments`), in the
+order of their pids: the item's work is the sum of its segments. The
+simulator runs an item as one unit (a miss is still counted per interval
+and CPU, so figures stay comparable with the merged demand of earlier
+versions) and reports each segment's task and length when the item
+completes, which is what a per-task estimate of activation lengths
+(dvfs.task_signal) learns from. A task's "activation" here is its on-CPU
+time in one collection interval on one CPU: the traces count time per
+interval, not per wakeup. Workload models carry no task identity
+(`tasks` is None): each CPU's items then stand for one anonymous task.
+
 Assumptions, stated wherever results are reported: the recording machine's
 CPU time is taken as time at the simulated cluster's top OPP (this host has
 no cpufreq, so it ran at one fixed speed), and the work of an interval is
@@ -29,6 +41,38 @@ _KINDS = {"bursty": "interactive", "frames": "periodic", "build": "throughput"}
 
 
 @dataclass
+class TaskSegments:
+    """Which task ran how long in each item: flat arrays, one row per segment,
+    ordered by (interval, cpu). `work` of the rows of interval k and CPU c sums
+    to the demand's work_s[k, c]."""
+
+    k: np.ndarray          # (m,) interval index
+    cpu: np.ndarray        # (m,) CPU
+    task: np.ndarray       # (m,) task id (the traced pid)
+    work: np.ndarray       # (m,) top-OPP seconds
+
+    def __post_init__(self) -> None:
+        self.k = np.asarray(self.k, dtype=np.int64)
+        self.cpu = np.asarray(self.cpu, dtype=np.int64)
+        self.task = np.asarray(self.task, dtype=np.int64)
+        self.work = np.asarray(self.work, dtype=float)
+        order = np.lexsort((self.cpu, self.k))   # stable: keeps the segments' order within an item
+        if np.any(order != np.arange(len(order))):
+            self.k, self.cpu, self.task, self.work = (a[order] for a in (self.k, self.cpu, self.task, self.work))
+
+    def select(self, rows: np.ndarray, k: np.ndarray | None = None, cpu: np.ndarray | None = None) -> "TaskSegments":
+        return TaskSegments(self.k[rows] if k is None else k, self.cpu[rows] if cpu is None else cpu,
+                            self.task[rows], self.work[rows])
+
+    def per_item(self, n: int, cpus: int) -> list[list[tuple]]:
+        """items[k][cpu] = ((task, work), ...): what the simulator enqueues."""
+        out: list[list[tuple]] = [[() for _ in range(cpus)] for _ in range(n)]
+        for k, c, t, w in zip(self.k.tolist(), self.cpu.tolist(), self.task.tolist(), self.work.tolist()):
+            out[k][c] = out[k][c] + ((t, w),)
+        return out
+
+
+@dataclass
 class Demand:
     name: str
     kind: str                      # interactive | periodic | throughput
@@ -38,6 +82,7 @@ class Demand:
     duration_s: float
     source: str = ""
     meta: dict = field(default_factory=dict)
+    tasks: TaskSegments | None = None   # task identity per item (traces); None: one anonymous task per CPU
 
     def __post_init__(self) -> None:
         self.starts_s = np.asarray(self.starts_s, dtype=float)
@@ -54,6 +99,15 @@ class Demand:
             raise TraceError(f"demand {self.name}: deadlines must be finite and > 0")
         if np.any(np.diff(self.starts_s) < 0):
             raise TraceError(f"demand {self.name}: interval starts are not in time order")
+        if self.tasks is not None:
+            ts = self.tasks
+            if len(ts.k) and (ts.k.min() < 0 or ts.k.max() >= len(self.starts_s) or ts.cpu.min() < 0
+                              or ts.cpu.max() >= self.nr_cpus or ts.work.min() < 0):
+                raise TraceError(f"demand {self.name}: task segments point outside the demand's items")
+            total = np.zeros_like(self.work_s)
+            np.add.at(total, (ts.k, ts.cpu), ts.work)
+            if not np.allclose(total, self.work_s, rtol=1e-9, atol=1e-12):
+                raise TraceError(f"demand {self.name}: task segments do not sum to the items' work")
 
     @property
     def nr_cpus(self) -> int:
@@ -70,9 +124,14 @@ class Demand:
     def window(self, start_s: float, length_s: float) -> "Demand":
         """The items arriving in [start_s, start_s + length_s), re-timed from 0."""
         sel = (self.starts_s >= start_s) & (self.starts_s < start_s + length_s)
+        tasks = None
+        if self.tasks is not None:
+            idx = np.flatnonzero(sel)    # a contiguous run of intervals (starts are sorted)
+            rows = np.isin(self.tasks.k, idx)
+            tasks = self.tasks.select(rows, k=self.tasks.k[rows] - (idx[0] if len(idx) else 0))
         return Demand(f"{self.name}@{start_s:.1f}s", self.kind, self.starts_s[sel] - start_s, self.work_s[sel],
                       self.deadline_s[sel], min(length_s, max(self.duration_s - start_s, 0.0)), self.source,
-                      dict(self.meta, window=(start_s, length_s)))
+                      dict(self.meta, window=(start_s, length_s)), tasks)
 
     def fold(self, nr_cpus: int) -> "Demand":
         """Map the recorded CPUs onto a cluster of `nr_cpus` (cpu % nr_cpus)."""
@@ -81,8 +140,12 @@ class Demand:
         out = np.zeros((self.work_s.shape[0], nr_cpus))
         for c in range(self.nr_cpus):
             out[:, c % nr_cpus] += self.work_s[:, c]
+        tasks = None
+        if self.tasks is not None:
+            rows = np.arange(len(self.tasks.k))
+            tasks = self.tasks.select(rows, cpu=self.tasks.cpu % nr_cpus)
         return Demand(self.name, self.kind, self.starts_s, out, self.deadline_s, self.duration_s,
-                      self.source, dict(self.meta, folded_from=self.nr_cpus))
+                      self.source, dict(self.meta, folded_from=self.nr_cpus), tasks)
 
 
 def kind_of_trace(meta: dict) -> str:
@@ -130,19 +193,46 @@ def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals:
     index = {int(s): i for i, (s, _) in enumerate(bounds)}
     lengths = (bounds[:, 1] - bounds[:, 0]) / 1e9
     work = np.zeros((len(bounds), nr))
-    g = t.groupby(["interval_start_ns", "last_cpu"])["oncpu_ns"].sum()
-    for (start, cpu), ns in g.items():
+    g = t.groupby(["interval_start_ns", "last_cpu", "pid"])["oncpu_ns"].sum()
+    g = g[g > 0]
+    seg_k = np.array([index[int(s)] for s in g.index.get_level_values(0)], dtype=np.int64)
+    seg_cpu = g.index.get_level_values(1).to_numpy(dtype=np.int64)
+    seg_task = g.index.get_level_values(2).to_numpy(dtype=np.int64)
+    seg_work = g.to_numpy(dtype=float) / 1e9
+    # the items' work summed as before task identity was kept, so old figures reproduce to the last bit
+    for (start, cpu), ns in t.groupby(["interval_start_ns", "last_cpu"])["oncpu_ns"].sum().items():
         work[index[int(start)], int(cpu)] += ns / 1e9
+    extra_k: list[int] = []
+    extra_cpu: list[int] = []
+    extra_task: list[int] = []
+    extra_work: list[float] = []
     # A task that ran on two CPUs in one interval is booked to its last one;
     # move what exceeds the interval to the least-loaded CPU so no CPU is
-    # given more than it could have run.
+    # given more than it could have run. The task segments follow: a donor
+    # CPU's segments shrink in proportion, and what a CPU receives is a
+    # segment of the donor's longest task (the one most likely to have moved).
     for i in range(len(bounds)):
         over = np.maximum(work[i] - lengths[i], 0)
         if over.any():
+            before = work[i].copy()
             work[i] -= over
             for extra in over[over > 0]:
                 j = int(np.argmin(work[i]))
                 work[i, j] = min(lengths[i], work[i, j] + extra)
+            rows_i = seg_k == i
+            donor = int(np.argmax(over))
+            drows = np.flatnonzero(rows_i & (seg_cpu == donor))
+            mover = int(seg_task[drows[np.argmax(seg_work[drows])]])
+            for c in range(nr):
+                if work[i, c] < before[c]:
+                    seg_work[rows_i & (seg_cpu == c)] *= work[i, c] / before[c]
+                elif work[i, c] > before[c]:
+                    extra_k.append(i)
+                    extra_cpu.append(c)
+                    extra_task.append(mover)
+                    extra_work.append(work[i, c] - before[c])
+    tasks = TaskSegments(np.concatenate([seg_k, extra_k]), np.concatenate([seg_cpu, extra_cpu]),
+                         np.concatenate([seg_task, extra_task]), np.concatenate([seg_work, extra_work]))
     starts = (bounds[:, 0] - t0) / 1e9
     duration = float((bounds[-1, 1] - t0) / 1e9)
     kind = kind or kind_of_trace(meta)
@@ -150,7 +240,7 @@ def from_trace(path: Path | str, *, kind: str | None = None, deadline_intervals:
     return Demand(name=Path(path).name, kind=kind, starts_s=starts, work_s=work,
                   deadline_s=lengths * due, duration_s=duration, source=str(path),
                   meta={"interval_ms": meta.get("interval_ms"), "trace_status": tr.status,
-                        "collector_pid": collector})
+                        "collector_pid": collector}, tasks=tasks)
 
 
 # ----------------------------------------------------------------- workload models

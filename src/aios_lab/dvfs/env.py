@@ -5,7 +5,9 @@ busiest CPU, by the freq policy's signal (the windowed EWMA, or its
 util_est while the CPU has work: Simulation.table_util), queue bucket: the
 most items waiting behind a running one on any CPU, current OPP index).
 The first two are exactly the state a FreqTable is indexed by, so a policy
-over them deploys as a table.
+over them deploys as a table. With state="task" they are the per-task
+state instead (dvfs.task_signal: the need from per-task estimates of queued
+work, the estimated arrival rate).
 Action: Discrete(nr_opps), the OPP to request (it lands after the
 cluster's transition latency).
 Step: one decision period (default 4 ms, a tick at HZ=250).
@@ -30,7 +32,7 @@ from gymnasium import spaces  # noqa: E402
 
 from .demand import Demand
 from .platform import Cluster
-from .sim import Simulation
+from .sim import STATE_FNS, Simulation
 from .table import RQ_BUCKETS, UTIL_BUCKETS
 
 
@@ -48,7 +50,7 @@ class FreqEnv(gym.Env):
 
     def __init__(self, cluster: Cluster, demands: list[Demand], *, decision_s: float = 0.004,
                  mem_share: float = 0.3, weights: RewardWeights = RewardWeights(), step_s: float = 0.001,
-                 window_s: float | None = None) -> None:
+                 window_s: float | None = None, state: str = "util-queue") -> None:
         super().__init__()
         if not demands:
             raise ValueError("FreqEnv needs at least one demand")
@@ -60,6 +62,7 @@ class FreqEnv(gym.Env):
         self.step_s = step_s
         self.weights = weights
         self.window_s = window_s  # episodes over random windows of this length (None: whole demands)
+        self._state = STATE_FNS[state]
         self.observation_space = spaces.MultiDiscrete([UTIL_BUCKETS, RQ_BUCKETS, cluster.nr_opps])
         self.action_space = spaces.Discrete(cluster.nr_opps)
         self._e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * self.decision_s
@@ -67,7 +70,7 @@ class FreqEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         s = self.sim
-        return np.array([*s.table_state(), s.opp], dtype=np.int64)
+        return np.array([*self._state(s), s.opp], dtype=np.int64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -21,7 +21,7 @@ from ..bpf import BpfObject
 from ..controller import Deployment
 from ..errors import ModelError, PolicyError
 from ..policy import Policy
-from .freq_slots import CpuState, FreqSlots, check_table
+from .freq_slots import CpuState, FreqSlots, TaskEstimate, check_table
 from .table import FreqTable, load_table
 
 KIND = "freq-table"
@@ -109,3 +109,7 @@ class FreqRun:
 
     def states(self) -> list[CpuState]:
         return self._live().cpu_states()
+
+    def task_estimate(self, pid: int) -> TaskEstimate | None:
+        """The policy's per-task activation estimate of `pid` (None: it has no state for it)."""
+        return self._live().task_estimate(pid)

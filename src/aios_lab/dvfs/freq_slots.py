@@ -29,6 +29,8 @@ from .table import FreqTable
 MAGIC = 0x51455246  # FREQ_TABLE_MAGIC, "FREQ": the slot holds a table (checked against BTF)
 MAX_CPUS = 256      # FREQ_MAX_CPUS
 TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT, LIMIT_ENUM = "freq_table", "freq_ctl", "freq_cpu", "freq_limit"
+TASK_STRUCT, TASK_MAP = "freq_task", "task_est"   # per-task state, task-local storage keyed by pidfd
+NO_CPU = 0xFFFFFFFF                               # FREQ_NO_CPU
 
 
 class _MapLike(Protocol):
@@ -86,6 +88,10 @@ def check_table(table: FreqTable, limits: TableLimits | None = None, where: str 
     lim = limits or default_limits()
     if not isinstance(table, FreqTable):
         raise ModelError(f"{where} is a {type(table).__name__}, not a FreqTable")
+    if table.state != tbl.STATES[0]:
+        raise ModelError(f"{where} is indexed by the {table.state!r} state; the freq policy looks tables up "
+                         f"by ({tbl.STATES[0]}): a per-task-state table is judged in the simulator only",
+                         hint="train it without --state task to deploy it")
     p = np.asarray(table.perf)
     if p.shape != (lim.util_buckets, lim.rq_buckets):
         raise ModelError(f"{where} has shape {tuple(p.shape)}; the policy's table is "
@@ -124,6 +130,22 @@ class CpuState:
     consistent: bool     # two identical copies with no update in flight
     util_win: int = 0    # the windowed EWMA at the last decision
     util_est: int = 0    # EWMA of the utilisation each time the CPU ran out of work (now)
+    queued_est_ns: int = 0   # estimated next activations of the tasks waiting in its queue (now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskEstimate:
+    """One task's entry of the policy's `task_est` task storage (struct freq_task)."""
+    pid: int
+    est_ns: int          # the next activation's estimate (util_est of the lengths)
+    last_ns: int         # the last complete activation
+    act_ns: int          # run time of the activation in progress
+    activations: int
+    queued_cpu: int | None
+    queued_est_ns: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,15 +168,22 @@ class FreqSlots:
         self._table_t, self._ctl_t, self._cpu_t = table_t, ctl_t, cpu_t
         self.limits = limits
         self._writer = SlotWriter(self.slots)
+        self.tasks: Any = None          # the task_est map and struct freq_task (from_object), when the policy has them
+        self._task_t: type | None = None
 
     @classmethod
     def from_object(cls, obj, spec) -> "FreqSlots":
         """From a loaded (or maps-only) BpfObject and the manifest's [model] spec."""
         btf = obj.btf
         state = obj.map(spec.state_map) if spec.state_map else None
-        return cls(obj.map(spec.slots_map), obj.map(spec.ctl_map), state, btf.ctypes_type(TABLE_STRUCT),
-                   btf.ctypes_type(CTL_STRUCT), btf.ctypes_type(CPU_STRUCT) if state is not None else None,
-                   TableLimits.from_enum(btf.enum(LIMIT_ENUM)))
+        slots = cls(obj.map(spec.slots_map), obj.map(spec.ctl_map), state, btf.ctypes_type(TABLE_STRUCT),
+                    btf.ctypes_type(CTL_STRUCT), btf.ctypes_type(CPU_STRUCT) if state is not None else None,
+                    TableLimits.from_enum(btf.enum(LIMIT_ENUM)))
+        if TASK_MAP in obj.map_names():
+            slots.tasks, slots._task_t = obj.map(TASK_MAP), btf.ctypes_type(TASK_STRUCT)
+            if slots.tasks.value_size != ctypes.sizeof(slots._task_t):
+                raise LayoutError(f"map {TASK_MAP} does not hold struct {TASK_STRUCT}; rebuild the policy")
+        return slots
 
     # -- reading -------------------------------------------------------------------
 
@@ -201,8 +230,28 @@ class FreqSlots:
                                 rq_bucket=c.rq_bucket, perf=c.perf, request=c.request, perf_cur=c.perf_cur,
                                 perf_cap=c.perf_cap, table_version=c.table_version, updates=c.updates,
                                 running=bool(c.running), consistent=ok, util_win=c.util_win,
-                                util_est=c.util_est))
+                                util_est=c.util_est, queued_est_ns=getattr(c, "queued_est_ns", 0)))
         return out
+
+    def task_estimate(self, pid: int) -> TaskEstimate | None:
+        """The policy's per-task state of `pid` (read through a pidfd), or None
+        when it has none (not one of ours, or gone)."""
+        if self.tasks is None or self._task_t is None:
+            raise LayoutError(f"this policy has no per-task map {TASK_MAP!r}")
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        try:
+            raw = self.tasks.lookup(fd.to_bytes(4, "little"))
+        finally:
+            os.close(fd)
+        if raw is None:
+            return None
+        t = self._task_t.from_buffer_copy(raw)
+        return TaskEstimate(pid=pid, est_ns=t.est_ns, last_ns=t.last_ns, act_ns=t.act_ns,
+                            activations=t.activations, queued_cpu=None if t.queued_cpu == NO_CPU else t.queued_cpu,
+                            queued_est_ns=t.queued_est_ns)
 
     # -- writing -------------------------------------------------------------------
 

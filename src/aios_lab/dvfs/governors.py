@@ -150,6 +150,27 @@ class TableGovernor(Governor):
                    for u, q in zip(obs.util if obs.util_table is None else obs.util_table, obs.nr_queued))
 
 
+class TaskTableGovernor(TableGovernor):
+    """A FreqTable over the per-task state (dvfs.task_signal): perf[need
+    bucket][arrival-rate bucket], the need and the rate computed from each
+    task's estimated activation length. The cluster-level state is already
+    the max over CPUs, so one lookup decides."""
+
+    task_state = True
+
+    def decide(self, obs: Obs) -> int:
+        ub, rb = obs.task_state
+        return self._opp[ub][rb]
+
+
+# the state a table is indexed by (FreqTable.state) -> the governor that reads it
+TABLE_GOVERNORS: dict[str, type[TableGovernor]] = {"util-queue": TableGovernor, "task": TaskTableGovernor}
+
+
+def table_governor_for(table: FreqTable, name: str | None = None) -> TableGovernor:
+    return TABLE_GOVERNORS[table.state](table, name=name)
+
+
 BUILTIN = {"performance": Performance, "powersave": Powersave, "ondemand": Ondemand,
            "conservative": Conservative, "schedutil": Schedutil}
 

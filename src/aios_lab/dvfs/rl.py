@@ -18,7 +18,7 @@ import numpy as np
 from .budget import miss_excess, within_first
 from .demand import Demand
 from .env import FreqEnv, RewardWeights
-from .governors import TableGovernor
+from .governors import table_governor_for
 from .platform import Cluster
 from .sim import simulate
 from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
@@ -56,7 +56,7 @@ def action_opps(cluster: Cluster, max_actions: int) -> list[int]:
 
 
 def table_from_q(q: np.ndarray, visits: np.ndarray, cluster: Cluster, meta: dict,
-                 actions: list[int] | None = None, monotone: bool = True) -> FreqTable:
+                 actions: list[int] | None = None, monotone: bool = True, state: str = "util-queue") -> FreqTable:
     actions = actions or list(range(cluster.nr_opps))
     perf = np.zeros((UTIL_BUCKETS, RQ_BUCKETS), dtype=np.int64)
     for ub in range(UTIL_BUCKETS):
@@ -82,16 +82,16 @@ def table_from_q(q: np.ndarray, visits: np.ndarray, cluster: Cluster, meta: dict
             perf[:, rb] = [cluster.table_perf(cluster.opp_for_perf(v)) for v in fit]
         perf = np.maximum.accumulate(np.maximum.accumulate(perf, axis=0), axis=1)
     perf = np.clip(perf, 1, PERF_MAX)
-    return FreqTable(perf, method="rl", meta=dict(meta, unvisited=int((visits.sum(axis=2) == 0).sum())))
+    return FreqTable(perf, method="rl", meta=dict(meta, unvisited=int((visits.sum(axis=2) == 0).sum())), state=state)
 
 
 def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None = None, cfg: QConfig = QConfig(),
             weights: RewardWeights = RewardWeights(), mem_share: float = 0.3,
-            on_point: Callable[[dict], None] | None = None) -> tuple[FreqTable, list[dict]]:
-    """Learn a table; return it and the learning curve (one row per episode,
-    with held-out figures every `eval_every` episodes)."""
+            on_point: Callable[[dict], None] | None = None, state: str = "util-queue") -> tuple[FreqTable, list[dict]]:
+    """Learn a table over `state` (FreqTable.state); return it and the learning
+    curve (one row per episode, with held-out figures every `eval_every` episodes)."""
     env = FreqEnv(cluster, train, decision_s=cfg.decision_s, mem_share=mem_share, weights=weights,
-                  window_s=cfg.window_s)
+                  window_s=cfg.window_s, state=state)
     rng = np.random.default_rng(cfg.seed)
     actions = action_opps(cluster, cfg.max_actions)
     n_act = len(actions)
@@ -134,14 +134,14 @@ def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None 
             misses += info["misses"]
         row = {"episode": ep + 1, "epsilon": round(eps, 4), "reward": total, "energy_j": energy, "misses": misses}
         if test and (ep + 1) % cfg.eval_every == 0 or (test and ep + 1 == cfg.episodes):
-            tab = table_from_q(q, visits, cluster, meta, actions)
-            res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in test]
+            tab = table_from_q(q, visits, cluster, meta, actions, state=state)
+            res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in test]
             row["test_energy_j"] = sum(r.energy_j for r in res)
             row["test_misses"] = sum(r.misses for r in res)
             row["test_items"] = sum(r.items for r in res)
         if cfg.select_every and ((ep + 1) % cfg.select_every == 0 or ep + 1 == cfg.episodes):
-            tab = table_from_q(q, visits, cluster, meta, actions)
-            res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
+            tab = table_from_q(q, visits, cluster, meta, actions, state=state)
+            res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in train]
             e, m = sum(r.energy_j for r in res), sum(r.misses for r in res)
             row["train_energy_j"], row["train_misses"] = e, m
             key = within_first(e, excess(res))
@@ -154,4 +154,4 @@ def train_q(cluster: Cluster, train: list[Demand], *, test: list[Demand] | None 
             on_point(row)
     if best is not None:
         return best[1], curve
-    return table_from_q(q, visits, cluster, meta, actions), curve
+    return table_from_q(q, visits, cluster, meta, actions, state=state), curve

@@ -29,6 +29,10 @@ Model, per step of `step_s` (1 ms by default):
   simulator's windows keep a fixed 8 ms grid, while the policy restarts a
   busy CPU's window when a task starts running after a closed window, so
   the policy's partial-window sample of a short burst is somewhat higher.
+* Tasks: an item carries its tasks' segments (dvfs.demand.TaskSegments;
+  a model demand's item is one anonymous task per CPU); when it completes,
+  each (task, length) is appended to `task_done`, from which per-task
+  estimates are learned online (dvfs.task_signal, `task_state()`).
 * QoS: an item that completes after its deadline is a deadline miss (a frame
   drop for periodic demand); for throughput the makespan (time until all
   work is done) is the figure. Items unfinished when the run is cut off
@@ -79,6 +83,9 @@ class Obs:
     util_table: list[float] | None = None
     # per CPU, the util_est schedutil adds (0 while the CPU has nothing runnable); None: none
     util_est: list[float] | None = None
+    # (need bucket, arrival-rate bucket) from per-task estimates (dvfs.task_signal), for
+    # governors that ask for it (task_state = True); None otherwise
+    task_state: tuple[int, int] | None = None
 
 
 @dataclass
@@ -122,7 +129,7 @@ class Simulation:
     """
 
     def __init__(self, cluster: Cluster, demand: Demand, *, mem_share: float = 0.3, step_s: float = 0.001,
-                 start_opp: int | None = None, cutoff_factor: float = 3.0) -> None:
+                 start_opp: int | None = None, cutoff_factor: float = 3.0, signal=None) -> None:
         if not 0 <= mem_share < 1:
             raise ValueError("mem_share must be in [0, 1)")
         self.c = cluster
@@ -174,12 +181,23 @@ class Simulation:
         self.step_energy = 0.0
         self.step_overdue = 0.0
         self.log: list[tuple[int, int, float, int, float]] | None = None  # see enable_log()
+        self._log_state = self.table_state
+        # task identity: per interval and CPU the (task, work) segments of its item
+        d = self.d
+        self._segs = d.tasks.per_item(len(d.starts_s), d.nr_cpus) if d.tasks is not None else None
+        self.task_done: list[tuple[int, float]] = []   # (task, activation length), in completion order
+        self._signal_cfg = signal
+        self.signals = None                            # dvfs.task_signal.TaskSignals, made on first use
 
-    def enable_log(self) -> None:
+    def enable_log(self, state=None) -> None:
         """Record, per step, (util bucket, queue bucket, energy J, misses,
         overdue CPU-seconds) with the buckets of the busiest CPU at the
-        step's start: what the table sweep attributes costs to."""
+        step's start: what the table sweep attributes costs to. `state`: a
+        function of the simulation giving the two buckets (default
+        table_state; task_state for the per-task state)."""
         self.log = []
+        if state is not None:
+            self._log_state = state
 
     # -- control ------------------------------------------------------------
 
@@ -223,11 +241,24 @@ class Simulation:
         has work."""
         return [max(u, e) if q else u for u, e, q in zip(self.util_win, self.win_est, self.queues)]
 
-    def observe(self) -> Obs:
+    def task_signals(self):
+        """The per-task estimator of this run (made on first use, then fed every arrival)."""
+        if self.signals is None:
+            from .task_signal import SignalConfig, TaskSignals
+
+            self.signals = TaskSignals(self, self._signal_cfg or SignalConfig())
+        return self.signals
+
+    def task_state(self) -> tuple[int, int]:
+        """The per-task state (dvfs.task_signal.TaskSignals.bucket)."""
+        return self.task_signals().bucket()
+
+    def observe(self, task_state: bool = False) -> Obs:
         span = max(self.acc_t, 1e-12)
         obs = Obs(t_s=self.t, opp=self.opp, util=list(self.util), busy=[min(b / span, 1.0) for b in self.busy_acc],
                   nr_queued=[max(len(q) - 1, 0) for q in self.queues], cluster=self.c, util_table=self.table_util(),
-                  util_est=[e if q else 0.0 for e, q in zip(self.util_est, self.queues)])
+                  util_est=[e if q else 0.0 for e, q in zip(self.util_est, self.queues)],
+                  task_state=self.task_state() if task_state else None)
         self.busy_acc = [0.0] * len(self.busy_acc)
         self.acc_t = 0.0
         return obs
@@ -247,12 +278,20 @@ class Simulation:
         d = self.d
         while self._k < len(d.starts_s) and d.starts_s[self._k] < until:
             k = self._k
+            segs = self._segs[k] if self._segs is not None else None
+            woke = []
             for cpu in range(d.nr_cpus):
                 w = d.work_s[k, cpu]
                 if w > 0:
-                    # [remaining top-OPP work, absolute deadline, arrival, total work]
-                    self.queues[cpu].append([w, d.starts_s[k] + d.deadline_s[k], d.starts_s[k], w])
+                    seg = segs[cpu] if segs is not None else ((-1 - cpu, w),)
+                    # [remaining top-OPP work, absolute deadline, arrival, total work, (task, work) segments]
+                    self.queues[cpu].append([w, d.starts_s[k] + d.deadline_s[k], d.starts_s[k], w, seg])
                     self.items += 1
+                    woke.append(seg)
+                else:
+                    woke.append(())
+            if self.signals is not None:
+                self.signals.on_arrival(float(d.starts_s[k]), woke)
             self._k += 1
 
     def _step(self) -> None:
@@ -260,7 +299,7 @@ class Simulation:
         t1 = t0 + dt
         self._arrivals(t1)
         if self.log is not None:
-            state = self.table_state()
+            state = self._log_state()
             misses0, overdue0 = self.misses, self.step_overdue
         # the OPPs in force during this step: the old one until a pending change lands
         if self._next_opp is not None and self._next_at < t1:
@@ -346,6 +385,7 @@ class Simulation:
         self.work_done += work
         self.completed[cpu] += 1
         self.completed_work[cpu] += work
+        self.task_done.extend(item[4])
         self.lat_weighted += work * (done_at - item[2])
         self.last_completion = max(self.last_completion, done_at)
         if done_at > item[1] + 1e-9:
@@ -375,14 +415,21 @@ class Simulation:
         """Drive to the end with `governor` (dvfs.governors), deciding every governor.period_s."""
         governor.reset(self.c)
         every = max(1, int(round(governor.period_s / self.dt)))
-        self.request(governor.decide(self.observe()))
+        wants = bool(getattr(governor, "task_state", False))
+        if wants:
+            self.task_signals()
+        self.request(governor.decide(self.observe(wants)))
         n = 0
         while not self.done:
             self._step()
             n += 1
             if n % every == 0:
-                self.request(governor.decide(self.observe()))
+                self.request(governor.decide(self.observe(wants)))
         return self.result(governor.name)
+
+
+# FreqTable.state -> the Simulation method giving that state's two buckets
+STATE_FNS = {"util-queue": Simulation.table_state, "task": Simulation.task_state}
 
 
 def simulate(cluster: Cluster, demand: Demand, governor, **kw) -> SimResult:

@@ -25,10 +25,10 @@ import numpy as np
 
 from . import budget
 from .demand import Demand
-from .governors import Schedutil, Static, TableGovernor
+from .governors import Schedutil, Static, table_governor_for
 from .platform import Cluster
 from .rl import schedutil_perf
-from .sim import Simulation, simulate
+from .sim import STATE_FNS, Simulation, simulate
 from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
 
 
@@ -59,14 +59,16 @@ class Samples:
 
 
 def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
-           progress: Callable[[str], None] | None = None) -> Samples:
+           progress: Callable[[str], None] | None = None, state: str = "util-queue") -> Samples:
     shape = (cluster.nr_opps, UTIL_BUCKETS, RQ_BUCKETS)
     s = Samples(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape), 0.001)
     for o in range(cluster.nr_opps):
         for d in demands:
             # cut the drain short: steps after the demand ends say little about a bucket
             sim = Simulation(cluster, d, mem_share=mem_share, start_opp=o, cutoff_factor=1.2)
-            sim.enable_log()
+            fn = STATE_FNS[state]
+            fn(sim)   # the state's signals exist before the first arrival
+            sim.enable_log(lambda: fn(sim))
             sim.run(Static(o))
             log = np.array(sim.log, dtype=float)
             if not len(log):
@@ -83,6 +85,7 @@ def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
 
 
 def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.ndarray:
+    """The per-bucket cheapest OPP's perf (the state is whatever `s` was sampled over)."""
     e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * s.step_s
     with np.errstate(invalid="ignore", divide="ignore"):
         cost = (s.energy / e_norm + lam * (s.misses + cfg.overdue_weight * s.overdue / s.step_s)) / s.steps
@@ -111,8 +114,9 @@ class SweepResult:
 
 
 def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConfig(), mem_share: float = 0.3,
-          refine_passes: int = 0, progress: Callable[[str], None] | None = None) -> SweepResult:
-    samples = sample(cluster, train, mem_share=mem_share, progress=progress)
+          refine_passes: int = 0, progress: Callable[[str], None] | None = None,
+          state: str = "util-queue") -> SweepResult:
+    samples = sample(cluster, train, mem_share=mem_share, progress=progress, state=state)
     base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
     base_misses = sum(r.misses for r in base)
     base_energy = sum(r.energy_j for r in base)
@@ -121,8 +125,8 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
 
     def trial(lam: float) -> dict:
         perf = choose(cluster, samples, lam, cfg)
-        tab = FreqTable(perf, method="sweep")
-        res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
+        tab = FreqTable(perf, method="sweep", state=state)
+        res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in train]
         row = {"lambda": lam, "energy_j": sum(r.energy_j for r in res), "misses": sum(r.misses for r in res),
                "excess": excess(res), "perf": perf}
         cands.append(row)
@@ -152,7 +156,7 @@ def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConf
             "budget": "per trace" if cfg.per_trace else "total",
             "train_energy_j": best["energy_j"], "train_misses": best["misses"],
             "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
-    table = FreqTable(best["perf"], method="sweep", meta=meta)
+    table = FreqTable(best["perf"], method="sweep", meta=meta, state=state)
     if refine_passes:
         table = refine(cluster, table, train, lam=best["lambda"], passes=refine_passes, mem_share=mem_share,
                        visits=samples.steps.sum(axis=0), excess=excess, progress=progress)
@@ -176,8 +180,8 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
     e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * 0.001
 
     def objective(perf: np.ndarray) -> tuple[tuple, float, int]:
-        tab = FreqTable(perf, method="sweep")
-        res = [simulate(cluster, d, TableGovernor(tab), mem_share=mem_share) for d in train]
+        tab = FreqTable(perf, method="sweep", state=table.state)
+        res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in train]
         e = sum(r.energy_j for r in res)
         m = sum(r.misses for r in res)
         if excess is not None:
@@ -212,4 +216,4 @@ def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: floa
         if best == start:
             break  # a pass that changed nothing: the next would try the same steps from the same table
     return FreqTable(perf, method="sweep", meta=dict(table.meta, refined_passes=done,
-                                                     train_energy_j=e, train_misses=m))
+                                                     train_energy_j=e, train_misses=m), state=table.state)

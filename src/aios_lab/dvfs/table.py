@@ -14,6 +14,10 @@ frequency at or above perf/1024 x max; sched_ext passes it to
 scx_bpf_cpuperf_set() scaled by the CPU's capacity and divided by
 schedutil's 1.25 headroom, because schedutil reads the value on the
 capacity scale and applies that headroom again (see `cpuperf_request`).
+A table may instead be indexed by the per-task state (`state = "task"`,
+dvfs.task_signal): the need bucket (estimated queued work over the time to
+its deadline, 16 buckets of the 0..1024 speed scale) and the arrival-rate
+bucket (4), the same 16 x 4 layout, so it fits the same BPF array map.
 The layout is mirrored by policies/freq/intf.h (FREQ_UTIL_BUCKETS,
 FREQ_RQ_BUCKETS); tests/test_freq_layout.py checks they agree.
 """
@@ -39,6 +43,9 @@ PERF_MAX = 1024
 UTIL_MAX = 1024
 # schedutil: next_freq = 1.25 * max_freq * util / max (map_util_perf / get_next_freq).
 SCHEDUTIL_HEADROOM = 1.25
+# what a table's two indices are (FreqTable.state): (utilisation, queue length), or the
+# per-task state (need from per-task estimates, arrival rate; dvfs.task_signal)
+STATES = ("util-queue", "task")
 
 
 def util_bucket(util: float | np.ndarray) -> int | np.ndarray:
@@ -91,6 +98,7 @@ class FreqTable:
     method: str = "manual"
     meta: dict[str, Any] = field(default_factory=dict)
     version: int = 1
+    state: str = "util-queue"      # what the two indices mean: one of STATES
 
     def __post_init__(self) -> None:
         self.perf = np.asarray(self.perf)
@@ -113,6 +121,8 @@ class FreqTable:
             raise ModelError(f"frequency table values span {int(p.min())}..{int(p.max())}, "
                              f"outside the perf range 1..{PERF_MAX}")
         self.perf = p.astype(np.int64)
+        if self.state not in STATES:
+            raise ModelError(f"frequency table state {self.state!r} is not one of {', '.join(STATES)}")
         if not 1 <= int(self.version) < 2 ** 63:
             raise ModelError(f"table version {self.version} is not >= 1")
 
@@ -126,7 +136,8 @@ class FreqTable:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "version": int(self.version),
                 "method": self.method, "util_buckets": UTIL_BUCKETS, "rq_buckets": RQ_BUCKETS,
-                "perf": self.perf.astype(int).tolist(), "meta": self.meta}
+                "perf": self.perf.astype(int).tolist(), "meta": self.meta,
+                **({} if self.state == STATES[0] else {"state": self.state})}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "table") -> "FreqTable":
@@ -154,7 +165,8 @@ class FreqTable:
         meta = d.get("meta") or {}
         if not isinstance(meta, dict):
             raise ModelError(f"{where}: 'meta' must be an object, not {type(meta).__name__}")
-        return cls(arr, method=str(d.get("method", "unknown")), meta=dict(meta), version=version)
+        return cls(arr, method=str(d.get("method", "unknown")), meta=dict(meta), version=version,
+                   state=str(d.get("state", STATES[0])))
 
 
 def save_table(path: Path | str, table: FreqTable) -> Path:

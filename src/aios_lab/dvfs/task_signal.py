@@ -1,0 +1,147 @@
+"""Per-task knowledge a governor can compute online (SIMULATED here; the
+freq sched_ext policy keeps the same numbers in BPF task-local storage).
+
+Per task: an estimate of its next activation's length, from the lengths of
+its activations so far (`RULES`; the default is the kernel's util_est rule,
+kernel/sched/fair.c util_est_update: up to a longer activation at once, down
+by a quarter of the gap to a shorter one, so a task that sometimes runs long
+is planned for long). A task never seen before is estimated as the mean of
+every activation seen so far. The simulator reports an activation when the
+item it ran in completes (dvfs.demand: an activation is a task's on-CPU time
+in one trace interval), never earlier than the kernel would see it end.
+
+From those estimates, per CPU:
+* queued work: the estimated work of every queued item (the sum of its
+  tasks' estimates), less what the running item has already run (its run
+  time, which a kernel knows), floored at a tenth of its estimate;
+* the arrival rate: an EWMA (time constant `tau_s`) of the estimated work
+  arriving per second, each arrival weighed when it arrives by the estimates
+  of the tasks that woke, never by their true work.
+And the policy state a learned table is indexed by (`bucket()`): the
+busiest CPU's need (queued work over the time left to its head item's
+deadline, on the 0..1024 speed scale, in 16 buckets) and the highest
+arrival rate (share of a CPU at the top OPP, in 4 buckets of a quarter).
+Deadlines stand for a per-task latency target a user states (a deadline
+class per kind of work); the simulator takes them from the demand.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .table import PERF_MAX, RQ_BUCKETS, util_bucket
+
+if TYPE_CHECKING:
+    from .sim import Simulation
+
+
+def util_est_rule(est: float, sample: float) -> float:
+    """kernel util_est_update: up at once, down by 1/4 of the gap."""
+    return sample if sample >= est else est + (sample - est) / 4
+
+
+def ewma_rule(est: float, sample: float) -> float:
+    """A plain EWMA of weight 1/4 both ways (PELT-like, no fast rise)."""
+    return est + (sample - est) / 4
+
+
+def last_rule(est: float, sample: float) -> float:
+    """The last activation's length."""
+    return sample
+
+
+RULES: dict[str, Callable[[float, float], float]] = {"util_est": util_est_rule, "ewma": ewma_rule,
+                                                      "last": last_rule}
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    rule: str = "util_est"
+    tau_s: float = 0.1       # the arrival-rate EWMA's time constant
+    margin: float = 0.0      # estimates are scaled by (1 + margin)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown estimate rule {self.rule!r}: use one of {', '.join(RULES)}")
+        if self.tau_s <= 0 or self.margin < -0.9:
+            raise ValueError("tau_s must be > 0 and margin > -0.9")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class TaskSignals:
+    """Bound to one Simulation, which calls `on_arrival` as items arrive."""
+
+    def __init__(self, sim: "Simulation", cfg: SignalConfig = SignalConfig()) -> None:
+        self.sim = sim
+        self.cfg = cfg
+        self._rule = RULES[cfg.rule]
+        self.est: dict[int, float] = {}
+        d = sim.d
+        self._step = float(np.median(np.diff(d.starts_s))) if len(d.starts_s) > 1 else 0.01
+        self._sum, self._count = 0.0, 0
+        self._seen = 0                      # activations of sim.task_done folded in
+        self.rate = [0.0] * d.nr_cpus       # estimated top-OPP work arriving per second, per CPU
+        self._last_arrival: float | None = None
+        self._guard = sim.c.transition_latency_s + sim.dt
+        # checks of the estimator (observed activation, its estimate just before): what the guest test compares
+        self.errors: list[tuple[float, float]] = []
+
+    def _fold(self) -> None:
+        log = self.sim.task_done
+        for task, work in log[self._seen:]:
+            prev = self.est.get(task)
+            if prev is not None:
+                self.errors.append((work, prev))
+            self.est[task] = work if prev is None else self._rule(prev, work)
+            self._sum += work
+            self._count += 1
+        self._seen = len(log)
+
+    def estimate(self, task: int) -> float:
+        """The next activation of `task`, top-OPP seconds."""
+        e = self.est.get(task)
+        if e is None:
+            e = self._sum / self._count if self._count else self._step / 2
+        return e * (1 + self.cfg.margin)
+
+    def item_estimate(self, segs: tuple) -> float:
+        return sum(self.estimate(t) for t, _ in segs)
+
+    def on_arrival(self, t_s: float, per_cpu: list[tuple]) -> None:
+        """Items arrived at `t_s`: per CPU, the tasks that woke (segments; () for none)."""
+        self._fold()
+        gap = self._step if self._last_arrival is None else max(t_s - self._last_arrival, 1e-3)
+        self._last_arrival = t_s
+        w = 1 - np.exp(-gap / self.cfg.tau_s)
+        for cpu, segs in enumerate(per_cpu):
+            work = self.item_estimate(segs) if segs else 0.0
+            self.rate[cpu] += w * (work / gap - self.rate[cpu])
+
+    def remaining(self, item: list, running: bool) -> float:
+        """An item's estimated remaining work (item: the simulator's queue entry)."""
+        est = self.item_estimate(item[4])
+        if not running:
+            return est
+        return max(est - (item[3] - item[0]), 0.1 * est)
+
+    def queued(self) -> list[float]:
+        """Per CPU, the estimated work of everything queued."""
+        self._fold()
+        return [sum(self.remaining(it, i == 0) for i, it in enumerate(q)) for q in self.sim.queues]
+
+    def need(self) -> list[float]:
+        """Per CPU, queued work over the time left to the head item's deadline (top-OPP speed share)."""
+        t = self.sim.t
+        return [w / max(q[0][1] - t - self._guard, 1e-3) if q else 0.0
+                for w, q in zip(self.queued(), self.sim.queues)]
+
+    def bucket(self) -> tuple[int, int]:
+        """The policy state: (need bucket 0..15, arrival-rate bucket 0..3) of the cluster."""
+        need = max(self.need(), default=0.0)
+        rate = max(self.rate, default=0.0)
+        return (util_bucket(min(need, 1.0) * PERF_MAX),
+                min(int(rate * RQ_BUCKETS), RQ_BUCKETS - 1))
