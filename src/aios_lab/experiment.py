@@ -307,7 +307,8 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
     head = f"workload {result['workload']['name']} ({result['workload']['summary']})"
     lines.append(head)
     where = f"kernel {result['kernel']}, {result['cpus']} CPUs"
-    plat = vm or result.get("platform") or {}
+    # The guest's own record (it has the host priority too) before the runner's.
+    plat = result.get("platform") if (result.get("platform") or {}).get("vm") else (vm or {})
     if plat.get("topology"):
         topo = plat["topology"]
         from .vm.guest_platform import describe
