@@ -28,6 +28,10 @@ SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.o", "*.d", "*.fla
 class BuildPyWithData(build_py):
     def run(self) -> None:
         super().run()
+        if getattr(self, "editable_mode", False):
+            # An editable install (make setup) reads the checkout itself, and
+            # comes before `aios-lab build` makes any object: nothing to copy.
+            return
         data = Path(self.build_lib) / "aios_lab" / "_data"
         shutil.rmtree(data, ignore_errors=True)
         for tree in TREES:
