@@ -145,6 +145,29 @@ class PrivateApt:
         return target
 
 
+def with_companions(apt: PrivateApt, first: DebPackage, names: list[str], suite: str,
+                    error: type[Exception]) -> list[DebPackage]:
+    """``first`` and each of ``names`` at exactly ``first``'s version (the
+    packages of one source build must match)."""
+    pkgs = [first]
+    for name in names:
+        p = apt.show(name, first.version)
+        if p is None:
+            raise error(f"{name} {first.version} not found in {suite}")
+        pkgs.append(p)
+    return pkgs
+
+
+def check_pinned(pkgs: list[DebPackage], sha256: dict[str, str], pin_file: str,
+                 error: type[Exception]) -> None:
+    """Refuse a pinned version whose archive hash is not the pin's."""
+    for p in pkgs:
+        want = sha256.get(p.name)
+        if want and want != p.sha256:
+            raise error(f"{p.name}: archive sha256 {p.sha256} differs from the pin {want}",
+                        hint=f"the archive changed under a pinned version; check {pin_file}")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

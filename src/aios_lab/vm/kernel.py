@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import paths
-from ..debfetch import DebPackage, PrivateApt, extract
+from ..debfetch import DebPackage, PrivateApt, check_pinned, extract, with_companions
 from ..errors import KernelFeatureMissing, KernelFetchError
 
 
@@ -165,17 +165,10 @@ def _fetch_release(apt: PrivateApt, pin: KernelPin, release: str, base: DebPacka
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     dl = paths.cache_dir() / "debs"
-    pkgs = [base]
-    for name in (f"linux-binary-{release}", f"linux-modules-{release}"):
-        p = apt.show(name, base.version)
-        if p is None:
-            raise KernelFetchError(f"{name} {base.version} not found in {pin.suite}")
-        pkgs.append(p)
-    for p in pkgs:
-        want = pin.sha256.get(p.name) if pinned else None
-        if want and want != p.sha256:
-            raise KernelFetchError(f"{p.name}: archive sha256 {p.sha256} differs from the pin {want}",
-                                   hint="the archive changed under a pinned version; check vm/kernel.json")
+    pkgs = with_companions(apt, base, [f"linux-binary-{release}", f"linux-modules-{release}"], pin.suite,
+                           KernelFetchError)
+    if pinned:
+        check_pinned(pkgs, pin.sha256, "vm/kernel.json", KernelFetchError)
     # Config first (linux-base is 1 MB): refuse before pulling 120 MB.
     log(f"fetching kernel {release} ({base.version}) from Debian {pin.suite}")
     extract(apt.download(base, dl), tmp)

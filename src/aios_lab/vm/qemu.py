@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import paths
-from ..debfetch import DebPackage, PrivateApt, extract
+from ..debfetch import DebPackage, PrivateApt, check_pinned, extract, with_companions
 from ..errors import KernelFetchError, QemuFetchError, VmError
 
 # Below this, multi-threaded TCG races sched_ext's kernel text patching.
@@ -220,17 +220,9 @@ def _fetch(pin: QemuPin, log: Callable[[str], None]) -> Qemu:
     apt.update()
     pinned_pkg = apt.show(pin.packages[0], pin.version)
     first, pinned = choose(pin, pinned_pkg, None if pinned_pkg else apt.show(pin.packages[0]), log)
-    pkgs = [first]
-    for name in pin.packages[1:]:
-        p = apt.show(name, first.version)
-        if p is None:
-            raise QemuFetchError(f"{name} {first.version} not found in {pin.suite}")
-        pkgs.append(p)
-    for p in pkgs:
-        want = pin.sha256.get(p.name) if pinned else None
-        if want and want != p.sha256:
-            raise QemuFetchError(f"{p.name}: archive sha256 {p.sha256} differs from the pin {want}",
-                                 hint="the archive changed under a pinned version; check vm/qemu.json")
+    pkgs = with_companions(apt, first, list(pin.packages[1:]), pin.suite, QemuFetchError)
+    if pinned:
+        check_pinned(pkgs, pin.sha256, "vm/qemu.json", QemuFetchError)
     root = _cache_root() / re.sub(r"[^A-Za-z0-9.+~-]", "_", first.version)
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
