@@ -184,7 +184,7 @@ def test_5_a_missing_program_or_a_mistyped_option_leaves_nothing(tmp_path, monke
 
 
 def test_5_a_failing_workload_is_exit_6_and_its_trace_is_kept(tmp_path):
-    res = CliRunner().invoke(main, ["collect", "--no-bpf", "--interval", "50", "--out", str(tmp_path / "c"),
+    res = CliRunner().invoke(main, ["collect", "--no-bpf", "--interval", "0.05", "--out", str(tmp_path / "c"),
                                     "--", "sh", "-c", "exit 3"])
     assert res.exit_code == exit_codes.COMMAND_FAILED, res.output
     assert "exited with status 3" in res.output.splitlines()[-1]
@@ -193,7 +193,7 @@ def test_5_a_failing_workload_is_exit_6_and_its_trace_is_kept(tmp_path):
 
 def test_5_sigkill_of_collect_does_not_orphan_the_workload(tmp_path):
     marker = f"aios-orphan-{os.getpid()}"
-    p = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--no-bpf", "--interval", "100",
+    p = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--no-bpf", "--interval", "0.1",
                           "--out", str(tmp_path / "c"), "--", sys.executable, "-c", "import time; time.sleep(60)", marker],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -212,7 +212,7 @@ def test_5_sigkill_of_collect_does_not_orphan_the_workload(tmp_path):
     assert not workload(), "the workload outlived a SIGKILLed collect"
     # Its scratch is swept by the next writer of the same output.
     assert [x.name for x in tmp_path.iterdir()] == [f".c.partial-{p.pid}"]
-    res = CliRunner().invoke(main, ["collect", "--no-bpf", "--interval", "50", "--duration", "0.2",
+    res = CliRunner().invoke(main, ["collect", "--no-bpf", "--interval", "0.05", "--duration", "0.2",
                                     "--out", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output
     assert [x.name for x in tmp_path.iterdir()] == ["c"]
@@ -226,7 +226,7 @@ def test_6_an_interrupted_export_leaves_no_scratch(tmp_path, monkeypatch):
     t = write_trace(tmp_path / "t")
     real = perfetto._export
 
-    def interrupted(trace, f, stats, scratch, *a):
+    def interrupted(pb, trace, f, stats, scratch, *a):
         scratch.path()  # the sort's scratch exists, as on a large trace
         f.write(b"half")
         raise KeyboardInterrupt  # what SIGTERM becomes in every command

@@ -77,7 +77,7 @@ def test_results_are_read_through_the_layout_with_duckdb(tmp_path):
     assert "performance" in res.output and "energy_j" in res.output
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 9
     res = CliRunner().invoke(main, ["sweep", "results", str(p.sweep.root), "--by", "policy"])
-    assert res.exit_code == 1 and "no column policy" in res.output
+    assert res.exit_code == 3 and "no column policy" in res.output
 
 
 def test_a_cell_whose_process_is_killed_is_retried(tmp_path):
@@ -124,7 +124,7 @@ def test_a_cell_that_keeps_failing_is_reported_with_exit_status_3_then_rerun(tmp
     plan_sweep(spec, tmp_path / "out")
     root = tmp_path / "out"
     r = subprocess.run(cli("sweep", "run", str(root), "--quiet"), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 3, r.stderr
+    assert r.returncode == 7, r.stderr
     assert "1 cells run" in r.stdout and "1 failed" in r.stdout and "1 retried" in r.stdout
     assert "failed:" in r.stderr and "does not exist" in r.stderr
     st = status(SweepDir(root))
@@ -188,10 +188,12 @@ def test_sweep_compare_groups_the_cells_traces_by_a_parameter(tmp_path):
 
     p = plan_sweep(write_spec(tmp_path / "s.toml", governors=["schedutil", "performance"],
                               traces=["bursty-1", "bursty-2"], window_s=1.0), tmp_path / "out")
+    # A distinct recording per cell: compare refuses one run counted twice.
+    recordings = iter(sorted(p.name for p in traces_dir().iterdir() if (p / "metadata.json").is_file()))
     for cell in p.cells:
         staging = p.sweep.new_staging(cell)
         assert execute(cell, staging)
-        shutil.copytree(traces_dir() / cell.params["trace"], staging / "trace")
+        shutil.copytree(traces_dir() / next(recordings), staging / "trace")
         p.sweep.publish(cell, staging)
     found = traces(p.sweep, ["governor"], {"trace": "bursty-1"})
     assert sorted(lab for lab, _ in found) == ["performance", "schedutil"]
@@ -202,7 +204,7 @@ def test_sweep_compare_groups_the_cells_traces_by_a_parameter(tmp_path):
     assert "baseline: schedutil   runs: schedutil x2, performance x2" in res.output
     res = CliRunner().invoke(main, ["sweep", "compare", str(p.sweep.root), "--by", "governor",
                                     "--where", "trace=nope"])
-    assert res.exit_code == 1 and "compare needs two" in res.output
+    assert res.exit_code == 3 and "compare needs two" in res.output
 
 
 def test_a_dvfs_train_cell_trains_saves_and_evaluates_a_table(tmp_path):
@@ -221,6 +223,13 @@ def test_a_dvfs_train_cell_trains_saves_and_evaluates_a_table(tmp_path):
     json.dumps(m)
 
 
+def _signal_then_sleep(event, seconds: float) -> None:
+    import time
+
+    event.set()
+    time.sleep(seconds)
+
+
 def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
     """flock belongs to the open file, which fork shares: without care a cell
     process outliving its driver (for a moment, or stopped) would block the
@@ -230,8 +239,14 @@ def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
 
     sd = SweepDir(tmp_path)
     sd.lock()
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    ctx = multiprocessing.get_context("fork")
+    running = ctx.Event()
+    child = ctx.Process(target=_signal_then_sleep, args=(running, 30))
     child.start()
+    # The at-fork hook runs in the child before its target: once the target
+    # has run, the child's copy of the lock is closed (waiting for that, not
+    # racing it, on a loaded host).
+    assert running.wait(60)
     try:
         sd.unlock()  # the driver is gone; its forked child lives on
         again = SweepDir(tmp_path)

@@ -404,6 +404,10 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
 
     _sigterm_as_interrupt()
     _check_command(command)
+    if stats_socket and not no_stats_socket:
+        from .scx_stats import check_socket_path
+
+        check_socket_path(stats_socket)
     policy = pol.get(name)
     learning = any(x is not None for x in (model_path, mode, decisions_out, retrain_every))
     if learning and policy.model is None:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import click
 
-EXIT_CELLS_FAILED = 3
+from aios_lab import exit_codes
+
+EXIT_CELLS_FAILED = exit_codes.CELLS_FAILED  # distinct from bad input (3)
 EXIT_INTERRUPTED = 130
 
 
@@ -38,7 +40,7 @@ def sweep() -> None:
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The sweep folder (default: results/sweeps/<name>).")
-@click.option("--seed", type=int, default=None, help="Seed of the cell order (default: the spec's, else random).")
+@click.option("--seed", type=click.IntRange(0, 2 ** 32 - 1), default=None, help="Seed of the cell order (default: the spec's, else random).")
 @click.option("--json", "as_json", is_flag=True, help="Print every cell as JSON.")
 def plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None:
     """Expand SPEC (TOML) into cells with content hashes, in a shuffled, recorded order.
@@ -84,19 +86,20 @@ def _plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None
 @click.option("--max-cells", type=click.IntRange(min=1), default=None,
               help="Run at most this many unfinished cells, then stop (the rest stay pending).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="No progress bar; the run's summary as JSON.")
 def run(folder: Path, executor: str, jobs: int | None, address: str | None, retries: int | None,
-        max_cells: int | None, quiet: bool) -> None:
+        max_cells: int | None, quiet: bool, as_json: bool) -> None:
     """Run the planned sweep in FOLDER: finished cells are skipped, so it resumes.
 
-    Exit status 3 when cells failed after their retries (they are listed and
+    Exit status 7 when cells failed after their retries (they are listed and
     run again by the next `sweep run`).
 
     Example: aios-lab sweep run results/sweeps/gov --executor ray --address auto
     """
-    _errors(_run)(folder, executor, jobs, address, retries, max_cells, quiet)
+    _errors(_run)(folder, executor, jobs, address, retries, max_cells, quiet or as_json, as_json)
 
 
-def _run(folder, executor, jobs, address, retries, max_cells, quiet) -> None:
+def _run(folder, executor, jobs, address, retries, max_cells, quiet, as_json=False) -> None:
     from aios_lab.errors import AiosError
     from aios_lab.sweep import executors
     from aios_lab.sweep.layout import SweepDir
@@ -104,11 +107,20 @@ def _run(folder, executor, jobs, address, retries, max_cells, quiet) -> None:
 
     if address and executor != "ray":
         raise AiosError("--address is a Ray cluster's address", hint="add --executor ray")
-    from aios_lab.cli import _sigterm_as_interrupt
+    import signal
+
+    from aios_lab.sweep.runner import request_stop
 
     sd = SweepDir(folder)
     sd.load_plan()  # a folder that is not a sweep fails before any executor starts
-    _sigterm_as_interrupt()  # stop the cells (and a Ray cluster started here) on SIGTERM too
+
+    def on_sigterm(signum, frame):
+        # Stop the cells (and a Ray cluster started here) as Ctrl-C does; the
+        # flag survives where the raise is swallowed (sweep.runner._STOP).
+        request_stop()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     ex = executors.get(executor)(jobs=jobs, address=address)
     try:
         with _progress_bar(quiet) as tell:
@@ -116,6 +128,15 @@ def _run(folder, executor, jobs, address, retries, max_cells, quiet) -> None:
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished cells are kept; `aios-lab sweep run {folder}` resumes", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps({"ran": rep.ran, "skipped": rep.skipped, "retried": rep.retried,
+                               "wall_s": round(rep.wall_s, 3), "executor": executor,
+                               "stopped_early": rep.stopped_early, "cleared_staging": rep.cleared_staging,
+                               "failed": [{"cell": c.hash, "label": c.label(), "error": str(e)}
+                                          for c, e in rep.failed]}, indent=2))
+        if rep.failed:
+            sys.exit(EXIT_CELLS_FAILED)
+        return
     click.echo(f"{rep.ran} cells run, {rep.skipped} already done, {len(rep.failed)} failed, "
                f"{rep.retried} retried, in {rep.wall_s:.1f} s ({executor})"
                + (f"; {rep.cleared_staging} half-run cells of a stopped run discarded" if rep.cleared_staging else "")
@@ -209,15 +230,16 @@ def _status(folder: Path, as_json: bool) -> None:
 @click.option("--metric", "metrics", multiple=True, help="Metrics to show (repeatable; default: all numeric).")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write one row per cell to this CSV file.")
-def results(folder: Path, by: str | None, metrics: tuple[str, ...], csv_out: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="The rows (or the groups with --by) as JSON records.")
+def results(folder: Path, by: str | None, metrics: tuple[str, ...], csv_out: Path | None, as_json: bool) -> None:
     """The finished cells' results, read through the folder layout with duckdb.
 
     Example: aios-lab sweep results results/sweeps/gov --by governor --metric energy_j --metric misses
     """
-    _errors(_results)(folder, by, metrics, csv_out)
+    _errors(_results)(folder, by, metrics, csv_out, as_json)
 
 
-def _results(folder, by, metrics, csv_out) -> None:
+def _results(folder, by, metrics, csv_out, as_json=False) -> None:
     import pandas as pd
 
     from aios_lab.atomic import write_text_atomic
@@ -227,6 +249,11 @@ def _results(folder, by, metrics, csv_out) -> None:
     df = results_frame(SweepDir(folder))
     if csv_out is not None:
         write_text_atomic(csv_out, df.to_csv(index=False))
+    if as_json:
+        table = (summarise(df, [b for b in by.split(",") if b], list(metrics) or None).reset_index()
+                 if by else df)
+        click.echo(table.to_json(orient="records", indent=2))
+        return
     with pd.option_context("display.max_columns", None, "display.width", 200):
         if by:
             click.echo(summarise(df, [b for b in by.split(",") if b], list(metrics) or None).to_string())
@@ -247,17 +274,18 @@ def _results(folder, by, metrics, csv_out) -> None:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the HTML comparison report here.")
 @click.option("--memory-limit", default="1GB", show_default=True, help="duckdb's memory limit.")
-def compare(folder, by, wheres, baseline, report, memory_limit) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(folder, by, wheres, baseline, report, memory_limit, as_json) -> None:
     """`aios-lab compare` over the traces of a sweep's cells, grouped by parameters.
 
     Example: aios-lab sweep compare results/sweeps/sched --by policy --where workload=build --report cmp.html
     """
-    _errors(_compare)(folder, by, wheres, baseline, report, memory_limit)
+    _errors(_compare)(folder, by, wheres, baseline, report, memory_limit, as_json)
 
 
-def _compare(folder, by, wheres, baseline, report, memory_limit) -> None:
+def _compare(folder, by, wheres, baseline, report, memory_limit, as_json=False) -> None:
     from aios_lab.analysis.compare import compare_traces, format_comparison, write_comparison
-    from aios_lab.errors import AiosError
+    from aios_lab.sweep.errors import SweepError
     from aios_lab.sweep.layout import SweepDir
     from aios_lab.sweep.status import traces
 
@@ -265,13 +293,13 @@ def _compare(folder, by, wheres, baseline, report, memory_limit) -> None:
     for w in wheres:
         k, sep, v = w.partition("=")
         if not sep:
-            raise AiosError(f"--where {w}: expected KEY=VALUE")
+            raise SweepError(f"--where {w}: expected KEY=VALUE")
         where[k] = v
     found = traces(SweepDir(folder), [b for b in by.split(",") if b], where)
     if len(found) < 2:
-        raise AiosError(f"{folder}: {len(found)} finished cell(s) with a trace match; compare needs two",
+        raise SweepError(f"{folder}: {len(found)} finished cell(s) with a trace match; compare needs two",
                         hint="vm-bench cells record traces; check --where")
     c, runs = compare_traces([t for _, t in found], [lab for lab, _ in found], baseline, memory_limit)
-    click.echo(format_comparison(c))
+    click.echo(json.dumps(c, indent=2, default=str) if as_json else format_comparison(c))
     if report is not None:
-        click.echo(f"report written: {write_comparison(c, runs, report)}")
+        click.echo(f"report written: {write_comparison(c, runs, report)}", err=as_json)

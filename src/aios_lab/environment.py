@@ -18,6 +18,14 @@ VARIABLES: list[tuple[str, str]] = [
     ("AIOS_LAB_RUN_DIR", "where deploy records the attached policy for status (default: /run/aios-lab)"),
     ("AIOS_LAB_FREQ_STATE", "freq run's state file of the settings to restore "
                             "(default: /run/aios-lab/freq-governor.json)"),
+    ("AIOS_LAB_TCG", "multi or single: the TCG threading mode when KVM does not work "
+                     "(default: multi on QEMU >= 10)"),
+    ("AIOS_LAB_VM_NICE", "host nice value for QEMU (-20..19), as `vm run --nice`"),
+    ("AIOS_LAB_VM_RT", "set to 1 to run QEMU under SCHED_RR on the host, as `vm run --rt` (root)"),
+    ("AIOS_LAB_DEBIAN_MIRROR", "another Debian mirror for the pinned kernel's and QEMU's packages "
+                               "(default: deb.debian.org)"),
+    ("AIOS_LAB_VM_PLATFORM", "set by `aios-lab vm run` inside the guest: QEMU version, TCG mode, "
+                             "host priority and topology (JSON), recorded in results and trace metadata"),
     ("AIOS_LAB_IN_VM", "set to 1 by `aios-lab vm run` inside the guest; recorded in trace metadata"),
     ("AIOS_LAB_REQUIRE_GUEST", "tests: 1 runs tests/guest (inside the VM) and fails, not skips, "
                                "without sched_ext"),

@@ -15,6 +15,7 @@ BAD_INPUT = 3      # a malformed file (trace, model, table, manifest, workload, 
 ENVIRONMENT = 4    # missing kernel feature, not root, no cpufreq/RAPL, a bad AIOS_LAB_* variable
 EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_error)
 COMMAND_FAILED = 6  # collect's workload could not start or failed (the trace is still written)
+CELLS_FAILED = 7   # sweep run: cells still failing after their retries (the finished ones are kept)
 INTERRUPTED = 130  # Ctrl-C or SIGTERM (what was collected so far is kept)
 
 TABLE = {
@@ -27,6 +28,7 @@ TABLE = {
                  "another scheduler attached, a bad AIOS_LAB_* variable",
     EJECTED: "the kernel ejected the policy (watchdog stall, scx_bpf_error)",
     COMMAND_FAILED: "collect's command could not start or exited with a failure",
+    CELLS_FAILED: "sweep run: cells still failed after their retries (listed; the next run tries them again)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM",
 }
 

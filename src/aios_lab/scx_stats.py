@@ -32,6 +32,24 @@ from typing import Any, Callable
 DEFAULT_PATH = Path("/var/run/scx/root/stats")
 
 
+def check_socket_path(path: Path | str) -> Path:
+    """Refuse a socket path where something that is not a socket lives (a FIFO,
+    a device, a file, a folder): the server replaces only a stale socket."""
+    from .errors import OutputError
+
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise OutputError(f"--stats-socket {path}: {e.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise OutputError(f"--stats-socket {path} exists and is not a socket",
+                          hint="remove it, pass another --stats-socket, or --no-stats-socket")
+    return path
+
+
 def stats_meta(policy: str, fields: dict[str, str]) -> dict[str, Any]:
     """The stats_meta answer for a policy whose counters are ``fields``
     (counter name -> description); field names are lower-case, as scx's."""

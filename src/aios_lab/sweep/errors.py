@@ -1,11 +1,12 @@
 """The sweep's typed exceptions (the CLI turns them into one line each)."""
 from __future__ import annotations
 
-from ..errors import AiosError
+from ..errors import AiosError, InputError
 
 
-class SweepError(AiosError):
-    """A sweep spec, plan or folder is malformed or does not fit the request."""
+class SweepError(InputError):
+    """A sweep spec, plan or folder is malformed or does not fit the request
+    (bad input: exit status 3, exit_codes)."""
 
 
 class CellError(SweepError):

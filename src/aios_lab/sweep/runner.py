@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,17 @@ def run_sweep(sd: SweepDir, executor: Executor, *, retries: int | None = None, m
         sd.unlock()
 
 
+# Set by a signal handler (request_stop). A KeyboardInterrupt raised from a
+# handler is lost when the signal lands in an at-fork hook or a finalizer
+# (seen: in logging's _releaseLock while the pool forked a worker, and the run
+# went on to exit 0); the flag is not, and the drive loop acts on it.
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    _STOP.set()
+
+
 def _drive(sd: SweepDir, ex: Executor, queue: list[Job], tries: int, rep: RunReport, counts: Progress,
            progress: Callback | None, poll_s: float, t0: float) -> None:
     def tell(event: str, cell: Cell | None) -> None:
@@ -142,6 +154,8 @@ def _drive(sd: SweepDir, ex: Executor, queue: list[Job], tries: int, rep: RunRep
 
     tell("begin", None)
     while queue or ex.running():
+        if _STOP.is_set():
+            raise KeyboardInterrupt("stop requested")
         while queue and ex.can_start(queue[0]):
             job = queue.pop(0)
             job.staging = sd.new_staging(job.cell)

@@ -100,15 +100,12 @@ class SweepSpec:
 
     @classmethod
     def load(cls, path: Path | str) -> "SweepSpec":
+        from ..safe_read import load_toml
+
+        # The guarded reader: a FIFO or device is refused at once (a plain
+        # read would block on a FIFO forever), size and nesting are bounded.
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SweepError(f"sweep spec {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise SweepError(f"cannot read sweep spec {path}: {e}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SweepError(f"sweep spec {path} is not valid TOML: {e}") from None
+        doc = load_toml(path, error=SweepError, what="sweep spec")
         return cls.from_dict(doc, where=str(path))
 
     @classmethod
