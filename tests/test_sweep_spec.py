@@ -149,10 +149,10 @@ def test_cli_plan_prints_the_cells_and_a_bad_spec_is_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[sweep]\nkind = "dvfs-sim"\n[grid]\ngovernor = ["warp"]\ntrace = ["bursty-1"]\n')
     res = CliRunner().invoke(main, ["sweep", "plan", str(bad), "--out", str(tmp_path / "o2")])
-    assert res.exit_code == 1 and res.output.startswith("Error: dvfs-sim: unknown governor 'warp'")
+    assert res.exit_code == 3 and res.output.startswith("Error: dvfs-sim: unknown governor 'warp'")
     assert res.output.strip().count("\n") == 0 and not (tmp_path / "o2").exists()
     res = CliRunner().invoke(main, ["sweep", "run", str(tmp_path / "nowhere")])
-    assert res.exit_code == 1 and "is not a planned sweep" in res.output
+    assert res.exit_code == 3 and "is not a planned sweep" in res.output
 
 
 @pytest.mark.parametrize("name, cells", [("dvfs-governors", 225), ("dvfs-train", 20), ("sched-vm", 45)])
