@@ -434,3 +434,17 @@ def _doc_type(t: pa.DataType) -> str:
     if pa.types.is_list(t):
         return f"list\\<{_doc_type(t.value_type)}\\>"
     return {"double": "float64"}.get(str(t), str(t))
+
+
+def test_an_old_decision_trace_with_the_kernel_as_a_string_still_opens(tmp_path):
+    """mllb decision traces written before 2026-12-03 carry `kernel` as the
+    release string; it still loads, while a kernel of another type is refused."""
+    from aios_lab.errors import TraceError
+
+    with TraceWriter(tmp_path / "old", {"kernel": "7.3.4+deb13-amd64"}) as w:
+        w.append("switches", [])
+    assert Trace.open(tmp_path / "old").metadata["kernel"] == "7.3.4+deb13-amd64"
+    with TraceWriter(tmp_path / "bad", {"kernel": 5}) as w:
+        w.append("switches", [])
+    with pytest.raises(TraceError, match="field kernel"):
+        Trace.open(tmp_path / "bad")

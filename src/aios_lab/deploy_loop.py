@@ -89,7 +89,7 @@ class DeployLoop:
         meta = {"kind": "lb_decisions", "policy": self.policy.name, "tunables": self.tunables,
                 "mode": self.learning.mode if self.learning else None,
                 "model": self.learning.model_source if self.learning else None,
-                "kernel": os.uname().release, "workload_command": self.command}
+                "kernel": {"release": os.uname().release}, "workload_command": self.command}
         return TraceWriter(self.decisions_out, meta)
 
     def run(self, duration_s: float | None, interval_s: float,

@@ -30,6 +30,10 @@ def check_metadata(md: dict, where: str) -> None:
         return TraceError(f"{where}: metadata.json field {field} {why}", hint=_FIX)
 
     for key in _DICTS:
+        # Decision traces of mllb written before 2026-12-03 carry the kernel
+        # as its release string; readers treat a string as "no details".
+        if key == "kernel" and isinstance(md.get(key), str) and len(md[key]) <= 256:
+            continue
         if md.get(key) is not None and not isinstance(md[key], dict):
             raise bad(key, f"is {type(md[key]).__name__}, expected an object")
     for k, v in (md.get("lost") or {}).items():
