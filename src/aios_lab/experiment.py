@@ -96,17 +96,14 @@ def _start(spec: SchedSpec, model: "ModelFile | None"):
         return Deployment(pol.get(spec.policy)).start(), None
     from .mllb.session import LearningRun
 
-    if spec.mode == "stay":
+    mode, source = spec.mode, "experiment" if model else ""
+    if mode == "stay":  # model mode with a one-leaf model that never migrates
         from .mllb.model import STAY, constant_model
 
-        run = LearningRun(policy=pol.get(spec.policy), mode="model", model=constant_model(STAY),
-                          model_source="never-migrate control")
-        run.start()
-        return run.dep, run
-    if spec.mode == "model" and model is None:
+        mode, model, source = "model", constant_model(STAY), "never-migrate control"
+    if mode == "model" and model is None:
         raise AiosError(f"{spec.label} needs a model", hint="train one first (bench trains one unless --model)")
-    run = LearningRun(policy=pol.get(spec.policy), mode=spec.mode, model=model,
-                      model_source="experiment" if model else "")
+    run = LearningRun(policy=pol.get(spec.policy), mode=mode, model=model, model_source=source)
     run.start()
     return run.dep, run
 
@@ -319,9 +316,7 @@ def format_summary(result: dict, vm: dict | None = None) -> str:
     if result.get("control"):
         from .bench.control import ControlResult
 
-        c = result["control"]
-        lines.append(ControlResult(c["cpus"], c["loops"], c["pinned_s"], c["free_s"], c["threshold"],
-                                   c.get("half_s") or []).line())
+        lines.append(ControlResult.from_dict(result["control"]).line())
     lines.append(f"{'scheduler':13} {'makespan median [min-max]':>28} {'vs eevdf':>9} "
                  f"{'migrations median [min-max]':>30} {'vs eevdf':>9}")
     for sched, s in result["summary"].items():

@@ -69,6 +69,12 @@ class ControlResult:
         """Whether this platform can tell a good placement from a bad one."""
         return judges(self.ratio, self.threshold)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ControlResult":
+        """Back from to_dict (the derived ratios are recomputed, not trusted)."""
+        return cls(d["cpus"], d["loops"], d["pinned_s"], d["free_s"], d.get("threshold", THRESHOLD),
+                   d.get("half_s") or [])
+
     def to_dict(self) -> dict:
         half = self.ratio_half
         return {**asdict(self), "ratio": round(self.ratio, 3), "ratio_one": round(self.ratio_one, 3),
