@@ -106,6 +106,13 @@ class GuestPanic(VmError):
     """The guest kernel panicked or oopsed."""
 
 
+class EmulatorFault(GuestPanic):
+    """The guest oopsed on an instruction its memory no longer holds: the
+    emulator ran a stale translation of code the kernel had just patched.
+    A fault of the platform (multi-threaded TCG), not of the kernel or the
+    policy under test; the boot's results are void, a new boot is valid."""
+
+
 class GuestHang(VmError):
     """The guest did not finish within its timeout."""
 

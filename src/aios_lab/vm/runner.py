@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from .. import paths
-from ..errors import GuestHang, GuestPanic, VmError
+from ..errors import EmulatorFault, GuestHang, GuestPanic, VmError
 from .accel import detect_accel
 from .console import ConsoleReport, scan
 from .kernel import Kernel, ensure_kernel
@@ -54,12 +54,14 @@ class GuestResult:
     command_s: float | None
     rundir: Path
     extra: dict = field(default_factory=dict)
+    # Boots before this one that ended in an emulator fault (see vm.console), with their console logs.
+    emulator_faults: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {"returncode": self.returncode, "accel": self.accel, "tcg": self.tcg, "qemu": self.qemu,
                 "kernel": self.kernel, "topology": self.topology, "wall_s": round(self.wall_s, 2),
                 "boot_to_command_s": self.boot_to_command_s, "launch_to_command_s": self.launch_to_command_s,
-                "command_s": self.command_s,
+                "command_s": self.command_s, "emulator_faults": self.emulator_faults,
                 "console": self.report.summary()}
 
 
@@ -268,10 +270,46 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
         stream: IO[str] | None = None, console_stream: IO[str] | None = None, keep_rundir: bool = False,
         kernel: Kernel | None = None, tcg: TcgMode | None = None,
         log: Callable[[str], None] | None = None, nice: int | None = None,
-        realtime: bool | None = None) -> GuestResult:
+        realtime: bool | None = None, emulator_fault_retries: int = 0) -> GuestResult:
     """Boot the guest, run ``command`` (a shell string or argv) and return its result.
 
-    Raises GuestPanic when the guest kernel panicked or oopsed, GuestHang when it
+    ``emulator_fault_retries`` boots again, up to that many times, when a boot
+    ends in an EmulatorFault (vm.console: the emulator ran stale code; the
+    command's results from that boot are void, so it runs again from the
+    start and must tolerate that, e.g. by writing its outputs afresh). Every
+    other panic, oops or hang is raised at once. The faults are logged and
+    kept in ``GuestResult.emulator_faults``.
+    """
+    log = log or logging.getLogger(__name__).warning
+    faults: list[str] = []
+    while True:
+        try:
+            result = _boot(command, topology=topology, timeout_s=timeout_s, rwdirs=rwdirs, cwd=cwd, env=env,
+                           stream=stream, console_stream=console_stream, keep_rundir=keep_rundir,
+                           kernel=kernel, tcg=tcg, log=log, nice=nice, realtime=realtime)
+        except EmulatorFault as exc:
+            if len(faults) >= emulator_fault_retries:
+                raise
+            faults.append(str(exc))
+            log(f"[vm] {exc}; booting again ({len(faults)} of {emulator_fault_retries})")
+            if stream is not None:
+                stream.write(f"\n[vm] emulator fault, the command runs again in a new boot "
+                             f"({len(faults)} of {emulator_fault_retries})\n")
+                stream.flush()
+            continue
+        result.emulator_faults = faults
+        return result
+
+
+def _boot(command: list[str] | str, *, topology: Topology | None, timeout_s: float,
+          rwdirs: list[Path] | None, cwd: Path | None, env: dict[str, str] | None,
+          stream: IO[str] | None, console_stream: IO[str] | None, keep_rundir: bool,
+          kernel: Kernel | None, tcg: TcgMode | None, log: Callable[[str], None],
+          nice: int | None, realtime: bool | None) -> GuestResult:
+    """One boot of ``run``.
+
+    Raises GuestPanic when the guest kernel panicked or oopsed (EmulatorFault
+    when that was the emulator's doing), GuestHang when it
     did not finish within ``timeout_s`` (boot included), VmError when it could
     not be started or ended without reporting an exit code. ``tcg`` asks for a
     TCG mode (default: multi-threaded where QEMU is >= 10, see vm.qemu).
@@ -283,7 +321,6 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
     control read x2.13 with 2 vCPUs under SCHED_RR against x0.98-x1.21 at
     nice 0 or -10.
     """
-    log = log or logging.getLogger(__name__).warning
     topo = topology or Topology()
     kernel = kernel or ensure_kernel(log)
     qemu = resolve_qemu(log)
@@ -367,6 +404,9 @@ def run(command: list[str] | str, *, topology: Topology | None = None, timeout_s
     console = con_tail.buf.decode(errors="replace")
     start, end = _read_float(rundir / "guest-start"), _read_float(rundir / "guest-end")
     last_console = " | ".join(ln for ln in console.splitlines()[-3:] if ln.strip())
+    if report.emulator_fault:
+        raise EmulatorFault(f"{report.summary()} (console log: {rundir / 'console.log'})",
+                            hint="run it again; --tcg single has never shown it but cannot reward placement")
     if report.failed:
         raise GuestPanic(f"{report.summary()} (console log: {rundir / 'console.log'})")
     if timed_out:
