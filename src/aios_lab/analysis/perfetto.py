@@ -187,12 +187,39 @@ class ExportStats:
 # task of a switch, or the woken task / (b_pid) target CPU of a wakeup;
 # a_state is prev_state, or the kHz of a frequency change; ord is the row's
 # number in its source file (ties of equal timestamps keep file order).
+# Comms are ids into the export's _Comms: the external sort moves every column
+# of every row, and moving strings cost 2.1 of 6.6 s at 10^6 events (cProfile,
+# arrow's take), ints a fraction of that.
 _EVENTS = pa.schema([
     ("ts", pa.int64()), ("cpu", pa.int32()), ("kind", pa.int8()), ("ord", pa.int64()),
     ("a_pid", pa.int32()), ("a_prio", pa.int32()), ("a_state", pa.int64()),
-    ("a_comm", pa.string()), ("b_pid", pa.int32()), ("b_prio", pa.int32()),
-    ("b_comm", pa.string()), ("weight", pa.int32()),
+    ("a_comm", pa.int32()), ("b_pid", pa.int32()), ("b_prio", pa.int32()),
+    ("b_comm", pa.int32()), ("weight", pa.int32()),
 ])
+
+
+class _Comms:
+    """Task names interned as int32 ids for the whole export (null stays null)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def _id(self, name: str) -> int:
+        i = self._ids.get(name)
+        if i is None:
+            i = self._ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+    def ids(self, arr: pa.Array) -> pa.Array:
+        enc = pc.dictionary_encode(arr)  # hashing in C++; only the distinct names reach Python
+        lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
+        idx = enc.indices
+        if not len(lut):
+            return pa.nulls(len(arr), pa.int32())
+        vals = lut[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)]
+        return pa.array(vals, mask=idx.is_null().to_numpy(zero_copy_only=False) if idx.null_count else None)
 
 _SWITCH_COLS = ("ts_ns", "cpu", "prev_pid", "prev_tgid", "prev_comm", "prev_prio", "prev_state",
                 "next_pid", "next_tgid", "next_comm", "next_prio")
@@ -245,15 +272,15 @@ def _rownums(row: int, n: int) -> pa.Array:
     return pa.array(np.arange(row, row + n, dtype=np.int64))
 
 
-def _switch_events(row: int, c: dict[str, pa.Array]) -> pa.RecordBatch:
+def _switch_events(row: int, c: dict[str, pa.Array], comms: _Comms) -> pa.RecordBatch:
     n = len(c["ts_ns"])
     return pa.RecordBatch.from_arrays([
         c["ts_ns"], c["cpu"], _const(n, _SWITCH, np.int8), _rownums(row, n),
-        c["prev_pid"], c["prev_prio"], c["prev_state"], c["prev_comm"],
-        c["next_pid"], c["next_prio"], c["next_comm"], pa.nulls(n, pa.int32())], schema=_EVENTS)
+        c["prev_pid"], c["prev_prio"], c["prev_state"], comms.ids(c["prev_comm"]),
+        c["next_pid"], c["next_prio"], comms.ids(c["next_comm"]), pa.nulls(n, pa.int32())], schema=_EVENTS)
 
 
-def _waking_events(row: int, c: dict[str, pa.Array]) -> tuple[pa.RecordBatch, int]:
+def _waking_events(row: int, c: dict[str, pa.Array], comms: _Comms) -> tuple[pa.RecordBatch, int]:
     """The wakeups that have a CPU to show them on, and how many have none."""
     n = len(c["ts_ns"])
     waker, target = _np(c["waker_cpu"]), _np(c["target_cpu"])
@@ -261,8 +288,8 @@ def _waking_events(row: int, c: dict[str, pa.Array]) -> tuple[pa.RecordBatch, in
     keep = cpu >= 0
     batch = pa.RecordBatch.from_arrays([
         c["ts_ns"], pa.array(cpu), _const(n, _WAKING, np.int8), _rownums(row, n),
-        c["pid"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int64()), c["comm"],
-        c["target_cpu"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.string()), c["weight"]],
+        c["pid"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int64()), comms.ids(c["comm"]),
+        c["target_cpu"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), c["weight"]],
         schema=_EVENTS)
     if keep.all():
         return batch, 0
@@ -276,8 +303,8 @@ def _freq_events(row: int, c: dict[str, pa.Array]) -> pa.RecordBatch:
     batch = pa.RecordBatch.from_arrays([
         c["interval_start_ns"], c["cpu"], _const(n, _FREQ, np.int8), _rownums(row, n),
         pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), c["freq_khz"],
-        pa.nulls(n, pa.string()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
-        pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())], schema=_EVENTS)
+        pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
+        pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32())], schema=_EVENTS)
     return batch.filter(pa.array((freq >= 0) & (cpu >= 0)))
 
 
@@ -386,11 +413,14 @@ def _keys(table: pa.Table) -> list[np.ndarray]:
 
 
 def _sort(table: pa.Table) -> pa.Table:
+    # One chunk first: take() over a many-chunked table resolves every index
+    # chunk by chunk and cost 4x the sort itself at 10^6 events.
+    table = table.combine_chunks()
     cpu, ts, kind, ordn = _keys(table)
     order = np.lexsort((ordn, kind, ts, cpu))
     if np.all(order[1:] > order[:-1]):
-        return table.combine_chunks()
-    return table.take(pa.array(order)).combine_chunks()
+        return table
+    return table.take(pa.array(order))
 
 
 def _merge(paths: list[Path]) -> Iterator[pa.Table]:
@@ -653,12 +683,13 @@ class _BundleWriter:
     """
 
     def __init__(self, pb, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
-                 stats: ExportStats) -> None:
+                 stats: ExportStats, comms: _Comms) -> None:
         self.pb = pb
+        self.names = comms.names
         self.out = out
         self.running = dict(first_prev)  # cpu -> task running there now
-        # cpu -> (pid, comm, prio) of the task its latest switch switched to
-        self.chain: dict[int, tuple[int, str | None, int | None]] = {}
+        # cpu -> (pid, comm id, prio) of the task its latest switch switched to
+        self.chain: dict[int, tuple[int, int | None, int | None]] = {}
         self.bundle_events = bundle_events
         self.stats = stats
         self.cpus: set[int] = set()
@@ -730,10 +761,8 @@ class _BundleWriter:
         a_state, a_state_ok = _ints(t, "a_state")
         b_pid, b_pid_ok = _ints(t, "b_pid")
         b_prio, b_prio_ok = _ints(t, "b_prio")
-        a_comm = t.column("a_comm").combine_chunks()
-        b_comm = t.column("b_comm").combine_chunks()
-        a_comm_ok = a_comm.is_valid().to_numpy(zero_copy_only=False)
-        b_comm_ok = b_comm.is_valid().to_numpy(zero_copy_only=False)
+        a_comm, a_comm_ok = _ints(t, "a_comm")
+        b_comm, b_comm_ok = _ints(t, "b_comm")
 
         sw = np.flatnonzero(kind == _SWITCH)
         wk = np.flatnonzero(kind == _WAKING)
@@ -746,24 +775,26 @@ class _BundleWriter:
             prev_pid = np.empty(len(sw), dtype=np.int64)
             prev_prio = np.empty(len(sw), dtype=np.int64)
             prev_prio_ok = np.empty(len(sw), dtype=bool)
+            prev_comm = np.empty(len(sw), dtype=np.int64)
+            prev_comm_ok = np.empty(len(sw), dtype=bool)
             prev_pid[1:], prev_prio[1:] = b_pid[sw[:-1]], b_prio[sw[:-1]]
             prev_prio_ok[1:] = b_prio_ok[sw[:-1]]
-            prev_comm = pa.concat_arrays([pa.array([None if last is None else last[1]],
-                                                   pa.string()), b_comm.take(pa.array(sw[:-1]))])
+            prev_comm[1:], prev_comm_ok[1:] = b_comm[sw[:-1]], b_comm_ok[sw[:-1]]
             if last is None:
                 prev_pid[0], prev_prio[0], prev_prio_ok[0] = -1, 0, False
+                prev_comm[0], prev_comm_ok[0] = -1, False
             else:
                 prev_pid[0] = last[0]
                 prev_prio[0], prev_prio_ok[0] = (0, False) if last[2] is None else (last[2], True)
-            same_comm = pc.fill_null(pc.equal(a_comm.take(pa.array(sw)), prev_comm), False)
+                prev_comm[0], prev_comm_ok[0] = (-1, False) if last[1] is None else (last[1], True)
+            same_comm = (a_comm[sw] == prev_comm) & a_comm_ok[sw] & prev_comm_ok
             compact_sw = ((a_pid[sw] == prev_pid) & (a_prio[sw] == prev_prio)
-                          & a_prio_ok[sw] & prev_prio_ok
-                          & same_comm.to_numpy(zero_copy_only=False)
+                          & a_prio_ok[sw] & prev_prio_ok & same_comm
                           & a_state_ok[sw] & b_prio_ok[sw] & b_comm_ok[sw])
             if last is None:
                 compact_sw[0] = False
             j = int(sw[-1])
-            self.chain[cpu] = (int(b_pid[j]), b_comm[j].as_py(),
+            self.chain[cpu] = (int(b_pid[j]), int(b_comm[j]) if b_comm_ok[j] else None,
                                int(b_prio[j]) if b_prio_ok[j] else None)
         compact_wk = b_pid_ok[wk] & a_comm_ok[wk]  # target_cpu and comm known
 
@@ -773,10 +804,14 @@ class _BundleWriter:
         csw, cwk = sw[compact_sw], wk[compact_wk]
         if len(csw) or len(cwk):
             cs = bundle.compact_sched
-            names = pc.dictionary_encode(pa.concat_arrays([b_comm.take(pa.array(csw)),
-                                                           a_comm.take(pa.array(cwk))]))
-            cs.intern_table.extend(names.dictionary.to_pylist())
-            index = names.indices.to_numpy(zero_copy_only=False)
+            # The bundle's own intern table, in order of first use (as before the ids).
+            used = np.concatenate((b_comm[csw], a_comm[cwk]))
+            uniq, first, index = np.unique(used, return_index=True, return_inverse=True)
+            by_use = np.argsort(first, kind="stable")
+            rank = np.empty(len(uniq), dtype=np.int64)
+            rank[by_use] = np.arange(len(uniq))
+            cs.intern_table.extend([self.names[i] for i in uniq[by_use].tolist()])
+            index = rank[index.reshape(-1)]
             if len(csw):
                 cs.switch_timestamp.extend(_deltas(ts[csw]))
                 cs.switch_prev_state.extend(a_state[csw].tolist())
@@ -814,6 +849,10 @@ class _BundleWriter:
                    else np.full(len(rows), carried))
         cols = t.select(["a_comm", "a_prio", "a_state", "b_comm", "b_prio", "weight"]
                         ).take(pa.array(rows)).to_pylist()
+        for c in cols:
+            for name in ("a_comm", "b_comm"):
+                if c[name] is not None:
+                    c[name] = self.names[c[name]]
         weight = np.array([c["weight"] if c["weight"] is not None else 0 for c in cols])
         prio = _prio_from_weight(weight, np.array([c["weight"] is not None for c in cols]))
         for i, (row, c) in enumerate(zip(rows.tolist(), cols)):
@@ -899,6 +938,7 @@ def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch
     # noting on the way what the header packets need.
     sorter = _Sorter(scratch, run_rows, batch_rows)
     tgids, comms, ppids = _Latest(), _Latest(), _Latest()
+    names = _Comms()
     first: dict[int, tuple[int, int, int]] = {}  # cpu -> (ts, row, prev_pid) of its first switch
     first_ts: int | None = None
     for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
@@ -916,12 +956,12 @@ def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch
                              (nxt, c["next_tgid"], c["next_comm"])):
             tgids.add(pids, ts, tg)
             comms.add(pids, ts, cm)
-        sorter.add(_switch_events(row, c))
+        sorter.add(_switch_events(row, c, names))
     for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
         ts, pids = _np(c["ts_ns"]), _np(c["pid"])
         tgids.add(pids, ts, c["tgid"])
         comms.add(pids, ts, c["comm"])
-        batch, skipped = _waking_events(row, c)
+        batch, skipped = _waking_events(row, c, names)
         stats.skipped_wakeups += skipped
         sorter.add(batch)
     for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
@@ -941,7 +981,7 @@ def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch
         stats.packets += 1
     # Before a CPU's first switch, the task running there is that switch's prev.
     running = {cpu: prev for cpu, (_, _, prev) in first.items()}
-    bundles = _BundleWriter(pb, f, running, bundle_events, stats)
+    bundles = _BundleWriter(pb, f, running, bundle_events, stats, names)
     for batch in sorter.batches():
         bundles.write_batch(batch)
     bundles.flush()
