@@ -1,0 +1,1 @@
+"""The policy control plane: what stands between whoever proposes a scheduler and the kernel."""
