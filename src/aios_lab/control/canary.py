@@ -1,6 +1,8 @@
 """What a canary window watches, read from the kernel and nothing else.
 
-- Run-queue wait from ``/proc/schedstat``: per CPU, the kernel's sched_info
+- Run-queue wait from ``/proc/schedstat`` (needs CONFIG_SCHED_INFO; the
+  pinned guest kernel has it, version 17, with run_delay/pcount counting
+  even while the schedstats= runtime switch is off): per CPU, the kernel's sched_info
   sums the time tasks spent runnable but not running (``run_delay``, ns) and
   counts the timeslices that followed (``pcount``). Their deltas over a
   window give the mean wait per timeslice under whichever scheduler class ran
@@ -9,6 +11,9 @@
 - The sched_ext event counters of ``/sys/kernel/sched_ext/root/events``
   (``SCX_EV_*``: fallbacks, keep-last dispatches, bypass entries...), kernels
   >= 6.15: a policy that makes the kernel step in for it shows there first.
+  ``root/`` is the attached scheduler's own sysfs folder: it exists only
+  while one is attached (the pinned 7.3.4 guest, checked: absent when
+  disabled), so read it inside the window, never across an ejection.
 - The kernel log's tail (``/dev/kmsg``, read without blocking), the evidence
   kept with an ejection.
 
