@@ -7,18 +7,14 @@ out another run, for cross-validation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .. import paths
 from ..errors import ModelError
 from .demand import Demand, from_trace
 from .governors import BUILTIN, Governor, Static, table_governor_for
 from .platform import Cluster
-from .rl import QConfig, train_q
 from .sim import SimResult, simulate
-from .sweep import SweepConfig, sweep
 from .table import FreqTable
 
 KINDS = ("bursty", "frames", "build")
@@ -75,33 +71,6 @@ def capture_verdict(governor: str, totals: dict, schedutil: dict, clairvoyant: d
 
 def load_demands(traces: list[Path]) -> list[Demand]:
     return [from_trace(p) for p in traces]
-
-
-@dataclass
-class TrainOutcome:
-    table: FreqTable
-    curve: list[dict]
-    candidates: list[dict]
-
-
-def train_table(method: str, cluster: Cluster, train: list[Demand], *, test: list[Demand] | None = None,
-                seed: int = 0, episodes: int = 300, mem_share: float = 0.3, refine_passes: int = 1,
-                progress: Callable[[str], None] | None = None) -> TrainOutcome:
-    if not train:
-        raise ModelError("no training demand: give at least one trace")
-    if method == "rl":
-        def point(row: dict) -> None:
-            if progress and "test_energy_j" in row:
-                progress(f"episode {row['episode']}: held-out energy {row['test_energy_j']:.2f} J, "
-                         f"misses {row['test_misses']}/{row['test_items']} (simulated)")
-        table, curve = train_q(cluster, train, test=test, cfg=QConfig(episodes=episodes, seed=seed),
-                               mem_share=mem_share, on_point=point)
-        return TrainOutcome(table, curve, [])
-    if method == "sweep":
-        res = sweep(cluster, train, cfg=SweepConfig(), mem_share=mem_share, refine_passes=refine_passes,
-                    progress=progress)
-        return TrainOutcome(res.table, [], res.candidates)
-    raise ModelError(f"unknown training method {method!r}", hint="use rl or sweep")
 
 
 def evaluate(cluster: Cluster, demands: list[Demand], governors: list[Governor], *,
