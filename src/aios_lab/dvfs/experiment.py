@@ -103,7 +103,7 @@ def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import fsync_dir
+    from ..atomic import open_atomic
 
     import numpy as np
 
@@ -133,9 +133,9 @@ def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
     a2.set_ylabel("energy, J (greedy table)")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    fsync_dir(path.parent if str(path.parent) else Path("."))
+    try:
+        with open_atomic(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import paths
+from ..atomic import publish_dir
 from ..debfetch import DebPackage, PrivateApt, check_pinned, extract, with_companions
 from ..errors import KernelFetchError, QemuFetchError, VmError
 
@@ -238,8 +239,7 @@ def _fetch(pin: QemuPin, log: Callable[[str], None]) -> Qemu:
         meta = {"debian_version": first.version, "version": list(version), "suite": pin.suite, "pinned": pinned,
                 "packages": {p.name: {"version": p.version, "sha256": p.sha256} for p in pkgs}}
         (tmp / "complete.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        publish_dir(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for p in pkgs:  # the unpacked tree is what we keep
