@@ -5,7 +5,7 @@ makespan responds to placement, and that needs multi-threaded TCG (one host
 thread per vCPU). Debian 12's QEMU 7.2 oopses the guest under MTTCG while
 sched_ext patches kernel text ("Oops: int3", then a panic, on the first
 attach); QEMU 10 from bookworm-backports ran 33 attach/detach cycles clean
-(shared/PLATFORM.md). So the VM runs a QEMU fetched like the kernel: through a
+(measured on the development machine). So the VM runs a QEMU fetched like the kernel: through a
 private apt configuration, checked by sha256 against ``vm/qemu.json``,
 unpacked into the cache and run by path. It links against Debian 12's own
 libraries, which bookworm's ``qemu-system-x86`` (installed by ``make setup``)
