@@ -24,6 +24,16 @@ def test_the_cli_method_names_are_the_registered_learners():
     assert learners.get("rl") is QLearner and learners.get("sweep") is SweepLearner
 
 
+def test_the_cli_and_the_sweep_cell_offer_exactly_the_registered_learners():
+    # both list the names without importing the learners (scikit-learn, gymnasium)
+    from aios_lab.cli import main
+    from aios_lab.sweep.cells import get
+
+    method = next(p for p in main.commands["train"].commands["freq"].params if p.name == "method")
+    assert sorted(method.type.choices) == learners.names()
+    assert sorted(get("dvfs-train").params["method"].choices) == learners.names()
+
+
 def test_an_unknown_learner_is_a_model_error_naming_the_known_ones():
     with pytest.raises(ModelError, match="unknown training method 'mpc'") as e:
         learners.get("mpc")
