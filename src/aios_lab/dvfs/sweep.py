@@ -29,7 +29,7 @@ from .governors import Schedutil, Static, table_governor_for
 from .learners import TableLearner, register
 from .platform import Cluster
 from .rl import schedutil_perf
-from .sim import STATE_FNS, Simulation, simulate
+from .sim import STATE_FNS, Simulation, StepLog, simulate
 from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
 
 
@@ -54,14 +54,14 @@ def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
             fn(sim)   # the state's signals exist before the first arrival
             sim.enable_log(lambda: fn(sim))
             sim.run(Static(o))
-            log = np.array(sim.log, dtype=float)
-            if not len(log):
+            if not sim.log:
                 continue
-            ub, rb = log[:, 0].astype(int), log[:, 1].astype(int)
+            log = StepLog(*np.array(sim.log, dtype=float).T)   # one column per field
+            ub, rb = log.util_bucket.astype(int), log.queue_bucket.astype(int)
             np.add.at(s.steps[o], (ub, rb), 1)
-            np.add.at(s.energy[o], (ub, rb), log[:, 2])
-            np.add.at(s.misses[o], (ub, rb), log[:, 3])
-            np.add.at(s.overdue[o], (ub, rb), log[:, 4])
+            np.add.at(s.energy[o], (ub, rb), log.energy_j)
+            np.add.at(s.misses[o], (ub, rb), log.misses)
+            np.add.at(s.overdue[o], (ub, rb), log.overdue_s)
             s.step_s = sim.dt
         if progress:
             progress(f"sampled OPP {o + 1}/{cluster.nr_opps} ({cluster.freqs_khz[o] // 1000} MHz)")
