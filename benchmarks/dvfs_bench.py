@@ -38,9 +38,9 @@ from aios_lab.dvfs.budget import miss_excess, within_first
 from aios_lab.dvfs.env import RewardWeights
 from aios_lab.dvfs.governors import BUILTIN, Schedutil, table_governor_for
 from aios_lab.dvfs.platform import load_cluster
-from aios_lab.dvfs.rl import QConfig, train_q
+from aios_lab.dvfs.rl import QLearner
 from aios_lab.dvfs.sim import simulate
-from aios_lab.dvfs.sweep import SweepConfig, sweep
+from aios_lab.dvfs.sweep import SweepLearner
 from aios_lab.dvfs.table import save_table
 from aios_lab.errors import ModelError
 
@@ -70,7 +70,7 @@ def main() -> int:
                     help="choose every hyperparameter on this run of each kind (taken out of training)")
     ap.add_argument("--rl-w-miss", type=_floats, default=[RewardWeights().w_miss],
                     help="RL reward's miss weights to choose among (needs --validate-run if more than one)")
-    ap.add_argument("--sweep-slack", type=_floats, default=[SweepConfig().miss_slack],
+    ap.add_argument("--sweep-slack", type=_floats, default=[SweepLearner().miss_slack],
                     help="sweep's training miss slacks to choose among (needs --validate-run if more than one)")
     a = ap.parse_args()
     if a.validate_run is None and (len(a.rl_w_miss) > 1 or len(a.sweep_slack) > 1):
@@ -144,29 +144,30 @@ def main() -> int:
     t1 = time.time()
     best_sw = None
     for slack in [] if a.no_table else a.sweep_slack:
-        cand = sweep(cl, train, cfg=SweepConfig(per_trace=a.sweep_budget == "per-trace", miss_slack=slack),
-                     mem_share=m, refine_passes=a.refine_passes, state=a.state)
-        key = judge("table", cand.table, {"miss_slack": slack}) if val else (0,)
+        cand = SweepLearner(cl, per_trace=a.sweep_budget == "per-trace", miss_slack=slack, mem_share=m,
+                            refine_passes=a.refine_passes, state=a.state).fit(train)
+        key = judge("table", cand.table_, {"miss_slack": slack}) if val else (0,)
         if best_sw is None or key < best_sw[0]:
             best_sw = (key, cand, slack)
     sw = best_sw[1] if best_sw else None
     sweep_s = time.time() - t1
     if sw is not None:
         chosen["table"] = {"miss_slack": best_sw[2]}
-        print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table.meta['lambda']}, "
+        print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table_.meta['lambda']}, "
               f"chosen {chosen['table']}", flush=True)
         if a.tables_out:
             a.tables_out.mkdir(parents=True, exist_ok=True)
-            save_table(a.tables_out / "table-sweep.json", sw.table)
+            save_table(a.tables_out / "table-sweep.json", sw.table_)
         for d in test:
-            add(simulate(cl, d, table_governor_for(sw.table, name="table"), mem_share=m))
+            add(simulate(cl, d, table_governor_for(sw.table_, name="table"), mem_share=m))
     rl_s = []
     rl_cands = []
     for w_miss in a.rl_w_miss:
         for seed in range(a.seeds):
             t2 = time.time()
-            tab, curve = train_q(cl, train, cfg=QConfig(episodes=a.episodes, seed=seed), mem_share=m,
-                                 weights=RewardWeights(w_miss=w_miss), state=a.state)
+            rl = QLearner(cl, episodes=a.episodes, seed=seed, mem_share=m, weights=RewardWeights(w_miss=w_miss),
+                          state=a.state).fit(train)
+            tab, curve = rl.table_, rl.curve_
             rl_s.append(time.time() - t2)
             if a.tables_out:
                 save_table(a.tables_out / f"table-rl-w{w_miss:g}-seed{seed}.json", tab)
@@ -224,7 +225,7 @@ def main() -> int:
     out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
-           "sweep_table": sw.table.to_dict() if sw else None, "argv": sys.argv, "state": a.state,
+           "sweep_table": sw.table_.to_dict() if sw else None, "argv": sys.argv, "state": a.state,
            "validation": [d.name for d in val], "chosen": chosen}
     if a.json_out:
         from aios_lab.atomic import write_json_atomic

@@ -24,7 +24,7 @@ from aios_lab.dvfs import experiment as ex
 from aios_lab.dvfs.governors import Schedutil, TableGovernor
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.sim import simulate
-from aios_lab.dvfs.sweep import SweepConfig, sweep
+from aios_lab.dvfs.sweep import SweepLearner
 
 
 def main() -> int:
@@ -41,14 +41,13 @@ def main() -> int:
           f"({', '.join(d.name for d in demands)}); what this learner reaches at best, not a result")
     t0 = time.time()
     # a long lambda grid: fitted in-sample, the cheapest tables within budget sit at small lambdas
-    cfg = SweepConfig(lambdas=(0.001, 0.01, 0.1, 0.25, 1, 4, 16, 64, 256, 1024))
-    sw = sweep(cl, demands, cfg=cfg, mem_share=a.mem_share, refine_passes=a.passes,
-               progress=lambda m: print(" ", m, flush=True))
+    sw = SweepLearner(cl, lambdas=(0.001, 0.01, 0.1, 0.25, 1, 4, 16, 64, 256, 1024), mem_share=a.mem_share,
+                      refine_passes=a.passes).fit(demands, progress=lambda m: print(" ", m, flush=True))
     print(f"fitted in {time.time() - t0:.0f} s")
     e = m = be = bm = 0.0
     for d in demands:
         b = simulate(cl, d, Schedutil(), mem_share=a.mem_share)
-        r = simulate(cl, d, TableGovernor(sw.table), mem_share=a.mem_share)
+        r = simulate(cl, d, TableGovernor(sw.table_), mem_share=a.mem_share)
         print(f"{d.name:10} schedutil {b.energy_j:7.2f} J {b.misses:5d} misses | in-sample table "
               f"{r.energy_j:7.2f} J ({r.energy_j / b.energy_j:.2f}x) {r.misses:5d} misses")
         e, m, be, bm = e + r.energy_j, m + r.misses, be + b.energy_j, bm + b.misses

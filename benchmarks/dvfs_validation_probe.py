@@ -18,7 +18,7 @@ from aios_lab.dvfs import experiment as ex, budget
 from aios_lab.dvfs.governors import TableGovernor, Schedutil
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.sim import simulate
-from aios_lab.dvfs.sweep import SweepConfig, choose, refine, sample
+from aios_lab.dvfs.sweep import SweepLearner, choose, refine, sample
 from aios_lab.dvfs.table import FreqTable
 
 cl = load_cluster("gs101:big")
@@ -28,7 +28,7 @@ fit = [d for d in train if d.name.endswith("-1")]
 val = [d for d in train if d.name.endswith("-2")]
 print(ex.SIMULATED)
 print("fit", [d.name for d in fit], "validate", [d.name for d in val], flush=True)
-cfg = SweepConfig()
+cfg = SweepLearner()
 S = sample(cl, fit)
 
 
@@ -43,7 +43,7 @@ ex_val = budget.miss_excess(bval, miss_slack=0.05)
 ex_fit = budget.miss_excess(bfit, miss_slack=0.05)
 best = None
 for lam in cfg.lambdas:
-    perf = choose(cl, S, lam, cfg)
+    perf = choose(cl, S, lam, min_visits=cfg.min_visits, overdue_weight=cfg.overdue_weight)
     rv = run(perf, val)
     e, x = sum(r.energy_j for r in rv), ex_val(rv)
     print(f"lam {lam}: val energy {e:.2f} (sched {sum(b.energy_j for b in bval):.2f}) excess {x}", flush=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from aios_lab.dvfs import demand, rl, sweep
+from aios_lab.dvfs import budget, demand, rl, sweep
 from aios_lab.dvfs.env import FreqEnv, RewardWeights
 from aios_lab.dvfs.governors import TableGovernor
 from aios_lab.dvfs.platform import load_cluster
@@ -145,47 +145,51 @@ def test_reward_weights():
 
 # -- Q-learning ---------------------------------------------------------------------------
 
-TINY = rl.QConfig(episodes=4, window_s=0.5, eval_every=2, seed=0)
+TINY = dict(episodes=4, window_s=0.5, eval_every=2, seed=0)
 
 
-def _train(cfg=TINY):
+def _train(params=TINY):
     train = [demand.periodic(duration_s=1.0), demand.bursty(duration_s=1.0, seed=2)]
     test = [demand.periodic(duration_s=0.4, seed=7)]
-    return rl.train_q(BIG, train, test=test, cfg=cfg)
+    fitted = rl.QLearner(BIG, **params).fit(train, test=test)
+    return fitted.table_, fitted.curve_
 
 
-def test_train_q_returns_a_valid_table_and_a_curve():
-    points = []
-    cfg = TINY
+def test_q_learner_fits_a_valid_table_and_a_curve():
+    lines = []
+    learner = rl.QLearner(BIG, **TINY)
     train = [demand.periodic(duration_s=1.0), demand.bursty(duration_s=1.0, seed=2)]
-    table, curve = rl.train_q(BIG, train, test=[demand.periodic(duration_s=0.4, seed=7)], cfg=cfg,
-                              on_point=points.append)
+    assert learner.fit(train, test=[demand.periodic(duration_s=0.4, seed=7)], progress=lines.append) is learner
+    table, curve = learner.table_, learner.curve_
     assert isinstance(table, FreqTable) and table.method == "rl"
     table.validate()
     assert table.perf.shape == (16, 4) and table.perf.min() >= 1 and table.perf.max() <= 1024
     assert table.meta["simulated"] is True
     assert table.meta["config"]["episodes"] == 4
+    assert list(table.meta["config"]) == list(rl.CONFIG)
     assert table.meta["train"] == [d.name for d in train]
-    assert len(curve) == 4 and points == curve
+    assert len(curve) == 4
     assert [row["episode"] for row in curve] == [1, 2, 3, 4]
     held_out = [row for row in curve if "test_energy_j" in row]
     assert [row["episode"] for row in held_out] == [2, 4]
+    assert [line.split(":")[0] for line in lines] == ["episode 2", "episode 4"]   # one line per held-out point
     for row in held_out:
         assert row["test_energy_j"] > 0 and row["test_items"] > 0 and 0 <= row["test_misses"] <= row["test_items"]
     eps = [row["epsilon"] for row in curve]
-    assert eps[0] == cfg.eps_start and eps == sorted(eps, reverse=True) and eps[-1] >= cfg.eps_end
+    assert eps[0] == learner.eps_start and eps == sorted(eps, reverse=True) and eps[-1] >= learner.eps_end
     for row in curve:
         assert row["reward"] < 0 and row["energy_j"] > 0 and row["misses"] >= 0
+    assert learner.q_.shape == learner.visits_.shape == (16, 4, len(learner.actions_))
 
 
-def test_train_q_table_survives_save_and_load(tmp_path):
+def test_q_learner_table_survives_save_and_load(tmp_path):
     table, _ = _train()
     back = load_table(save_table(tmp_path / "rl.json", table))
     assert np.array_equal(back.perf, table.perf) and back.method == "rl"
     assert back.meta["simulated"] is True
 
 
-def test_train_q_is_deterministic():
+def test_q_learner_is_deterministic():
     t1, c1 = _train()
     t2, c2 = _train()
     assert np.array_equal(t1.perf, t2.perf)
@@ -193,9 +197,9 @@ def test_train_q_is_deterministic():
     assert [r.get("test_energy_j") for r in c1] == [r.get("test_energy_j") for r in c2]
 
 
-def test_train_q_without_test_has_no_held_out_points():
+def test_q_learner_without_test_has_no_held_out_points():
     train = [demand.periodic(duration_s=0.5)]
-    _, curve = rl.train_q(BIG, train, cfg=rl.QConfig(episodes=2, window_s=0.5, eval_every=1))
+    curve = rl.QLearner(BIG, episodes=2, window_s=0.5, eval_every=1).fit(train).curve_
     assert len(curve) == 2 and not any("test_energy_j" in r for r in curve)
 
 
@@ -216,10 +220,11 @@ def test_rl_table_runs_the_opp_the_agent_chose():
 
 # -- the sweep ----------------------------------------------------------------------------
 
-def test_sweep_returns_a_monotone_simulated_table():
+def test_sweep_learner_fits_a_monotone_simulated_table():
     lambdas = (1.0, 16.0)
-    res = sweep.sweep(BIG, tiny_demands(), cfg=sweep.SweepConfig(lambdas=lambdas, bisect_steps=0))
-    t = res.table
+    learner = sweep.SweepLearner(BIG, lambdas=lambdas, bisect_steps=0)
+    assert learner.fit(tiny_demands()) is learner
+    t = learner.table_
     assert isinstance(t, FreqTable) and t.method == "sweep"
     t.validate()
     p = t.perf
@@ -228,15 +233,16 @@ def test_sweep_returns_a_monotone_simulated_table():
     assert t.meta["simulated"] is True
     assert t.meta["lambda"] in lambdas
     assert t.meta["train"] == [d.name for d in tiny_demands()]
-    assert [c["lambda"] for c in res.candidates] == list(lambdas)
-    assert all("perf" not in c for c in res.candidates)
-    assert res.schedutil_train["energy_j"] > 0
-    best = next(c for c in res.candidates if c["lambda"] == t.meta["lambda"])
+    assert list(t.meta["config"]) == list(sweep.CONFIG) and t.meta["config"]["lambdas"] == lambdas
+    assert [c["lambda"] for c in learner.candidates_] == list(lambdas)
+    assert all("perf" not in c for c in learner.candidates_)
+    assert learner.schedutil_train_["energy_j"] > 0 and learner.curve_ == []
+    best = next(c for c in learner.candidates_ if c["lambda"] == t.meta["lambda"])
     if "refined_passes" not in t.meta:     # the table is the best candidate's, figures and all
         assert t.meta["train_misses"] == best["misses"]
         assert t.meta["train_energy_j"] == pytest.approx(best["energy_j"])
     if t.meta["met_miss_budget"]:
-        assert t.meta["train_misses"] <= res.schedutil_train["misses"] * 1.05 + 1e-9
+        assert t.meta["train_misses"] <= learner.schedutil_train_["misses"] * 1.05 + 1e-9
 
 
 def _samples(cheapest_of_bucket):
@@ -255,7 +261,7 @@ def _samples(cheapest_of_bucket):
 def test_choose_makes_the_table_monotone():
     # cheapest OPP falls with utilisation: the table is lifted to stay non-decreasing
     s = _samples(lambda ub, rb: 15 - ub)
-    perf = sweep.choose(BIG, s, 1.0, sweep.SweepConfig())
+    perf = sweep.choose(BIG, s, 1.0)
     assert np.all(np.diff(perf, axis=0) >= 0) and np.all(np.diff(perf, axis=1) >= 0)
     assert np.all(perf == perf[0, 0])                      # the first bucket's (highest) choice everywhere
     assert BIG.opp_for_perf(perf[0, 0]) >= 15
@@ -264,7 +270,7 @@ def test_choose_makes_the_table_monotone():
 def test_choose_trusts_only_buckets_seen_often_enough():
     s = _samples(lambda ub, rb: 0)
     s.steps[:, 10:, :] = 2                                 # below min_visits=5: falls back to schedutil
-    perf = sweep.choose(BIG, s, 1.0, sweep.SweepConfig(min_visits=5))
+    perf = sweep.choose(BIG, s, 1.0, min_visits=5)
     assert np.all(perf[:10] == perf[0, 0])
     assert np.all(perf[10:] > perf[0, 0])
     assert perf[15, 0] == 1024                             # schedutil at util ~1000 asks for the top
@@ -272,7 +278,7 @@ def test_choose_trusts_only_buckets_seen_often_enough():
 
 def test_sweep_table_runs_the_cheapest_opp():
     s = _samples(lambda ub, rb: 3)
-    perf = sweep.choose(BIG, s, 1.0, sweep.SweepConfig())
+    perf = sweep.choose(BIG, s, 1.0)
     assert BIG.opp_for_perf(perf[0, 0]) == 3
 
 
@@ -280,8 +286,8 @@ def test_miss_excess_per_trace_and_total():
     from types import SimpleNamespace as R
 
     base = [R(misses=100, items=1000), R(misses=0, items=1000)]
-    per = sweep.miss_excess(base, sweep.SweepConfig(per_trace=True, miss_slack=0.05, abs_slack=0.005))
-    tot = sweep.miss_excess(base, sweep.SweepConfig(per_trace=False, miss_slack=0.05))
+    per = budget.miss_excess(base, per_trace=True, miss_slack=0.05, abs_slack=0.005)
+    tot = budget.miss_excess(base, per_trace=False, miss_slack=0.05)
     # caps per trace: 105 + 5 = 110 and 0 + 5 = 5; total cap 105
     assert per([R(misses=110, items=1000), R(misses=5, items=1000)]) == 0
     assert per([R(misses=0, items=1000), R(misses=50, items=1000)]) == 45  # trading kinds is not allowed

@@ -174,7 +174,7 @@ def test_requested_opp_takes_effect_after_the_transition_latency(step_s):
     assert opp_time[0] == pytest.approx(steps * step_s - lat, abs=1e-12)
     assert sim.opp == 0 and sim.transitions == 1
     # the work done is what each OPP's time allowed
-    done = 1.0 - sim.queues[0][0][0]
+    done = 1.0 - sim.queues[0][0].remaining
     assert done == pytest.approx(lat * 1.0 + (steps * step_s - lat) * BIG.freqs_khz[0] / FMAX, rel=1e-9)
 
 

@@ -1,8 +1,11 @@
-"""Durable publication of files: shared by the trace writer and model files."""
+"""Durable publication of files and folders: every temporary-then-rename
+write in aios-lab goes through here (the trace writer, model files, built
+BPF objects, caches, provisioned trees)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +64,50 @@ def open_atomic(path: Path | str, mode: str = "w", **kwargs) -> Iterator[IO]:
             pass
         raise
     fsync_dir(parent)
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path in `path`'s folder for a tool that writes a file by
+    name (clang -o, savefig): on a clean exit from the block the file is
+    fsynced, given the mode open() would, and renamed onto `path`; on any
+    error it is removed and `path` is left as it was."""
+    from .safe_output import refuse_special, scratch_prefix
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    refuse_special(path)
+    fd, name = tempfile.mkstemp(dir=parent, prefix=scratch_prefix(path, "tmp") + "-", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        refuse_special(path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(parent)
+
+
+def publish_dir(staging: Path, dest: Path, *, replace: bool = True) -> None:
+    """Publish a finished folder by renaming `staging` (a sibling, so the
+    same filesystem) onto `dest`, and make the rename durable: `dest` is
+    absent or complete, never half-written. replace: whatever is at `dest`
+    is removed first; otherwise rename(2) itself refuses a non-empty `dest`
+    (OSError ENOTEMPTY or EEXIST), so the check and the publish are one step."""
+    if replace:
+        shutil.rmtree(dest, ignore_errors=True)
+    os.rename(staging, dest)
+    fsync_dir(Path(dest).parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from . import paths
+from .atomic import publish_dir
 from .debfetch import PrivateApt, extract
 
 LIBBPF_SUITE = "bookworm-backports"
@@ -66,8 +67,7 @@ def provision(log=print) -> Path:
     (tmp / "complete.json").write_text(json.dumps(
         {"suite": LIBBPF_SUITE, "packages": {p.name: {"version": p.version, "sha256": p.sha256} for p in pkgs}},
         indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    publish_dir(tmp, root)
     return root
 
 

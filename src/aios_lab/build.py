@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
+from .atomic import atomic_path, open_atomic
 from .errors import BuildError
 
 # Directories whose *.bpf.c we compile, relative to the project root.
@@ -126,7 +127,6 @@ def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     elf = out.parent / f".vmlinux-{release}.elf"
-    tmp_h = out.with_name(out.name + ".tmp")
     try:
         with open(vmlinuz, "rb") as fh:
             raw_btf = fh.read(2) == BTF_MAGIC
@@ -134,18 +134,16 @@ def generate_vmlinux_h(vmlinuz: Path, out: Path, release: str) -> Path:
             elf = vmlinuz  # bpftool reads raw BTF as it is; nothing to unpack
         else:
             elf.write_bytes(extract_vmlinux_elf(vmlinuz))
-        with open(tmp_h, "wb") as fh:
+        with open_atomic(out, "wb") as fh:
             proc = subprocess.run([find_bpftool(), "btf", "dump", "file", str(elf), "format", "c"],
                                   stdout=fh, stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            raise BuildError(f"bpftool could not dump BTF of {vmlinuz}: "
-                             f"{proc.stderr.decode(errors='replace').strip()}")
-        os.replace(tmp_h, out)
+            if proc.returncode != 0:
+                raise BuildError(f"bpftool could not dump BTF of {vmlinuz}: "
+                                 f"{proc.stderr.decode(errors='replace').strip()}")
         stamp.write_text(release + "\n")
     finally:
         if elf != vmlinuz:
             elf.unlink(missing_ok=True)
-        tmp_h.unlink(missing_ok=True)
     return out
 
 
@@ -196,15 +194,13 @@ def compile_bpf(src: Path, out: Path, extra_flags: list[str] | None = None, forc
     if not force and not is_stale(src, out, flags):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     depfile = out.with_suffix(".d")
-    cmd = [find_clang(), *flags, "-MD", "-MF", str(depfile), "-MT", str(out), "-c", str(src), "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
-        raise BuildError(f"clang failed on {src}: {first}")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        cmd = [find_clang(), *flags, "-MD", "-MF", str(depfile), "-MT", str(out), "-c", str(src), "-o", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+            raise BuildError(f"clang failed on {src}: {first}")
     out.with_suffix(".flags").write_text(_flags_digest(flags) + "\n")
     return out
 

@@ -117,7 +117,7 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine
 
 def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out,
                 curve, as_json: bool = False) -> None:
-    from aios_lab.dvfs import experiment as ex
+    from aios_lab.dvfs import experiment as ex, learners
     from aios_lab.dvfs.governors import Schedutil
     from aios_lab.dvfs.platform import load_cluster
     from aios_lab.dvfs.table import save_table
@@ -141,21 +141,21 @@ def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed,
     echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
                f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "
                f"{len(test_d)} held-out traces; method {method}")
-    outcome = ex.train_table(method, cl, train_d, test=test_d, seed=seed, episodes=episodes,
-                             mem_share=mem_share, refine_passes=refine_passes, progress=echo)
-    outcome.table.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
-                              seed=seed)
-    save_table(out, outcome.table)
+    learner = learners.make(method, cluster=cl, seed=seed, episodes=episodes, mem_share=mem_share,
+                            refine_passes=refine_passes).fit(train_d, test=test_d, progress=echo)
+    learner.table_.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
+                               seed=seed)
+    save_table(out, learner.table_)
     echo(f"table written: {out}")
     result: dict = {"simulated": True, "method": method, "table": str(out), "curve": None,
                     "held_out": []}
-    if outcome.curve:
+    if learner.curve_:
         png = curve or out.with_suffix(".curve.png")
-        ex.save_curve_png(outcome.curve, png, f"RL frequency policy, seed {seed}")
+        ex.save_curve_png(learner.curve_, png, f"RL frequency policy, seed {seed}")
         echo(f"learning curve: {png}")
         result["curve"] = str(png)
     if test_d:
-        gov = ex.table_governor(outcome.table, method)
+        gov = ex.table_governor(learner.table_, method)
         for d in test_d:
             base = ex.evaluate(cl, [d], [Schedutil()], mem_share=mem_share)[0]
             mine = ex.evaluate(cl, [d], [gov], mem_share=mem_share)[0]

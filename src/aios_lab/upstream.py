@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from . import paths, sched_ext
+from .atomic import publish_dir
 from .build import extract_vmlinux_elf
 from .debfetch import PrivateApt, extract
 from .errors import BuildError, SchedExtError, SchedulerEjected
@@ -124,8 +125,7 @@ def build(log=lambda m: None) -> dict[str, Path]:
     (work / "complete.json").write_text(json.dumps(
         {"package": pkg.name, "version": pkg.version, "sha256": pkg.sha256, "clang": clang,
          "built": names, "failed": failed}, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    work.rename(root)
+    publish_dir(work, root)
     if failed:
         log(f"not built with {clang}: {', '.join(failed)}")
     return built(pin.version)

@@ -3,7 +3,7 @@ the table pushed into its map decides what each CPU asks for, a hot swap
 changes the requests and the version, a malformed table never gets near the
 kernel, and detaching leaves sched_ext disabled.
 
-The guest has no cpufreq driver (../shared/PLATFORM.md), so
+The guest has no cpufreq driver (no frequency hardware to drive), so
 scx_bpf_cpuperf_set() changes no real frequency here: schedutil is not
 running and nothing reads the target. What these tests check is what the
 policy asks for, from its per-CPU `cpu_state` map: the utilisation and

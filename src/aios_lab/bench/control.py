@@ -7,7 +7,7 @@ left free under the kernel's own scheduler. On hardware, or on a VM whose
 vCPUs run on their own host threads, pinned takes up to N times as long as
 free. Under single-threaded TCG all vCPUs share one host thread, so pinned
 and free cost the same total compute and the ratio sits near 1 (measured
-x1.2 with 2 vCPUs; x2.2 on QEMU 10 multi-threaded TCG: shared/PLATFORM.md).
+x1.2 with 2 vCPUs; x2.2 on QEMU 10 multi-threaded TCG, on the development machine).
 A platform whose ratio stays below ``THRESHOLD`` cannot judge load balancing,
 and every load-balancing verdict made on it is marked not judged.
 

@@ -7,7 +7,7 @@
   always puts the machine back (even after SIGKILL, through a state file).
 
 Neither this project's CI host nor any QEMU guest has a cpufreq driver or
-RAPL (../shared/PLATFORM.md): both raise a clear "unavailable" error there,
+RAPL (no /sys/devices/system/cpu/cpufreq, no powercap): both raise a clear "unavailable" error there,
 and the tests run this code against sysfs trees they lay out. Every function
 takes a `root` (default "/") that is prefixed to the sysfs paths.
 """

@@ -65,7 +65,7 @@ from ..errors import AiosError
 from .demand import Demand
 from .governors import Governor, Schedutil
 from .platform import Cluster
-from .sim import Obs, SimResult, Simulation, simulate, work_rates
+from .sim import Obs, QueueItem, SimResult, Simulation, simulate, work_rates
 
 
 class BoundError(AiosError):
@@ -250,15 +250,15 @@ class Clairvoyant(Governor):
                 self._seen_done[cpu] = n
                 self._seen_work[cpu] = s.completed_work[cpu]
 
-    def _remaining(self, cpu: int, i: int, item: list) -> float:
+    def _remaining(self, cpu: int, i: int, item: QueueItem) -> float:
         """An item's remaining work: read, or (estimate_work) the CPU's mean item size with a margin,
         less what the running item has already done (its run time so far, which a kernel knows)."""
         if not self.estimate_work:
-            return item[0]
+            return item.remaining
         if self.signals is not None:
             return self.signals.remaining(item, i == 0)
         est = self._size[cpu] * (1 + self.work_margin)
-        return max(est - (item[3] - item[0]), 0.1 * self._size[cpu]) if i == 0 else est
+        return max(est - (item.work - item.remaining), 0.1 * self._size[cpu]) if i == 0 else est
 
     def _queued_need(self, t: float) -> tuple[float, list[float]]:
         if self.signals is not None:
@@ -268,9 +268,9 @@ class Clairvoyant(Governor):
         need, totals = 0.0, []
         for cpu, q in enumerate(self.sim.queues):
             queued = 0.0
-            for i, item in enumerate(q):   # [remaining work, deadline, arrival, total]
+            for i, item in enumerate(q):
                 queued += self._remaining(cpu, i, item)
-                need = max(need, queued / max(item[1] + self.lateness_s - t - self._guard, 1e-4))
+                need = max(need, queued / max(item.deadline + self.lateness_s - t - self._guard, 1e-4))
             totals.append(queued)
         return need, totals
 

@@ -7,18 +7,14 @@ out another run, for cross-validation).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .. import paths
 from ..errors import ModelError
 from .demand import Demand, from_trace
 from .governors import BUILTIN, Governor, Static, table_governor_for
 from .platform import Cluster
-from .rl import QConfig, train_q
 from .sim import SimResult, simulate
-from .sweep import SweepConfig, sweep
 from .table import FreqTable
 
 KINDS = ("bursty", "frames", "build")
@@ -77,33 +73,6 @@ def load_demands(traces: list[Path]) -> list[Demand]:
     return [from_trace(p) for p in traces]
 
 
-@dataclass
-class TrainOutcome:
-    table: FreqTable
-    curve: list[dict]
-    candidates: list[dict]
-
-
-def train_table(method: str, cluster: Cluster, train: list[Demand], *, test: list[Demand] | None = None,
-                seed: int = 0, episodes: int = 300, mem_share: float = 0.3, refine_passes: int = 1,
-                progress: Callable[[str], None] | None = None) -> TrainOutcome:
-    if not train:
-        raise ModelError("no training demand: give at least one trace")
-    if method == "rl":
-        def point(row: dict) -> None:
-            if progress and "test_energy_j" in row:
-                progress(f"episode {row['episode']}: held-out energy {row['test_energy_j']:.2f} J, "
-                         f"misses {row['test_misses']}/{row['test_items']} (simulated)")
-        table, curve = train_q(cluster, train, test=test, cfg=QConfig(episodes=episodes, seed=seed),
-                               mem_share=mem_share, on_point=point)
-        return TrainOutcome(table, curve, [])
-    if method == "sweep":
-        res = sweep(cluster, train, cfg=SweepConfig(), mem_share=mem_share, refine_passes=refine_passes,
-                    progress=progress)
-        return TrainOutcome(res.table, [], res.candidates)
-    raise ModelError(f"unknown training method {method!r}", hint="use rl or sweep")
-
-
 def evaluate(cluster: Cluster, demands: list[Demand], governors: list[Governor], *,
              mem_share: float = 0.3) -> list[SimResult]:
     return [simulate(cluster, d, g, mem_share=mem_share) for d in demands for g in governors]
@@ -134,7 +103,7 @@ def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import fsync_dir
+    from ..atomic import open_atomic
 
     import numpy as np
 
@@ -164,9 +133,9 @@ def save_curve_png(curve: list[dict], path: Path, title: str) -> Path:
     a2.set_ylabel("energy, J (greedy table)")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    fsync_dir(path.parent if str(path.parent) else Path("."))
+    try:
+        with open_atomic(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return path

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,6 +60,33 @@ def work_rates(cluster: Cluster, mem_share: float) -> np.ndarray:
     r(f) = 1 / ((1 - m) * f_max / f + m), the memory-bound share m not scaling."""
     f = np.array(cluster.freqs_khz, dtype=float)
     return 1.0 / ((1 - mem_share) * f[-1] / f + mem_share)
+
+
+@dataclass(slots=True)
+class QueueItem:
+    """One item of work on a CPU's FIFO queue (Simulation.queues): what one
+    interval of the demand puts on that CPU. Slots, not a dict per item: the
+    simulator touches the running item every 1 ms step."""
+
+    remaining: float             # top-OPP seconds of work still to do
+    deadline: float              # absolute, seconds
+    arrival: float               # seconds; work that arrives mid-step starts then
+    work: float                  # top-OPP seconds in all (remaining + done)
+    segments: tuple              # its tasks' (task, work) segments (dvfs.demand.TaskSegments)
+
+
+class StepLog(NamedTuple):
+    """The fields of one step of a logged run (Simulation.enable_log): the
+    state buckets at the step's start and what the step cost. The log keeps
+    each step as a plain tuple in this order, since building a StepLog every
+    step made the sweep's sampling 15-20 % slower (measured); read the log
+    as columns with `StepLog(*np.array(sim.log).T)`."""
+
+    util_bucket: int             # or the need bucket of the per-task state
+    queue_bucket: int            # or its arrival-rate bucket
+    energy_j: float
+    misses: int                  # deadlines missed in the step
+    overdue_s: float             # CPU-seconds in the step spent with an overdue head item
 
 
 def _util_est_step(est: float, sample: float) -> float:
@@ -148,7 +176,7 @@ class Simulation:
         self.opp = cluster.nr_opps - 1 if start_opp is None else int(start_opp)
         self._next_opp: int | None = None
         self._next_at = 0.0
-        self.queues: list[deque] = [deque() for _ in range(n)]
+        self.queues: list[deque[QueueItem]] = [deque() for _ in range(n)]
         # plain lists, not arrays: per-element updates every 1 ms step are
         # several times faster on Python floats than on numpy scalars
         self.util = [0.0] * n
@@ -180,7 +208,7 @@ class Simulation:
         self.step_misses = 0
         self.step_energy = 0.0
         self.step_overdue = 0.0
-        self.log: list[tuple[int, int, float, int, float]] | None = None  # see enable_log()
+        self.log: list[tuple] | None = None  # see enable_log(): StepLog's fields, in its order
         self._log_state = self.table_state
         # task identity: per interval and CPU the (task, work) segments of its item
         d = self.d
@@ -190,9 +218,8 @@ class Simulation:
         self.signals = None                            # dvfs.task_signal.TaskSignals, made on first use
 
     def enable_log(self, state=None) -> None:
-        """Record, per step, (util bucket, queue bucket, energy J, misses,
-        overdue CPU-seconds) with the buckets of the busiest CPU at the
-        step's start: what the table sweep attributes costs to. `state`: a
+        """Record StepLog's fields per step, with the buckets of the busiest CPU at
+        the step's start: what the table sweep attributes costs to. `state`: a
         function of the simulation giving the two buckets (default
         table_state; task_state for the per-task state)."""
         self.log = []
@@ -284,8 +311,7 @@ class Simulation:
                 w = d.work_s[k, cpu]
                 if w > 0:
                     seg = segs[cpu] if segs is not None else ((-1 - cpu, w),)
-                    # [remaining top-OPP work, absolute deadline, arrival, total work, (task, work) segments]
-                    self.queues[cpu].append([w, d.starts_s[k] + d.deadline_s[k], d.starts_s[k], w, seg])
+                    self.queues[cpu].append(QueueItem(w, d.starts_s[k] + d.deadline_s[k], d.starts_s[k], w, seg))
                     self.items += 1
                     woke.append(seg)
                 else:
@@ -325,17 +351,17 @@ class Simulation:
                 cursor = 0.0   # time into the segment
                 while q and seg_dt - cursor > 1e-15:
                     item = q[0]
-                    start = max(cursor, item[2] - seg_start)  # work that arrives mid-step starts then
+                    start = max(cursor, item.arrival - seg_start)  # work that arrives mid-step starts then
                     if start >= seg_dt:
                         break
-                    need = item[0] / rate
+                    need = item.remaining / rate
                     if need <= seg_dt - start:
                         used += need
                         cursor = start + need
                         self._complete(item, seg_start + cursor, cpu)
                         q.popleft()
                     else:
-                        item[0] -= (seg_dt - start) * rate
+                        item.remaining -= (seg_dt - start) * rate
                         used += seg_dt - start
                         cursor = seg_dt
                 busy += used
@@ -364,7 +390,7 @@ class Simulation:
                 ws = max(self.util_win[cpu], min((self._win_busy[cpu] + busy * perf_eff) / part, 1.0) * 1024)
                 self.win_est[cpu] = _util_est_step(self.win_est[cpu], ws)
             self._win_busy[cpu] += busy * perf_eff
-            if q and q[0][1] < t1:
+            if q and q[0].deadline < t1:
                 self.step_overdue += dt
         self.acc_t += dt
         self._nstep += 1
@@ -380,15 +406,15 @@ class Simulation:
         if self.log is not None:
             self.log.append((state[0], state[1], energy, self.misses - misses0, self.step_overdue - overdue0))
 
-    def _complete(self, item: list, done_at: float, cpu: int) -> None:
-        work = item[3]
+    def _complete(self, item: QueueItem, done_at: float, cpu: int) -> None:
+        work = item.work
         self.work_done += work
         self.completed[cpu] += 1
         self.completed_work[cpu] += work
-        self.task_done.extend(item[4])
-        self.lat_weighted += work * (done_at - item[2])
+        self.task_done.extend(item.segments)
+        self.lat_weighted += work * (done_at - item.arrival)
         self.last_completion = max(self.last_completion, done_at)
-        if done_at > item[1] + 1e-9:
+        if done_at > item.deadline + 1e-9:
             self.misses += 1
             self.step_misses += 1
             self.late_work += work
@@ -399,7 +425,7 @@ class Simulation:
         # what is still queued at the cut-off missed its deadline
         left = [it for q in self.queues for it in q]
         misses = self.misses + len(left)
-        late = self.late_work + sum(it[3] for it in left)
+        late = self.late_work + sum(it.work for it in left)
         opp_time = np.array(self.opp_time)
         total_t = max(opp_time.sum(), 1e-12)
         khz = np.array(self.c.freqs_khz, dtype=float)

@@ -18,7 +18,7 @@ Every number here is SIMULATED.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -26,27 +26,11 @@ import numpy as np
 from . import budget
 from .demand import Demand
 from .governors import Schedutil, Static, table_governor_for
+from .learners import TableLearner, register
 from .platform import Cluster
 from .rl import schedutil_perf
-from .sim import STATE_FNS, Simulation, simulate
+from .sim import STATE_FNS, Simulation, StepLog, simulate
 from .table import PERF_MAX, RQ_BUCKETS, UTIL_BUCKETS, FreqTable
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    lambdas: tuple[float, ...] = (0.25, 1, 4, 16, 64, 256, 1024)
-    miss_slack: float = 0.05       # training misses <= schedutil's x (1 + slack)
-    # per_trace: the budget holds for every training trace on its own (plus
-    # abs_slack of its items), so misses cannot be traded between kinds of
-    # demand; otherwise it holds for the sum over all traces
-    per_trace: bool = False
-    abs_slack: float = 0.005
-    min_visits: int = 5            # a bucket/OPP pair seen fewer steps is not trusted
-    overdue_weight: float = 0.25
-    bisect_steps: int = 5
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -70,26 +54,27 @@ def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
             fn(sim)   # the state's signals exist before the first arrival
             sim.enable_log(lambda: fn(sim))
             sim.run(Static(o))
-            log = np.array(sim.log, dtype=float)
-            if not len(log):
+            if not sim.log:
                 continue
-            ub, rb = log[:, 0].astype(int), log[:, 1].astype(int)
+            log = StepLog(*np.array(sim.log, dtype=float).T)   # one column per field
+            ub, rb = log.util_bucket.astype(int), log.queue_bucket.astype(int)
             np.add.at(s.steps[o], (ub, rb), 1)
-            np.add.at(s.energy[o], (ub, rb), log[:, 2])
-            np.add.at(s.misses[o], (ub, rb), log[:, 3])
-            np.add.at(s.overdue[o], (ub, rb), log[:, 4])
+            np.add.at(s.energy[o], (ub, rb), log.energy_j)
+            np.add.at(s.misses[o], (ub, rb), log.misses)
+            np.add.at(s.overdue[o], (ub, rb), log.overdue_s)
             s.step_s = sim.dt
         if progress:
             progress(f"sampled OPP {o + 1}/{cluster.nr_opps} ({cluster.freqs_khz[o] // 1000} MHz)")
     return s
 
 
-def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.ndarray:
+def choose(cluster: Cluster, s: Samples, lam: float, *, min_visits: int = 5,
+           overdue_weight: float = 0.25) -> np.ndarray:
     """The per-bucket cheapest OPP's perf (the state is whatever `s` was sampled over)."""
     e_norm = cluster.nr_cpus * float(cluster.busy_w[-1]) * s.step_s
     with np.errstate(invalid="ignore", divide="ignore"):
-        cost = (s.energy / e_norm + lam * (s.misses + cfg.overdue_weight * s.overdue / s.step_s)) / s.steps
-    cost[s.steps < cfg.min_visits] = np.inf
+        cost = (s.energy / e_norm + lam * (s.misses + overdue_weight * s.overdue / s.step_s)) / s.steps
+    cost[s.steps < min_visits] = np.inf
     perf = np.zeros((UTIL_BUCKETS, RQ_BUCKETS), dtype=np.int64)
     for ub in range(UTIL_BUCKETS):
         for rb in range(RQ_BUCKETS):
@@ -100,69 +85,102 @@ def choose(cluster: Cluster, s: Samples, lam: float, cfg: SweepConfig) -> np.nda
     return np.clip(perf, 1, PERF_MAX)
 
 
-def miss_excess(base: list, cfg: SweepConfig) -> Callable[[list], float]:
-    """The budget of `cfg` over schedutil's runs `base` (see dvfs.budget)."""
-    return budget.miss_excess(base, miss_slack=cfg.miss_slack, per_trace=cfg.per_trace,
-                              abs_slack=cfg.abs_slack)
+# the parameters recorded as the table's meta["config"], in this order
+CONFIG = ("lambdas", "miss_slack", "per_trace", "abs_slack", "min_visits", "overdue_weight", "bisect_steps")
 
 
-@dataclass
-class SweepResult:
-    table: FreqTable
-    candidates: list[dict] = field(default_factory=list)
-    schedutil_train: dict = field(default_factory=dict)
+@register
+class SweepLearner(TableLearner):
+    """The sampled table (see the module doc) over `state` (FreqTable.state).
 
+    Fitted: ``table_``; ``candidates_`` (one row per lambda tried: its
+    training energy, misses and excess over the miss budget);
+    ``schedutil_train_`` (schedutil's training energy and misses);
+    ``samples_`` (what the sampling logged); ``curve_`` is empty (no
+    episodes)."""
 
-def sweep(cluster: Cluster, train: list[Demand], *, cfg: SweepConfig = SweepConfig(), mem_share: float = 0.3,
-          refine_passes: int = 0, progress: Callable[[str], None] | None = None,
-          state: str = "util-queue") -> SweepResult:
-    samples = sample(cluster, train, mem_share=mem_share, progress=progress, state=state)
-    base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
-    base_misses = sum(r.misses for r in base)
-    base_energy = sum(r.energy_j for r in base)
-    excess = miss_excess(base, cfg)
-    cands: list[dict] = []
+    name = "sweep"
 
-    def trial(lam: float) -> dict:
-        perf = choose(cluster, samples, lam, cfg)
-        tab = FreqTable(perf, method="sweep", state=state)
-        res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in train]
-        row = {"lambda": lam, "energy_j": sum(r.energy_j for r in res), "misses": sum(r.misses for r in res),
-               "excess": excess(res), "perf": perf}
-        cands.append(row)
-        if progress:
-            progress(f"lambda {lam:g}: training energy {row['energy_j']:.2f} J (schedutil {base_energy:.2f}), "
-                     f"misses {row['misses']} (schedutil {base_misses}), over budget by {row['excess']:.0f}")
-        return row
+    def __init__(self, cluster: Cluster | str = "gs101:big", *,
+                 lambdas: tuple[float, ...] = (0.25, 1, 4, 16, 64, 256, 1024),
+                 miss_slack: float = 0.05,     # training misses <= schedutil's x (1 + slack)
+                 # per_trace: the budget holds for every training trace on its own (plus
+                 # abs_slack of its items), so misses cannot be traded between kinds of
+                 # demand; otherwise it holds for the sum over all traces
+                 per_trace: bool = False, abs_slack: float = 0.005,
+                 min_visits: int = 5,          # a bucket/OPP pair seen fewer steps is not trusted
+                 overdue_weight: float = 0.25, bisect_steps: int = 5,
+                 refine_passes: int = 0,       # coordinate-descent passes after the sampled choice (refine)
+                 mem_share: float = 0.3, state: str = "util-queue") -> None:
+        self.cluster = cluster
+        self.lambdas = lambdas
+        self.miss_slack = miss_slack
+        self.per_trace = per_trace
+        self.abs_slack = abs_slack
+        self.min_visits = min_visits
+        self.overdue_weight = overdue_weight
+        self.bisect_steps = bisect_steps
+        self.refine_passes = refine_passes
+        self.mem_share = mem_share
+        self.state = state
 
-    for lam in cfg.lambdas:
-        trial(lam)
-    # Misses fall as lambda grows: bisect (geometrically) between the largest
-    # lambda over the budget and the smallest within it, where the cheapest
-    # table that still meets the budget lies.
-    for _ in range(cfg.bisect_steps):
-        over = [c["lambda"] for c in cands if c["excess"] > 0]
-        within = [c["lambda"] for c in cands if c["excess"] == 0]
-        if not over or not within:
-            break
-        lo = max((x for x in over if x < min(within)), default=None)
-        if lo is None:
-            break
-        trial(float(np.sqrt(lo * min(within))))
-    ok = [c for c in cands if c["excess"] == 0]
-    best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["excess"], c["energy_j"]))
-    meta = {"config": cfg.as_dict(), "mem_share": mem_share, "cluster": cluster.describe(),
-            "train": [d.name for d in train], "lambda": best["lambda"], "met_miss_budget": bool(ok),
-            "budget": "per trace" if cfg.per_trace else "total",
-            "train_energy_j": best["energy_j"], "train_misses": best["misses"],
-            "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
-    table = FreqTable(best["perf"], method="sweep", meta=meta, state=state)
-    if refine_passes:
-        table = refine(cluster, table, train, lam=best["lambda"], passes=refine_passes, mem_share=mem_share,
-                       visits=samples.steps.sum(axis=0), excess=excess, progress=progress)
-    for c in cands:
-        c.pop("perf")
-    return SweepResult(table, cands, {"energy_j": base_energy, "misses": base_misses})
+    def fit(self, X: list[Demand], y: None = None, *, test: list[Demand] | None = None,
+            progress: Callable[[str], None] | None = None) -> "SweepLearner":
+        """Sample, choose and tune on `X`; `test` is not looked at."""
+        train = self._check_demands(X)
+        cluster = self._cluster()
+        mem_share, state = self.mem_share, self.state
+        samples = sample(cluster, train, mem_share=mem_share, progress=progress, state=state)
+        base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
+        base_misses = sum(r.misses for r in base)
+        base_energy = sum(r.energy_j for r in base)
+        excess = budget.miss_excess(base, miss_slack=self.miss_slack, per_trace=self.per_trace,
+                                    abs_slack=self.abs_slack)
+        cands: list[dict] = []
+
+        def trial(lam: float) -> dict:
+            perf = choose(cluster, samples, lam, min_visits=self.min_visits, overdue_weight=self.overdue_weight)
+            tab = FreqTable(perf, method="sweep", state=state)
+            res = [simulate(cluster, d, table_governor_for(tab), mem_share=mem_share) for d in train]
+            row = {"lambda": lam, "energy_j": sum(r.energy_j for r in res), "misses": sum(r.misses for r in res),
+                   "excess": excess(res), "perf": perf}
+            cands.append(row)
+            if progress:
+                progress(f"lambda {lam:g}: training energy {row['energy_j']:.2f} J (schedutil {base_energy:.2f}), "
+                         f"misses {row['misses']} (schedutil {base_misses}), over budget by {row['excess']:.0f}")
+            return row
+
+        for lam in self.lambdas:
+            trial(lam)
+        # Misses fall as lambda grows: bisect (geometrically) between the largest
+        # lambda over the budget and the smallest within it, where the cheapest
+        # table that still meets the budget lies.
+        for _ in range(self.bisect_steps):
+            over = [c["lambda"] for c in cands if c["excess"] > 0]
+            within = [c["lambda"] for c in cands if c["excess"] == 0]
+            if not over or not within:
+                break
+            lo = max((x for x in over if x < min(within)), default=None)
+            if lo is None:
+                break
+            trial(float(np.sqrt(lo * min(within))))
+        ok = [c for c in cands if c["excess"] == 0]
+        best = min(ok, key=lambda c: c["energy_j"]) if ok else min(cands, key=lambda c: (c["excess"], c["energy_j"]))
+        meta = {"config": {k: getattr(self, k) for k in CONFIG}, "mem_share": mem_share,
+                "cluster": cluster.describe(),
+                "train": [d.name for d in train], "lambda": best["lambda"], "met_miss_budget": bool(ok),
+                "budget": "per trace" if self.per_trace else "total",
+                "train_energy_j": best["energy_j"], "train_misses": best["misses"],
+                "schedutil_train_energy_j": base_energy, "schedutil_train_misses": base_misses, "simulated": True}
+        table = FreqTable(best["perf"], method="sweep", meta=meta, state=state)
+        if self.refine_passes:
+            table = refine(cluster, table, train, lam=best["lambda"], passes=self.refine_passes,
+                           mem_share=mem_share, visits=samples.steps.sum(axis=0), excess=excess, progress=progress)
+        for c in cands:
+            c.pop("perf")
+        self.table_, self.candidates_, self.samples_, self.curve_ = table, cands, samples, []
+        self.schedutil_train_ = {"energy_j": base_energy, "misses": base_misses}
+        return self
 
 
 def refine(cluster: Cluster, table: FreqTable, train: list[Demand], *, lam: float, passes: int = 1,

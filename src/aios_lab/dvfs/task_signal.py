@@ -34,7 +34,7 @@ import numpy as np
 from .table import PERF_MAX, RQ_BUCKETS, util_bucket
 
 if TYPE_CHECKING:
-    from .sim import Simulation
+    from .sim import QueueItem, Simulation
 
 
 def util_est_rule(est: float, sample: float) -> float:
@@ -121,12 +121,12 @@ class TaskSignals:
             work = self.item_estimate(segs) if segs else 0.0
             self.rate[cpu] += w * (work / gap - self.rate[cpu])
 
-    def remaining(self, item: list, running: bool) -> float:
+    def remaining(self, item: QueueItem, running: bool) -> float:
         """An item's estimated remaining work (item: the simulator's queue entry)."""
-        est = self.item_estimate(item[4])
+        est = self.item_estimate(item.segments)
         if not running:
             return est
-        return max(est - (item[3] - item[0]), 0.1 * est)
+        return max(est - (item.work - item.remaining), 0.1 * est)
 
     def queued(self) -> list[float]:
         """Per CPU, the estimated work of everything queued."""
@@ -136,7 +136,7 @@ class TaskSignals:
     def need(self) -> list[float]:
         """Per CPU, queued work over the time left to the head item's deadline (top-OPP speed share)."""
         t = self.sim.t
-        return [w / max(q[0][1] - t - self._guard, 1e-3) if q else 0.0
+        return [w / max(q[0].deadline - t - self._guard, 1e-3) if q else 0.0
                 for w, q in zip(self.queued(), self.sim.queues)]
 
     def bucket(self) -> tuple[int, int]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from ..atomic import fsync_dir, write_json_atomic
+from ..atomic import publish_dir, write_json_atomic
 from .errors import SweepError
 from .spec import Cell
 
@@ -123,12 +123,9 @@ class SweepDir:
             raise SweepError(f"cell {cell.label()}: staging folder {staging} has no result.json")
         dest = self.cell_dir(cell)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            # Only a folder without a result of this cell can be here (result()
-            # refused any other): a leftover from before; replace it.
-            shutil.rmtree(dest)
-        os.rename(staging, dest)
-        fsync_dir(dest.parent)
+        # Only a folder without a result of this cell can be at dest (result()
+        # refused any other): a leftover from before; it is replaced.
+        publish_dir(staging, dest)
         self.clear_failure(cell)
         return dest
 

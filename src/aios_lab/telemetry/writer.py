@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from aios_lab.atomic import fsync_dir
+from aios_lab.atomic import publish_dir, write_text_atomic
 from aios_lab.errors import TraceError
 from aios_lab.safe_output import sweep_stale
 from aios_lab.telemetry.schema import (
@@ -244,22 +244,15 @@ class TraceWriter:
             "aios_lab_version": _aios_version(),
         })
         text = _dumps(meta) + "\n"
-        final = self.tmp_dir / METADATA_FILE
-        tmp = self.tmp_dir / (METADATA_FILE + ".tmp")
         # metadata.json is the marker of a finished trace: write it whole
         # (temp + rename) so it is never seen half-written.
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(self.tmp_dir)
+        write_text_atomic(self.tmp_dir / METADATA_FILE, text)
 
     def _publish(self) -> None:
         # rename(2) replaces an empty directory atomically and refuses a
         # non-empty one, so the overwrite check and the publish are one step.
         try:
-            os.rename(self.tmp_dir, self.out_dir)
+            publish_dir(self.tmp_dir, self.out_dir, replace=False)
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise TraceError(
@@ -268,7 +261,6 @@ class TraceWriter:
                          "or remove the old trace and rename it") from None
             raise TraceError(f"cannot move trace into place at {self.out_dir}: {e.strerror}",
                              hint=f"the finished trace is at {self.tmp_dir}") from None
-        fsync_dir(self.out_dir.parent)
 
     def abort(self) -> None:
         """Drop everything: close the writers and remove the temporary directory."""

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .. import paths
+from ..atomic import write_text_atomic
 from .qemu import Qemu
 
 # Seen when the guest kernel got all the way to mounting root: KVM works.
@@ -56,7 +57,5 @@ def detect_accel(vmlinuz: Path, release: str, qemu: Qemu) -> tuple[str, str]:
     accel = "kvm" if ok else "tcg"
     known[key] = {"accel": accel, "reason": reason}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=2))
-    os.replace(tmp, cache)
+    write_text_atomic(cache, json.dumps(known, indent=2))
     return accel, reason

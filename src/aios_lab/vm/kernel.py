@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import paths
+from ..atomic import publish_dir
 from ..debfetch import DebPackage, PrivateApt, check_pinned, extract, with_companions
 from ..errors import KernelFeatureMissing, KernelFetchError
 
@@ -182,8 +183,7 @@ def _fetch_release(apt: PrivateApt, pin: KernelPin, release: str, base: DebPacka
     meta = {"release": release, "version": base.version, "suite": pin.suite, "pinned": pinned,
             "packages": {p.name: {"version": p.version, "sha256": p.sha256} for p in pkgs}}
     (tmp / "complete.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    publish_dir(tmp, root)
     for p in pkgs:  # the unpacked tree is what we keep
         (dl / Path(p.filename).name).unlink(missing_ok=True)
     return Kernel(root, release, base.version, pinned, meta["packages"])

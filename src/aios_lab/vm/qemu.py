@@ -5,7 +5,7 @@ makespan responds to placement, and that needs multi-threaded TCG (one host
 thread per vCPU). Debian 12's QEMU 7.2 oopses the guest under MTTCG while
 sched_ext patches kernel text ("Oops: int3", then a panic, on the first
 attach); QEMU 10 from bookworm-backports ran 33 attach/detach cycles clean
-(shared/PLATFORM.md). So the VM runs a QEMU fetched like the kernel: through a
+(measured on the development machine). So the VM runs a QEMU fetched like the kernel: through a
 private apt configuration, checked by sha256 against ``vm/qemu.json``,
 unpacked into the cache and run by path. It links against Debian 12's own
 libraries, which bookworm's ``qemu-system-x86`` (installed by ``make setup``)
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import paths
+from ..atomic import publish_dir
 from ..debfetch import DebPackage, PrivateApt, check_pinned, extract, with_companions
 from ..errors import KernelFetchError, QemuFetchError, VmError
 
@@ -238,8 +239,7 @@ def _fetch(pin: QemuPin, log: Callable[[str], None]) -> Qemu:
         meta = {"debian_version": first.version, "version": list(version), "suite": pin.suite, "pinned": pinned,
                 "packages": {p.name: {"version": p.version, "sha256": p.sha256} for p in pkgs}}
         (tmp / "complete.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        publish_dir(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for p in pkgs:  # the unpacked tree is what we keep

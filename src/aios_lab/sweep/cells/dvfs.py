@@ -85,7 +85,7 @@ class DvfsTrain(CellKind):
     name = "dvfs-train"
     summary = "train a frequency table on the recorded traces, evaluate it on held-out runs (simulated)"
     layout = ("method", "test_run", "seed")
-    preload = PRELOAD
+    preload = PRELOAD + ("aios_lab.dvfs.learners", "aios_lab.dvfs.rl", "aios_lab.dvfs.sweep")
     params = {
         "method": Param(None, str, "rl (tabular Q-learning) or sweep", ("rl", "sweep")),
         "test_run": Param(3, int, "the recorded run of each kind held out for evaluation"),
@@ -107,7 +107,8 @@ class DvfsTrain(CellKind):
             raise CellError("dvfs-train: episodes must be >= 1 and refine_passes >= 0")
 
     def run(self, p: dict[str, Any], rep: int, out: Path) -> dict[str, Any]:
-        from ...dvfs.experiment import evaluate, load_demands, split, train_table
+        from ...dvfs import learners
+        from ...dvfs.experiment import evaluate, load_demands, split
         from ...dvfs.governors import Schedutil, TableGovernor
         from ...dvfs.platform import load_cluster
         from ...dvfs.table import save_table
@@ -116,10 +117,10 @@ class DvfsTrain(CellKind):
         train_paths, test_paths = split(p["test_run"])
         train = [d.fold(cluster.nr_cpus) for d in load_demands(train_paths)]
         test = [d.fold(cluster.nr_cpus) for d in load_demands(test_paths)]
-        outcome = train_table(p["method"], cluster, train, seed=p["seed"], episodes=p["episodes"],
-                              mem_share=p["mem_share"], refine_passes=p["refine_passes"])
-        save_table(out / "table.json", outcome.table)
-        learned = evaluate(cluster, test, [TableGovernor(outcome.table, name="learned")], mem_share=p["mem_share"])
+        table = learners.make(p["method"], cluster=cluster, seed=p["seed"], episodes=p["episodes"],
+                              mem_share=p["mem_share"], refine_passes=p["refine_passes"]).fit(train).table_
+        save_table(out / "table.json", table)
+        learned = evaluate(cluster, test, [TableGovernor(table, name="learned")], mem_share=p["mem_share"])
         base = evaluate(cluster, test, [Schedutil()], mem_share=p["mem_share"])
         e, m = float(sum(r.energy_j for r in learned)), int(sum(r.misses for r in learned))
         be, bm = float(sum(r.energy_j for r in base)), int(sum(r.misses for r in base))
