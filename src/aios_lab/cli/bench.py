@@ -65,7 +65,8 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt, as_json) -> None
     cpus, numa = demo_topology(cpus, numa)
     result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
                       echo=lambda m: click.echo(m, err=as_json),
-                      policies=[p for p in policies.split(",") if p], nice=nice, realtime=rt)
+                      policies=[p for p in policies.split(",") if p], nice=nice, realtime=rt,
+                      stream=sys.stdout)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
 

@@ -27,45 +27,21 @@ def build(force: bool, as_json: bool, upstream: bool) -> None:
 
     Example: aios-lab build
     """
-    from aios_lab import build as b
     from aios_lab import paths
-    from aios_lab.bpf_provision import provision
+    from aios_lab.build import build_project
 
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
-    release = b.host_kernel()
-    system = b.system_libbpf_version()
-    if release is None or system is None or system < b.MIN_LIBBPF:
-        provision(log=log)
-    if release is not None:
-        btf = b.HOST_BTF
-        log(f"building against the running kernel's BTF ({btf}, {release})")
-    else:
-        from aios_lab.vm.kernel import ensure_kernel
-
-        from aios_lab.vm.qemu import resolve_qemu
-
-        kernel = ensure_kernel(log=log)
-        # The VM's QEMU comes with the kernel: every VM test and benchmark needs it.
-        resolve_qemu(log=log)
-        btf, release = kernel.vmlinuz, kernel.release
-    b.generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
-    res = b.build_all(force=force)
-    baselines = {}
-    if upstream:
-        from aios_lab import upstream as up
-
-        baselines = up.build(log=log)
+    done = build_project(force=force, upstream=upstream, log=lambda m: click.echo(m, err=True))
     if as_json:
-        click.echo(json.dumps({"kernel": release, "btf": str(btf), "build_dir": str(paths.build_dir()),
-                               "built": [str(p) for p in res.built],
-                               "up_to_date": [str(p) for p in res.up_to_date],
-                               "upstream": {k: str(v) for k, v in baselines.items()}}, indent=2))
+        click.echo(json.dumps({"kernel": done.release, "btf": str(done.btf), "build_dir": str(paths.build_dir()),
+                               "built": [str(p) for p in done.result.built],
+                               "up_to_date": [str(p) for p in done.result.up_to_date],
+                               "upstream": {k: str(v) for k, v in done.baselines.items()}}, indent=2))
         return
-    if baselines:
-        click.echo(f"upstream baselines: {', '.join(sorted(baselines))}")
-    for p in res.built:
+    if done.baselines:
+        click.echo(f"upstream baselines: {', '.join(sorted(done.baselines))}")
+    for p in done.result.built:
         click.echo(f"built {p.relative_to(paths.build_dir())}")
-    click.echo(f"{len(res.built)} built, {len(res.up_to_date)} up to date (kernel {release})")
+    click.echo(f"{len(done.result.built)} built, {len(done.result.up_to_date)} up to date (kernel {done.release})")
 
 
 @click.group(cls=AiosGroup)
@@ -181,18 +157,7 @@ def vm_shell(cpus, memory, numa, topology, tcg) -> None:
     import os
 
     from aios_lab.vm import runner
-    from aios_lab.vm.accel import detect_accel
-    from aios_lab.vm.kernel import ensure_kernel
-    from aios_lab.vm.qemu import resolve_qemu, select_tcg
 
-    kernel = ensure_kernel(log=lambda m: click.echo(m, err=True))
-    qemu = resolve_qemu(log=lambda m: click.echo(m, err=True))
-    accel, _ = detect_accel(kernel.vmlinuz, kernel.release, qemu)
-    topo = _topology(cpus, memory, numa, topology)
-    rundir = runner._new_rundir()
-    mode = select_tcg(qemu, _tcg(tcg))[0] if accel == "tcg" else None
-    argv, path = runner.build_vng_argv(kernel, topo, accel, rundir, [], Path.cwd(), None, qemu, mode)
-    argv.remove("--verbose")
-    os.environ.update(qemu.env())
-    os.environ["PATH"] = path
-    os.execv(argv[0], argv)
+    argv, env = runner.shell_argv(_topology(cpus, memory, numa, topology), _tcg(tcg),
+                                  log=lambda m: click.echo(m, err=True))
+    os.execve(argv[0], argv, env)
