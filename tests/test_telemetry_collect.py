@@ -98,7 +98,7 @@ def test_analyze_of_a_corrupt_trace_is_one_clear_line(tmp_path):
 
 
 def test_cli_stream_budget_default_is_collects():
-    """cli.py repeats the default (importing it would pull pyarrow into every command)."""
+    """The CLI (cli/data.py) repeats the default (importing it would pull pyarrow into every command)."""
     from aios_lab.telemetry.collect import DEFAULT_STREAM_BUDGET
 
     opt = next(p for p in main.commands["collect"].params if p.name == "stream_budget")
