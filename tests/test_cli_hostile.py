@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from aios_lab import exit_codes
 from aios_lab.cli import main
-from aios_lab.cli_types import Finite
+from aios_lab.cli.types import Finite
 
 from test_analysis import write_trace
 from test_mllb_train import decisions, write_trace as write_decisions

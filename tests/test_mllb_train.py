@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from aios_lab.cli_train import train as train_group
+from aios_lab.cli.train import train as train_group
 from aios_lab.errors import ModelError, TraceError
 from aios_lab.mllb.model import FEATURES, load_model
 from aios_lab.mllb.train import (

@@ -14,7 +14,7 @@ import click
 import pytest
 
 from aios_lab.atomic import open_atomic, write_text_atomic
-from aios_lab.cli_types import finite
+from aios_lab.cli.types import finite
 from aios_lab.errors import InputError, ModelError, OutputError
 from aios_lab.safe_output import check_output, scratch_prefix, sweep_stale
 from aios_lab.safe_read import load_json, load_toml, parse_json, read_bounded
@@ -224,7 +224,6 @@ from aios_lab.atomic import open_atomic
 import click
 
 @cli.main.command("slow-write")
-@cli.handle_errors
 def slow_write():
     with open_atomic({str(tmp_path / 'out')!r}) as f:
         f.write("half")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -61,12 +62,14 @@ def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
                              "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Signal only once collect has its handler: on a busy machine its start-up
     # (imports, BPF load) can take longer than any fixed sleep, and a signal
-    # before that is the default action (killed, or "Aborted!"), not collect's.
+    # before that is the CLI's (exit 130, nothing collected), not collect's.
+    # The CLI catches SIGTERM from its start, so wait for the command too:
+    # collect sets its handlers right after starting it.
     deadline = time.monotonic() + 120
-    while not _catches(proc.pid, signal.SIGTERM):
-        assert proc.poll() is None and time.monotonic() < deadline, "collect never set its SIGTERM handler"
+    while not (_catches(proc.pid, signal.SIGTERM) and psutil.Process(proc.pid).children()):
+        assert proc.poll() is None and time.monotonic() < deadline, "collect never started its command"
         time.sleep(0.05)
-    time.sleep(0.5)   # SIGINT's handler is set right after SIGTERM's
+    time.sleep(0.5)   # its handlers are set right after the command starts
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
@@ -98,7 +101,7 @@ def test_analyze_of_a_corrupt_trace_is_one_clear_line(tmp_path):
 
 
 def test_cli_stream_budget_default_is_collects():
-    """cli.py repeats the default (importing it would pull pyarrow into every command)."""
+    """The CLI (cli/data.py) repeats the default (importing it would pull pyarrow into every command)."""
     from aios_lab.telemetry.collect import DEFAULT_STREAM_BUDGET
 
     opt = next(p for p in main.commands["collect"].params if p.name == "stream_budget")

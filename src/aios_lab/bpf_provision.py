@@ -36,7 +36,7 @@ def provisioned_root() -> Path | None:
     return roots[0] if roots else None
 
 
-def provision(log=print) -> Path:
+def provision(log=lambda m: None) -> Path:
     """Fetch and unpack libbpf1 + libbpf-dev; idempotent. Returns the tree root.
 
     The pinned version is preferred; when the suite has moved on, the newest

@@ -253,3 +253,46 @@ def build_all(force: bool = False) -> BuildResult:
         compile_bpf(src, out, force=True)
         result.built.append(out)
     return result
+
+
+@dataclass
+class ProjectBuild:
+    """What `aios-lab build` did: the kernel and BTF it built against, the
+    objects, and the upstream baselines (name -> binary) when asked for."""
+    release: str
+    btf: Path
+    result: BuildResult
+    baselines: dict[str, Path]
+
+
+def build_project(force: bool = False, upstream: bool = False, log=lambda m: None) -> ProjectBuild:
+    """Everything `aios-lab build` does: on a host whose kernel has sched_ext,
+    against its own BTF (and the system libbpf when it is recent enough);
+    elsewhere against the pinned VM kernel, fetched with its QEMU; then
+    vmlinux.h, every BPF object, and with ``upstream`` the kernel's example
+    schedulers."""
+    from .bpf_provision import provision
+
+    release = host_kernel()
+    system = system_libbpf_version()
+    if release is None or system is None or system < MIN_LIBBPF:
+        provision(log=log)
+    if release is not None:
+        btf = HOST_BTF
+        log(f"building against the running kernel's BTF ({btf}, {release})")
+    else:
+        from .vm.kernel import ensure_kernel
+        from .vm.qemu import resolve_qemu
+
+        kernel = ensure_kernel(log=log)
+        # The VM's QEMU comes with the kernel: every VM test and benchmark needs it.
+        resolve_qemu(log=log)
+        btf, release = kernel.vmlinuz, kernel.release
+    generate_vmlinux_h(btf, paths.build_dir() / "vmlinux.h", release)
+    result = build_all(force=force)
+    baselines: dict[str, Path] = {}
+    if upstream:
+        from . import upstream as up
+
+        baselines = up.build(log=log)
+    return ProjectBuild(release, btf, result, baselines)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
 from . import policy as pol
 from . import paths, sched_ext, upstream, workloads
@@ -150,7 +150,7 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
 
 
 def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
-                echo: Callable[[str], None] = print,
+                echo: Callable[[str], None] = lambda m: None,
                 migration_cost_ns: int | None = None) -> tuple["ModelFile", dict]:
     """Train the policy's model on `runs` runs of `wl`, save it to `out`.
     `migration_cost_ns` is the labelling rule's cost (None: its default).
@@ -191,7 +191,7 @@ def train_model(policy_name: str, wl: workloads.Workload, runs: int, out: Path,
 
 
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
-                     echo: Callable[[str], None] = print, trace_dir: Path | None = None,
+                     echo: Callable[[str], None] = lambda m: None, trace_dir: Path | None = None,
                      model_path: Path | None = None, model_out: Path | None = None,
                      train_runs: int = 2, migration_cost_ns: int | None = None,
                      control: bool = True, control_loops: int | None = None,
@@ -385,11 +385,12 @@ DEMO_POLICIES = [BASELINE, "fifo", "mllb-collect", "mllb-model", "mllb-stay"]
 
 
 def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
-             echo: Callable[[str], None] = print, policies: list[str] | None = None,
-             nice: int | None = None, realtime: bool | None = None) -> dict:
+             echo: Callable[[str], None] = lambda m: None, policies: list[str] | None = None,
+             nice: int | None = None, realtime: bool | None = None, stream: IO[str] | None = None) -> dict:
     """Host side of `make demo`: build, boot the VM, and in it: run the
     workload under mllb's collect mode, train a model on the logged
-    decisions, then compare EEVDF, fifo, mllb-collect and mllb-model."""
+    decisions, then compare EEVDF, fifo, mllb-collect and mllb-model.
+    The guest's own output goes to ``stream`` (None: dropped)."""
     policies = policies or DEMO_POLICIES
     from . import build
     from .bpf_provision import provision
@@ -414,7 +415,7 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     echo(f"booting {kernel.release} with {cpus} vCPUs / {numa} NUMA nodes; running {workload} "
          f"under {', '.join(policies)}, {repeat}x each"
          + (" (after training: a run of mllb-collect, then one under the first model)" if any(p.endswith("-model") for p in policies) else ""))
-    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=sys.stdout, timeout_s=5400, log=echo, nice=nice,
+    res = runner.run(cmd, topology=topo, rwdirs=[out_dir], stream=stream, timeout_s=5400, log=echo, nice=nice,
                      realtime=realtime)
     if res.returncode != 0:
         raise AiosError(f"the experiment failed in the guest (exit {res.returncode})")
@@ -439,7 +440,7 @@ def run_demo(cpus: int, numa: int, workload: str, repeat: int, out_dir: Path,
     return result
 
 
-def write_comparison_report(result: dict, out: Path, echo: Callable[[str], None] = print) -> Path:
+def write_comparison_report(result: dict, out: Path, echo: Callable[[str], None] = lambda m: None) -> Path:
     """The compare report of an experiment's traced runs, one group per
     scheduler, the baseline (EEVDF) first: what `make demo` ends with."""
     from .analysis.compare import compare_traces, format_comparison, write_comparison

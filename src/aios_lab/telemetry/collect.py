@@ -152,7 +152,7 @@ def _check_options(opts: CollectOptions) -> None:
         check_command(opts.command)
 
 
-def collect(opts: CollectOptions, echo: Callable[[str], None] = print) -> Path:
+def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) -> Path:
     """Run one collection; returns the trace directory."""
     out = Path(opts.out) if opts.out else default_out_dir()
     _check_options(opts)

@@ -128,7 +128,7 @@ def _candidate_releases(apt: PrivateApt, pin: KernelPin) -> list[str]:
     return sorted(set(rels), key=_version_key, reverse=True)
 
 
-def ensure_kernel(log: Callable[[str], None] = print) -> Kernel:
+def ensure_kernel(log: Callable[[str], None] = lambda m: None) -> Kernel:
     """Return a cached, verified kernel, downloading it on first use (idempotent)."""
     pin = KernelPin.load()
     cached = cached_kernel()

@@ -180,7 +180,7 @@ def _apt(pin: QemuPin) -> PrivateApt:
     return PrivateApt(root, [pin.suite], mirror) if mirror else PrivateApt(root, [pin.suite])
 
 
-def ensure_qemu(log: Callable[[str], None] = print, pin: QemuPin | None = None) -> Qemu:
+def ensure_qemu(log: Callable[[str], None] = lambda m: None, pin: QemuPin | None = None) -> Qemu:
     """Return a cached, verified QEMU, downloading the pinned one on first use (idempotent).
 
     Raises QemuFetchError when no QEMU >= min_version can be had at all.
@@ -258,7 +258,7 @@ def system_qemu() -> Qemu | None:
         return None
 
 
-def resolve_qemu(log: Callable[[str], None] = print) -> Qemu:
+def resolve_qemu(log: Callable[[str], None] = lambda m: None) -> Qemu:
     """The QEMU the VM runs: the pinned one, else (loudly) the host's."""
     try:
         return ensure_qemu(log)

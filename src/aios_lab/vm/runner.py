@@ -202,6 +202,20 @@ def _new_rundir() -> Path:
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
 
 
+def shell_argv(topology: Topology, tcg: TcgMode | None = None,
+               log: Callable[[str], None] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that boot the guest with an interactive root
+    shell on the console (`aios-lab vm shell` execs them)."""
+    log = log or logging.getLogger(__name__).warning
+    kernel = ensure_kernel(log)
+    qemu = resolve_qemu(log)
+    accel, _reason = detect_accel(kernel.vmlinuz, kernel.release, qemu)
+    mode = select_tcg(qemu, tcg)[0] if accel == "tcg" else None
+    argv, path = build_vng_argv(kernel, topology, accel, _new_rundir(), [], Path.cwd(), None, qemu, mode)
+    argv.remove("--verbose")  # the console is the user's terminal
+    return argv, {**os.environ, **qemu.env(), "PATH": path}
+
+
 def _read_float(p: Path) -> float | None:
     try:
         return float(p.read_text().strip())

@@ -10,7 +10,7 @@ import math
 
 import click
 
-from .safe_output import file_kind
+from aios_lab.safe_output import file_kind
 
 
 class Finite(click.FloatRange):

@@ -1,10 +1,10 @@
-"""`aios-lab sweep`: plan, run, watch and read experiment sweeps (aios_lab.sweep).
+"""Benchmarks and sweeps: `aios-lab demo` (the whole loop in the VM),
+`aios-lab bench-schedulers` (one kernel, every scheduler) and `aios-lab
+sweep` (plan, run, watch and read experiment grids, aios_lab.sweep).
 
-Thin: the library does the work. Exit status: 0 done, 1 bad input or an
-error (one line), 3 some cells still failed after their retries (listed),
-130 interrupted (Ctrl-C or SIGTERM; the cells in flight are stopped).
-cli.py registers the group; handle_errors is imported inside the commands
-because cli.py imports this module.
+`sweep run` exits 7 when cells still failed after their retries (they are
+listed), and 130 when interrupted (Ctrl-C or SIGTERM; the cells in flight are
+stopped); other failures take the root group's one line and exit code.
 """
 from __future__ import annotations
 
@@ -16,17 +16,127 @@ import click
 
 from aios_lab import exit_codes
 
+from .group import AiosGroup
+from .options import migration_cost_option
+from .types import InputFile
+
 EXIT_CELLS_FAILED = exit_codes.CELLS_FAILED  # distinct from bad input (3)
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED
 
 
-def _errors(fn):
-    from aios_lab.cli import handle_errors
+@click.command()
+@click.option("--cpus", default=None, type=click.IntRange(1, 256),
+              help="vCPUs of the VM (default: 4, or the host's CPU count if smaller: more vCPUs than host "
+                   "cores reward consolidation, not balancing).")
+@click.option("--numa", default=None, type=click.IntRange(1, 64),
+              help="NUMA nodes of the VM (default: 2 with 4 vCPUs, else 1).")
+@click.option("--workload", default="build", show_default=True, help="Workload name (see workloads/).")
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
+@click.option("--policies", default="eevdf,fifo,mllb-collect,mllb-model,mllb-stay", show_default=True,
+              help="Schedulers to compare; <policy>-model trains a model first; <policy>-stay is the "
+                   "never-migrate control.")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the JSON result.")
+@click.option("--nice", type=click.IntRange(-20, 19), default=None,
+              help="Host priority of QEMU (env AIOS_LAB_VM_NICE), e.g. -10 on a shared host.")
+@click.option("--rt", is_flag=True, default=None,
+              help="Run QEMU under SCHED_RR (env AIOS_LAB_VM_RT=1), so that host load moves the guest less.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the full result as JSON on stdout.")
+def demo(cpus, numa, workload, repeat, policies, out, nice, rt, as_json) -> None:
+    """The whole loop in the VM: collect with mllb, train, deploy the model, compare.
 
-    return handle_errors(fn)
+    Boots the pinned sched_ext kernel, runs the workload once under mllb's
+    collect mode and trains a model on its logged decisions, then runs it
+    under each scheduler in turn (a trace of every run), and prints the
+    comparison of makespan, migrations and BPF decision cost. Ends by writing
+    the HTML comparison report of all its traces (`aios-lab compare`) and
+    printing its path.
+
+    Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
+    """
+    from aios_lab.experiment import run_demo
+    from aios_lab.safe_output import check_folder
+
+    check_folder(out, what="--out")
+    from aios_lab.experiment import demo_topology
+
+    cpus, numa = demo_topology(cpus, numa)
+    result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
+                      echo=lambda m: click.echo(m, err=as_json),
+                      policies=[p for p in policies.split(",") if p], nice=nice, realtime=rt,
+                      stream=sys.stdout)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
 
 
-@click.group("sweep")
+@click.command("bench-schedulers", hidden=False)
+@click.option("--workload", default="cpu-spin", show_default=True, help="Workload name (see workloads/).")
+@click.option("--policies", default="eevdf,fifo", show_default=True,
+              help="Comma-separated; 'eevdf' means no sched_ext policy (the kernel's fair class).")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="Runs per scheduler, interleaved.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write results here.")
+@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+              help="Collect a telemetry trace of every run into this directory.")
+@click.option("--model", "model_path", type=InputFile(exists=True), default=None,
+              help="Model for <policy>-model runs (default: train one here first).")
+@click.option("--model-out", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the model trained here (default: results/<policy>-<workload>.model).")
+@click.option("--train-runs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Runs to train the model on: the first in collect mode, each later one under "
+                   "the model trained so far; the model is trained on all of them.")
+@migration_cost_option
+@click.option("--control/--no-control", default=True, show_default=True,
+              help="First run the placement control (CPU-bound spinners pinned to one CPU vs free); "
+                   "without it no load-balancing verdict is judged.")
+@click.option("--control-loops", type=click.IntRange(min=1000), default=None,
+              help="Work per control spinner (shell loop iterations; default 60000).")
+@click.option("--control-repeat", type=click.IntRange(min=1), default=None,
+              help="Interleaved runs of each control arm (default 3).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress on stderr; the results as JSON on stdout.")
+def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path, model_out, train_runs,
+                     migration_cost_us, control, control_loops, control_repeat, as_json) -> None:
+    """Run a workload under each scheduler in turn on this (sched_ext) kernel.
+
+    Measures makespan and migrations (counted by a BPF program on
+    sched_migrate_task), and with --trace-dir the work-conservation loss and
+    wait percentiles of every run. First, the placement control says whether
+    this platform can reward a good placement at all (ratio >= 1.5); every
+    ratio comes with a Mann-Whitney U test. `<policy>-stay` is the
+    never-migrate control. Runs inside the VM; `aios-lab demo` calls it there.
+
+    Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
+    """
+    from aios_lab.experiment import bench_schedulers as bench
+    from aios_lab.safe_output import check_folder, check_output
+
+    # Outputs are checked before an hour of benchmarking, not after it.
+    inputs = [model_path] if model_path else []
+    for out, what in ((json_out, "--json-out"), (model_out, "--model-out")):
+        if out:
+            check_output(out, inputs=inputs, what=what)
+    if trace_dir:
+        check_folder(trace_dir, what="--trace-dir")
+    res = bench(workload=workload, policies=[p for p in policies.split(",") if p], repeat=repeat,
+                echo=lambda m: click.echo(m, err=as_json),
+                trace_dir=Path(trace_dir) if trace_dir else None,
+                model_path=Path(model_path) if model_path else None,
+                model_out=Path(model_out) if model_out else None, train_runs=train_runs,
+                migration_cost_ns=int(migration_cost_us * 1000), control=control,
+                control_loops=control_loops, control_repeat=control_repeat)
+    from aios_lab.experiment import format_summary
+
+    click.echo(json.dumps(res, indent=2, default=str) if as_json else format_summary(res))
+    if json_out:
+        from aios_lab.atomic import write_json_atomic
+
+        write_json_atomic(Path(json_out), res)
+
+
+@click.group("sweep", cls=AiosGroup)
 def sweep() -> None:
     """Experiment sweeps: a grid of cells, run idempotently, locally or on Ray.
 
@@ -49,10 +159,6 @@ def plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None:
 
     Example: aios-lab sweep plan sweeps/dvfs-governors.toml --out results/sweeps/gov
     """
-    _errors(_plan)(spec, out, seed, as_json)
-
-
-def _plan(spec: Path, out: Path | None, seed: int | None, as_json: bool) -> None:
     from aios_lab import paths
     from aios_lab.sweep.runner import plan_sweep
     from aios_lab.sweep.spec import SweepSpec
@@ -96,10 +202,6 @@ def run(folder: Path, executor: str, jobs: int | None, address: str | None, retr
 
     Example: aios-lab sweep run results/sweeps/gov --executor ray --address auto
     """
-    _errors(_run)(folder, executor, jobs, address, retries, max_cells, quiet or as_json, as_json)
-
-
-def _run(folder, executor, jobs, address, retries, max_cells, quiet, as_json=False) -> None:
     from aios_lab.errors import AiosError
     from aios_lab.sweep import executors
     from aios_lab.sweep.layout import SweepDir
@@ -123,7 +225,7 @@ def _run(folder, executor, jobs, address, retries, max_cells, quiet, as_json=Fal
     signal.signal(signal.SIGTERM, on_sigterm)
     ex = executors.get(executor)(jobs=jobs, address=address)
     try:
-        with _progress_bar(quiet) as tell:
+        with _progress_bar(quiet or as_json) as tell:
             rep = run_sweep(sd, ex, retries=retries, max_cells=max_cells, progress=tell)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished cells are kept; `aios-lab sweep run {folder}` resumes", err=True)
@@ -191,10 +293,6 @@ def status(folder: Path, as_json: bool) -> None:
 
     Example: aios-lab sweep status results/sweeps/gov
     """
-    _errors(_status)(folder, as_json)
-
-
-def _status(folder: Path, as_json: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -236,10 +334,6 @@ def results(folder: Path, by: str | None, metrics: tuple[str, ...], csv_out: Pat
 
     Example: aios-lab sweep results results/sweeps/gov --by governor --metric energy_j --metric misses
     """
-    _errors(_results)(folder, by, metrics, csv_out, as_json)
-
-
-def _results(folder, by, metrics, csv_out, as_json=False) -> None:
     import pandas as pd
 
     from aios_lab.atomic import write_text_atomic
@@ -280,10 +374,6 @@ def compare(folder, by, wheres, baseline, report, memory_limit, as_json) -> None
 
     Example: aios-lab sweep compare results/sweeps/sched --by policy --where workload=build --report cmp.html
     """
-    _errors(_compare)(folder, by, wheres, baseline, report, memory_limit, as_json)
-
-
-def _compare(folder, by, wheres, baseline, report, memory_limit, as_json=False) -> None:
     from aios_lab.analysis.compare import compare_traces, format_comparison, write_comparison
     from aios_lab.sweep.errors import SweepError
     from aios_lab.sweep.layout import SweepDir

@@ -1,9 +1,5 @@
-"""`aios-lab freq`: cpufreq and RAPL on a real host.
-
-cli.py registers the group with one line (``main.add_command(freq)``);
-handle_errors is imported inside the commands because cli.py imports this
-module, so importing cli.py at module level here would be circular.
-"""
+"""`aios-lab freq`: cpufreq and RAPL on a real host (and `freq bound`, the
+simulator's yardsticks for any frequency governor)."""
 from __future__ import annotations
 
 import json
@@ -12,20 +8,12 @@ from typing import Any
 
 import click
 
-from .cli_types import POSITIVE, Folder, InputFile, finite
-from aios_lab.cli_units import deprecated_ms_option
+from .group import AiosGroup
+from .options import deprecated_ms_option, simulator_options
+from .types import POSITIVE, Folder, InputFile, finite
 
 
-def simulator_options(f):
-    """--cluster and --mem-share, for every command that runs the DVFS simulator."""
-    f = click.option("--mem-share", default=0.3, show_default=True, type=finite(0, 1, max_open=True),
-                     help="Share of each item's work that is memory-bound and does not speed up with "
-                          "frequency.")(f)
-    return click.option("--cluster", default="gs101:big", show_default=True,
-                        help="Simulated frequency domain, PLATFORM:CLUSTER (OPP tables in aios_lab/dvfs/data).")(f)
-
-
-@click.group("freq")
+@click.group("freq", cls=AiosGroup)
 def freq() -> None:
     """CPU frequency (cpufreq) and energy (RAPL) on this host.
 
@@ -48,12 +36,6 @@ def status(root: Path, as_json: bool) -> None:
 
     Example: aios-lab freq status --json
     """
-    from aios_lab.cli import handle_errors
-
-    handle_errors(_status)(root, as_json)
-
-
-def _status(root: Path, as_json: bool) -> None:
     from aios_lab.cpufreq import Cpufreq, governor_state, zones_status
     from aios_lab.errors import CpufreqError, CpufreqUnavailable
 
@@ -138,12 +120,6 @@ def restore(state_file: Path | None, root: Path | None, as_json: bool) -> None:
 
     Example: sudo aios-lab freq restore
     """
-    from aios_lab.cli import handle_errors
-
-    handle_errors(_restore)(state_file, root, as_json)
-
-
-def _restore(state_file: Path | None, root: Path | None, as_json: bool) -> None:
     from aios_lab.cpufreq import default_state_file, restore_saved
 
     res = restore_saved(state_file, root=root)
@@ -187,13 +163,6 @@ def run(model_path: Path, period: float, duration: float | None, root: Path, pro
 
     Example: sudo aios-lab freq run --model freq.json --duration 60
     """
-    from aios_lab.cli import handle_errors
-
-    handle_errors(_run)(model_path, period, duration, root, proc_root, as_json)
-
-
-def _run(model_path: Path, period: float, duration: float | None, root: Path, proc_root: Path,
-         as_json: bool) -> None:
     from aios_lab.cpufreq.governor_loop import run_table_governor
     from aios_lab.dvfs.table import load_table
 
@@ -239,20 +208,13 @@ def bound(traces, cluster, mem_share, lookahead, lateness, lookahead_ms, latenes
 
     Example: aios-lab freq bound --trace workloads/dvfs/traces/bursty-3 --no-lp
     """
-    from aios_lab.cli import handle_errors
-
-    if lookahead_ms is not None:
-        lookahead = lookahead_ms / 1000
-    if lateness_ms is not None:
-        lateness = lateness_ms / 1000
-    handle_errors(_bound)(traces, cluster, mem_share, lookahead, lateness, max_opp, no_lp, as_json)
-
-
-def _bound(traces, cluster, mem_share, lookahead_s, lateness_s, max_opp, no_lp, as_json) -> None:
     from aios_lab.dvfs import experiment as ex
     from aios_lab.dvfs.bounds import yardsticks
     from aios_lab.dvfs.platform import load_cluster
     from aios_lab.errors import ModelError
+
+    lookahead_s = lookahead if lookahead_ms is None else lookahead_ms / 1000
+    lateness_s = lateness if lateness_ms is None else lateness_ms / 1000
 
     cl = load_cluster(cluster)
     if max_opp is not None and max_opp >= cl.nr_opps:

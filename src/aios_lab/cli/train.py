@@ -1,9 +1,5 @@
-"""`aios-lab train`: learn models from collected traces.
-
-cli.py registers the group with one line (``main.add_command(train)``);
-handle_errors is imported inside the command because cli.py imports this
-module, so importing cli.py at module level here would be circular.
-"""
+"""Learning: `aios-lab train` learns models from collected traces (mllb's
+decision tree) and from the DVFS simulator (frequency tables)."""
 from __future__ import annotations
 
 import json
@@ -12,17 +8,12 @@ from pathlib import Path
 
 import click
 
-from .cli_freq import simulator_options
-from .cli_types import SEED, finite
-
-# Shared by `train lb` and `bench-schedulers` (which trains in the boot).
-migration_cost_option = click.option(
-    "--migration-cost-us", default=500.0, show_default=True, type=finite(0, 1e9),
-    help="What a migration within an LLC costs the task (x2 across LLCs, x4 across NUMA "
-         "nodes): a migration is labelled right when it saves more wait than this.")
+from .group import AiosGroup
+from .options import migration_cost_option, simulator_options
+from .types import SEED, finite
 
 
-@click.group("train")
+@click.group("train", cls=AiosGroup)
 def train() -> None:
     """Learn models from collected traces.
 
@@ -53,13 +44,6 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
 
     Example: aios-lab train lb --trace traces/run1 --trace traces/run2 --out lb.json
     """
-    from aios_lab.cli import handle_errors
-
-    handle_errors(_train_lb)(traces, out, max_depth, seed, test_size, migration_cost_us, as_json)
-
-
-def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
-              test_size: float, migration_cost_us: float, as_json: bool = False) -> None:
     from aios_lab.mllb.model import save_model
     from aios_lab.mllb.train import load_decisions, train as train_model
     from aios_lab.safe_output import check_output
@@ -90,7 +74,8 @@ def _train_lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
 @simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
-@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="RL: the Q-learning agent's random seed (recorded in the table).")
 @click.option("--refine-passes", default=1, show_default=True, type=click.IntRange(0, 10),
               help="Sweep: coordinate-descent passes on whole training runs after the sampled choice "
                    "(each costs ~100 simulations).")
@@ -109,14 +94,6 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine
 
     Example: aios-lab train freq --method sweep --out freq.json
     """
-    from aios_lab.cli import handle_errors
-
-    handle_errors(_train_freq)(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes,
-                               out, curve, as_json)
-
-
-def _train_freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out,
-                curve, as_json: bool = False) -> None:
     from aios_lab.dvfs import experiment as ex, learners
     from aios_lab.dvfs.governors import Schedutil
     from aios_lab.dvfs.platform import load_cluster
