@@ -306,13 +306,19 @@ def policy() -> None:
 
 @policy.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include test-only policies.")
+@click.option("--registry", "registry", is_flag=True, help="List the policy registry's entries instead.")
+@click.option("--name", default=None, help="With --registry: only the entries of this policy.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
-def policy_list(show_all: bool, as_json: bool) -> None:
-    """List the policies aios-lab can deploy.
+def policy_list(show_all: bool, registry: bool, name: str | None, as_json: bool) -> None:
+    """List the policies aios-lab can deploy (--registry: the registry's entries).
 
     Example: aios-lab policy list --json
     """
+    if registry:
+        from .cli_policy import list_entries
+
+        return list_entries(name, as_json)
     from . import policy as pol
 
     pols = [p for p in pol.discover().values() if show_all or not p.test_only]
@@ -724,6 +730,12 @@ for _cmd in (_analyze, _compare, _export):
 from .cli_sweep import sweep as _sweep  # noqa: E402
 
 main.add_command(_sweep)
+
+from .cli_policy import REGISTRY_COMMANDS as _registry_commands, audit as _audit  # noqa: E402
+
+for _cmd in _registry_commands:
+    policy.add_command(_cmd)
+main.add_command(_audit)
 
 if __name__ == "__main__":
     main()

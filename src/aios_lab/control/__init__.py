@@ -1,0 +1,14 @@
+"""The policy control plane's storage: what was proposed, by whom, and what
+happened to it.
+
+* `store`: immutable blobs named by their sha256, written atomically.
+* `db`: the SQLite index (WAL, one schema), opened the same way by everyone.
+* `entry`: what a registry entry is and how its key is computed.
+* `registry`: submit policy folders, resolve references, walk history,
+  record verification and benchmark runs with their raw samples.
+* `audit`: the append-only, hash-chained log of who asked for what.
+* `diff`: what changed between two entries (manifest, tunables, model, object).
+
+Everything here is library: typed exceptions, no printing (cli_policy.py is
+the command line).
+"""
