@@ -150,52 +150,60 @@ def verify_chain(conn: sqlite3.Connection, anchor: tuple[int, str] | None = None
     saved earlier, which must still be there unchanged."""
     rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
     seq_of = {r["hash"]: r["seq"] for r in rows}
+    written = _written_positions(rows)
     problems: list[tuple[int, str]] = []
-    expected, prev, prev_intact = 1, GENESIS, True
+    expected, prev, prev_moved = 1, GENESIS, False
     for raw in rows:
-        try:
-            r = _record(raw)
-            intact = r.hash == record_hash(r.seq, r.time_ns, r.uid, r.user, r.agent, r.action, r.target,
-                                           r.args, r.verdict, r.prev)
-        except (TypeError, ValueError):  # a field of the wrong type: edited by hand
-            intact = False
-        if raw["seq"] != expected:
-            problems.append((expected, f"records {expected}..{raw['seq'] - 1} are missing (deleted)"
-                             if raw["seq"] > expected + 1 else f"record {expected} is missing (deleted)"))
-        if not intact:
-            problems.append((raw["seq"], _moved_or_edited(raw, seq_of)))
-        if raw["prev"] != prev and raw["seq"] == expected:
-            if raw["prev"] in seq_of and seq_of[raw["prev"]] != raw["seq"] - 1:
-                problems.append((raw["seq"], f"out of order: it was written after record {seq_of[raw['prev']]}, "
-                                             f"not after record {raw['seq'] - 1}"))
-            elif prev_intact:
-                problems.append((raw["seq"], f"its link to record {raw['seq'] - 1} is broken: that record was "
-                                             "replaced (rewritten with a new hash) or another put in its place"))
-        prev, prev_intact, expected = raw["hash"], intact, raw["seq"] + 1
+        seq, moved = raw["seq"], False
+        if seq != expected:
+            problems.append((expected, f"records {expected}..{seq - 1} are missing (deleted)"
+                             if seq > expected + 1 else f"record {expected} is missing (deleted)"))
+        if not _intact(raw, seq):
+            at = written.get(raw["hash"])
+            moved = at is not None and at != seq and _intact(raw, at)
+            problems.append((seq, f"out of order: it was written as record {at} and now sits at {seq}" if moved
+                             else "edited: its contents do not match its hash"))
+        elif raw["prev"] != prev and seq == expected and not prev_moved:  # after a moved one: said already
+            if raw["prev"] in seq_of:
+                problems.append((seq, f"out of order: it was written after the record now at {seq_of[raw['prev']]}, "
+                                      f"not after record {seq - 1}"))
+            else:
+                problems.append((seq, f"its link names no record here, not record {seq - 1}: record {seq - 1} "
+                                      "was rewritten with a new hash, or this record was moved here"))
+        prev, expected, prev_moved = raw["hash"], seq + 1, moved
     last = (rows[-1]["seq"], rows[-1]["hash"]) if rows else (0, GENESIS)
     if anchor is not None and anchor[0] > 0:
         aseq, ahash = anchor
-        at = next((r for r in rows if r["seq"] == aseq), None)
-        if at is None:
-            problems.append((aseq, f"the anchor's record {aseq} is gone: the log was cut to {last[0]} records"))
-        elif at["hash"] != ahash:
+        at_row = next((r for r in rows if r["seq"] == aseq), None)
+        if at_row is None:
+            problems.append((aseq, f"the anchor's record {aseq} is gone: the log ends at record {last[0]} "
+                                   "(cut off, or rewritten shorter)"))
+        elif at_row["hash"] != ahash:
             problems.append((aseq, f"record {aseq} is not the one the anchor saved: the log was rewritten"))
-    return ChainReport(len(rows), last, sorted(problems))
+    return ChainReport(len(rows), last, sorted(set(problems)))
 
 
-def _moved_or_edited(raw: sqlite3.Row, seq_of: dict[str, int]) -> str:
-    """Why a record's hash fails: it hashes right under another sequence
-    number (moved), or not at all (edited)."""
-    written = 1 if raw["prev"] == GENESIS else seq_of.get(raw["prev"], -1) + 1
-    if written > 0 and written != raw["seq"]:
-        try:
-            r = _record(raw)
-            if r.hash == record_hash(written, r.time_ns, r.uid, r.user, r.agent, r.action, r.target, r.args,
-                                     r.verdict, r.prev):
-                return f"out of order: it was written as record {written} and now sits at {raw['seq']}"
-        except (TypeError, ValueError):
-            pass
-    return "edited: its contents do not match its hash"
+def _intact(raw: sqlite3.Row, seq: int) -> bool:
+    """Does the stored hash cover this record's fields, at position `seq`?"""
+    try:
+        return raw["hash"] == record_hash(seq, raw["time_ns"], raw["uid"], raw["user"], raw["agent"],
+                                          raw["action"], raw["target"], raw["args"], raw["verdict"], raw["prev"])
+    except (TypeError, ValueError):  # a field of a type we never write: edited by hand
+        return False
+
+
+def _written_positions(rows: list) -> dict[str, int]:
+    """Where each record was written, by following the links from the
+    start: the record linking to the genesis was first, the one linking to
+    it second, and so on (as far as the links hold)."""
+    after = {r["prev"]: r["hash"] for r in rows}
+    out: dict[str, int] = {}
+    cur, n = GENESIS, 1
+    while cur in after and after[cur] not in out:
+        cur = after[cur]
+        out[cur] = n
+        n += 1
+    return out
 
 
 def check_chain(conn: sqlite3.Connection, anchor: tuple[int, str] | None = None) -> ChainReport:
