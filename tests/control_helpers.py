@@ -3,8 +3,6 @@ that `make build` compiled, its manifest and source) with tunables varied to
 make distinct entries."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from aios_lab import build
 from aios_lab.control.entry import Parts
 from aios_lab.policy import get
@@ -18,6 +16,3 @@ def fifo_parts(slice_ns: int = 20_000_000, strict: bool = False, model: bytes | 
     return Parts("fifo", "sched_ext", FIFO.object_path.read_bytes(), (FIFO.folder / "manifest.toml").read_bytes(),
                  {"slice_ns": slice_ns, "strict_fifo": strict}, model, FIFO.source_path.read_bytes())
 
-
-def registry_path(tmp_path: Path) -> Path:
-    return tmp_path / "registry"

@@ -11,7 +11,6 @@ silently different policy.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -105,6 +104,3 @@ def file_bytes(path: Path | str, what: str) -> bytes:
     from ..safe_read import read_bounded
 
     return read_bounded(path, limit=MAX_BLOB, error=RegistryError, what=what)
-
-
-__all__ = ["BlobStore", "sha256", "file_bytes", "HEX64"]
