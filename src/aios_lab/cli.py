@@ -731,11 +731,12 @@ from .cli_sweep import sweep as _sweep  # noqa: E402
 
 main.add_command(_sweep)
 
-from .cli_policy import REGISTRY_COMMANDS as _registry_commands, audit as _audit  # noqa: E402
+from .cli_policy import REGISTRY_COMMANDS as _registry_commands, audit as _audit, service as _service  # noqa: E402
 
 for _cmd in _registry_commands:
     policy.add_command(_cmd)
 main.add_command(_audit)
+main.add_command(_service)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .cli_types import InputFile
+from .cli_types import POSITIVE, InputFile
 
 
 def _errors(fn):
@@ -284,3 +284,115 @@ def audit_log(ref, limit, as_json) -> None:
     for r in recs:
         who = f"{r.user}(uid {r.uid})" + (f" for agent {r.agent}" if r.agent else "")
         click.echo(f"#{r.seq} {_when(r.time_ns)} {who} {r.action} {r.target[:12] or '-'} {r.args} -> {r.verdict}")
+
+
+# --------------------------------------------------------------------------- service
+
+SOCKET = "/run/aios-lab/control.sock"
+
+
+@click.group("service")
+def service() -> None:
+    """The root service that deploys verified registry entries for
+    unprivileged callers (docs/control-plane.md, packaging/systemd/).
+
+    Example: aios-lab service deploy <64-hex hash> --duration 60
+    """
+
+
+def _ask(socket_path: str, payload: dict, as_json: bool) -> dict:
+    from .control.service import request
+    from .errors import ServiceRefused
+
+    answer = request(socket_path, payload)
+    if as_json:
+        _echo_json(answer)
+    if not answer.get("ok"):
+        raise ServiceRefused(str(answer.get("error", "refused")))
+    return answer
+
+
+_socket_option = click.option("--socket", "socket_path", default=SOCKET, show_default=True,
+                              help="The service's Unix socket.")
+
+
+@service.command("run")
+@click.option("--config", "config_path", type=InputFile(), default=None,
+              help="TOML with a [service] table (default: /etc/aios-lab/service.toml when it exists).")
+@click.option("--json", "as_json", is_flag=True, help="Print where it listens as JSON once it does.")
+@_errors
+def service_run(config_path, as_json) -> None:
+    """Run the service (as root) until SIGTERM: the systemd unit's command.
+
+    Example: sudo aios-lab service run --config /etc/aios-lab/service.toml
+    """
+    import threading
+
+    from .control.service import DEFAULT_CONFIG, ServiceConfig, serve
+
+    path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    cfg = ServiceConfig.load(path) if path else ServiceConfig()
+    ready = threading.Event()
+
+    def announce():
+        ready.wait()
+        info = {"socket": str(cfg.socket), "group": cfg.group, "registry": str(cfg.registry),
+                "deployer": cfg.deployer}
+        click.echo(json.dumps(info) if as_json else
+                   f"listening on {cfg.socket} for group {cfg.group} ({cfg.deployer} deployer)", err=not as_json)
+    threading.Thread(target=announce, daemon=True).start()
+    serve(cfg, ready=ready)
+
+
+@service.command("deploy")
+@click.argument("entry")
+@click.option("--duration", type=POSITIVE, default=None,
+              help="Seconds to keep it deployed (default: the service's maximum).")
+@click.option("--set", "sets", multiple=True, help="Restate a tunable KEY=VALUE; must be the entry's own value.")
+@click.option("--agent", default="", help="Asking for an agent: its client name (recorded as a claim).")
+@_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")
+@_errors
+def service_deploy(entry, duration, sets, agent, socket_path, as_json) -> None:
+    """Ask the service to deploy registry ENTRY (its full hash) on this host.
+
+    Example: aios-lab service deploy 4e2789773dba...5b728de8 --duration 60
+    """
+    payload = {"op": "deploy", "entry": entry, "agent": agent, "tunables": _sets(sets)}
+    if duration is not None:
+        payload["duration"] = duration
+    answer = _ask(socket_path, payload, as_json)
+    if not as_json:
+        click.echo(f"deployed {answer['entry']} until {_when(int(answer['until'] * 1e9))}"
+                   + (f" ({answer['note']})" if answer.get("note") else ""))
+
+
+@service.command("stop")
+@click.option("--agent", default="", help="Asking for an agent: its client name (recorded as a claim).")
+@_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")
+@_errors
+def service_stop(agent, socket_path, as_json) -> None:
+    """Ask the service to detach what it deployed.
+
+    Example: aios-lab service stop
+    """
+    answer = _ask(socket_path, {"op": "stop", "agent": agent}, as_json)
+    if not as_json:
+        click.echo(f"stopped {answer['entry']}")
+
+
+@service.command("status")
+@_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")
+@_errors
+def service_status(socket_path, as_json) -> None:
+    """What the service has deployed, if anything.
+
+    Example: aios-lab service status --json
+    """
+    answer = _ask(socket_path, {"op": "status"}, as_json)
+    if not as_json:
+        a = answer.get("active")
+        click.echo("nothing deployed" if a is None else
+                   f"{a['entry']} deployed for uid {a['uid']} until {_when(int(a['until'] * 1e9))} ({a['deployer']})")

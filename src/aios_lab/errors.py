@@ -185,6 +185,12 @@ class RegistryError(AiosError):
     or record was given something the registry cannot keep."""
 
 
+class ServiceRefused(AiosError):
+    """The root service refused a request: the caller is not allowed, the
+    entry has no passing verification, an argument does not fit the
+    manifest, or the rate limit is reached."""
+
+
 class IntegrityError(AiosError):
     """Stored evidence does not check out: a registry blob that does not
     match its hash, or an audit log whose hash chain is broken."""

@@ -28,7 +28,7 @@ from ..errors import AuditChainBroken, RegistryError
 GENESIS = "0" * 64
 # Registered actions: who asked for what. A new control-plane operation adds
 # its name here (an unknown one is refused, so a typo cannot hide a record).
-ACTIONS = ("submit", "verify", "benchmark", "deploy", "rollback", "override")
+ACTIONS = ("submit", "verify", "benchmark", "deploy", "stop", "rollback", "override")
 _DOMAIN = b"aios-lab-audit-v1\n"
 
 

@@ -148,6 +148,11 @@ class Registry:
             key = parent
         return key
 
+    def by_hash(self, key: str) -> Entry | None:
+        """The entry with exactly this hash (no prefix, no name), or None."""
+        row = self._row(key)
+        return Entry.from_row(row) if row is not None else None
+
     def get(self, ref: str) -> Entry:
         return Entry.from_row(self._row(self.resolve(ref)))
 
