@@ -14,6 +14,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,16 @@ def test_deploy_status_stop_and_the_audit(setup, tmp_path):
                                                              ("stop", "accepted")]
         assert recs[0].uid == os.getuid() and recs[0].agent == "claude" and recs[0].target == verified.hash
         assert reg.verify_chain().ok
+
+
+def test_a_deployment_is_detached_when_its_time_is_up(setup):
+    cfg, verified, *_ = setup
+    assert ask(cfg, op="deploy", entry=verified.hash, duration=0.3)["ok"]
+    deadline = time.monotonic() + 10
+    while ask(cfg, op="status")["active"] is not None:  # the service's tick detaches it
+        assert time.monotonic() < deadline, "still deployed 10 s after a 0.3 s deployment"
+        time.sleep(0.05)
+    assert ask(cfg, op="deploy", entry=verified.hash, duration=5)["ok"]  # free again
 
 
 @pytest.mark.parametrize("extra, why", [
