@@ -186,11 +186,32 @@ def test_a_caller_outside_the_group_is_refused_and_audited(setup):
 
 def test_config(tmp_path):
     p = tmp_path / "service.toml"
-    p.write_text('[service]\ngroup = "wheel"\nburst = 2\nper_s = 10\n')
+    p.write_text('[service]\ngroup = "wheel"\nburst = 2\nper_s = 10\nsocket = "/tmp/x.sock"\n')
     cfg = ServiceConfig.load(p)
-    assert (cfg.group, cfg.burst, cfg.per_s) == ("wheel", 2, 10.0)
+    assert (cfg.group, cfg.burst, cfg.per_s, cfg.socket) == ("wheel", 2, 10.0, Path("/tmp/x.sock"))
+    shipped = ServiceConfig.load(Path(__file__).parents[1] / "packaging" / "systemd" / "service.toml")
+    assert shipped == ServiceConfig()  # the file documents the defaults
     for text, why in (('[service]\ngroupp = "x"\n', "no key groupp"), ('[service]\nburst = "3"\n', "not a int"),
                       ('[service]\ndeployer = "yolo"\n', "unknown"), ('[service]\nburst = 0\n', "burst >= 1")):
         p.write_text(text)
         with pytest.raises(SetupError, match=why):
             ServiceConfig.load(p)
+
+
+def test_the_service_commands(setup, tmp_path):
+    from click.testing import CliRunner
+
+    from aios_lab.cli import main
+
+    cfg, verified, failed, _ = setup
+    sock = ["--socket", str(cfg.socket)]
+    run = CliRunner().invoke
+    ok = run(main, ["service", "deploy", verified.hash, "--duration", "30", *sock])
+    assert ok.exit_code == 0 and f"deployed {verified.hash}" in ok.output and "open-only" in ok.output, ok.output
+    status = run(main, ["service", "status", "--json", *sock])
+    assert status.exit_code == 0 and '"entry": "' + verified.hash in status.output
+    assert run(main, ["service", "stop", *sock]).exit_code == 0
+    refused = run(main, ["service", "deploy", failed.hash, *sock])
+    assert refused.exit_code == 1 and refused.output.startswith("Error: entry ") and refused.output.count("\n") == 1
+    gone = run(main, ["service", "status", "--socket", str(tmp_path / "nothing.sock")])
+    assert gone.exit_code == 4 and "cannot reach the aios-lab service" in gone.output

@@ -66,7 +66,8 @@ class ServiceConfig:
         from ..safe_read import load_toml
 
         doc = load_toml(path, error=SetupError, what="service config").get("service", {})
-        known = {f: type(getattr(cls(), f)) for f in cls.__dataclass_fields__}
+        known = {f: Path if isinstance(getattr(cls(), f), Path) else type(getattr(cls(), f))
+                 for f in cls.__dataclass_fields__}
         bad = set(doc) - set(known)
         if bad:
             raise SetupError(f"{path}: [service] has no key {', '.join(sorted(bad))}",
@@ -252,7 +253,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 buf += chunk
         except OSError:
             return
-        answer = self.server.service.handle(peer_of(sock), buf.split(b"\n", 1)[0])
+        try:
+            answer = self.server.service.handle(peer_of(sock), buf.split(b"\n", 1)[0])
+        except Exception as e:  # noqa: BLE001 - the caller gets an answer; the service keeps serving
+            answer = {"ok": False, "error": f"the service failed: {e}"}
         try:
             sock.sendall(json.dumps(answer).encode() + b"\n")
         except OSError:
