@@ -9,6 +9,7 @@ deployer is the controller's Deployment, tested in the VM elsewhere."""
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import socket
@@ -18,12 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from aios_lab.control.audit import Actor
 from aios_lab.control.peer import Peer, RateLimiter, member, peer_of
 from aios_lab.control.platform import Platform
 from aios_lab.control.registry import Registry
-from aios_lab.control.service import ServiceConfig, request, serve
+from aios_lab.control.service import ControlService, ServiceConfig, request, serve
 from aios_lab.errors import SetupError
 
 from control_helpers import fifo_parts
@@ -215,3 +217,27 @@ def test_the_service_commands(setup, tmp_path):
     assert refused.exit_code == 1 and refused.output.startswith("Error: entry ") and refused.output.count("\n") == 1
     gone = run(main, ["service", "status", "--socket", str(tmp_path / "nothing.sock")])
     assert gone.exit_code == 4 and "cannot reach the aios-lab service" in gone.output
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200) | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+    st.sampled_from(["op", "entry", "duration", "tunables", "agent"]),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=70)
+    | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), max_size=5)))
+def test_any_request_gets_an_answer_not_an_exception(raw):
+    import tempfile as _tf
+
+    with _tf.TemporaryDirectory() as d:
+        cfg = ServiceConfig(socket=Path(d) / "s", group=grp.getgrgid(os.getgid()).gr_name, registry=Path(d) / "r",
+                            run_dir=Path(d) / "e", deployer="open-only", burst=1000)
+        answer = ControlService(cfg).handle(Peer(os.getpid(), os.getuid(), os.getgid()), raw)
+    assert isinstance(answer, dict) and isinstance(answer["ok"], bool)
+    assert answer["ok"] == (raw.strip() != b"" and _op(raw) in ("ping", "status"))
+
+
+def _op(raw: bytes):
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        return None
+    return d.get("op") if isinstance(d, dict) and isinstance(d.get("tunables", {}), dict) else None
