@@ -7,7 +7,11 @@ happened to it.
 * `registry`: submit policy folders, resolve references, walk history,
   record verification and benchmark runs with their raw samples.
 * `audit`: the append-only, hash-chained log of who asked for what.
-* `diff`: what changed between two entries (manifest, tunables, model, object).
+* `diff`: what changed between two entries (manifest, tunables, model, object);
+  `elf`: a BPF object's sections; `platform`: the kernel, BTF and topology a
+  run was on.
+* `service`, `peer`, `deployers`: the root service of the privilege split
+  (SO_PEERCRED, rate limit, registered deployers).
 
 Everything here is library: typed exceptions, no printing (cli_policy.py is
 the command line).
