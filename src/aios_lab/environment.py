@@ -10,6 +10,8 @@ VARIABLES: list[tuple[str, str]] = [
     ("AIOS_LAB_BUILD", "where BPF objects and vmlinux.h are built and looked up (default: ROOT/build)"),
     ("AIOS_LAB_CACHE", "downloads kept across checkouts: kernels, libbpf, probe results "
                        "(default: $XDG_CACHE_HOME/aios-lab or ~/.cache/aios-lab)"),
+    ("AIOS_LAB_REGISTRY", "the policy registry folder: blobs/ and registry.sqlite with the audit log "
+                          "(default: $XDG_DATA_HOME/aios-lab/registry or ~/.local/share/aios-lab/registry)"),
     ("AIOS_LAB_POLICY_PATH", "more policy folders, ':'-separated, searched after ROOT/policies; "
                              "`aios-lab build` compiles them too"),
     ("AIOS_LAB_LIBBPF", "the libbpf.so.1 to load (default: the newest cached copy, else the system's)"),

@@ -187,5 +187,34 @@ class CommandFailed(AiosError):
         super().__init__(message, hint)
 
 
+class RegistryError(AiosError):
+    """A policy registry reference matches no entry or several, or a submit
+    or record was given something the registry cannot keep."""
+
+
+class ServiceRefused(AiosError):
+    """The root service refused a request: the caller is not allowed, the
+    entry has no passing verification, an argument does not fit the
+    manifest, or the rate limit is reached."""
+
+
+class IntegrityError(AiosError):
+    """Stored evidence does not check out: a registry blob that does not
+    match its hash, or an audit log whose hash chain is broken."""
+
+
+class RegistryCorrupt(IntegrityError, RegistryError):
+    """A registry blob is missing or does not match its sha256."""
+
+
+class AuditChainBroken(IntegrityError):
+    """The audit log was edited, truncated or reordered; `problems` lists
+    each broken record (seq, what is wrong)."""
+
+    def __init__(self, message: str, problems: list | None = None, hint: str = "") -> None:
+        self.problems = list(problems or [])
+        super().__init__(message, hint)
+
+
 class MissingDependency(AiosError):
     """An optional Python package a command needs is not installed."""

@@ -16,6 +16,7 @@ ENVIRONMENT = 4    # missing kernel feature, not root, no cpufreq/RAPL, a bad AI
 EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_error)
 COMMAND_FAILED = 6  # collect's workload could not start or failed (the trace is still written)
 CELLS_FAILED = 7   # sweep run: cells still failing after their retries (the finished ones are kept)
+INTEGRITY = 8      # a registry blob that does not match its hash, or a broken audit chain
 INTERRUPTED = 130  # Ctrl-C or SIGTERM (what was collected so far is kept)
 
 TABLE = {
@@ -29,12 +30,15 @@ TABLE = {
     EJECTED: "the kernel ejected the policy (watchdog stall, scx_bpf_error)",
     COMMAND_FAILED: "collect's command could not start or exited with a failure",
     CELLS_FAILED: "sweep run: cells still failed after their retries (listed; the next run tries them again)",
+    INTEGRITY: "integrity: a policy registry blob does not match its hash, or the audit log's "
+               "hash chain is broken (edited, deleted or reordered records)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM",
 }
 
 # Most specific first: the first class an exception is an instance of wins.
 _BY_CLASS: tuple[tuple[type[E.AiosError], int], ...] = (
     (E.SchedulerEjected, EJECTED),
+    (E.IntegrityError, INTEGRITY),
     (E.CommandFailed, COMMAND_FAILED),
     (E.CpufreqPermissionError, ENVIRONMENT),
     (E.PrivilegeError, ENVIRONMENT),
@@ -48,6 +52,7 @@ _BY_CLASS: tuple[tuple[type[E.AiosError], int], ...] = (
     (E.TraceError, BAD_INPUT),
     (E.ModelError, BAD_INPUT),
     (E.PolicyError, BAD_INPUT),
+    (E.RegistryError, BAD_INPUT),
 )
 
 

@@ -55,3 +55,10 @@ def cache_dir() -> Path:
         return Path(env).resolve()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "aios-lab"
+
+
+def data_dir() -> Path:
+    """What aios-lab keeps for the user (the policy registry):
+    $XDG_DATA_HOME/aios-lab or ~/.local/share/aios-lab."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "aios-lab"

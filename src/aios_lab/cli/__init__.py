@@ -6,6 +6,9 @@ imports another (only the shared `group`, `options` and `types`):
   setup     build, vm          compile the BPF; the pinned sched_ext kernel in QEMU
   policies  policy, deploy,    discover, attach and watch policies
             status
+  control   policy submit|show the policy registry, its audit log and the
+            |history|diff,     root service of the privilege split
+            audit, service
   data      collect, analyze,  record telemetry traces and read them
             compare, export
   train     train              learn models from traces and the DVFS simulator
@@ -26,7 +29,7 @@ import click
 from aios_lab import __version__
 from aios_lab.environment import epilog
 
-from . import bench, data, freq, policies, setup, train
+from . import bench, control, data, freq, policies, setup, train
 from .group import AiosGroup
 
 
@@ -57,8 +60,11 @@ def main() -> None:
 # order of a user's path through the tool.
 for _command in (setup.build, setup.vm,
                  policies.policy, policies.deploy, policies.status,
+                 control.audit, control.service,
                  data.collect, data.analyze, data.compare, data.export,
                  train.train,
                  freq.freq,
                  bench.demo, bench.bench_schedulers, bench.sweep):
     main.add_command(_command)
+for _command in control.REGISTRY_COMMANDS:
+    policies.policy.add_command(_command)

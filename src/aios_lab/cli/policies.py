@@ -18,6 +18,27 @@ SCX_STATS_PATH = "/var/run/scx/root/stats"  # aios_lab.scx_stats.DEFAULT_PATH, w
 INTERVAL_S = finite(0.01, 3600)  # 0 would spin; more than an hour is a typo
 
 
+def _list_entries(name: str | None, as_json: bool) -> None:
+    """`policy list --registry`: every entry, oldest first."""
+    import datetime as dt
+
+    from aios_lab.control.registry import Registry
+
+    with Registry() as reg:
+        rows = []
+        for e in reg.entries(name):
+            runs = reg.runs(e.hash)
+            rows.append((e, runs[-1].verdict if runs else None, len(runs)))
+    if as_json:
+        click.echo(json.dumps([{**e.to_dict(), "runs": n, "last_verdict": v} for e, v, n in rows],
+                              indent=2, sort_keys=True))
+        return
+    for e, verdict, n in rows:
+        when = dt.datetime.fromtimestamp(e.created_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        click.echo(f"{e.hash[:12]}  {e.name:10} {when}  {e.author.kind}:{e.author.name:10} "
+                   f"parent {e.parent[:12] if e.parent else '-':12}  runs {n}  {verdict or 'unverified'}")
+
+
 @click.group(cls=AiosGroup)
 def policy() -> None:
     """Policies: folders under policies/ with BPF source and a manifest.
@@ -28,12 +49,17 @@ def policy() -> None:
 
 @policy.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include test-only policies.")
+@click.option("--registry", "registry", is_flag=True, help="List the policy registry's entries instead.")
+@click.option("--name", default=None, help="With --registry: only the entries of this policy.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def policy_list(show_all: bool, as_json: bool) -> None:
-    """List the policies aios-lab can deploy.
+def policy_list(show_all: bool, registry: bool, name: str | None, as_json: bool) -> None:
+    """List the policies aios-lab can deploy (--registry: the registry's entries).
 
     Example: aios-lab policy list --json
     """
+    if registry:
+        _list_entries(name, as_json)
+        return
     from aios_lab import policy as pol
 
     pols = [p for p in pol.discover().values() if show_all or not p.test_only]
