@@ -6,11 +6,13 @@ imports another (only the shared `group`, `options` and `types`):
   setup     build, vm          compile the BPF; the pinned sched_ext kernel in QEMU
   policies  policy, deploy,    discover, attach and watch policies
             status
-  control   policy submit|show the policy registry, its audit log and the
-            |history|diff,     root service of the privilege split
-            audit, service
+  control   policy submit,     the policy registry, its audit log, the root
+            show, history,     service of the privilege split, the MCP server
+            diff, audit,       for agents
+            service, mcp
   data      collect, analyze,  record telemetry traces and read them
-            compare, export
+            profile, compare,
+            export
   train     train              learn models from traces and the DVFS simulator
   freq      freq               cpufreq and RAPL on a real host
   bench     demo, bench-       benchmarks in the VM, experiment sweeps
@@ -60,8 +62,8 @@ def main() -> None:
 # order of a user's path through the tool.
 for _command in (setup.build, setup.vm,
                  policies.policy, policies.deploy, policies.status,
-                 control.audit, control.service,
-                 data.collect, data.analyze, data.compare, data.export,
+                 control.audit, control.service, control.mcp,
+                 data.collect, data.analyze, data.profile, data.compare, data.export,
                  train.train,
                  freq.freq,
                  bench.demo, bench.bench_schedulers, bench.sweep):

@@ -200,6 +200,20 @@ def diff(a, b, as_json) -> None:
 REGISTRY_COMMANDS = (submit, show, history, diff)
 
 
+@click.command("mcp")
+def mcp() -> None:
+    """Serve aios-lab's tools to an agent over MCP (stdio), on the official SDK.
+
+    Tools: policies, policy_source, profile_trace, profile_workload (in the
+    VM), status. Runs unprivileged. Needs the [mcp] extra.
+
+    Example: aios-lab mcp   # from an MCP client's server configuration
+    """
+    from aios_lab.control.mcp_server import build_server
+
+    build_server().run("stdio")
+
+
 # --------------------------------------------------------------------------- audit
 
 @click.group("audit", cls=AiosGroup)

@@ -112,6 +112,26 @@ def analyze(trace: Path, report: Path | None, as_json: bool, memory_limit: str) 
         click.echo(f"report written: {write_report(m, report)}", err=as_json)
 
 
+@click.command("profile")
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@click.option("--memory-limit", default="1GB", show_default=True, help=MEMORY_HELP)
+def profile(trace: Path, as_json: bool, memory_limit: str) -> None:
+    """A workload's scheduling character from a trace: CPU-bound, blocking
+    or mixed (a stated rule on utilisation and the share of voluntary
+    switches), wakeup rate, run lengths, waits, threads, migrations.
+
+    What to read before choosing a policy (the MCP server's profile tools
+    return the same data).
+
+    Example: aios-lab profile results/traces/20261124-201500 --json
+    """
+    from aios_lab.analysis.profile import format_profile, profile_trace
+
+    p = profile_trace(trace, memory_limit=memory_limit)
+    click.echo(json.dumps(p, indent=2, default=str) if as_json else format_profile(p))
+
+
 @click.command("compare")
 @click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--label", "labels", multiple=True,
