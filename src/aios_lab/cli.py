@@ -313,7 +313,7 @@ def policy_list(show_all: bool, as_json: bool) -> None:
 
     Example: aios-lab policy list --json
     """
-    from . import policy as pol
+    from .sched import policy as pol
 
     pols = [p for p in pol.discover().values() if show_all or not p.test_only]
     if as_json:
@@ -399,8 +399,8 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     aios-lab deploy freq --model table.json --watch -- make -j4;
     sudo aios-lab deploy freq --backend cpufreq --model table.json --duration 60
     """
-    from . import policy as pol
-    from .deploy_loop import DeployLoop
+    from .sched import policy as pol
+    from .sched.deploy_loop import DeployLoop
 
     _sigterm_as_interrupt()
     _check_command(command)
@@ -504,7 +504,7 @@ def status(as_json: bool) -> None:
 
     Example: aios-lab status --json
     """
-    from .controller import live_status
+    from .sched.status import live_status
 
     st = live_status()
     if as_json:

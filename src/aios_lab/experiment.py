@@ -10,12 +10,13 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from . import policy as pol
-from . import paths, sched_ext, upstream, workloads
+from . import paths, upstream, workloads
 from .atomic import write_json_atomic
-from .controller import Deployment
 from .counters import SchedCounters
 from .errors import AiosError
+from .sched import policy as pol
+from .sched import sched_ext
+from .sched.deployment import Deployment
 
 if TYPE_CHECKING:
     from .mllb.model import ModelFile

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aios_lab import policy, sched_ext
-from aios_lab.deploy_loop import DeployLoop
-from aios_lab.dvfs.freq_run import FreqRun
+from aios_lab.sched import policy, sched_ext
+from aios_lab.sched.deploy_loop import DeployLoop
+from aios_lab.sched.kinds.freq_table import FreqRun
 from aios_lab.dvfs.table import (RQ_BUCKETS, UTIL_BUCKETS, FreqTable, cpuperf_request, rq_bucket, save_table,
                                  util_bucket)
 from aios_lab.errors import ModelError

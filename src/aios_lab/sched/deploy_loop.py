@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .child import start_command
-from .controller import Deployment
-from .errors import ModelError, PolicyError, SchedulerEjected
+from ..child import start_command
+from .deployment import Deployment
+from ..errors import ModelError, PolicyError, SchedulerEjected
 from .policy import Policy
 from .sched_ext import ExitInfo
 
@@ -69,12 +69,12 @@ class DeployLoop:
             if unused:
                 raise PolicyError(f"policy {policy.name} deploys a frequency table: {', '.join(unused)} "
                                   "apply to decision-tree policies (mllb)")
-            from .dvfs.freq_run import FreqRun
+            from .kinds.freq_table import FreqRun
 
             self.freq = FreqRun.create(policy, tunables, table_path=model_path)
             self._watched = _file_stamp(model_path) if watch_model else None
         elif policy.model is not None:
-            from .mllb.session import LearningRun
+            from ..mllb.session import LearningRun
 
             self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
         self.model_path = model_path
@@ -84,7 +84,7 @@ class DeployLoop:
         self._dep: Deployment | None = None  # the live one, for the stats server's thread
 
     def _open_writer(self):
-        from .telemetry.writer import TraceWriter
+        from ..telemetry.writer import TraceWriter
 
         meta = {"kind": "lb_decisions", "policy": self.policy.name, "tunables": self.tunables,
                 "mode": self.learning.mode if self.learning else None,
@@ -196,7 +196,7 @@ class DeployLoop:
         while it is deployed; a socket that cannot be made is reported, not fatal."""
         if self.stats_socket is None or self.policy.stats is None:
             return None
-        from .scx_stats import StatsServer, stats_meta
+        from ..scx_stats import StatsServer, stats_meta
 
         names = {k: self.policy.stats.help.get(k, "") for k in dep.read_stats()}
         server = StatsServer(stats_meta(self.policy.name, names),
@@ -261,7 +261,7 @@ class DeployLoop:
 
     def _reload_if_changed(self, started: float, on_event: Callable[[dict], None]) -> None:
         """--watch: when the table file changed, load, check and swap it in."""
-        from .dvfs.table import load_table
+        from ..dvfs.table import load_table
 
         stamp = _file_stamp(self.model_path)
         if stamp == self._watched or stamp is None:
@@ -290,7 +290,7 @@ class DeployLoop:
         if self.decisions_out is not None or self.retrain_every_s:
             import pandas  # noqa: F401
         if self.retrain_every_s:
-            from .mllb import train  # noqa: F401  (imports scikit-learn)
+            from ..mllb import train  # noqa: F401  (imports scikit-learn)
 
     def _drain(self) -> None:
         if self.learning is None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import build, paths
-from .errors import PolicyError, SetupError
-from .safe_read import load_toml
+from .. import build, paths
+from ..errors import PolicyError, SetupError
+from ..safe_read import load_toml
 
 TUNABLE_TYPES = {"u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "s32": (-(2**31), 2**31 - 1),
                  "s64": (-(2**63), 2**63 - 1), "bool": (0, 1), "str": (None, None)}

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__, paths, sched_ext
+from .. import __version__, paths
+from ..sched import sched_ext
 from ..child import check_command, start_command
 from ..errors import InputError, PrivilegeError
 from . import procfs

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bpf import BpfObject
-from ..controller import Deployment
-from ..errors import ModelError, PolicyError
+from ...bpf import BpfObject
+from ..deployment import Deployment
+from ...errors import ModelError, PolicyError
 from ..policy import Policy
 from .freq_slots import CpuState, FreqSlots, TaskEstimate, check_table
-from .table import FreqTable, load_table
+from ...dvfs.table import FreqTable, load_table
 
 KIND = "freq-table"
 
