@@ -73,10 +73,10 @@ def test_deploy_loop_refuses_what_does_not_apply(table_file):
         DeployLoop(freq, {}, watch_model=True)
     with pytest.raises(PolicyError, match="watching the model file"):
         DeployLoop(fifo, {}, watch_model=True)
-    with pytest.raises(PolicyError, match="does not deploy a frequency table"):
+    with pytest.raises(PolicyError, match="has no model to swap"):
         DeployLoop(fifo, {}).swap(FreqTable.constant(3))
     loop = DeployLoop(freq, {}, model_path=str(table_file), watch_model=True)
-    assert loop.freq.table.version == 1 and loop.learning is None
+    assert loop.model.run.table.version == 1 and loop.model.name == "freq-table"
     with pytest.raises(ModelError, match="not running"):
         loop.swap(FreqTable.constant(3))
 

@@ -399,30 +399,25 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     aios-lab deploy freq --model table.json --watch -- make -j4;
     sudo aios-lab deploy freq --backend cpufreq --model table.json --duration 60
     """
+    from .sched import kinds
     from .sched import policy as pol
     from .sched.deploy_loop import DeployLoop
 
-    _sigterm_as_interrupt()
     _check_command(command)
     if stats_socket and not no_stats_socket:
         from .scx_stats import check_socket_path
 
         check_socket_path(stats_socket)
     policy = pol.get(name)
-    learning = any(x is not None for x in (model_path, mode, decisions_out, retrain_every))
-    if learning and policy.model is None:
-        raise click.UsageError(f"policy {name} learns nothing: --model/--mode/--decisions/--retrain-every "
-                               "apply to learning policies (see `aios-lab policy list`)")
-    freq_table = policy.model is not None and policy.model.kind == "freq-table"
-    if freq_table:
-        tree_only = [flag for flag, v in (("--mode", mode), ("--decisions", decisions_out),
-                                          ("--retrain-every", retrain_every)) if v is not None]
-        if tree_only:
-            raise click.UsageError(f"policy {name} deploys a frequency table: {'/'.join(tree_only)} apply to "
-                                   "decision-tree policies (mllb); use --model TABLE [--watch]")
-    if backend == "cpufreq":
+    kind = kinds.for_policy(policy)
+    given = [n for n, v in (("model", model_path), ("mode", mode), ("decisions", decisions_out),
+                            ("retrain_every", retrain_every)) if v is not None]
+    why = kinds.refused_options(policy, given, spell=lambda n: "--" + n.replace("_", "-"), sep="/")
+    if why:
+        raise click.UsageError(why)
+    if backend != "sched_ext":
         # Deploy (a): the same table from user space through cpufreq sysfs.
-        if not freq_table or not model_path:
+        if kind is None or backend not in kind.backends or not model_path:
             raise click.UsageError("--backend cpufreq applies a frequency table: "
                                    "aios-lab deploy freq --backend cpufreq --model TABLE")
         if command or sets or watch:
@@ -432,8 +427,8 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
 
         run_cpufreq(Path(model_path), 0.01, duration, Path("/"), Path("/"), as_json)
         return
-    if watch and not (freq_table and model_path):
-        raise click.UsageError("--watch needs a frequency-table policy and --model TABLE "
+    if watch and not (kind is not None and "watch" in kind.options and model_path):
+        raise click.UsageError(f"--watch needs one of the {kinds.watchers()} and --model FILE "
                                "(e.g. aios-lab deploy freq --model table.json --watch)")
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
@@ -487,8 +482,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     info = result.exit_info
     summary = {"event": "detached", "policy": name, "stats": result.final_stats,
                "exit": info.describe() if info else None}
-    if result.table_swaps:
-        summary["table_swaps"] = result.table_swaps
+    summary.update({k: v for k, v in result.model.items() if v})  # e.g. the table swaps
     click.echo(json.dumps(summary) if as_json else
                f"detached {name}: {info.one_line() if info else 'no exit info'}; totals: "
                + ", ".join(f"{k.lower()}={v}" for k, v in result.final_stats.items()))
@@ -518,7 +512,9 @@ def status(as_json: bool) -> None:
         click.echo(f"policy: {p['name']} (pid {p['pid']}, up {p['uptime_s']}s)")
         m = p.get("model")
         if m:
-            what = "table" if m.get("kind") == "freq-table" else "model"
+            from .sched.kinds import noun
+
+            what = noun(m.get("kind"))
             click.echo(f"  {what} version {m['version'] or 'none'} ({m.get('swaps', 0)} swaps)" if "version" in m
                        else f"  {what} version unknown: {m.get('error', 'unreadable')}")
         for k, v in (p.get("stats") or {}).items():

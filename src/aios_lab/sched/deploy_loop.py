@@ -1,14 +1,15 @@
 """The foreground loop behind `aios-lab deploy`: attach, watch, detach.
 
-Works for any sched_ext policy; for a learning one (a manifest with a
-[model] table) it also drains the decision log, writes it to a trace,
-and retrains on a schedule (kind "tree", mllb), or pushes a frequency
-table and swaps new ones in (kind "freq-table", freq). Events go to a
-callback so the CLI only prints.
+Works for any sched_ext policy and knows no model kind: a learning policy
+(a manifest with a [model] table) is deployed through the kind registered
+for it (sched.kinds), which logs decisions and retrains (mllb's "tree") or
+watches its table file and swaps (freq's "freq-table"). The loop owns the
+child command, signals (aios_lab.signals), restarts the kernel asks for,
+the scx_stats socket and the events, which go to a callback so the CLI only
+prints.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..child import start_command
+from ..errors import PolicyError, SchedulerEjected
+from ..signals import StopSignals
+from . import kinds
 from .deployment import Deployment
-from ..errors import ModelError, PolicyError, SchedulerEjected
 from .policy import Policy
 from .sched_ext import ExitInfo
 
@@ -38,9 +41,44 @@ class DeployResult:
     exit_info: ExitInfo | None = None
     ejected: SchedulerEjected | None = None
     command_exit: int | None = None
-    decisions_path: Path | None = None
-    table_swaps: list[dict] = field(default_factory=list)
     restarts: list[dict] = field(default_factory=list)
+    # What the model kind reports at the end, for the summary (freq-table:
+    # "table_swaps").
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+class _NoModel:
+    """A policy that learns nothing: the deployment alone (the kind protocol's
+    start/stop; the rest of it does nothing)."""
+
+    def __init__(self, policy: Policy, tunables: dict[str, Any]) -> None:
+        self.policy, self.tunables = policy, tunables
+        self.dep: Deployment | None = None
+
+    def begin(self) -> None:
+        pass
+
+    def start(self) -> Deployment:
+        self.dep = Deployment(self.policy, self.tunables).start()
+        return self.dep
+
+    def stop(self) -> ExitInfo | None:
+        return self.dep.stop() if self.dep is not None else None
+
+    def swap(self, model: Any, source: str = "") -> Any:
+        raise PolicyError(f"policy {self.policy.name} has no model to swap (its manifest has no [model] table)")
+
+    def poll(self) -> None:
+        pass
+
+    def tick(self, t: float, emit: Callable[[dict], None]) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def end(self, status: str, final: dict[str, Any], emit: Callable[[dict], None]) -> dict[str, Any]:
+        return {}
 
 
 class DeployLoop:
@@ -52,61 +90,42 @@ class DeployLoop:
         self.policy = policy
         self.tunables = tunables
         self.command = list(command or [])
-        self.retrain_every_s = retrain_every_s
-        self.retrain_min_rows = retrain_min_rows
-        self.decisions_out = decisions_out
-        self.learning = None
-        self.freq = None
-        self.watch_model = watch_model
-        self._watched = None
-        kind = policy.model.kind if policy.model is not None else None
-        if watch_model and (kind != "freq-table" or not model_path):
-            raise PolicyError("watching the model file needs a frequency-table policy and a table file",
-                              hint="e.g. aios-lab deploy freq --model table.json --watch")
-        if kind == "freq-table":
-            unused = [n for n, v in (("mode", mode), ("decisions", decisions_out),
-                                     ("retrain_every", retrain_every_s)) if v is not None]
-            if unused:
-                raise PolicyError(f"policy {policy.name} deploys a frequency table: {', '.join(unused)} "
-                                  "apply to decision-tree policies (mllb)")
-            from .kinds.freq_table import FreqRun
-
-            self.freq = FreqRun.create(policy, tunables, table_path=model_path)
-            self._watched = _file_stamp(model_path) if watch_model else None
-        elif policy.model is not None:
-            from ..mllb.session import LearningRun
-
-            self.learning = LearningRun.create(policy, tunables, mode=mode, model_path=model_path)
+        kind = kinds.for_policy(policy)
+        if watch_model and (kind is None or "watch" not in kind.options or not model_path):
+            raise PolicyError(f"watching the model file needs one of the {kinds.watchers()} and a model file",
+                              hint="pass --model FILE too")
+        given = {"mode": mode, "decisions": decisions_out, "retrain_every": retrain_every_s}
+        why = kinds.refused_options(policy, [n for n, v in given.items() if v is not None])
+        if why:
+            raise PolicyError(why)
+        # The model file is loaded and checked here, before anything touches the kernel.
+        self.model: kinds.ModelKind | _NoModel = (
+            kind.create(policy, tunables, model_path, mode=mode, decisions=decisions_out,
+                        retrain_every=retrain_every_s, retrain_min_rows=retrain_min_rows,
+                        command=self.command, watch=watch_model)
+            if kind is not None else _NoModel(policy, tunables))
         self.model_path = model_path
-        self.writer = None
         self._streak = 0  # restarts in a row (see _restart)
         self.stats_socket = stats_socket
         self._dep: Deployment | None = None  # the live one, for the stats server's thread
 
-    def _open_writer(self):
-        from ..telemetry.writer import TraceWriter
-
-        meta = {"kind": "lb_decisions", "policy": self.policy.name, "tunables": self.tunables,
-                "mode": self.learning.mode if self.learning else None,
-                "model": self.learning.model_source if self.learning else None,
-                "kernel": {"release": os.uname().release}, "workload_command": self.command}
-        return TraceWriter(self.decisions_out, meta)
-
     def run(self, duration_s: float | None, interval_s: float,
             on_event: Callable[[dict], None]) -> DeployResult:
+        """Attach, run until `duration_s`, the command's exit, a signal
+        (SIGINT, SIGTERM, SIGHUP: an orderly stop) or an ejection; detach."""
+        with StopSignals() as stops:
+            return self._run(duration_s, interval_s, on_event, stops)
+
+    def _run(self, duration_s: float | None, interval_s: float, on_event: Callable[[dict], None],
+             stops: StopSignals) -> DeployResult:
         res = DeployResult()
-        self._warm_up()
-        if self.decisions_out is not None:
-            self.writer = self._open_writer()  # refuses an existing target before anything is attached
-            if self.learning is not None:
-                self.learning.keep_pending = True
+        self.model.begin()
         try:
-            dep = self._attach()
+            stops.check()  # a signal while the model was prepared: attach nothing
+            dep = self.model.start()
         except BaseException as exc:
             # Nothing ran: no trace. start() has already detached and cleaned up.
-            if self.writer is not None:
-                self.writer.abort()
-                self.writer = None
+            self.model.end("aborted", {}, on_event)
             if isinstance(exc, SchedulerEjected):
                 # Ejected while being enabled (e.g. scx_bpf_error on the
                 # first task it saw): reported as an ejection, like later ones.
@@ -114,18 +133,13 @@ class DeployLoop:
                 return res
             raise
         started = time.monotonic()
-        attached = {"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
-                    "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
-                    "mode": self.learning.mode if self.learning else None}
-        if self.freq is not None:
-            attached["table"] = ({"version": int(self.freq.table.version), "source": self.freq.source}
-                                 if self.freq.table is not None else None)
-        on_event(attached)
+        on_event({"event": "attached", "policy": self.policy.name, "load_s": round(dep.load_s or 0, 3),
+                  "attach_s": round(dep.attach_s or 0, 3), "tunables": dep.tunables,
+                  "mode": None, **self.model.status()})
         proc = None
         self._dep = dep
         server = self._serve_stats(dep, on_event)
         prev = dep.read_stats()
-        next_retrain = started + self.retrain_every_s if self.retrain_every_s else None
         status = "complete"
         attached_at = started
         try:
@@ -137,11 +151,12 @@ class DeployLoop:
                     end = min(end, started + duration_s)
                 try:
                     while time.monotonic() < end:
+                        stops.check()
                         dep.check()
-                        self._drain()
+                        self.model.poll()
                         if proc is not None and proc.poll() is not None:
                             break
-                        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                        stops.sleep(min(0.05, max(0.0, end - time.monotonic())))
                 except SchedulerEjected as exc:
                     dep = self._restart(dep, exc, res, started, attached_at, on_event)
                     self._dep = dep
@@ -149,14 +164,11 @@ class DeployLoop:
                     prev = dep.read_stats()
                     continue
                 cur = dep.read_stats()
-                on_event({"event": "stats", "t": round(time.monotonic() - started, 2), "stats": cur,
+                t = round(time.monotonic() - started, 2)
+                on_event({"event": "stats", "t": t, "stats": cur,
                           "delta": {k: cur[k] - prev.get(k, 0) for k in cur}})
                 prev = cur
-                if self._watched is not None:
-                    self._reload_if_changed(started, on_event)
-                if next_retrain is not None and time.monotonic() >= next_retrain:
-                    self._retrain(started, on_event)
-                    next_retrain = time.monotonic() + self.retrain_every_s
+                self.model.tick(t, on_event)
                 if proc is not None and proc.poll() is not None:
                     res.command_exit = proc.returncode
                     on_event({"event": "command_exited", "exit_code": proc.returncode,
@@ -181,14 +193,10 @@ class DeployLoop:
                     proc.kill()
                     proc.wait()
             res.final_stats = dep.read_stats() if res.ejected is None and dep.stats else prev
-            res.exit_info = self._detach(dep)
-            if self.freq is not None:
-                res.table_swaps = [s.__dict__ for s in self.freq.swaps]
-            self._drain()
-            res.decisions_path = self._close_writer(status, res)
-        if res.decisions_path is not None:
-            on_event({"event": "decisions_written", "path": str(res.decisions_path),
-                      "rows": self.learning.seen if self.learning else 0})
+            res.exit_info = self.model.stop()
+            res.model = self.model.end(status, {"policy_stats_total": res.final_stats,
+                                                "exit": res.exit_info.describe() if res.exit_info else None},
+                                       on_event)
         return res
 
     def _serve_stats(self, dep: Deployment, on_event: Callable[[dict], None]):
@@ -210,19 +218,6 @@ class DeployLoop:
         on_event({"event": "stats_socket", "path": str(self.stats_socket)})
         return server
 
-    def _attach(self) -> Deployment:
-        if self.learning is not None:
-            self.learning.start()
-            return self.learning.dep
-        if self.freq is not None:
-            self.freq.start()
-            return self.freq.dep
-        return Deployment(self.policy, self.tunables).start()
-
-    def _detach(self, dep: Deployment):
-        owner = self.learning or self.freq
-        return owner.stop() if owner is not None else dep.stop()
-
     def _restart(self, dep: Deployment, exc: SchedulerEjected, res: DeployResult, started: float,
                  attached_at: float, on_event: Callable[[dict], None]) -> Deployment:
         """Attach again after the kernel asked for a restart (CPU hotplug), as
@@ -234,7 +229,7 @@ class DeployLoop:
             info = exc.exit_info
             if info is None or not info.should_restart or self._streak >= MAX_RESTARTS:
                 raise exc
-            self._detach(dep)
+            self.model.stop()
             backoff = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** self._streak)
             self._streak += 1
             record = {"t": round(time.monotonic() - started, 2), "reason": info.restart_reason,
@@ -243,7 +238,7 @@ class DeployLoop:
             on_event({"event": "restarting", **record})
             time.sleep(backoff)
             try:
-                dep = self._attach()
+                dep = self.model.start()
             except SchedulerEjected as again:  # e.g. another CPU went away meanwhile
                 exc = again
                 continue
@@ -251,88 +246,8 @@ class DeployLoop:
                       "restarts": len(res.restarts)})
             return dep
 
-    def swap(self, table, source: str = ""):
-        """Hot swap: make `table` (a FreqTable) the live one while `run` runs,
-        e.g. from the on_event callback. The table is checked first; on any
-        error the live table stays."""
-        if self.freq is None:
-            raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
-        return self.freq.swap(table, source=source)
-
-    def _reload_if_changed(self, started: float, on_event: Callable[[dict], None]) -> None:
-        """--watch: when the table file changed, load, check and swap it in."""
-        from ..dvfs.table import load_table
-
-        stamp = _file_stamp(self.model_path)
-        if stamp == self._watched or stamp is None:
-            return  # unchanged, or being replaced right now: look again next interval
-        self._watched = stamp
-        t = round(time.monotonic() - started, 2)
-        try:
-            table = load_table(self.model_path)
-            if self.freq.table is not None and self.freq.table.version == table.version \
-                    and (self.freq.table.perf == table.perf).all():
-                return  # rewritten with the same table
-            rec = self.swap(table, source=str(self.model_path))
-        except ModelError as exc:
-            on_event({"event": "swap_rejected", "t": t, "why": exc.one_line()})
-            return
-        on_event({"event": "table_swapped", "t": t, "version": rec.version, "slot": rec.slot,
-                  "source": rec.source})
-
-    def _warm_up(self) -> None:
-        """Import now what the loop will need, before the scheduler is attached:
-        in a TCG guest pandas takes over a minute to import and scikit-learn
-        three, and a first drain or retrain stalled that long would leave the
-        decision ring undrained and the retrain schedule meaningless."""
-        if self.learning is None:
-            return
-        if self.decisions_out is not None or self.retrain_every_s:
-            import pandas  # noqa: F401
-        if self.retrain_every_s:
-            from ..mllb import train  # noqa: F401  (imports scikit-learn)
-
-    def _drain(self) -> None:
-        if self.learning is None:
-            return
-        self.learning.poll()
-        if self.writer is not None:
-            self.writer.append_frame("lb_decisions", self.learning.take_new())
-
-    def _retrain(self, started: float, on_event: Callable[[dict], None]) -> None:
-        self._drain()  # train on everything logged so far
-        t = round(time.monotonic() - started, 2)
-        try:
-            out = self.learning.retrain(min_rows=self.retrain_min_rows)
-        except ModelError as exc:
-            on_event({"event": "retrain_skipped", "t": t, "why": exc.one_line()})
-            return
-        if out is None:
-            on_event({"event": "retrain_skipped", "t": t, "why": f"fewer than {self.retrain_min_rows} decisions with outcomes so far"})
-            return
-        mf, report = out
-        on_event({"event": "retrained", "t": t, "rows": report.rows_train + report.rows_test,
-                  "accuracy": report.accuracy, "agreement": report.agreement, "version": mf.version,
-                  "slot": self.learning.swaps[-1].slot})
-
-    def _close_writer(self, status: str, res: DeployResult) -> Path | None:
-        if self.writer is None:
-            return None
-        w, self.writer = self.writer, None
-        if status == "aborted":
-            w.abort()
-            return None
-        extra: dict[str, Any] = {"policy_stats_total": res.final_stats,
-                                 "exit": res.exit_info.describe() if res.exit_info else None}
-        if self.learning is not None:
-            extra["model_swaps"] = [s.__dict__ for s in self.learning.swaps]
-        return w.close(status=status, extra=extra)
-
-
-def _file_stamp(path: str | Path | None) -> tuple[int, int, int] | None:
-    """(inode, mtime_ns, size): an atomic rewrite changes the inode, an edit in place the rest."""
-    try:
-        st = os.stat(path)  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def swap(self, model: Any, source: str = "") -> Any:
+        """Hot swap: make `model` (of the policy's kind: a FreqTable, a
+        ModelFile) the live one while `run` runs, e.g. from the on_event
+        callback. It is checked first; on any error the live one stays."""
+        return self.model.swap(model, source=source)

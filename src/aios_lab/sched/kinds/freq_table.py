@@ -1,4 +1,4 @@
-"""The `freq` policy attached and running with a frequency table.
+"""The "freq-table" model kind: the `freq` policy running with a frequency table.
 
 `FreqRun` wraps a Deployment of a policy whose manifest says
 [model] kind = "freq-table". The table is checked before the BPF object is
@@ -9,22 +9,25 @@ pushed before the scheduler goes live, so the first tick already reads it;
 
 Nothing is half-done on error: a table that fails a check is never written
 to a slot, and a failure before attach leaves nothing attached.
+
+`FreqTableKind` is the kind the deploy loop drives: a FreqRun, plus
+`--watch` (the table file re-read when it changes and swapped in live).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...bpf import BpfObject
-from ..deployment import Deployment
-from ...errors import ModelError, PolicyError
-from ..policy import Policy
-from .freq_slots import CpuState, FreqSlots, TaskEstimate, check_table
 from ...dvfs.table import FreqTable, load_table
-
-KIND = "freq-table"
+from ...errors import ModelError, PolicyError
+from ..deployment import Deployment
+from ..policy import Policy
+from . import Event, ModelKind, for_policy, register
+from .freq_slots import CpuState, FreqSlots, TaskEstimate, check_table
 
 
 @dataclass
@@ -49,18 +52,16 @@ class FreqRun:
     def create(cls, policy: Policy, tunables: dict[str, Any] | None = None,
                table_path: Path | str | None = None) -> "FreqRun":
         """Load and check the table file (if any) before anything touches the kernel."""
-        if policy.model is None or policy.model.kind != KIND:
+        if for_policy(policy) is not FreqTableKind:
             raise PolicyError(f"policy {policy.name} does not deploy a frequency table "
-                              f"(its manifest has no [model] kind = \"{KIND}\")")
-        table = load_table(table_path) if table_path else None
-        if table is not None:
-            check_table(table, where=f"frequency table {table_path}")
+                              f"(its manifest has no [model] kind = \"{FreqTableKind.name}\")")
+        table = FreqTableKind.load(table_path) if table_path else None
         return cls(policy=policy, tunables=dict(tunables or {}), table=table, source=str(table_path or ""))
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> "FreqRun":
-        if self.policy.model is None or self.policy.model.kind != KIND:
+        if for_policy(self.policy) is not FreqTableKind:
             raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
         if self.table is not None:
             check_table(self.table, where=self.source or "table")  # before the object is opened
@@ -113,3 +114,80 @@ class FreqRun:
     def task_estimate(self, pid: int) -> TaskEstimate | None:
         """The policy's per-task activation estimate of `pid` (None: it has no state for it)."""
         return self._live().task_estimate(pid)
+
+
+@register("freq-table")
+class FreqTableKind(ModelKind):
+    policies = "frequency-table policies (freq)"
+    what = "a frequency table"
+    noun = "table"
+    usage = "use --model TABLE [--watch]"
+    options = frozenset({"watch"})
+    backends = ("sched_ext", "cpufreq")
+
+    def __init__(self, run: FreqRun, watch: bool = False) -> None:
+        self.run = run
+        self.policy = run.policy
+        self.path = run.source if watch else ""
+        self._stamp = _file_stamp(self.path) if watch else None
+
+    @property
+    def dep(self) -> Deployment | None:
+        return self.run.dep
+
+    @classmethod
+    def load(cls, path: str | Path) -> FreqTable:
+        table = load_table(path)
+        check_table(table, where=f"frequency table {path}")
+        return table
+
+    @classmethod
+    def create(cls, policy: Policy, tunables: dict[str, Any], model_path: str | None = None, *,
+               watch: bool = False, **_: Any) -> "FreqTableKind":
+        return cls(FreqRun.create(policy, tunables, table_path=model_path), watch=watch)
+
+    def start(self) -> Deployment:
+        self.run.start()
+        assert self.run.dep is not None
+        return self.run.dep
+
+    def stop(self):
+        return self.run.stop()
+
+    def swap(self, model: FreqTable, source: str = "") -> TableSwap:
+        return self.run.swap(model, source=source)
+
+    def status(self) -> dict[str, Any]:
+        t = self.run.table
+        return {"table": {"version": int(t.version), "source": self.run.source} if t is not None else None}
+
+    def tick(self, t: float, emit: Event) -> None:
+        """--watch: when the table file changed, load, check and swap it in."""
+        if not self.path:
+            return
+        stamp = _file_stamp(self.path)
+        if stamp == self._stamp or stamp is None:
+            return  # unchanged, or being replaced right now: look again next interval
+        self._stamp = stamp
+        try:
+            table = load_table(self.path)
+            live = self.run.table
+            if live is not None and live.version == table.version and (live.perf == table.perf).all():
+                return  # rewritten with the same table
+            rec = self.swap(table, source=str(self.path))
+        except ModelError as exc:
+            emit({"event": "swap_rejected", "t": t, "why": exc.one_line()})
+            return
+        emit({"event": "table_swapped", "t": t, "version": rec.version, "slot": rec.slot, "source": rec.source})
+
+    def end(self, status: str, final: dict[str, Any], emit: Event) -> dict[str, Any]:
+        return {"table_swaps": [s.__dict__ for s in self.run.swaps]}
+
+
+def _file_stamp(path: str | Path | None) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size): an atomic rewrite changes the inode, an edit in place the rest."""
+    try:
+        st = os.stat(path)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
