@@ -19,15 +19,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...bpf import BpfObject
-from ...dvfs.table import FreqTable, load_table
 from ...errors import ModelError, PolicyError
-from ..deployment import Deployment
 from ..policy import Policy
 from . import Event, ModelKind, for_policy, register
-from .freq_slots import CpuState, FreqSlots, TaskEstimate, check_table
+
+if TYPE_CHECKING:
+    from ...bpf import BpfObject
+    from ...dvfs.table import FreqTable
+    from ..deployment import Deployment
+    from .freq_slots import CpuState, FreqSlots, TaskEstimate
+
+# numpy, libbpf and the table code are imported where they are used: every
+# kind module is imported when a manifest is read (`policy list`, and each
+# CLI start in a TCG guest, where an import costs seconds).
 
 
 @dataclass
@@ -64,7 +70,11 @@ class FreqRun:
         if for_policy(self.policy) is not FreqTableKind:
             raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
         if self.table is not None:
+            from .freq_slots import check_table
+
             check_table(self.table, where=self.source or "table")  # before the object is opened
+        from ..deployment import Deployment
+
         self.dep = Deployment(self.policy, self.tunables, before_attach=self._prepare)
         self.dep.start()
         return self
@@ -72,6 +82,8 @@ class FreqRun:
     def _prepare(self, obj: BpfObject) -> None:
         spec = self.policy.model
         assert spec is not None and self.dep is not None
+        from .freq_slots import FreqSlots
+
         self.slots = FreqSlots.from_object(obj, spec)
         if self.table is not None:
             slot = self.slots.push(self.table, where=self.source or "table")
@@ -137,6 +149,9 @@ class FreqTableKind(ModelKind):
 
     @classmethod
     def load(cls, path: str | Path) -> FreqTable:
+        from ...dvfs.table import load_table
+        from .freq_slots import check_table
+
         table = load_table(path)
         check_table(table, where=f"frequency table {path}")
         return table
@@ -169,8 +184,10 @@ class FreqTableKind(ModelKind):
         if stamp == self._stamp or stamp is None:
             return  # unchanged, or being replaced right now: look again next interval
         self._stamp = stamp
+        from ...dvfs.table import load_table
+
         try:
-            table = load_table(self.path)
+            table = load_table(self.path)  # checked against the live policy by swap
             live = self.run.table
             if live is not None and live.version == table.version and (live.perf == table.perf).all():
                 return  # rewritten with the same table
