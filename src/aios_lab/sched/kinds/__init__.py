@@ -3,14 +3,16 @@
 A manifest names its kind (`[model] kind = "tree"`); `get(name)` returns the
 class registered for that name with `@register`, and the deploy loop
 (sched.deploy_loop) drives any of them through the one protocol below. Every
-module of this package is imported on the first lookup, so a new kind is one
-new module here plus the manifests that name it; nothing else changes
-(tests/test_model_kinds.py registers a third kind and runs it through the
-manifest loader, the deploy loop and the CLI's checks).
+module (or subpackage) of this package is imported on the first lookup, so a
+new kind is one new module here plus the manifests that name it; nothing
+else changes (tests/test_model_kinds.py registers a third kind and runs it
+through the manifest loader, the deploy loop and the CLI's checks).
 
 The two kinds: "tree" (kinds/tree.py: mllb's decision tree, decisions logged
-and retrained on) and "freq-table" (kinds/freq_table.py: the freq policy's
-frequency table, watched and swapped live).
+and retrained on) and "freq-table" (kinds/freq_table/: the freq policy's
+frequency table, watched and swapped live). Manifests are read often (every
+`policy list`, every CLI start in a guest), so a kind module imports what is
+heavy (numpy, libbpf) where it is used.
 """
 from __future__ import annotations
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ModelError, PolicyError
-from ..policy import Policy
-from . import Event, ModelKind, for_policy, register
+from ....errors import ModelError, PolicyError
+from ...policy import Policy
+from .. import Event, ModelKind, for_policy, register
 
 if TYPE_CHECKING:
-    from ...bpf import BpfObject
-    from ...dvfs.table import FreqTable
-    from ..deployment import Deployment
-    from .freq_slots import CpuState, FreqSlots, TaskEstimate
+    from ....bpf import BpfObject
+    from ....dvfs.table import FreqTable
+    from ...deployment import Deployment
+    from .slots import CpuState, FreqSlots, TaskEstimate
 
 # numpy, libbpf and the table code are imported where they are used: every
 # kind module is imported when a manifest is read (`policy list`, and each
@@ -70,10 +70,10 @@ class FreqRun:
         if for_policy(self.policy) is not FreqTableKind:
             raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
         if self.table is not None:
-            from .freq_slots import check_table
+            from .slots import check_table
 
             check_table(self.table, where=self.source or "table")  # before the object is opened
-        from ..deployment import Deployment
+        from ...deployment import Deployment
 
         self.dep = Deployment(self.policy, self.tunables, before_attach=self._prepare)
         self.dep.start()
@@ -82,7 +82,7 @@ class FreqRun:
     def _prepare(self, obj: BpfObject) -> None:
         spec = self.policy.model
         assert spec is not None and self.dep is not None
-        from .freq_slots import FreqSlots
+        from .slots import FreqSlots
 
         self.slots = FreqSlots.from_object(obj, spec)
         if self.table is not None:
@@ -149,8 +149,8 @@ class FreqTableKind(ModelKind):
 
     @classmethod
     def load(cls, path: str | Path) -> FreqTable:
-        from ...dvfs.table import load_table
-        from .freq_slots import check_table
+        from ....dvfs.table import load_table
+        from .slots import check_table
 
         table = load_table(path)
         check_table(table, where=f"frequency table {path}")
@@ -184,7 +184,7 @@ class FreqTableKind(ModelKind):
         if stamp == self._stamp or stamp is None:
             return  # unchanged, or being replaced right now: look again next interval
         self._stamp = stamp
-        from ...dvfs.table import load_table
+        from ....dvfs.table import load_table
 
         try:
             table = load_table(self.path)  # checked against the live policy by swap
