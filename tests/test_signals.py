@@ -24,10 +24,10 @@ def test_first_signal_is_a_request_the_second_raises_and_handlers_come_back():
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-def test_shielded_signals_are_only_noted():
+def test_signals_while_restoring_are_only_noted():
     with StopSignals() as stops:
         os.kill(os.getpid(), signal.SIGTERM)
-        with stops.shield():
-            os.kill(os.getpid(), signal.SIGINT)
-            signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        stops.hold()
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [])
         assert stops.pending == [signal.SIGINT] and stops.reason == "sigterm"

@@ -9,17 +9,16 @@ lands wherever the main thread happens to be, and Python swallows it
 ("Exception ignored in ...") when that is a finalizer: the likely way a
 SIGTERM was once lost on CI (a collect went on to the workload's end). A
 second signal raises at once, so a loop stuck in a workload that ignores
-SIGTERM can still be interrupted; inside `shield()` (restoring what the loop
-changed) signals are only noted, so a second Ctrl-C cannot cut a restore in
-half. The previous handlers are given back on exit. Only the main thread may
+SIGTERM can still be interrupted; after `hold()` (the loop is restoring what
+it changed) signals are only noted, so a second Ctrl-C cannot cut a restore
+in half. The previous handlers are given back on exit. Only the main thread may
 set handlers; elsewhere the caller's own handling applies.
 """
 from __future__ import annotations
 
 import signal
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -89,11 +88,6 @@ class StopSignals:
         if self.requested is None and seconds > 0:
             self._wake.wait(seconds)
 
-    @contextmanager
-    def shield(self) -> Iterator[None]:
-        """Signals arriving inside are only noted (in `pending`)."""
+    def hold(self) -> None:
+        """From now on (until restore) signals are only noted, in `pending`."""
         self._shielded = True
-        try:
-            yield
-        finally:
-            self._shielded = False

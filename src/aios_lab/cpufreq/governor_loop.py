@@ -386,8 +386,9 @@ def run_table_governor(table: FreqTable, *, root: str | Path = "/", proc_root: s
             summary["stopped"] = "sigint"
         except BaseException as exc:  # restore below, then re-raise
             failure = exc
-        with stops.shield():  # a second Ctrl-C cannot cut the restore in half
-            done, errors = _restore_all(cf, saved)
+        finally:
+            stops.hold()  # a second Ctrl-C cannot cut the restore in half
+        done, errors = _restore_all(cf, saved)
     if not errors:
         path.unlink(missing_ok=True)
         summary["restored"] = True

@@ -183,6 +183,9 @@ class DeployLoop:
             status = "aborted"
             raise
         finally:
+            # Detaching is bounded (the command gets 5 s, then SIGKILL): a
+            # second Ctrl-C must not cut it, nor the trace, in half.
+            stops.hold()
             if server is not None:
                 server.close()
             if proc is not None and proc.poll() is None:

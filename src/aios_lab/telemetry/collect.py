@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__, paths
-from ..sched import sched_ext
 from ..child import check_command, start_command
 from ..errors import InputError, PrivilegeError
+from ..sched import sched_ext
 from ..signals import StopSignals
 from . import procfs
 from .policy_stats import PolicyStatsSampler
