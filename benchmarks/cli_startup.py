@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY_IMPORTS = ("aios_lab.analysis.compare", "aios_lab.analysis.perfetto", "aios_lab.analysis.report",
                 "aios_lab.mllb.train", "aios_lab.dvfs.experiment", "aios_lab.dvfs.bounds",
                 "aios_lab.telemetry.collect", "aios_lab.telemetry.trace", "aios_lab.experiment",
-                "aios_lab.deploy_loop", "aios_lab.controller", "aios_lab.cpufreq", "aios_lab.sweep.runner",
+                "aios_lab.sched.deploy_loop", "aios_lab.sched.deployment", "aios_lab.cpufreq", "aios_lab.sweep.runner",
                 "aios_lab.sweep.status", "aios_lab.vm.runner", "aios_lab.build", "aios_lab.upstream")
 
 

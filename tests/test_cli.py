@@ -34,7 +34,7 @@ def test_library_errors_become_one_line():
 
 
 def test_status_without_sched_ext_says_so(monkeypatch, tmp_path):
-    from aios_lab import sched_ext
+    from aios_lab.sched import sched_ext
     monkeypatch.setattr(sched_ext, "SYSFS", tmp_path / "none")
     res = CliRunner().invoke(main, ["status"])
     assert res.exit_code == 4 and "has no sched_ext" in res.output and "aios-lab vm run" in res.output

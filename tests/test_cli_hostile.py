@@ -34,7 +34,7 @@ HOSTILE_CODES = {exit_codes.USAGE, exit_codes.BAD_INPUT, exit_codes.ENVIRONMENT,
 # must never get this far.
 TRIPWIRES = ["aios_lab.experiment.run_demo", "aios_lab.experiment.bench_schedulers", "aios_lab.vm.runner.run",
              "aios_lab.vm.runner.build_vng_argv", "aios_lab.telemetry.collect.collect",
-             "aios_lab.deploy_loop.DeployLoop.run", "aios_lab.dvfs.learners.make",
+             "aios_lab.sched.deploy_loop.DeployLoop.run", "aios_lab.dvfs.learners.make",
              "aios_lab.mllb.train.train", "aios_lab.dvfs.bounds.yardsticks", "aios_lab.build.build_all",
              "aios_lab.bpf_provision.provision", "aios_lab.cpufreq.governor_loop.run_table_governor"]
 

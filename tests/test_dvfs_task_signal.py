@@ -132,7 +132,7 @@ def test_the_rl_environment_observes_the_task_state():
 
 
 def test_a_task_state_table_is_refused_by_the_in_kernel_deploy_in_one_line():
-    from aios_lab.dvfs.freq_slots import check_table
+    from aios_lab.sched.kinds.freq_table.slots import check_table
 
     with pytest.raises(ModelError, match="simulator only") as e:
         check_table(FreqTable(np.full((16, 4), 512), state="task"))

@@ -8,9 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from aios_lab import policy
+from aios_lab.sched import policy
 from aios_lab.cli import main
-from aios_lab.deploy_loop import DeployLoop
+from aios_lab.sched.deploy_loop import DeployLoop
 from aios_lab.dvfs.table import FreqTable, save_table
 from aios_lab.errors import ModelError, PolicyError
 
@@ -48,11 +48,11 @@ def test_watch_needs_a_table(args):
 
 
 def test_a_bad_table_file_is_refused_in_one_line_before_any_load(tmp_path, monkeypatch):
-    from aios_lab import controller
+    from aios_lab.sched import deployment
 
     def no_deploy(*a, **k):
         raise AssertionError("nothing may be loaded for a bad table")
-    monkeypatch.setattr(controller.Deployment, "start", no_deploy)
+    monkeypatch.setattr(deployment.Deployment, "start", no_deploy)
     bad = tmp_path / "bad.json"
     d = FreqTable.constant(512).to_dict()
     d["perf"][0][0] = 5000
@@ -73,18 +73,18 @@ def test_deploy_loop_refuses_what_does_not_apply(table_file):
         DeployLoop(freq, {}, watch_model=True)
     with pytest.raises(PolicyError, match="watching the model file"):
         DeployLoop(fifo, {}, watch_model=True)
-    with pytest.raises(PolicyError, match="does not deploy a frequency table"):
+    with pytest.raises(PolicyError, match="has no model to swap"):
         DeployLoop(fifo, {}).swap(FreqTable.constant(3))
     loop = DeployLoop(freq, {}, model_path=str(table_file), watch_model=True)
-    assert loop.freq.table.version == 1 and loop.learning is None
+    assert loop.model.run.table.version == 1 and loop.model.name == "freq-table"
     with pytest.raises(ModelError, match="not running"):
         loop.swap(FreqTable.constant(3))
 
 
 def test_status_prints_the_live_table_version(monkeypatch):
-    from aios_lab import controller
+    from aios_lab.sched import status
 
-    monkeypatch.setattr(controller, "live_status", lambda: {
+    monkeypatch.setattr(status, "live_status", lambda: {
         "sched_ext": {"state": "enabled", "ops": "freq", "enable_seq": 3, "nr_rejected": 0},
         "policy": {"name": "freq", "pid": 42, "uptime_s": 1.5, "tunables": {}, "stats": {"TICK_SET": 9},
                    "model": {"kind": "freq-table", "version": 7, "swaps": 2}}})
@@ -94,7 +94,7 @@ def test_status_prints_the_live_table_version(monkeypatch):
 
 
 def test_model_status_reads_the_version_at_the_recorded_offset(monkeypatch):
-    from aios_lab import controller
+    from aios_lab.sched import status
 
     class FakeMap:
         def __init__(self, raw):
@@ -110,7 +110,7 @@ def test_model_status_reads_the_version_at_the_recorded_offset(monkeypatch):
             return self.raw
 
     raw = (1).to_bytes(8, "little") + (9).to_bytes(8, "little") + (4).to_bytes(8, "little")
-    monkeypatch.setattr(controller.Map, "from_id", classmethod(lambda cls, i: FakeMap(raw)))
+    monkeypatch.setattr(status.Map, "from_id", classmethod(lambda cls, i: FakeMap(raw)))
     spec = {"kind": "freq-table", "ctl_map_id": 5, "version_offset": 8, "swaps_offset": 16}
-    assert controller._model_status(spec) == {"kind": "freq-table", "version": 9, "swaps": 4}
-    assert controller._model_status(None) is None and controller._model_status({"ctl_map_id": "x"}) is None
+    assert status._model_status(spec) == {"kind": "freq-table", "version": 9, "swaps": 4}
+    assert status._model_status(None) is None and status._model_status({"ctl_map_id": "x"}) is None

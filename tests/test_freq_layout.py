@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab import build, policy
+from aios_lab import build
 from aios_lab.bpf import Btf
 from aios_lab.dvfs import table as tbl
-from aios_lab.dvfs.freq_slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, NO_CPU, TABLE_STRUCT, TASK_STRUCT, TableLimits,
+from aios_lab.sched import policy
+from aios_lab.sched.kinds.freq_table.slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, NO_CPU, TABLE_STRUCT, TASK_STRUCT, TableLimits,
                                       default_limits)
 
 # intf.h uses the kernel's type names, which vmlinux.h gives BPF.

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aios_lab import build, policy
+from aios_lab import build
 from aios_lab.bpf import BpfObject, Btf
-from aios_lab.dvfs import freq_slots
-from aios_lab.dvfs.freq_slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, TABLE_STRUCT, FreqSlots, TableLimits,
+from aios_lab.sched import policy
+from aios_lab.sched.kinds.freq_table import slots as freq_slots
+from aios_lab.sched.kinds.freq_table.slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, TABLE_STRUCT, FreqSlots, TableLimits,
                                       check_table)
 from aios_lab.dvfs.table import FreqTable
 from aios_lab.errors import LayoutError, ModelError

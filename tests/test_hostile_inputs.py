@@ -25,7 +25,7 @@ from aios_lab.dvfs.table import FreqTable, load_table, save_table
 from aios_lab.errors import ModelError, PolicyError, TraceError
 from aios_lab.mllb import model as m
 from aios_lab.mllb.model import constant_model, load_model, save_model
-from aios_lab.policy import load_manifest
+from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.writer import TraceWriter
 from aios_lab.workloads import WorkloadError, load as load_workload
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab import build, paths, policy
+from aios_lab import build, paths
+from aios_lab.sched import policy
 from aios_lab.bpf import Btf, check_ctypes_layout
 
 ROOT = paths.project_root()

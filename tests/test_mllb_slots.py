@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aios_lab import build, policy
+from aios_lab import build
+from aios_lab.sched import policy
 from aios_lab.bpf import BpfObject
 from aios_lab.errors import ModelError
 from aios_lab.mllb.model import QuantizedTree, constant_model

@@ -1,6 +1,6 @@
 import pytest
 
-from aios_lab import policy
+from aios_lab.sched import policy
 from aios_lab.errors import PolicyError
 
 

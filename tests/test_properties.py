@@ -23,7 +23,7 @@ from aios_lab.errors import AiosError, CpufreqError, ModelError, PolicyError, Tr
 from aios_lab.mllb import model as m
 from aios_lab.mllb.estimator import TreeModel
 from aios_lab.mllb.model import MLLB_NR_FEATURES, feature_bounds, load_model, save_model
-from aios_lab.policy import load_manifest
+from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.trace import Trace
 from aios_lab.workloads import WorkloadError, load as load_workload
 

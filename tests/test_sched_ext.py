@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab import sched_ext
+from aios_lab.sched import sched_ext
 from aios_lab.errors import KernelFeatureMissing, SchedulerBusy
 
 

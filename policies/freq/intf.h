@@ -1,5 +1,5 @@
 /* Layouts shared by freq.bpf.c and Python. User space never redeclares
- * them: aios_lab.dvfs.freq_slots builds its ctypes types and reads the
+ * them: aios_lab.sched.kinds.freq_table.slots builds its ctypes types and reads the
  * limits from the object's BTF, and tests/test_freq_layout.py checks that
  * this header, the BTF and aios_lab.dvfs.table agree. */
 #ifndef FREQ_INTF_H

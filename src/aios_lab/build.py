@@ -228,7 +228,7 @@ class BuildResult:
 def sources() -> list[Path]:
     """Every BPF source of the tree, then those of policy folders on
     AIOS_LAB_POLICY_PATH."""
-    from .policy import search_path
+    from .sched.policy import search_path
 
     root = paths.project_root()
     found: list[Path] = []

@@ -10,12 +10,14 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Callable
 
-from . import policy as pol
-from . import paths, sched_ext, upstream, workloads
+from . import paths, upstream, workloads
 from .atomic import write_json_atomic
-from .controller import Deployment
 from .counters import SchedCounters
 from .errors import AiosError
+from .sched import kinds
+from .sched import policy as pol
+from .sched import sched_ext
+from .sched.deployment import Deployment
 
 if TYPE_CHECKING:
     from .mllb.model import ModelFile
@@ -73,8 +75,8 @@ LEARNING_MODES = ("collect", "model", "stay")
 def _has_modes(name: str) -> bool:
     """Collect/model modes belong to decision-tree policies (mllb); a
     frequency-table policy (freq) runs here as a plain one, with no table."""
-    model = pol.get(name).model
-    return model is not None and model.kind == "tree"
+    kind = kinds.for_policy(pol.get(name))
+    return kind is not None and bool(kind.modes)
 
 
 # The ops a learning policy decides in; their BPF run time per call is the

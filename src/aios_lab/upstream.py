@@ -20,11 +20,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import paths, sched_ext
+from . import paths
 from .atomic import publish_dir
 from .build import extract_vmlinux_elf
 from .debfetch import PrivateApt, extract
 from .errors import BuildError, SchedExtError, SchedulerEjected
+from .sched import sched_ext
 
 # Name -> the ops name it attaches as (/sys/kernel/sched_ext/root/ops).
 SCHEDULERS = {"scx_simple": "simple", "scx_central": "central", "scx_flatcg": "flatcg",

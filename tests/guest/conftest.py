@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab import sched_ext
+from aios_lab.sched import sched_ext
 
 ROOT = Path(__file__).resolve().parents[2]
 

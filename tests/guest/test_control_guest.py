@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from aios_lab import controller
+from aios_lab.sched import status
 from aios_lab.control.audit import Actor
 from aios_lab.control.platform import Platform
 from aios_lab.control.registry import Registry
@@ -35,7 +35,7 @@ def test_service_deploys_a_verified_entry_with_sched_ext(tmp_path):
         assert answer["ok"] and answer["loaded"], answer
         assert scx_state() == ("enabled", "fifo")
         # The entry's tunables are what was set into the object's rodata.
-        assert controller.read_record().tunables == {"slice_ns": 5_000_000, "strict_fifo": False}
+        assert status.read_record().tunables == {"slice_ns": 5_000_000, "strict_fifo": False}
         assert request(cfg.socket, {"op": "status"})["active"]["entry"] == entry.hash
         assert request(cfg.socket, {"op": "stop"})["ok"]
         wait_for(lambda: scx_state()[0] == "disabled", 20, "fifo detached on stop")

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aios_lab import policy, sched_ext
-from aios_lab.deploy_loop import DeployLoop
-from aios_lab.dvfs.freq_run import FreqRun
+from aios_lab.sched import policy, sched_ext
+from aios_lab.sched.deploy_loop import DeployLoop
+from aios_lab.sched.kinds.freq_table import FreqRun
 from aios_lab.dvfs.table import (RQ_BUCKETS, UTIL_BUCKETS, FreqTable, cpuperf_request, rq_bucket, save_table,
                                  util_bucket)
 from aios_lab.errors import ModelError
@@ -167,11 +167,11 @@ def test_hot_swap_changes_the_requests_and_the_version(tmp_path):
             return
         seen["stats"] += 1
         if seen["stats"] == 2:
-            seen["before"] = loop.freq.states()
+            seen["before"] = loop.model.run.states()
             seen["swap"] = loop.swap(b, source="flat")
         elif seen["stats"] == 4:
-            seen["after"] = loop.freq.states()
-            seen["ctl"] = loop.freq.slots.read_ctl()
+            seen["after"] = loop.model.run.states()
+            seen["ctl"] = loop.model.run.slots.read_ctl()
             flag.touch()  # the load ends, and with it the deployment
 
     try:
@@ -187,7 +187,7 @@ def test_hot_swap_changes_the_requests_and_the_version(tmp_path):
     assert all(s.perf == 1000 and s.request == 800 for s in after)
     assert {s.table_version for s in seen["after"]} <= {1, 2}
     assert seen["ctl"] == {"active": 0, "version": 2, "swaps": 2}, seen["ctl"]
-    assert [s["version"] for s in res.table_swaps] == [1, 2]
+    assert [s["version"] for s in res.model["table_swaps"]] == [1, 2]
 
 
 def test_bad_tables_never_reach_the_map():

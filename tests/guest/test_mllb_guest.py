@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from aios_lab import policy, sched_ext
+from aios_lab.sched import policy, sched_ext
 from aios_lab.mllb.model import constant_model, load_model
 from aios_lab.mllb.session import LearningRun
 from aios_lab.telemetry.trace import Trace

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lab import controller
+from aios_lab.sched import status as deploy_status
 from aios_lab.bpf import Map
 from aios_lab.errors import BpfMapError
 
@@ -67,7 +67,7 @@ def test_deploy_fifo_runs_a_workload_and_ctrl_c_detaches():
 def test_sigkill_of_the_controller_leaves_nothing_attached():
     dep = aios("deploy", "fifo", "--interval", "0.5")
     wait_for(_enabled_with("fifo"), START_S, "fifo enabled")
-    rec = wait_for(controller.read_record, 10, "deploy record")
+    rec = wait_for(deploy_status.read_record, 10, "deploy record")
     assert rec.pid == dep.pid and rec.stats_map_id
     dep.kill()  # SIGKILL: no handler runs, only the kernel can clean up
     dep.wait(timeout=10)
@@ -80,7 +80,7 @@ def test_sigkill_of_the_controller_leaves_nothing_attached():
                         text=True, cwd=ROOT, check=True)
     status = json.loads(st.stdout)
     assert status["policy"] is None and status.get("stale_record_removed") is True
-    assert controller.read_record() is None
+    assert deploy_status.read_record() is None
 
 
 def _map_gone(map_id: int) -> bool:

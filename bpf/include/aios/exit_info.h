@@ -1,7 +1,7 @@
 /* Exit information a sched_ext policy records when the kernel disables it.
  *
  * Shared by BPF (policies include scx.bpf.h, which fills it from
- * struct scx_exit_info in ops.exit) and Python (aios_lab.sched_ext reads it
+ * struct scx_exit_info in ops.exit) and Python (aios_lab.sched reads it
  * from the policy's .bss after detach). Python mirrors it from the object's
  * BTF; tests check the mirror against the C compiler.
  */

@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .. import policy as pol
-from .. import sched_ext
 from ..errors import AiosError
+from ..sched import policy as pol
+from ..sched import sched_ext
 
 LOAD = "while :; do hackbench -p -g 2 -f 10 -l 200 >/dev/null 2>&1 || sleep 0.1; done"
 DISABLED_TIMEOUT_S = 20
@@ -38,7 +38,7 @@ class Running(Protocol):
 
 
 def _fifo() -> Running:
-    from ..controller import Deployment
+    from ..sched.deployment import Deployment
 
     return Deployment(pol.get("fifo")).start()
 
@@ -58,8 +58,8 @@ def _mllb(mode: str) -> Callable[[], Running]:
 
 
 def _freq() -> Running:
-    from ..dvfs.freq_run import FreqRun
     from ..dvfs.table import FreqTable
+    from ..sched.kinds.freq_table import FreqRun
 
     # A table that asks for a mid perf level: every tick calls cpuperf_set.
     return FreqRun(policy=pol.get("freq"), table=FreqTable.constant(512, method="stability"),

@@ -48,7 +48,7 @@ def _folder(policy: str) -> Path:
     p = Path(policy)
     if p.is_dir():
         return p
-    from aios_lab.policy import get
+    from aios_lab.sched.policy import get
 
     return get(policy).folder
 

@@ -60,7 +60,7 @@ def policy_list(show_all: bool, registry: bool, name: str | None, as_json: bool)
     if registry:
         _list_entries(name, as_json)
         return
-    from aios_lab import policy as pol
+    from aios_lab.sched import policy as pol
 
     pols = [p for p in pol.discover().values() if show_all or not p.test_only]
     if as_json:
@@ -131,28 +131,24 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     aios-lab deploy freq --model table.json --watch -- make -j4;
     sudo aios-lab deploy freq --backend cpufreq --model table.json --duration 60
     """
-    from aios_lab import policy as pol
-    from aios_lab.deploy_loop import DeployLoop
+    from aios_lab.sched import kinds
+    from aios_lab.sched import policy as pol
+    from aios_lab.sched.deploy_loop import DeployLoop
 
     if stats_socket and not no_stats_socket:
         from aios_lab.scx_stats import check_socket_path
 
         check_socket_path(stats_socket)
     policy = pol.get(name)
-    learning = any(x is not None for x in (model_path, mode, decisions_out, retrain_every))
-    if learning and policy.model is None:
-        raise click.UsageError(f"policy {name} learns nothing: --model/--mode/--decisions/--retrain-every "
-                               "apply to learning policies (see `aios-lab policy list`)")
-    freq_table = policy.model is not None and policy.model.kind == "freq-table"
-    if freq_table:
-        tree_only = [flag for flag, v in (("--mode", mode), ("--decisions", decisions_out),
-                                          ("--retrain-every", retrain_every)) if v is not None]
-        if tree_only:
-            raise click.UsageError(f"policy {name} deploys a frequency table: {'/'.join(tree_only)} apply to "
-                                   "decision-tree policies (mllb); use --model TABLE [--watch]")
-    if backend == "cpufreq":
+    kind = kinds.for_policy(policy)
+    given = [n for n, v in (("model", model_path), ("mode", mode), ("decisions", decisions_out),
+                            ("retrain_every", retrain_every)) if v is not None]
+    why = kinds.refused_options(policy, given, spell=lambda n: "--" + n.replace("_", "-"), sep="/")
+    if why:
+        raise click.UsageError(why)
+    if backend != "sched_ext":
         # Deploy (a): the same table from user space through cpufreq sysfs.
-        if not freq_table or not model_path:
+        if kind is None or backend not in kind.backends or not model_path:
             raise click.UsageError("--backend cpufreq applies a frequency table: "
                                    "aios-lab deploy freq --backend cpufreq --model TABLE")
         if command or sets or watch:
@@ -164,8 +160,8 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
         freq_run = ctx.find_root().command.get_command(ctx, "freq").get_command(ctx, "run")
         ctx.invoke(freq_run, model_path=Path(model_path), duration=duration, as_json=as_json)
         return
-    if watch and not (freq_table and model_path):
-        raise click.UsageError("--watch needs a frequency-table policy and --model TABLE "
+    if watch and not (kind is not None and "watch" in kind.options and model_path):
+        raise click.UsageError(f"--watch needs one of the {kinds.watchers()} and --model FILE "
                                "(e.g. aios-lab deploy freq --model table.json --watch)")
     loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
@@ -219,8 +215,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     info = result.exit_info
     summary = {"event": "detached", "policy": name, "stats": result.final_stats,
                "exit": info.describe() if info else None}
-    if result.table_swaps:
-        summary["table_swaps"] = result.table_swaps
+    summary.update({k: v for k, v in result.model.items() if v})  # e.g. the table swaps
     click.echo(json.dumps(summary) if as_json else
                f"detached {name}: {info.one_line() if info else 'no exit info'}; totals: "
                + ", ".join(f"{k.lower()}={v}" for k, v in result.final_stats.items()))
@@ -235,7 +230,7 @@ def status(as_json: bool) -> None:
 
     Example: aios-lab status --json
     """
-    from aios_lab.controller import live_status
+    from aios_lab.sched.status import live_status
 
     st = live_status()
     if as_json:
@@ -249,7 +244,9 @@ def status(as_json: bool) -> None:
         click.echo(f"policy: {p['name']} (pid {p['pid']}, up {p['uptime_s']}s)")
         m = p.get("model")
         if m:
-            what = "table" if m.get("kind") == "freq-table" else "model"
+            from aios_lab.sched.kinds import noun
+
+            what = noun(m.get("kind"))
             click.echo(f"  {what} version {m['version'] or 'none'} ({m.get('swaps', 0)} swaps)" if "version" in m
                        else f"  {what} version unknown: {m.get('error', 'unreadable')}")
         for k, v in (p.get("stats") or {}).items():

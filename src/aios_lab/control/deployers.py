@@ -2,7 +2,7 @@
 deployers, chosen by name in the service's configuration.
 
 * `sched_ext`: attach the entry's own object (the stored blob, not a fresh
-  build) through aios_lab.controller, with the entry's tunables, and keep it
+  build) through aios_lab.sched.deployment, with the entry's tunables, and keep it
   attached until stopped, replaced or ejected.
 * `open-only`: libbpf opens the stored object and sets its tunables, and
   nothing is loaded: for a host without sched_ext (where the service can
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RegistryError
-from ..policy import Policy, load_manifest
+from ..sched.policy import Policy, load_manifest
 from .entry import Entry
 from .registry import Registry
 
@@ -75,7 +75,7 @@ class SchedExtDeployer(Deployer):
         self._dep = None
 
     def start(self, policy, tunables):
-        from ..controller import Deployment
+        from ..sched.deployment import Deployment
 
         self._dep = Deployment(policy, tunables).start()
         return {"loaded": True, "load_s": self._dep.load_s, "attach_s": self._dep.attach_s}

@@ -70,7 +70,7 @@ def parts_from_folder(folder: Path | str, sets: dict[str, str] | None = None, mo
     built; tunables are the manifest's defaults with `sets` applied (checked
     against their ranges); `model` a file for a policy with a [model]."""
     from .. import build as b
-    from ..policy import load_manifest
+    from ..sched.policy import load_manifest
     from .elf import check_bpf_object
     from .store import file_bytes
 

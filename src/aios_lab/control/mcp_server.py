@@ -51,7 +51,7 @@ def _tool_errors(tool_error: type[Exception]) -> Callable[[_F], _F]:
 
 def policies(include_test_only: bool = False) -> list[dict[str, Any]]:
     """The policies this installation can deploy, with their tunables and ranges."""
-    from .. import policy as pol
+    from ..sched import policy as pol
 
     out = []
     for p in pol.discover().values():
@@ -66,7 +66,7 @@ def policies(include_test_only: bool = False) -> list[dict[str, Any]]:
 
 def policy_source(name: str) -> dict[str, Any]:
     """One policy's manifest and BPF source text (what an agent edits to propose a variant)."""
-    from .. import policy as pol
+    from ..sched import policy as pol
 
     p = pol.get(name)
     manifest = p.folder / "manifest.toml"
@@ -111,7 +111,7 @@ def profile_workload(command: list[str], seconds: float = 5.0, cpus: int = 2) ->
 
 def status() -> dict[str, Any]:
     """sched_ext as the kernel reports it (state, attached ops) and our policy's live stats."""
-    from ..controller import live_status
+    from ..sched.status import live_status
 
     return live_status()
 

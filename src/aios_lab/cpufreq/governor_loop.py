@@ -35,8 +35,6 @@ import json
 import math
 import os
 import re
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from ..atomic import write_text_atomic
 from ..dvfs.table import FreqTable, freq_for_perf
 from ..errors import AiosError, CpufreqError, CpufreqPermissionError, InputError
 from ..safe_read import load_json
+from ..signals import StopRequested, StopSignals
 from .sysfs import Cpufreq, PolicyInfo
 
 STATE_FORMAT = "aios-lab.freq-governor-state"
@@ -300,45 +299,6 @@ def restore_saved(state_file: str | Path | None = None, *, root: str | Path | No
 
 # --------------------------------------------------------------------------- the loop
 
-class _Terminated(BaseException):
-    """SIGTERM/SIGHUP, raised in the main thread so the loop unwinds and restores."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _StopSignals:
-    """Ctrl-C, SIGTERM and SIGHUP stop the loop (raised in the main thread);
-    once `restoring` is set they are only noted, so that a second Ctrl-C
-    cannot cut a restore in half. Only the main thread may set handlers; in
-    another thread the caller's own handling applies."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.restoring = False
-        self.pending: list[int] = []
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.restoring:
-            self.pending.append(signum)
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        else:
-            raise _Terminated(signum)
-
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 @dataclass
 class _Plan:
     info: PolicyInfo
@@ -371,7 +331,7 @@ def run_table_governor(table: FreqTable, *, root: str | Path = "/", proc_root: s
                        period_s: float = 0.01, duration_s: float | None = None,
                        state_file: str | Path | None = None, on_event: Event | None = None,
                        clock: Callable[[], float] = time.monotonic,
-                       sleep: Callable[[float], None] = time.sleep,
+                       sleep: Callable[[float], None] | None = None,
                        util_halflife_s: float = PELT_HALFLIFE_S) -> dict[str, Any]:
     """Drive every cpufreq policy from `table` until `duration_s` passes (None:
     until Ctrl-C, SIGTERM or SIGHUP); restore everything, return a summary.
@@ -402,29 +362,32 @@ def run_table_governor(table: FreqTable, *, root: str | Path = "/", proc_root: s
         "periods": 0, "writes": 0, "residency": {p.info.name: {} for p in plans},
         "stopped": None, "restored": False, "state_file": str(path)}
     failure: BaseException | None = None
-    with _StopSignals() as stops:
+    with StopSignals() as stops:
+        sleep = sleep or stops.sleep
         try:
             for p in plans:
                 if p.mode == "setspeed":
                     cf.set_governor(p.info.name, "userspace")
             emit({"event": "started", "policies": summary["policies"], "state_file": str(path)})
             start = next_t = last_t = clock()
-            while duration_s is None or clock() - start < duration_s:
+            while (duration_s is None or clock() - start < duration_s) and stops.requested is None:
                 next_t += period_s
                 now = clock()
                 next_t = max(next_t, now)  # fell behind: do not try to catch up
                 sleep(next_t - now)
+                if stops.requested is not None:
+                    break
                 _one_period(cf, plans, tracker, table, proc_root, clock() - last_t, summary, emit)
                 last_t = clock()
-            summary["stopped"] = "duration"
+            summary["stopped"] = stops.reason or "duration"
+        except StopRequested as exc:  # a second signal
+            summary["stopped"] = exc.name
         except KeyboardInterrupt:
             summary["stopped"] = "sigint"
-        except _Terminated as exc:
-            summary["stopped"] = "sigterm" if exc.signum == signal.SIGTERM else "sighup"
         except BaseException as exc:  # restore below, then re-raise
             failure = exc
         finally:
-            stops.restoring = True
+            stops.hold()  # a second Ctrl-C cannot cut the restore in half
         done, errors = _restore_all(cf, saved)
     if not errors:
         path.unlink(missing_ok=True)

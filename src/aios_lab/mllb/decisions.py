@@ -13,7 +13,7 @@ import numpy as np
 
 from ..bpf import BpfObject, RingBuffer
 from ..errors import LayoutError
-from ..policy import ModelSpec
+from ..sched.policy import ModelSpec
 from ..telemetry.schema import LB_FEATURES
 
 class DecisionLog:

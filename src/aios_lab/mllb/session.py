@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..bpf import BpfObject
-from ..controller import Deployment
+from ..sched.deployment import Deployment
 from ..errors import ModelError, PolicyError
-from ..policy import Policy
+from ..sched.policy import Policy
 from .decisions import DecisionLog, decode
 from .model import ModelFile, load_model
 from .slots import ModelSlots

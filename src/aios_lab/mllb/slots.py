@@ -16,7 +16,7 @@ from typing import Any
 from ..bpf import BpfObject, Map
 from ..bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
 from ..errors import LayoutError, ModelError
-from ..policy import ModelSpec
+from ..sched.policy import ModelSpec
 from .model import QuantizedTree
 
 MAGIC = 0x424C4C4D  # MLLB_MODEL_MAGIC

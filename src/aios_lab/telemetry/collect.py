@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import signal
 import socket
 import subprocess
 import time
@@ -21,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__, paths, sched_ext
+from .. import __version__, paths
 from ..child import check_command, start_command
 from ..errors import InputError, PrivilegeError
+from ..sched import sched_ext
+from ..signals import StopSignals
 from . import procfs
 from .policy_stats import PolicyStatsSampler
 from .writer import TraceWriter
@@ -118,25 +119,6 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
                  "sample_window_ns": WINDOW_NS}
 
 
-class _StopRequest:
-    """SIGTERM and Ctrl-C end a collection early: flush, then stop.
-
-    The handler only records the request and the loop acts on it. An
-    exception raised from a signal handler lands wherever the main thread
-    happens to be, and Python swallows it ("Exception ignored in ...") when
-    that is a finalizer, the likely way a SIGTERM was lost on CI (the run
-    went on to the workload's end). A second signal raises at once, so waiting on
-    a workload that ignores SIGTERM can still be interrupted."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
 def _check_options(opts: CollectOptions) -> None:
     """Everything that can be refused is refused before BPF is attached or a
     folder is made."""
@@ -189,9 +171,8 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
     # only looks every <=100 ms): that is the makespan experiments report.
     exited = _ExitClock(child)
     status, how = "complete", "duration" if end_at else ("command" if child else "interrupted")
-    stop = _StopRequest()
-    old_term = signal.signal(signal.SIGTERM, stop)
-    old_int = signal.signal(signal.SIGINT, stop)
+    # SIGINT, SIGTERM, SIGHUP end a collection early: flush, then stop (aios_lab.signals).
+    stop = StopSignals().install()
     last = start_ns
     pending: dict[str, list[dict]] = {}
     try:
@@ -200,8 +181,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
             while not done:
                 deadline = last + interval_ns
                 while True:
-                    if stop.requested:
-                        raise KeyboardInterrupt
+                    stop.check()
                     now = time.monotonic_ns()
                     if child is not None and child.poll() is not None:
                         done = True
@@ -218,7 +198,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
                         with cost.timed("events_s"):
                             _flush_events(bpf, writer, pending, force=False)
                     else:
-                        time.sleep(wait_ms / 1000)
+                        stop.sleep(wait_ms / 1000)
                 last = _write_interval(bpf, policy, writer, last, cost)
         except KeyboardInterrupt:
             # Ctrl-C with neither a command nor a duration is the normal end.
@@ -251,8 +231,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
             child.kill()
         raise
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
+        stop.restore()
         if bpf is not None:
             bpf.close()
         if policy is not None:

@@ -1,12 +1,12 @@
 """Per-CPU counters of the attached aios-lab sched_ext policy, per interval.
 
-The deploying controller publishes its stats map id (controller.read_record);
+The deploying controller publishes its stats map id (sched.status.read_record);
 we open the map by id, so nothing is pinned and a policy that went away is
 simply no longer sampled.
 """
 from __future__ import annotations
 
-from .. import controller, sched_ext
+from ..sched import sched_ext, status
 from ..bpf import Map
 from ..errors import BpfError
 
@@ -21,7 +21,7 @@ class PolicyStatsSampler:
     def _attach_if_deployed(self) -> None:
         if self._map is not None or not sched_ext.available():
             return
-        rec = controller.read_record()
+        rec = status.read_record()
         if rec is None or rec.stats_map_id is None:
             return
         st = sched_ext.read_state()

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import build, paths
-from .errors import PolicyError, SetupError
-from .safe_read import load_toml
+from .. import build, paths
+from ..errors import PolicyError, SetupError
+from ..safe_read import load_toml
+from . import kinds
 
 TUNABLE_TYPES = {"u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1), "s32": (-(2**31), 2**31 - 1),
                  "s64": (-(2**63), 2**63 - 1), "bool": (0, 1), "str": (None, None)}
@@ -65,11 +66,6 @@ class StatsSpec:
     help: dict[str, str] = field(default_factory=dict)
 
 
-# [model] kinds: a decision tree walked in BPF (mllb), or a frequency table
-# looked up in BPF (freq, aios_lab.dvfs).
-MODEL_KINDS = ("tree", "freq-table")
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Where a learning policy keeps its model (the manifest's [model] table)."""
@@ -80,6 +76,8 @@ class ModelSpec:
     feature_prefix: str = ""
     decisions_ring: str | None = None
     state_map: str | None = None    # freq-table: per-CPU observations user space reads
+    # Any other key of the [model] table, for a kind that needs its own.
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -180,14 +178,17 @@ def load_manifest(path: Path) -> Policy:
     if "model" in data:
         m = _get(data, "model", path, dict)
         kind = _get(m, "kind", path, str, section="model")
-        if kind not in MODEL_KINDS:
-            raise PolicyError(f"{path}: [model] kind {kind!r} is unknown", hint=f"use one of {', '.join(MODEL_KINDS)}")
+        try:
+            required = kinds.get(kind).required_keys  # the kinds registered in sched.kinds
+        except PolicyError as e:
+            raise PolicyError(f"{path}: {e}", hint=e.hint) from None
 
         def opt(key: str, default: Any = None) -> Any:
-            return _get(m, key, path, str, default, section="model")
-        model = ModelSpec(kind, opt("slots_map", _MISSING), opt("ctl_map", _MISSING),
-                          opt("features_enum", _MISSING) if kind == "tree" else opt("features_enum", ""),
-                          opt("feature_prefix", ""), opt("decisions_ring"), opt("state_map"))
+            return _get(m, key, path, str, _MISSING if key in required else default, section="model")
+        known = ("kind", "slots_map", "ctl_map", "features_enum", "feature_prefix", "decisions_ring", "state_map")
+        model = ModelSpec(kind, opt("slots_map", _MISSING), opt("ctl_map", _MISSING), opt("features_enum", ""),
+                          opt("feature_prefix", ""), opt("decisions_ring"), opt("state_map"),
+                          {k: v for k, v in m.items() if k not in known})
     topology = {str(k): str(v) for k, v in _get(data, "topology", path, dict, {}).items()}
     unknown = set(topology) - {"llc", "node"}
     if unknown:

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
-from ..errors import AiosError, LayoutError, ModelError
-from . import table as tbl
-from .table import FreqTable
+from ....bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
+from ....dvfs import table as tbl
+from ....dvfs.table import FreqTable
+from ....errors import AiosError, LayoutError, ModelError
 
 MAGIC = 0x51455246  # FREQ_TABLE_MAGIC, "FREQ": the slot holds a table (checked against BTF)
 MAX_CPUS = 256      # FREQ_MAX_CPUS
@@ -295,7 +295,7 @@ class FreqSlots:
 
 def _possible_cpus() -> int:
     try:
-        from ..bpf import num_possible_cpus
+        from ....bpf import num_possible_cpus
 
         return num_possible_cpus()
     except (AiosError, OSError):  # no libbpf here: the configured CPUs are as good a bound

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KernelFeatureMissing, PrivilegeError, SchedulerBusy
+from ..errors import KernelFeatureMissing, PrivilegeError, SchedulerBusy
 
 SYSFS = Path("/sys/kernel/sched_ext")
 
@@ -152,7 +152,7 @@ def require_kfuncs(names: list[str], btf_path: Path | None = None) -> None:
     """
     if not names:
         return
-    from .bpf.btf import KIND_FUNC, Btf
+    from ..bpf.btf import KIND_FUNC, Btf
 
     path = btf_path or VMLINUX_BTF
     if not path.exists():
