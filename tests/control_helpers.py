@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aios_lab import build
 from aios_lab.control.entry import Parts
-from aios_lab.policy import get
+from aios_lab.sched.policy import get
 
 FIFO = get("fifo")
 

@@ -16,7 +16,8 @@ from aios_lab.environment import VARIABLES
 ROOT = Path(__file__).resolve().parents[1]
 # Commands whose output is the guest command's own (nothing of ours to put in JSON).
 NO_JSON = {("vm", "run"): "streams the guest command's output",
-           ("vm", "shell"): "an interactive shell"}
+           ("vm", "shell"): "an interactive shell",
+           ("mcp",): "speaks MCP (JSON-RPC) on stdio; it reports nothing itself"}
 
 
 def _commands(group=main, prefix=()):
