@@ -409,7 +409,7 @@ def test_json_output(tmp_path):
 
 def test_experiment_comparison_report(tmp_path):
     """What `make demo` ends with: one group per scheduler, EEVDF the baseline."""
-    from aios_lab.experiment import write_comparison_report
+    from aios_lab.bench.demo import write_comparison_report
 
     runs = []
     for r, sched in enumerate(["fifo", "eevdf", "fifo", "eevdf"]):

@@ -630,11 +630,11 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt, as_json) -> None
 
     Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
-    from .experiment import run_demo
+    from .bench.demo import run_demo
     from .safe_output import check_folder
 
     check_folder(out, what="--out")
-    from .experiment import demo_topology
+    from .bench.demo import demo_topology
 
     cpus, numa = demo_topology(cpus, numa)
     result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
@@ -684,7 +684,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
 
     Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
     """
-    from .experiment import bench_schedulers as bench
+    from .bench.run import bench_schedulers as bench
     from .safe_output import check_folder, check_output
 
     # Outputs are checked before an hour of benchmarking, not after it.
@@ -701,7 +701,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
                 migration_cost_ns=int(migration_cost_us * 1000), control=control,
                 control_loops=control_loops, control_repeat=control_repeat)
-    from .experiment import format_summary
+    from .bench.summary import format_summary
 
     click.echo(json.dumps(res, indent=2, default=str) if as_json else format_summary(res))
     if json_out:

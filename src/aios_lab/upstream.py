@@ -133,7 +133,7 @@ def build(log=lambda m: None) -> dict[str, Path]:
 
 class UpstreamRun:
     """One upstream scheduler attached by running its loader (the shape of
-    controller.Deployment that experiment.py uses)."""
+    controller.Deployment that bench/run.py uses)."""
 
     obj = None
     attach_s = None
