@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the command modules import in their bodies (aios_lab/cli/*.py).
 BODY_IMPORTS = ("aios_lab.analysis.compare", "aios_lab.analysis.perfetto", "aios_lab.analysis.report",
                 "aios_lab.mllb.train", "aios_lab.dvfs.experiment", "aios_lab.dvfs.bounds",
-                "aios_lab.telemetry.collect", "aios_lab.telemetry.trace", "aios_lab.experiment",
+                "aios_lab.telemetry.collect", "aios_lab.telemetry.trace", "aios_lab.bench.run",
                 "aios_lab.sched.deploy_loop", "aios_lab.sched.deployment", "aios_lab.cpufreq", "aios_lab.sweep.runner",
                 "aios_lab.sweep.status", "aios_lab.vm.runner", "aios_lab.build", "aios_lab.upstream")
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aios_lab.experiment import format_summary
+from aios_lab.bench.summary import format_summary
 from aios_lab.vm import runner
 from aios_lab.vm.topology import Topology
 

@@ -407,23 +407,6 @@ def test_json_output(tmp_path):
     assert json.loads(res.output)["wait"]["p99_ns"] == 990 * US
 
 
-def test_experiment_comparison_report(tmp_path):
-    """What `make demo` ends with: one group per scheduler, EEVDF the baseline."""
-    from aios_lab.experiment import write_comparison_report
-
-    runs = []
-    for r, sched in enumerate(["fifo", "eevdf", "fifo", "eevdf"]):
-        t = write_trace(tmp_path / f"build-{sched}-{r}", duration_s=10 + (sched == "fifo"))
-        runs.append({"scheduler": sched, "trace": str(t)})
-    lines: list[str] = []
-    out = write_comparison_report({"runs": runs}, tmp_path / "report.html", lines.append)
-    assert out.is_file() and "baseline: eevdf" in lines[0]
-    doc = out.read_text()
-    assert "eevdf (n=2)" in doc and "fifo (n=2)" in doc and "x1.100" in doc
-    with pytest.raises(AiosError, match="fewer than two"):
-        write_comparison_report({"runs": runs[1::2]}, tmp_path / "r2.html")
-
-
 class _Db:
     """exact_quantiles needs only rows(); a bare duckdb connection serves."""
 

@@ -32,7 +32,7 @@ HOSTILE_CODES = {exit_codes.USAGE, exit_codes.BAD_INPUT, exit_codes.ENVIRONMENT,
 
 # Library entry points behind each command's validation: a hostile argument
 # must never get this far.
-TRIPWIRES = ["aios_lab.experiment.run_demo", "aios_lab.experiment.bench_schedulers", "aios_lab.vm.runner.run",
+TRIPWIRES = ["aios_lab.bench.demo.run_demo", "aios_lab.bench.run.bench_schedulers", "aios_lab.vm.runner.run",
              "aios_lab.vm.runner.build_vng_argv", "aios_lab.telemetry.collect.collect",
              "aios_lab.sched.deploy_loop.DeployLoop.run", "aios_lab.dvfs.learners.make",
              "aios_lab.mllb.train.train", "aios_lab.dvfs.bounds.yardsticks", "aios_lab.build.build_all",

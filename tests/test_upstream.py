@@ -8,12 +8,12 @@ import pytest
 
 from aios_lab import upstream
 from aios_lab.errors import AiosError
-from aios_lab.experiment import SchedSpec, _start
+from aios_lab.bench.spec import Baseline, SchedSpec, UpstreamScheduler
 
 
 def test_upstream_names_parse_beside_eevdf_and_policies():
-    assert SchedSpec.parse("scx_simple") == SchedSpec("scx_simple", None, None, upstream=True)
-    assert SchedSpec.parse("eevdf").upstream is False and SchedSpec.parse("fifo").policy == "fifo"
+    assert SchedSpec.parse("scx_simple") == UpstreamScheduler("scx_simple")
+    assert isinstance(SchedSpec.parse("eevdf"), Baseline) and SchedSpec.parse("fifo").policy == "fifo"
     assert upstream.SCHEDULERS["scx_central"] == "central"
 
 
@@ -21,7 +21,7 @@ def test_an_unbuilt_baseline_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setenv("AIOS_LAB_CACHE", str(tmp_path))
     assert upstream.built("7.3.4-1~bpo13+1") == {}
     with pytest.raises(AiosError, match="scx_simple is not built") as err:
-        _start(SchedSpec.parse("scx_simple"), None)
+        SchedSpec.parse("scx_simple").start(None)
     assert "aios-lab build --upstream" in err.value.one_line()
 
 

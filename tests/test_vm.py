@@ -59,7 +59,7 @@ def test_single_threaded_tcg_is_an_explicit_option_and_is_recorded():
                      tcg=TcgMode.SINGLE)
     lines = res.output.strip().splitlines()
     assert res.returncode == 0 and lines[-2] == "2"
-    # What results written in the guest record (experiment._platform).
+    # What results written in the guest record (bench.run._platform).
     platform = json.loads(lines[-1])
     assert platform["accel"] == res.accel and platform["qemu"] == res.qemu["version"]
     if res.accel == "tcg":

@@ -134,7 +134,7 @@ def build(log=lambda m: None) -> dict[str, Path]:
 
 class UpstreamRun:
     """One upstream scheduler attached by running its loader (the shape of
-    controller.Deployment that experiment.py uses)."""
+    sched.deployment.Deployment that bench/run.py uses)."""
 
     obj = None
     attach_s = None

@@ -56,11 +56,11 @@ def demo(cpus, numa, workload, repeat, policies, out, nice, rt, as_json) -> None
 
     Example: aios-lab demo --cpus 4 --numa 2 --repeat 2
     """
-    from aios_lab.experiment import run_demo
+    from aios_lab.bench.demo import run_demo
     from aios_lab.safe_output import check_folder
 
     check_folder(out, what="--out")
-    from aios_lab.experiment import demo_topology
+    from aios_lab.bench.demo import demo_topology
 
     cpus, numa = demo_topology(cpus, numa)
     result = run_demo(cpus=cpus, numa=numa, workload=workload, repeat=repeat, out_dir=Path(out),
@@ -110,7 +110,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
 
     Example: aios-lab vm run --cpus 4 -- aios-lab bench-schedulers --repeat 3
     """
-    from aios_lab.experiment import bench_schedulers as bench
+    from aios_lab.bench.run import bench_schedulers as bench
     from aios_lab.safe_output import check_folder, check_output
 
     # Outputs are checked before an hour of benchmarking, not after it.
@@ -127,7 +127,7 @@ def bench_schedulers(workload, policies, repeat, json_out, trace_dir, model_path
                 model_out=Path(model_out) if model_out else None, train_runs=train_runs,
                 migration_cost_ns=int(migration_cost_us * 1000), control=control,
                 control_loops=control_loops, control_repeat=control_repeat)
-    from aios_lab.experiment import format_summary
+    from aios_lab.bench.summary import format_summary
 
     click.echo(json.dumps(res, indent=2, default=str) if as_json else format_summary(res))
     if json_out:

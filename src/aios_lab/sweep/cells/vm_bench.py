@@ -60,7 +60,7 @@ class VmBench(CellKind):
     @classmethod
     def check(cls, p: dict[str, Any]) -> None:
         from ... import workloads
-        from ...experiment import SchedSpec
+        from ...bench.spec import SchedSpec
         from ...vm.topology import Topology
 
         release = pinned_release()

@@ -1,7 +1,7 @@
 """What bench-schedulers and demo print: platform, control, placement, headroom, verdicts."""
 from aios_lab.bench.control import ControlResult
+from aios_lab.bench.summary import format_summary, summarise
 from aios_lab.bench.verdict import judge
-from aios_lab.experiment import format_summary, summarise
 
 
 def _result(control: ControlResult | None):
