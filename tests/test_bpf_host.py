@@ -6,6 +6,7 @@ nothing is mocked. The probe is tests/bpf/host_probe.bpf.c.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import shutil
 import struct
@@ -420,6 +421,18 @@ def test_load_closes_the_object_on_any_error(objdir, stage):
     while any(_prog_exists(i) for i in prog_ids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_prog_exists(i) for i in prog_ids)
+
+
+def test_the_object_stays_attached_while_referenced_without_its_wrapper(objdir):
+    """Deployment keeps live.obj and the link, not the LiveObject: dropping
+    the wrapper must not detach (a __del__ on it once did, in the VM)."""
+    live = load(LoadSpec(objdir / "host_probe.bpf.o", programs=("on_switch",)))
+    obj, link = live.obj, live.links["on_switch"]
+    del live
+    gc.collect()
+    assert link.alive and obj.loaded
+    obj.close()
+    assert not link.alive
 
 
 def test_load_refuses_a_missing_object(tmp_path):

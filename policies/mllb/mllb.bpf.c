@@ -337,9 +337,9 @@ void BPF_STRUCT_OPS(mllb_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 	victim = pull_victim(cpu);
-	if (victim < 0)
+	if (victim < 0 || !aios_has_dsq_peek())
 		goto idle;
-	p = aios_dsq_peek(victim);
+	p = scx_bpf_dsq_peek(victim);
 	if (!p || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 		goto idle;
 	tc = task_ctx_of(p);

@@ -120,14 +120,11 @@ static __always_inline bool aios_dsq_move_to_local(u64 dsq_id)
 	return scx_bpf_consume(dsq_id);
 }
 
-/* scx_bpf_dsq_peek() came after 6.12 (the pinned 7.3.4 has it): NULL where
- * the kernel lacks it, as for an empty queue, so a caller simply finds
- * nothing to look at. */
-static __always_inline struct task_struct *aios_dsq_peek(u64 dsq_id)
+/* scx_bpf_dsq_peek() came after 6.12 (the pinned 7.3.4 has it): a caller
+ * that cannot look at a queue's head without it asks first. */
+static __always_inline bool aios_has_dsq_peek(void)
 {
-	if (!bpf_ksym_exists(scx_bpf_dsq_peek))
-		return NULL;
-	return scx_bpf_dsq_peek(dsq_id);
+	return bpf_ksym_exists(scx_bpf_dsq_peek);
 }
 
 #endif /* AIOS_CORE_FIXES_SCX */

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from aios_lab.bpf.handle import Closeable
 from aios_lab.bpf.object import BpfObject, Link
 from aios_lab.errors import BpfError, BuildError
 
@@ -38,9 +37,13 @@ class LoadSpec:
     struct_ops: str | None = None         # a struct_ops map registered as a link (sched_ext)
 
 
-class LiveObject(Closeable):
+class LiveObject:
     """An object that load() took through its lifecycle; close() detaches
-    every link and frees the object (idempotent)."""
+    every link and frees the object (idempotent).
+
+    Not a Closeable of its own: the BpfObject already closes itself when it
+    is collected, and a caller that keeps only `obj` (and its links) must
+    not see them detached when this wrapper goes out of scope."""
 
     def __init__(self, obj: BpfObject, links: dict[str, Link], load_s: float, attach_s: float) -> None:
         self.obj = obj
@@ -53,6 +56,12 @@ class LiveObject(Closeable):
 
     def close(self) -> None:
         self.obj.close()
+
+    def __enter__(self) -> "LiveObject":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def load(spec: LoadSpec, *, configure: Hook | None = None,
