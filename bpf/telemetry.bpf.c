@@ -60,7 +60,7 @@
  *    task's events under its rq/pi locks, so races are rare and cost counts,
  *    never memory safety;
  *  - a CPU's struct rq is learnt at its own switches (p->se.cfs_rq->rq, see
- *    task_rq_ptr), so events naming a CPU that has not switched yet carry
+ *    aios_task_rq), so events naming a CPU that has not switched yet carry
  *    nr_running/load -1 (null in the tables);
  *  - rq->nr_running counts tasks of every class on that rq, including the
  *    running one; under sched_ext, tasks parked in BPF-side queues are not
@@ -72,6 +72,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "aios/core_fixes.bpf.h"
 #include "aios/telemetry.h"
 
 char _license[] SEC("license") = "GPL";
@@ -154,34 +155,6 @@ struct aios_migration_event __aios_btf_mig __attribute__((unused));
 struct aios_wakeup_event __aios_btf_wake __attribute__((unused));
 struct aios_switch_event __aios_btf_switch __attribute__((unused));
 
-/* Before 5.14 task_struct had `long state`; since then `unsigned int __state`. */
-struct task_struct___pre_5_14 {
-	long state;
-} __attribute__((preserve_access_index));
-
-/* Where task_cpu() reads from: thread_info.cpu with THREAD_INFO_IN_TASK
- * (x86 and most arches), else task_struct.cpu. */
-struct task_struct___cpu {
-	unsigned int cpu;
-} __attribute__((preserve_access_index));
-
-static __always_inline long task_state(struct task_struct *p)
-{
-	/* Direct loads: tp_btf arguments are BTF pointers, so the verifier
-	 * lets us read through them without a bpf_probe_read_kernel call each
-	 * (a third of the switch program's time when it used one). */
-	if (bpf_core_field_exists(p->__state))
-		return p->__state;
-	return BPF_CORE_READ((struct task_struct___pre_5_14 *)p, state);
-}
-
-static __always_inline s32 task_cpu(struct task_struct *p)
-{
-	if (bpf_core_field_exists(p->thread_info.cpu))
-		return p->thread_info.cpu;
-	return BPF_CORE_READ((struct task_struct___cpu *)p, cpu);
-}
-
 static __always_inline void drop(u32 idx)
 {
 	u64 *v = bpf_map_lookup_elem(&drops, &idx);
@@ -208,20 +181,6 @@ static __always_inline u32 log2_u64(u64 v)
 	if (v >> 2) { v >>= 2; r += 2; }
 	if (v >> 1) r += 1;
 	return r;
-}
-
-/* The run queue a task is on: p->se.cfs_rq->rq (every task has se.cfs_rq
- * set to its CPU's cfs_rq by set_task_rq(), whatever its class). We do not
- * use `extern struct rq runqueues __ksym`: the kernel resolves per-CPU ksyms
- * through kallsyms, and kernels without CONFIG_KALLSYMS_ALL (our 6.18 host)
- * refuse the whole object with ENOENT. */
-static __always_inline struct rq *task_rq_ptr(struct task_struct *p)
-{
-	struct cfs_rq *cq = NULL;
-
-	if (!bpf_core_field_exists(p->se.cfs_rq) || !bpf_core_field_exists(cq->rq))
-		return NULL;
-	return p->se.cfs_rq->rq;
 }
 
 /* Another CPU's rq, as that CPU's last switch recorded it (NULL before). */
@@ -316,7 +275,7 @@ static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u3
 static __always_inline u32 cpu_switch(struct aios_cpu_stats *cs, struct task_struct *prev,
 				      u32 prev_pid, u32 next_pid, u64 now, u32 ep)
 {
-	struct rq *rq = task_rq_ptr(prev);	/* prev is still on this CPU's rq */
+	struct rq *rq = aios_task_rq(prev);	/* prev is still on this CPU's rq */
 	u32 nr, s = ep & 1, unpaired = 0;
 
 	if (cs->last_switch_ns && cs->curr_pid != prev_pid)
@@ -366,7 +325,7 @@ static __always_inline s64 ftrace_prev_state(bool preempt, struct task_struct *p
 
 	if (preempt)
 		return 0x100;
-	st = task_state(prev);
+	st = aios_task_state(prev);
 	if (st == AIOS_TASK_IDLE)
 		return 0x80;
 	if (st == AIOS_TASK_RTLOCK_WAIT)
@@ -499,7 +458,7 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
 			 * when not a preemption and the task left TASK_RUNNING (it
 			 * is dequeued); otherwise it stays runnable and waits. */
-			if (!preempt && task_state(prev) != TASK_RUNNING) {
+			if (!preempt && aios_task_state(prev) != TASK_RUNNING) {
 				ts->voluntary_switches++;
 				ts->wait_since_ns = 0;
 			} else {
@@ -564,7 +523,7 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 		return 0;
 	}
 	cs->stream[AIOS_STREAM_WAKEUPS].recorded++;
-	target = task_cpu(p);
+	target = aios_task_cpu(p);
 	e->ts_ns = now;
 	e->pid = pid;
 	e->tgid = p->tgid;
@@ -599,7 +558,7 @@ int BPF_PROG(tel_migrate, struct task_struct *p, int dest_cpu)
 {
 	u32 pid = p->pid;
 	u64 now = bpf_ktime_get_ns();
-	s32 src = task_cpu(p);
+	s32 src = aios_task_cpu(p);
 	u32 key;
 	struct aios_cpu_stats *cs;
 	struct aios_task_stats *ts;

@@ -6,6 +6,7 @@ nothing is mocked. The probe is tests/bpf/host_probe.bpf.c.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import shutil
 import struct
@@ -17,7 +18,8 @@ import pytest
 
 from aios_lab.bpf import (BPF_NOEXIST, BpfObject, Map, RingArray, RingBuffer, bulk_supported,
                           ensure_bpffs, num_possible_cpus, require_struct_ops_link)
-from aios_lab.errors import BpfAttachError, BpfError, BpfLoadError, BpfMapError
+from aios_lab.bpf.loader import LoadSpec, load
+from aios_lab.errors import BpfAttachError, BpfError, BpfLoadError, BpfMapError, BuildError, LayoutError
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
 
@@ -174,9 +176,7 @@ def test_ringbuf_consume_is_bounded_by_max_records(probe):
 
 @pytest.mark.skipif(not bulk_supported(), reason="bulk ring reads are for x86-64")
 def test_ring_array_reads_in_bulk_across_the_wrap_and_shares_the_consumer_position(probe):
-    from aios_lab.telemetry.bpf_collector import _set_max_entries
-
-    _set_max_entries(probe, "events", 16384)     # a small ring, so that reads wrap often
+    probe.set_max_entries("events", 16384)       # a small ring, so that reads wrap often
     probe.set_rodata_many({"switch_every": 1, "exec_events": False, "magic": 77})
     probe.load()
     ev_t = probe.btf.ctypes_type("hp_event")
@@ -366,3 +366,95 @@ def test_lifecycle_errors(probe):
     probe.close()
     assert not link.alive
     probe.close()   # idempotent
+
+
+# -- the loader lifecycle (aios_lab.bpf.loader) ---------------------------------------------
+
+def test_load_opens_configures_loads_attaches_and_close_detaches(objdir):
+    spec = LoadSpec(objdir / "host_probe.bpf.o", rodata={"switch_every": 1, "exec_events": False, "magic": 77},
+                    max_entries={"events": 16384}, programs=("on_switch",))
+    steps: list[tuple[str, bool]] = []
+    with load(spec, configure=lambda o: steps.append(("configure", o.loaded)),
+              before_attach=lambda o: steps.append(("before_attach", o.loaded))) as live:
+        assert steps == [("configure", False), ("before_attach", True)]
+        assert live.obj.map("events").max_entries == 16384
+        link = live.links["on_switch"]
+        assert set(live.links) == {"on_switch"} and link.alive
+        ev_t = live.obj.btf.ctypes_type("hp_event")
+        got: list[bytes] = []
+        with RingBuffer(live.obj.map("events"), got.append) as rb:
+            make_switches(20)
+            drain(rb, lambda: got)
+        assert got and ev_t.from_buffer_copy(got[0][:ctypes_sizeof(ev_t)]).magic == 77   # rodata took
+    assert not link.alive and "closed" in repr(live.obj)
+
+
+@pytest.mark.parametrize("stage", ["rodata", "max_entries", "configure", "load", "before_attach", "attach"])
+def test_load_closes_the_object_on_any_error(objdir, stage):
+    opened: list[BpfObject] = []
+    prog_ids: list[int] = []
+
+    def hook(name):
+        def run(obj):
+            opened.append(obj)
+            if obj.loaded:
+                prog_ids.extend(p.run_stats()["id"] for p in obj.programs())
+            if stage == name:
+                raise RuntimeError(name)
+        return run
+
+    path = objdir / ("bad_verifier.bpf.o" if stage == "load" else "host_probe.bpf.o")
+    spec = LoadSpec(path, rodata={"nope": 1} if stage == "rodata" else {},
+                    max_entries={"nope": 8} if stage == "max_entries" else {},
+                    # on_switch attaches, then the unknown program fails: on_switch must go too
+                    programs=("on_switch", "nope") if stage == "attach" else ("on_switch",) * (stage != "load"))
+    expected = {"rodata": LayoutError, "max_entries": BpfError, "load": BpfLoadError,
+                "attach": BpfError}.get(stage, RuntimeError)
+    with pytest.raises(expected):
+        load(spec, configure=hook("configure"), before_attach=hook("before_attach"))
+    if opened:
+        assert "closed" in repr(opened[0])
+    assert bool(prog_ids) == (stage in ("before_attach", "attach"))
+    # Freed, so attached nowhere: the kernel drops a program's id when its
+    # last reference (fd or link) goes; a link is released from a work item.
+    deadline = time.monotonic() + 5
+    while any(_prog_exists(i) for i in prog_ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_prog_exists(i) for i in prog_ids)
+
+
+def test_the_object_stays_attached_while_referenced_without_its_wrapper(objdir):
+    """Deployment keeps live.obj and the link, not the LiveObject: dropping
+    the wrapper must not detach (a __del__ on it once did, in the VM)."""
+    live = load(LoadSpec(objdir / "host_probe.bpf.o", programs=("on_switch",)))
+    obj, link = live.obj, live.links["on_switch"]
+    del live
+    gc.collect()
+    assert link.alive and obj.loaded
+    obj.close()
+    assert not link.alive
+
+
+def test_load_refuses_a_missing_object(tmp_path):
+    with pytest.raises(BuildError, match="not built"):
+        load(LoadSpec(tmp_path / "missing.bpf.o"))
+
+
+def test_set_max_entries_only_before_load(probe):
+    with pytest.raises(BpfError, match="no map 'nope'"):
+        probe.set_max_entries("nope", 8)
+    probe.set_max_entries("table", 8)
+    probe.load()
+    assert probe.map("table").max_entries == 8
+    with pytest.raises(BpfLoadError, match="between open"):
+        probe.set_max_entries("table", 16)
+
+
+def ctypes_sizeof(t) -> int:
+    import ctypes
+    return ctypes.sizeof(t)
+
+
+def _prog_exists(prog_id: int) -> bool:
+    tool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    return subprocess.run([tool, "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0

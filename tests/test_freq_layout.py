@@ -17,7 +17,7 @@ from aios_lab import build
 from aios_lab.bpf import Btf
 from aios_lab.dvfs import table as tbl
 from aios_lab.sched import policy
-from aios_lab.sched.kinds.freq_table.slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, NO_CPU, TABLE_STRUCT, TASK_STRUCT, TableLimits,
+from aios_lab.sched.kinds.freq_table.slots import (CPU_STRUCT, CTL_STRUCT, LIMIT_ENUM, TABLE_STRUCT, TASK_STRUCT, TableLimits,
                                       default_limits)
 
 # intf.h uses the kernel's type names, which vmlinux.h gives BPF.
@@ -83,7 +83,7 @@ def test_struct_mirrors_match_the_c_header(btf, freq, tmp_path, struct):
 def test_the_per_task_state_is_the_stated_56_bytes(btf):
     # docs/freq-policy.md and freq.bpf.c state the per-task memory as this struct per task
     assert ctypes.sizeof(btf.ctypes_type(TASK_STRUCT)) == 56
-    assert btf.enum(LIMIT_ENUM)["FREQ_NO_CPU"] == NO_CPU
+    assert default_limits().no_cpu == btf.enum(LIMIT_ENUM)["FREQ_NO_CPU"] == 0xFFFFFFFF   # u32 -1
 
 
 def test_the_table_slot_holds_the_whole_table(btf):

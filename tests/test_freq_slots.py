@@ -72,10 +72,9 @@ def test_only_freq_tables_are_pushed():
 
 def test_limits_from_an_object_that_disagrees_are_refused():
     good = {"FREQ_UTIL_BUCKETS": 16, "FREQ_RQ_BUCKETS": 4, "FREQ_PERF_MAX": 1024, "FREQ_UTIL_SHIFT": 6,
-            "FREQ_MAX_CPUS": 256, "FREQ_TABLE_MAGIC": freq_slots.MAGIC}
+            "FREQ_MAX_CPUS": 256, "FREQ_TABLE_MAGIC": 0x51455246, "FREQ_NO_CPU": 0xFFFFFFFF}
     assert TableLimits.from_enum(good).util_buckets == 16
-    for key, val in (("FREQ_UTIL_BUCKETS", 8), ("FREQ_RQ_BUCKETS", 5), ("FREQ_UTIL_SHIFT", 5),
-                     ("FREQ_TABLE_MAGIC", 1)):
+    for key, val in (("FREQ_UTIL_BUCKETS", 8), ("FREQ_RQ_BUCKETS", 5), ("FREQ_UTIL_SHIFT", 5)):
         with pytest.raises(LayoutError, match="this aios-lab's is 16x4") as exc:
             TableLimits.from_enum({**good, key: val})
         assert "aios-lab build" in exc.value.one_line()

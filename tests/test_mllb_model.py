@@ -13,19 +13,21 @@ from sklearn.tree import DecisionTreeClassifier
 from aios_lab.errors import ModelError
 from aios_lab.mllb import model as m
 from aios_lab.mllb.estimator import TreeModel
+from aios_lab.mllb.limits import TreeLimits, limits
 from aios_lab.mllb.model import (
     FEATURES,
-    MLLB_MAX_DEPTH,
-    MLLB_NR_FEATURES,
     ModelFile,
     QuantizedTree,
     constant_model,
-    features_from_header,
     int_threshold,
     load_model,
     save_model,
 )
 from aios_lab.telemetry.schema import LB_DECISIONS, LB_FEATURES
+
+# The built policy's own limits (its BTF): what every model here must fit.
+MLLB_MAX_DEPTH = limits().max_depth
+MLLB_NR_FEATURES = limits().nr_features
 
 
 def _data(seed: int, n: int = 4000, lo: int = 0, hi: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -69,22 +71,20 @@ def _one_line_error(exc: pytest.ExceptionInfo) -> str:
 
 # --------------------------------------------------------------------------- features
 
-def test_lb_features_match_intf_h():
-    assert features_from_header() == LB_FEATURES == FEATURES
+def test_lb_features_match_the_policy_btf():
+    assert limits().feature_names == LB_FEATURES == FEATURES
     assert len(FEATURES) == 20
     cols = [f.name for f in LB_DECISIONS if f.name.startswith("f_")]
     assert cols == [f"f_{n}" for n in FEATURES]
 
 
-def test_features_from_header_parses_enum(tmp_path):
-    h = tmp_path / "intf.h"
-    h.write_text("enum other { MLLB_F_NOPE };\n"
-                 "enum mllb_feature {\n MLLB_F_A = 0, /* a, b */\n MLLB_F_B_C,\n"
-                 " MLLB_NR_FEATURES,\n};\n")
-    assert features_from_header(h) == ["a", "b_c"]
-    h.write_text("enum nothing { X };")
-    with pytest.raises(ModelError):
-        features_from_header(h)
+def test_limits_come_from_the_objects_btf():
+    """intf.h's enum mllb_limit, as the compiled object carries it."""
+    lim = limits()
+    assert isinstance(lim, TreeLimits)
+    assert (lim.max_nodes, lim.max_depth, lim.feature_max, lim.magic, lim.max_cpus) == \
+        (511, 16, 1_000_000_000, 0x424C4C4D, 64)
+    assert limits() is lim   # parsed once
 
 
 # --------------------------------------------------------------------------- quantisation

@@ -22,13 +22,16 @@ from aios_lab.dvfs.table import FreqTable, load_table, save_table
 from aios_lab.errors import AiosError, CpufreqError, ModelError, PolicyError, TraceError
 from aios_lab.mllb import model as m
 from aios_lab.mllb.estimator import TreeModel
-from aios_lab.mllb.model import MLLB_NR_FEATURES, feature_bounds, load_model, save_model
+from aios_lab.mllb.limits import limits
+from aios_lab.mllb.model import feature_bounds, load_model, save_model
 from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.trace import Trace
 from aios_lab.workloads import WorkloadError, load as load_workload
 
 from test_analysis import write_trace
 from test_mllb_model import _tree
+
+MLLB_NR_FEATURES = limits().nr_features
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

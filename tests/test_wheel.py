@@ -94,6 +94,11 @@ def test_policy_list_analyze_and_export_outside_the_checkout(wheel_env, tmp_path
                             "from aios_lab import paths; print(paths.project_root())"],
                            cwd=work, env=wheel_env[3], capture_output=True, text=True, check=True)
     assert probe.stdout.strip().endswith("aios_lab/_data") and str(ROOT) not in probe.stdout
+    # Model limits come from the wheel's stripped object, whose BTF survives the strip.
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "from aios_lab.mllb import limits as l; print(l.object_path(), l.limits().max_nodes)"],
+                           cwd=work, env=wheel_env[3], capture_output=True, text=True, check=True)
+    assert "aios_lab/_data/build/policies/mllb/mllb.bpf.o 511" in probe.stdout
     # A report needs matplotlib (the `report` extra): one line that names it.
     res = run(wheel_env, "analyze", str(trace), "--report", str(tmp_path / "r.html"), check=False)
     assert res.returncode != 0 and "pip install 'aios-lab[report]'" in res.stderr + res.stdout

@@ -51,14 +51,6 @@
 #include "aios/scx.bpf.h"
 #include "intf.h"
 
-u32 scx_bpf_cpuperf_cap(s32 cpu) __ksym __weak;
-u32 scx_bpf_cpuperf_cur(s32 cpu) __ksym __weak;
-void scx_bpf_cpuperf_set(s32 cpu, u32 perf) __ksym __weak;
-s32 scx_bpf_pick_idle_cpu(const struct cpumask *cpus_allowed, u64 flags) __ksym __weak;
-bool scx_bpf_test_and_clear_cpu_idle(s32 cpu) __ksym __weak;
-s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym __weak;
-u32 scx_bpf_nr_cpu_ids(void) __ksym __weak;
-
 /* Tunables, set by the loader before load (rodata). */
 const volatile u64 slice_ns = 5000000;
 const volatile u64 window_ns = 8000000;		/* utilisation window: two ticks at HZ=250 */

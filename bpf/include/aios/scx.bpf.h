@@ -1,12 +1,10 @@
 /* sched_ext declarations for aios-lab policies, written for CO-RE.
  *
- * Kernel drift is handled here and only here. The dispatch kfuncs were renamed
- * in 6.13 (scx_bpf_dispatch -> scx_bpf_dsq_insert, scx_bpf_consume ->
- * scx_bpf_dsq_move_to_local) and 7.x added bool-returning ___v2 variants that
- * take enqueue flags. Every name is declared __weak so the object loads on any
- * of them; bpf_ksym_exists() picks the one the running kernel has (the dead
- * branches are removed by the verifier). A "___aios" suffix makes libbpf look
- * up the name before it, which lets us ask for the literal "___v2" symbols.
+ * Every kfunc a policy calls is declared here and nowhere else, __weak so
+ * that an object loads on a kernel lacking some of them (a policy tests
+ * bpf_ksym_exists() before calling one that may be missing). What differs
+ * between kernel versions (renamed kfuncs, struct fields that come and go)
+ * is handled in aios/core_fixes.bpf.h, which this header includes.
  */
 #ifndef AIOS_SCX_BPF_H
 #define AIOS_SCX_BPF_H
@@ -19,53 +17,42 @@
 
 char _license[] SEC("license") = "GPL";
 
-/* ---- kfuncs, current names (6.13+) ---- */
+/* ---- sched_ext kfuncs ---- */
 s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym __weak;
 s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym __weak;
 s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym __weak;
+struct task_struct *scx_bpf_dsq_peek(u64 dsq_id) __ksym __weak;
 void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym __weak;
 void scx_bpf_error_bstr(char *fmt, unsigned long long *data, u32 data__sz) __ksym __weak;
 void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym __weak;
 u64 scx_bpf_now(void) __ksym __weak;
+s32 scx_bpf_pick_idle_cpu(const struct cpumask *cpus_allowed, u64 flags) __ksym __weak;
+const struct cpumask *scx_bpf_get_idle_cpumask(void) __ksym __weak;
+void scx_bpf_put_idle_cpumask(const struct cpumask *cpumask) __ksym __weak;
+bool scx_bpf_test_and_clear_cpu_idle(s32 cpu) __ksym __weak;
+s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym __weak;
+u32 scx_bpf_nr_cpu_ids(void) __ksym __weak;
+u32 scx_bpf_cpuperf_cap(s32 cpu) __ksym __weak;
+u32 scx_bpf_cpuperf_cur(s32 cpu) __ksym __weak;
+void scx_bpf_cpuperf_set(s32 cpu, u32 perf) __ksym __weak;
 
+/* Queue insertion and moving, under every name a kernel may have; call them
+ * through aios_dsq_insert() and friends (aios/core_fixes.bpf.h). A
+ * "___aios" suffix makes libbpf look up the name before it, which lets us
+ * ask for the literal "___v2" symbols. */
 void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 bool scx_bpf_dsq_insert___v2___aios(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
 bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym __weak;
 bool scx_bpf_dsq_move_to_local___v2___aios(u64 dsq_id, u64 enq_flags) __ksym __weak;
-
-/* ---- pre-6.13 names ---- */
 void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime, u64 enq_flags) __ksym __weak;
 bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
 
-static __always_inline void aios_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___aios))
-		scx_bpf_dsq_insert___v2___aios(p, dsq_id, slice, enq_flags);
-	else if (bpf_ksym_exists(scx_bpf_dsq_insert))
-		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
-	else
-		scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
-}
+/* ---- generic kfuncs ---- */
+bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym __weak;
 
-static __always_inline void aios_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
-						  u64 enq_flags)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
-		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
-	else
-		scx_bpf_dispatch_vtime(p, dsq_id, slice, vtime, enq_flags);
-}
-
-static __always_inline bool aios_dsq_move_to_local(u64 dsq_id)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___aios))
-		return scx_bpf_dsq_move_to_local___v2___aios(dsq_id, 0);
-	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
-		return scx_bpf_dsq_move_to_local(dsq_id);
-	return scx_bpf_consume(dsq_id);
-}
+#include "aios/core_fixes.bpf.h"
 
 /* Open-coded numeric iterator (6.4+): the verifier checks the loop body once
  * per distinct state instead of once per iteration, which is what lets a
@@ -111,13 +98,8 @@ static __always_inline void aios_record_exit(struct scx_exit_info *ei)
 {
 	aios_exit.kind = ei->kind;
 	aios_exit.exit_code = ei->exit_code;
-	/* exit_cpu and flags are 6.x/7.x additions: read them only where present */
-	if (bpf_core_field_exists(ei->exit_cpu))
-		aios_exit.exit_cpu = BPF_CORE_READ(ei, exit_cpu);
-	else
-		aios_exit.exit_cpu = -1;
-	if (bpf_core_field_exists(ei->flags))
-		aios_exit.flags = BPF_CORE_READ(ei, flags);
+	aios_exit.exit_cpu = aios_exit_info_cpu(ei);
+	aios_exit.flags = aios_exit_info_flags(ei);
 	bpf_probe_read_kernel_str(aios_exit.reason, sizeof(aios_exit.reason), ei->reason);
 	bpf_probe_read_kernel_str(aios_exit.msg, sizeof(aios_exit.msg), ei->msg);
 	__sync_fetch_and_add(&aios_exit.nr_exits, 1);

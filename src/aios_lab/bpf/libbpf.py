@@ -96,6 +96,7 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "bpf_map__max_entries": (c_uint, [c_void_p]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_void_p]),
     "bpf_map__set_autocreate": (c_int, [c_void_p, ctypes.c_bool]),
+    "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint]),
     "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
     "bpf_map__attach_struct_ops": (c_void_p, [c_void_p]),
     # maps (fd side, thin syscall wrappers)

@@ -1,4 +1,6 @@
-"""A compiled BPF object file: open -> set rodata -> load -> attach -> close.
+"""A compiled BPF object file: open -> set rodata and map sizes -> load ->
+attach -> close. These are the steps; aios_lab.bpf.loader.load() runs them in
+order and closes the object on any error, which is how the project uses them.
 
     with BpfObject.open(path) as obj:
         obj.set_rodata_many({"slice_ns": 3_000_000})
@@ -299,6 +301,20 @@ class BpfObject(Closeable):
             return struct.pack("<f" if desc == "f32" else "<d", float(value))
         raise LayoutError(f"rodata {var.name} has type {desc}, which set_rodata does not handle; "
                           "use set_rodata_raw")
+
+    # -- map sizes -------------------------------------------------------------------------
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        """Size a map before load() (a ring buffer: bytes, a power-of-two
+        number of pages; other maps: entries)."""
+        if self._state != _OPENED:
+            raise BpfLoadError(f"cannot size map {name} of {self.path}: object is {self._state}; "
+                               "size maps between open() and load()")
+        ptr = libbpf.func("bpf_object__find_map_by_name")(self.ptr, name.encode())
+        if not ptr:
+            raise BpfError(f"{self.path}: no map {name!r} (have: {', '.join(self.map_names())})")
+        libbpf.call_int(BpfError, f"cannot size map {name} to {n} entries",
+                        "bpf_map__set_max_entries", ptr, n)
 
     # -- load ------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y  # noqa: E402
 
 from aios_lab.errors import ModelError
-from aios_lab.mllb.model import MLLB_MAX_DEPTH, MLLB_MAX_NODES, MLLB_NR_FEATURES, QuantizedTree
+from aios_lab.mllb.limits import limits
+from aios_lab.mllb.model import QuantizedTree
 
 
 class TreeModel(ClassifierMixin, BaseEstimator):
@@ -37,13 +38,14 @@ class TreeModel(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y) -> "TreeModel":
-        if not 1 <= self.max_depth <= MLLB_MAX_DEPTH:
-            raise ValueError(f"max_depth must be 1..{MLLB_MAX_DEPTH}, not {self.max_depth}")
-        most = (MLLB_MAX_NODES + 1) // 2  # leaves of a tree of MLLB_MAX_NODES nodes
+        lim = limits()
+        if not 1 <= self.max_depth <= lim.max_depth:
+            raise ValueError(f"max_depth must be 1..{lim.max_depth}, not {self.max_depth}")
+        most = (lim.max_nodes + 1) // 2  # leaves of a tree of MLLB_MAX_NODES nodes
         if self.max_leaf_nodes is None:
-            if 2 ** (self.max_depth + 1) - 1 > MLLB_MAX_NODES:
+            if 2 ** (self.max_depth + 1) - 1 > lim.max_nodes:
                 raise ValueError(f"max_leaf_nodes=None needs max_depth <= 8 to fit "
-                                 f"{MLLB_MAX_NODES} nodes")
+                                 f"{lim.max_nodes} nodes")
         elif not 2 <= self.max_leaf_nodes <= most:
             raise ValueError(f"max_leaf_nodes must be 2..{most}, not {self.max_leaf_nodes}")
         X, y = check_X_y(X, y)

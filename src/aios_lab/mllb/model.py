@@ -23,7 +23,6 @@ import errno
 import hashlib
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +32,14 @@ import numpy as np
 
 from aios_lab.atomic import write_text_atomic
 from aios_lab.errors import ModelError
+from aios_lab.mllb.limits import limits
 from aios_lab.safe_read import parse_json, read_bounded
 from aios_lab.telemetry.schema import LB_FEATURES
 
-# Mirrors of policies/mllb/intf.h (tests/test_mllb_model.py checks the
-# feature list against the header).
-MLLB_MAX_NODES = 511
-MLLB_MAX_DEPTH = 16
-MLLB_FEATURE_MAX = 1_000_000_000
+# The decision trace's feature columns (telemetry.schema); the policy's own
+# enum mllb_feature must list the same (tests/test_mllb_model.py). The
+# tree's bounds come from the built policy's BTF: aios_lab.mllb.limits.
 FEATURES: list[str] = list(LB_FEATURES)
-MLLB_NR_FEATURES = len(FEATURES)
 # Features that may be negative; all others are clamped to 0..MLLB_FEATURE_MAX.
 SIGNED_FEATURES = frozenset({"load_diff", "nr_diff", "wait_gain_us"})
 
@@ -59,29 +56,12 @@ MODEL_FILE_LIMIT = 4 << 20  # 511 nodes of JSON are ~100 KiB
 
 # --------------------------------------------------------------------------- features
 
-def features_from_header(path: Path | str | None = None) -> list[str]:
-    """The members of ``enum mllb_feature`` in intf.h, lower-cased, in order."""
-    if path is None:
-        from aios_lab.paths import project_root
-        path = project_root() / "policies" / "mllb" / "intf.h"
-    text = Path(path).read_text(encoding="utf-8")
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)  # comments may hold commas
-    m = re.search(r"enum\s+mllb_feature\s*\{(.*?)\}", text, flags=re.S)
-    if m is None:
-        raise ModelError(f"{path}: no `enum mllb_feature` found")
-    names = []
-    for item in m.group(1).split(","):
-        name = item.split("=")[0].strip()
-        if name.startswith("MLLB_F_"):
-            names.append(name[len("MLLB_F_"):].lower())
-    return names
-
-
 def feature_bounds(features: list[str] = FEATURES) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (low, high) clamp bounds, as BPF clamps them."""
-    lo = np.array([-MLLB_FEATURE_MAX if f in SIGNED_FEATURES else 0 for f in features],
+    feature_max = limits().feature_max
+    lo = np.array([-feature_max if f in SIGNED_FEATURES else 0 for f in features],
                   dtype=np.int64)
-    hi = np.full(len(features), MLLB_FEATURE_MAX, dtype=np.int64)
+    hi = np.full(len(features), feature_max, dtype=np.int64)
     return lo, hi
 
 
@@ -120,7 +100,7 @@ class QuantizedTree:
     right: np.ndarray
     leaf: np.ndarray
     max_depth: int
-    nr_features: int = MLLB_NR_FEATURES
+    nr_features: int = field(default_factory=lambda: limits().nr_features)
     float_threshold: np.ndarray | None = None
     proba: np.ndarray | None = None
 
@@ -161,9 +141,10 @@ class QuantizedTree:
         p1 = (value[:, classes.index(MIGRATE)] if MIGRATE in classes else np.zeros(n))
         proba = np.divide(p1, total, out=np.zeros(n), where=total > 0)
         fthr = np.where(is_leaf, 0.0, t.threshold)
+        feature_max = limits().feature_max
         thr = np.array([0 if is_leaf[i] else
-                        min(max(int_threshold(float(t.threshold[i])), -MLLB_FEATURE_MAX),
-                            MLLB_FEATURE_MAX) for i in range(n)], dtype=np.int64)
+                        min(max(int_threshold(float(t.threshold[i])), -feature_max),
+                            feature_max) for i in range(n)], dtype=np.int64)
         return cls(
             feature=np.where(is_leaf, -1, t.feature),
             threshold=thr,
@@ -177,12 +158,13 @@ class QuantizedTree:
         )
 
     @classmethod
-    def constant(cls, answer: int, nr_features: int = MLLB_NR_FEATURES) -> "QuantizedTree":
+    def constant(cls, answer: int, nr_features: int | None = None) -> "QuantizedTree":
         """A single leaf that always answers ``answer`` (1 migrate, 0 stay)."""
         if answer not in (STAY, MIGRATE):
             raise ModelError(f"a constant model answers 0 (stay) or 1 (migrate), not {answer!r}")
         return cls(feature=[-1], threshold=[0], left=[0], right=[0], leaf=[answer],
-                   max_depth=0, nr_features=nr_features, float_threshold=[0.0],
+                   max_depth=0, nr_features=limits().nr_features if nr_features is None else nr_features,
+                   float_threshold=[0.0],
                    proba=[float(answer)])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -202,7 +184,7 @@ class QuantizedTree:
         out = np.full(n, STAY, dtype=np.int64)
         idx = np.zeros(n, dtype=np.int64)
         active = np.ones(n, dtype=bool)
-        for _ in range(MLLB_MAX_DEPTH + 1):
+        for _ in range(limits().max_depth + 1):
             rows = np.flatnonzero(active)
             if rows.size == 0:
                 break
@@ -234,10 +216,17 @@ class QuantizedTree:
                     depth[c] = max(depth[c], depth[i] + 1)
         return int(depth.max())
 
-    def validate(self, nr_features: int = MLLB_NR_FEATURES, max_nodes: int = MLLB_MAX_NODES,
-                 max_depth: int = MLLB_MAX_DEPTH, feature_max: int = MLLB_FEATURE_MAX) -> None:
+    def validate(self, nr_features: int | None = None, max_nodes: int | None = None,
+                 max_depth: int | None = None, feature_max: int | None = None) -> None:
         """Raise ModelError (one line: what is wrong, what to do) unless the
-        kernel can run this tree safely and as user space evaluates it."""
+        kernel can run this tree safely and as user space evaluates it.
+        Limits not given are the built mllb's (aios_lab.mllb.limits)."""
+        if None in (nr_features, max_nodes, max_depth, feature_max):
+            lim = limits()
+            nr_features = lim.nr_features if nr_features is None else nr_features
+            max_nodes = lim.max_nodes if max_nodes is None else max_nodes
+            max_depth = lim.max_depth if max_depth is None else max_depth
+            feature_max = lim.feature_max if feature_max is None else feature_max
         if self.nr_features != nr_features:
             raise ModelError(f"model uses {self.nr_features} features but mllb has "
                              f"{nr_features}; {_RETRAIN} on a trace from this mllb")

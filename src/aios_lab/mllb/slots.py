@@ -10,26 +10,16 @@ Python declarations.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from typing import Any
 
 from ..bpf import BpfObject, Map
 from ..bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
 from ..errors import LayoutError, ModelError
 from ..sched.policy import ModelSpec
+from .limits import TreeLimits
 from .model import QuantizedTree
 
-MAGIC = 0x424C4C4D  # MLLB_MODEL_MAGIC
 MODES = {"collect": 0, "model": 1}
-
-
-@dataclass(frozen=True)
-class SlotLimits:
-    nr_features: int
-    max_nodes: int
-    max_depth: int
-    feature_max: int
-    feature_names: list[str]
 
 
 class ModelSlots:
@@ -43,18 +33,9 @@ class ModelSlots:
         self.ctl: Map = obj.map(spec.ctl_map)
         if self.slots.value_size != ctypes.sizeof(self._model_t) or self.slots.max_entries != 2:
             raise LayoutError(f"map {spec.slots_map} is not two struct mllb_model slots")
-        enum = btf.enum(spec.features_enum)
-        names = {i: n.removeprefix(spec.feature_prefix).lower() for n, i in enum.items()
-                 if n.startswith(spec.feature_prefix)}
-        limit = btf.enum("mllb_limit")
-        nr_nodes = len(self._model_t().nodes)
-        if nr_nodes != limit["MLLB_MAX_NODES"] or limit["MLLB_MODEL_MAGIC"] != MAGIC:
+        self.limits = TreeLimits.from_btf(btf, spec.features_enum, spec.feature_prefix)
+        if len(self._model_t().nodes) != self.limits.max_nodes:
             raise LayoutError("struct mllb_model and enum mllb_limit disagree; rebuild the policy")
-        if sorted(names) != list(range(len(names))):
-            raise LayoutError(f"enum {spec.features_enum}: {spec.feature_prefix}* values are not 0..{len(names) - 1}")
-        self.limits = SlotLimits(nr_features=len(names), max_nodes=nr_nodes, max_depth=limit["MLLB_MAX_DEPTH"],
-                                 feature_max=limit["MLLB_FEATURE_MAX"],
-                                 feature_names=[names[i] for i in sorted(names)])
         self._writer = SlotWriter(self.slots)
 
     # -- reading ---------------------------------------------------------------------
@@ -70,7 +51,7 @@ class ModelSlots:
     def active_model(self) -> dict[str, Any] | None:
         ctl = self.read_ctl()
         m = self.read_slot(ctl["active"] & 1)
-        if m.magic != MAGIC:
+        if m.magic != self.limits.magic:
             return None
         return {"version": m.version, "checksum": m.checksum, "nr_nodes": m.nr_nodes, "max_depth": m.max_depth}
 
@@ -94,7 +75,7 @@ class ModelSlots:
         if tree.max_depth > self.limits.max_depth:
             raise ModelError(f"model depth {tree.max_depth} exceeds the policy's bound {self.limits.max_depth}")
         m = self._model_t()
-        m.magic = MAGIC
+        m.magic = self.limits.magic
         m.nr_features = self.limits.nr_features
         m.nr_nodes = n
         m.max_depth = int(tree.max_depth)

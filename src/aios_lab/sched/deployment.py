@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from ..bpf import BpfObject, Map
 from ..bpf import libbpf as _libbpf
+from ..bpf.loader import LoadSpec, load
 from ..errors import BpfError, BuildError, LayoutError, SchedExtError, SchedulerEjected
 from . import sched_ext
 from .policy import Policy
@@ -131,29 +132,26 @@ class Deployment:
         sched_ext.require_kfuncs(list(self.policy.requires.get("kfuncs", [])))
         _libbpf.require_struct_ops_link()
         sched_ext.require_free()
-        path = self.policy.object_path
-        if not path.exists():
-            raise BuildError(f"{path} is not built", hint="run `aios-lab build`")
         try:
-            t0 = time.monotonic()
-            self.obj = BpfObject.open(path)
-            self.obj.set_rodata_many(self.tunables)
-            _write_topology(self.obj, self.policy)
-            self.obj.load()
-            self.load_s = time.monotonic() - t0
-            self.stats = _StatsReader.for_policy(self.policy, self.obj)
-            self._read_exit = _exit_reader(self.obj)
-            if self._before_attach is not None:
-                self._before_attach(self.obj)
+            live = load(LoadSpec(self.policy.object_path, rodata=self.tunables, struct_ops=self.policy.struct_ops),
+                        configure=lambda obj: _write_topology(obj, self.policy), before_attach=self._loaded)
+            self.obj, self.link, self.load_s = live.obj, live.links[self.policy.struct_ops], live.load_s
             t1 = time.monotonic()
-            self.link = self.obj.attach_struct_ops(self.policy.struct_ops)
             self._wait_enabled(enable_timeout_s)
-            self.attach_s = time.monotonic() - t1
+            self.attach_s = live.attach_s + time.monotonic() - t1
             self._write_record()
         except BaseException:
+            if self.obj is None:    # load() failed and closed the object: nothing to read
+                self.stats, self._read_exit = None, None
             self.stop()
             raise
         return self
+
+    def _loaded(self, obj: BpfObject) -> None:
+        self.stats = _StatsReader.for_policy(self.policy, obj)
+        self._read_exit = _exit_reader(obj)
+        if self._before_attach is not None:
+            self._before_attach(obj)
 
     def _wait_enabled(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -21,7 +21,6 @@ BPF, so no interval data is lost to a deletion user space has not seen.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import struct
@@ -31,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from .. import build, paths
-from ..bpf import (BpfObject, Map, RingArray, RingBuffer, bulk_supported, libbpf, num_possible_cpus,
-                   require_root)
-from ..errors import BpfError, BpfMapError, BuildError
+from ..bpf import BpfObject, Map, RingArray, RingBuffer, bulk_supported, num_possible_cpus, require_root
+from ..bpf.loader import LiveObject, LoadSpec, load
+from ..errors import BpfError, BpfMapError
 from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
@@ -47,20 +46,6 @@ _INT32_MAX = 2**31 - 1
 
 def object_path():
     return build.object_path(paths.project_root() / "bpf" / "telemetry.bpf.c")
-
-
-def _set_max_entries(obj: BpfObject, name: str, n: int) -> None:
-    """bpf_map__set_max_entries before load (the shared binding has no wrapper).
-
-    A private prototype, so the shared CDLL's function objects stay untouched."""
-    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
-    fn = proto(("bpf_map__set_max_entries", libbpf.lib()))
-    ptr = libbpf.func("bpf_object__find_map_by_name")(obj.ptr, name.encode())
-    if not ptr:
-        raise BpfError(f"{obj.path}: no map {name!r}")
-    ret = fn(ptr, n)
-    if ret < 0:
-        raise BpfError(f"cannot size map {name} to {n} entries", -ret)
 
 
 def _nullable(v: np.ndarray, dtype: str):
@@ -141,6 +126,7 @@ class BpfCollector:
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
         self.obj: BpfObject | None = None
+        self._loaded: LiveObject | None = None
         self._rings: dict[str, RingArray | RingBuffer] = {}
         self._epoll = None
         self._raw: dict[str, list] = {"migrations": [], "wakeups": [], "switches": []}
@@ -155,64 +141,61 @@ class BpfCollector:
         require_root("the BPF telemetry collector")
         if self.obj is not None:
             return
-        path = object_path()
-        if not path.exists():
-            raise BuildError(f"{path} is not built", hint="run `aios-lab build`")
-        obj = BpfObject.open(path)
-        try:
-            obj.set_rodata("wakeup_events", bool(self.wakeup_events))
-            obj.set_rodata("ignore_tgid", os.getpid())
-            obj.set_rodata("wakeup_sample", int(self.wakeup_sample))
-            obj.set_rodata("switch_events", bool(self.switch_events))
+        page = os.sysconf("SC_PAGE_SIZE")
+        ring_bytes = self.ringbuf_pages * page
+        # Switches outnumber the other events (about 2 per wakeup under
+        # hackbench) and arrive in bursts the reader is woken late for.
+        switch_bytes = ring_bytes * SWITCH_RING_SCALE if self.switch_events else page
+        spec = LoadSpec(object_path(), programs=PROGRAMS, rodata={
+            "wakeup_events": bool(self.wakeup_events),
+            "ignore_tgid": os.getpid(),
+            "wakeup_sample": int(self.wakeup_sample),
+            "switch_events": bool(self.switch_events),
             # records/s -> records per window, at least one
-            obj.set_rodata("stream_budget", 0 if self.stream_budget is None else
-                           max(1, self.stream_budget * WINDOW_NS // 1_000_000_000))
-            ring_bytes = self.ringbuf_pages * os.sysconf("SC_PAGE_SIZE")
-            for ring in RINGS.values():
-                # Switches outnumber the other events (about 2 per wakeup under
-                # hackbench) and arrive in bursts the reader is woken late for.
-                size = ring_bytes
-                if ring == "switch_ring":
-                    size = ring_bytes * SWITCH_RING_SCALE if self.switch_events else os.sysconf("SC_PAGE_SIZE")
-                _set_max_entries(obj, ring, size)
-            _set_max_entries(obj, "task_stats", self.max_tasks)
-            _set_max_entries(obj, "cpu_stats", num_possible_cpus())
-            obj.load()
-            for prog in PROGRAMS:
-                obj.attach(prog)
-            btf = obj.btf
-            self._task_t = btf.ctypes_type("aios_task_stats")
-            self._cpu_t = btf.ctypes_type("aios_cpu_stats")
-            self._mig_t = btf.ctypes_type("aios_migration_event")
-            self._wake_t = btf.ctypes_type("aios_wakeup_event")
-            self._switch_t = btf.ctypes_type("aios_switch_event")
-            if btf.enum("aios_task_flag")["AIOS_TASK_EXITED"] != EXITED:
-                raise BpfError("enum aios_task_flag changed: update EXITED")
-            kinds = btf.enum("aios_stream_kind")
-            if [kinds[f"AIOS_STREAM_{s.upper()}"] for s in STREAMS] != list(range(len(STREAMS))):
-                raise BpfError("enum aios_stream_kind changed: update STREAMS")
-            self._drop_names = {i: n.removeprefix("AIOS_DROP_").lower()
-                                for n, i in btf.enum("aios_telemetry_drop").items()
-                                if not n.startswith("AIOS_NR")}
-            self._tasks: Map = obj.map("task_stats")
-            self._cpus: Map = obj.map("cpu_stats")
-            self._drops: Map = obj.map("drops")
-            self._epoch_map: Map = obj.map("epoch")
-            self._dtypes = {"migrations": np.dtype(self._mig_t), "wakeups": np.dtype(self._wake_t),
-                            "switches": np.dtype(self._switch_t)}
-            self._epoll = select.epoll()
-            for table, ring in RINGS.items():
-                m = obj.map(ring)
-                self._rings[table] = (RingArray(m, self._dtypes[table]) if bulk_supported()
-                                      else RingBuffer(m, self._raw[table].append))
-                # Edge-triggered: woken only when BPF forces a wakeup (a ring a
-                # quarter full), not whenever a record is waiting.
-                self._epoll.register(m.fd, select.EPOLLIN | select.EPOLLET)
+            "stream_budget": 0 if self.stream_budget is None else
+                             max(1, self.stream_budget * WINDOW_NS // 1_000_000_000),
+        }, max_entries={
+            **{ring: switch_bytes if ring == "switch_ring" else ring_bytes for ring in RINGS.values()},
+            "task_stats": self.max_tasks,
+            "cpu_stats": num_possible_cpus(),
+        })
+        try:
+            live = load(spec, before_attach=self._bind)
         except BaseException:
             self._close_rings()
-            obj.close()
             raise
-        self.obj = obj
+        self._loaded, self.obj = live, live.obj
+
+    def _bind(self, obj: BpfObject) -> None:
+        """After load, before the programs attach: layouts from BTF, maps, rings."""
+        btf = obj.btf
+        self._task_t = btf.ctypes_type("aios_task_stats")
+        self._cpu_t = btf.ctypes_type("aios_cpu_stats")
+        self._mig_t = btf.ctypes_type("aios_migration_event")
+        self._wake_t = btf.ctypes_type("aios_wakeup_event")
+        self._switch_t = btf.ctypes_type("aios_switch_event")
+        if btf.enum("aios_task_flag")["AIOS_TASK_EXITED"] != EXITED:
+            raise BpfError("enum aios_task_flag changed: update EXITED")
+        kinds = btf.enum("aios_stream_kind")
+        if [kinds[f"AIOS_STREAM_{s.upper()}"] for s in STREAMS] != list(range(len(STREAMS))):
+            raise BpfError("enum aios_stream_kind changed: update STREAMS")
+        self._drop_names = {i: n.removeprefix("AIOS_DROP_").lower()
+                            for n, i in btf.enum("aios_telemetry_drop").items()
+                            if not n.startswith("AIOS_NR")}
+        self._tasks: Map = obj.map("task_stats")
+        self._cpus: Map = obj.map("cpu_stats")
+        self._drops: Map = obj.map("drops")
+        self._epoch_map: Map = obj.map("epoch")
+        self._dtypes = {"migrations": np.dtype(self._mig_t), "wakeups": np.dtype(self._wake_t),
+                        "switches": np.dtype(self._switch_t)}
+        self._epoll = select.epoll()
+        for table, ring in RINGS.items():
+            m = obj.map(ring)
+            self._rings[table] = (RingArray(m, self._dtypes[table]) if bulk_supported()
+                                  else RingBuffer(m, self._raw[table].append))
+            # Edge-triggered: woken only when BPF forces a wakeup (a ring a
+            # quarter full), not whenever a record is waiting.
+            self._epoll.register(m.fd, select.EPOLLIN | select.EPOLLET)
 
     def _close_rings(self) -> None:
         rings, self._rings = self._rings, {}
@@ -225,9 +208,9 @@ class BpfCollector:
     def close(self) -> None:
         """Detach and free everything; idempotent."""
         self._close_rings()
-        obj, self.obj = self.obj, None
-        if obj is not None:
-            obj.close()
+        live, self._loaded, self.obj = self._loaded, None, None
+        if live is not None:
+            live.close()
 
     def __enter__(self) -> "BpfCollector":
         self.start()

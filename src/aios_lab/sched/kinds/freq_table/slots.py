@@ -15,22 +15,21 @@ mean one table). Layouts and limits come from the object's BTF
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from ....bpf.btf import Btf
 from ....bpf.double_buffer import GRACE_S, SlotWriter  # noqa: F401 (GRACE_S: part of this module's API)
 from ....dvfs import table as tbl
 from ....dvfs.table import FreqTable
-from ....errors import AiosError, LayoutError, ModelError
+from ....errors import AiosError, BuildError, LayoutError, ModelError
 
-MAGIC = 0x51455246  # FREQ_TABLE_MAGIC, "FREQ": the slot holds a table (checked against BTF)
-MAX_CPUS = 256      # FREQ_MAX_CPUS
 TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT, LIMIT_ENUM = "freq_table", "freq_ctl", "freq_cpu", "freq_limit"
 TASK_STRUCT, TASK_MAP = "freq_task", "task_est"   # per-task state, task-local storage keyed by pidfd
-NO_CPU = 0xFFFFFFFF                               # FREQ_NO_CPU
 
 
 class _MapLike(Protocol):
@@ -44,40 +43,50 @@ class _MapLike(Protocol):
 
 @dataclass(frozen=True)
 class TableLimits:
+    """enum freq_limit (policies/freq/intf.h) as the object's BTF carries it."""
+
     util_buckets: int
     rq_buckets: int
     perf_max: int
     util_shift: int
     max_cpus: int
-    magic: int
+    magic: int          # FREQ_TABLE_MAGIC: a slot holding a table starts with it
+    no_cpu: int         # FREQ_NO_CPU: freq_task.queued_cpu of a task in no queue
 
     @classmethod
     def from_enum(cls, limit: dict[str, int]) -> "TableLimits":
-        """From the object's enum freq_limit, which must match aios_lab.dvfs.table."""
+        """From the object's enum freq_limit, whose table must be aios_lab.dvfs.table's."""
         try:
             lim = cls(util_buckets=limit["FREQ_UTIL_BUCKETS"], rq_buckets=limit["FREQ_RQ_BUCKETS"],
                       perf_max=limit["FREQ_PERF_MAX"], util_shift=limit["FREQ_UTIL_SHIFT"],
-                      max_cpus=limit["FREQ_MAX_CPUS"], magic=limit["FREQ_TABLE_MAGIC"])
+                      max_cpus=limit["FREQ_MAX_CPUS"], magic=limit["FREQ_TABLE_MAGIC"],
+                      no_cpu=limit["FREQ_NO_CPU"])
         except KeyError as exc:
             raise LayoutError(f"enum {LIMIT_ENUM} lacks {exc.args[0]}",
                               hint="rebuild the policy (`aios-lab build`)") from None
-        ours = default_limits()
         # BPF buckets util with a shift; the table module with a division.
         same_buckets = tbl.UTIL_MAX >> lim.util_shift == lim.util_buckets
-        if (lim.util_buckets, lim.rq_buckets, lim.perf_max, lim.magic) != (
-                ours.util_buckets, ours.rq_buckets, ours.perf_max, ours.magic) or not same_buckets:
+        if (lim.util_buckets, lim.rq_buckets, lim.perf_max) != (
+                tbl.UTIL_BUCKETS, tbl.RQ_BUCKETS, tbl.PERF_MAX) or not same_buckets:
             raise LayoutError(f"the freq policy's table is {lim.util_buckets}x{lim.rq_buckets} (perf max "
-                              f"{lim.perf_max}, util >> {lim.util_shift}, magic {lim.magic:#x}); this "
-                              f"aios-lab's is {ours.util_buckets}x{ours.rq_buckets} (perf max {ours.perf_max})",
+                              f"{lim.perf_max}, util >> {lim.util_shift}); this aios-lab's is "
+                              f"{tbl.UTIL_BUCKETS}x{tbl.RQ_BUCKETS} (perf max {tbl.PERF_MAX})",
                               hint="rebuild the policy with this aios-lab (`aios-lab build`)")
         return lim
 
 
+@functools.lru_cache(maxsize=None)
 def default_limits() -> TableLimits:
-    """The limits aios_lab.dvfs.table defines (what a built policy must match)."""
-    return TableLimits(util_buckets=tbl.UTIL_BUCKETS, rq_buckets=tbl.RQ_BUCKETS, perf_max=tbl.PERF_MAX,
-                       util_shift=(tbl.UTIL_MAX // tbl.UTIL_BUCKETS).bit_length() - 1, max_cpus=MAX_CPUS,
-                       magic=MAGIC)
+    """The limits of the freq policy this aios-lab deploys, read once from its
+    built object's BTF (no root or kernel support needed)."""
+    from ..policy import get
+
+    path = get("freq").object_path
+    if not path.exists():
+        raise BuildError(f"{path} is not built; the freq policy's limits are read from it",
+                         hint="run `aios-lab build`")
+    with Btf.parse(path) as btf:
+        return TableLimits.from_enum(btf.enum(LIMIT_ENUM))
 
 
 def check_table(table: FreqTable, limits: TableLimits | None = None, where: str = "table") -> np.ndarray:
@@ -250,7 +259,7 @@ class FreqSlots:
             return None
         t = self._task_t.from_buffer_copy(raw)
         return TaskEstimate(pid=pid, est_ns=t.est_ns, last_ns=t.last_ns, act_ns=t.act_ns,
-                            activations=t.activations, queued_cpu=None if t.queued_cpu == NO_CPU else t.queued_cpu,
+                            activations=t.activations, queued_cpu=None if t.queued_cpu == self.limits.no_cpu else t.queued_cpu,
                             queued_est_ns=t.queued_est_ns)
 
     # -- writing -------------------------------------------------------------------
