@@ -52,7 +52,7 @@ class TreeLimits:
 
 
 def object_path() -> Path:
-    from aios_lab import policy
+    from aios_lab.sched import policy
 
     return policy.get(POLICY).object_path
 

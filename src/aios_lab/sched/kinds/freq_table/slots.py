@@ -79,7 +79,7 @@ class TableLimits:
 def default_limits() -> TableLimits:
     """The limits of the freq policy this aios-lab deploys, read once from its
     built object's BTF (no root or kernel support needed)."""
-    from ..policy import get
+    from ...policy import get
 
     path = get("freq").object_path
     if not path.exists():
