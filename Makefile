@@ -13,7 +13,7 @@ APT_PACKAGES := qemu-system-x86 clang-14 llvm-14 bpftool libbpf-dev libelf-dev k
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup build demo test test-unit test-bpf test-vm clean
+.PHONY: setup build demo test lint test-unit test-bpf test-vm clean
 
 setup: $(STAMP_PIP)
 
@@ -40,8 +40,12 @@ demo: build
 
 # Tiers: unit (no root), bpf (host kernel), vm (boots the sched_ext kernel;
 # the guest tier runs inside one boot).
-test: build
+test: build lint
 	$(PY) -m pytest -q
+
+# pyflakes' rules and syntax errors ([tool.ruff.lint] in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
 
 test-unit: build
 	$(PY) -m pytest -q -m "not bpf and not vm and not guest"

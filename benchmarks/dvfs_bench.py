@@ -26,7 +26,6 @@ model is the one trained without the validation run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -48,7 +48,7 @@ def main() -> int:
                   f"ratio x{got['ratio']:.2f} (ideal x{got['ideal_ratio']}) judged={got['judged']}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(rows, indent=2))
-    print(f"\n| TCG | vCPUs / nodes | pinned s | free s | ratio | judges load balancing |\n|---|---|---|---|---|---|")
+    print("\n| TCG | vCPUs / nodes | pinned s | free s | ratio | judges load balancing |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['tcg']} | {r['topology']} | {', '.join(f'{x:.2f}' for x in r['pinned_s'])} | "
               f"{', '.join(f'{x:.2f}' for x in r['free_s'])} | x{r['ratio']:.2f} | {'yes' if r['judged'] else 'no'} |")

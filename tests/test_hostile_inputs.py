@@ -8,23 +8,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from aios_lab import exit_codes
 from aios_lab.cli import main
-from aios_lab.dvfs.table import FreqTable, load_table, save_table
-from aios_lab.errors import ModelError, PolicyError, TraceError
+from aios_lab.dvfs.table import load_table
+from aios_lab.errors import ModelError, PolicyError
 from aios_lab.mllb import model as m
-from aios_lab.mllb.model import constant_model, load_model, save_model
+from aios_lab.mllb.model import load_model, save_model
 from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.writer import TraceWriter
 from aios_lab.workloads import WorkloadError, load as load_workload

@@ -10,8 +10,6 @@ finds for the next run.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from aios_lab.cpufreq.governor_loop import governor_state
 from aios_lab.dvfs.table import FreqTable, load_table, save_table
-from aios_lab.errors import AiosError, CpufreqError, ModelError, PolicyError, TraceError
+from aios_lab.errors import CpufreqError, ModelError, PolicyError, TraceError
 from aios_lab.mllb import model as m
 from aios_lab.mllb.estimator import TreeModel
 from aios_lab.mllb.limits import limits

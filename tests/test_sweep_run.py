@@ -235,7 +235,6 @@ def test_a_forked_cell_process_does_not_keep_the_sweep_locked(tmp_path):
     process outliving its driver (for a moment, or stopped) would block the
     resumed run."""
     import multiprocessing
-    import time
 
     sd = SweepDir(tmp_path)
     sd.lock()

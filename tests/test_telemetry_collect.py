@@ -1,12 +1,10 @@
 """`aios-lab collect` end to end on the host kernel (BPF tier) and without root."""
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 from click.testing import CliRunner
 

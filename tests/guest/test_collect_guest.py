@@ -1,5 +1,4 @@
 """Telemetry inside the sched_ext VM: the same collector, plus the policy's stats."""
-import json
 import signal
 import subprocess
 import sys

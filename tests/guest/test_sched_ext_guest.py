@@ -1,6 +1,5 @@
 """sched_ext control, for real, inside the VM (pytest -m guest)."""
 import json
-import os
 import signal
 import subprocess
 import sys

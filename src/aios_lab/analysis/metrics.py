@@ -24,12 +24,15 @@ series are binned to at most ``MAX_BINS`` points). What each number means:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aios_lab.analysis.db import TraceDB, exact_quantiles, log2_buckets
 from aios_lab.analysis.sanity import check_values
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_BINS = 200
 QUANTILES = (0.5, 0.9, 0.99, 0.999)

@@ -7,7 +7,6 @@ defaults are the kernel's. What is left out is said per class.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .platform import Cluster
 from .sim import Obs

@@ -6,6 +6,8 @@ guest (measured: 3 min for `import sklearn.tree` with 4 vCPUs).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from aios_lab.extras import require
@@ -15,7 +17,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y  # noqa: E402
 
-from aios_lab.errors import ModelError
 from aios_lab.mllb.limits import limits
 from aios_lab.mllb.model import QuantizedTree
 

@@ -52,7 +52,7 @@ each trace's decisions by ``ts_ns``: the model is judged on the future.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 

@@ -35,7 +35,6 @@ import hashlib
 import itertools
 import json
 import random
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

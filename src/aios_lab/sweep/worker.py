@@ -40,7 +40,7 @@ def execute(cell: Cell, out: Path, attempt: int = 1) -> bool:
         json.dumps(result)  # a metric JSON cannot hold fails here, as the cell's failure
     except Exception as exc:  # the cell's failure is data: the driver decides on retries
         write_json_atomic(out / "error.json", {
-            "type": type(exc).__name__, "message": getattr(exc, "one_line", lambda: str(exc))(),
+            "type": type(exc).__name__, "message": exc.one_line() if hasattr(exc, "one_line") else str(exc),
             "traceback": traceback.format_exc(limit=20), "attempt": attempt, "hostname": where["hostname"],
             "wall_s": round(time.monotonic() - t0, 3)})
         return False

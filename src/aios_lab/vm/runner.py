@@ -27,7 +27,7 @@ from typing import IO, Callable
 from .. import paths
 from ..errors import EmulatorFault, GuestHang, GuestPanic, VmError
 from .accel import detect_accel
-from .console import ConsoleReport, scan
+from .console import ConsoleReport
 from .kernel import Kernel, ensure_kernel
 from .qemu import Qemu, TcgMode, resolve_qemu, select_tcg
 from .topology import Topology
