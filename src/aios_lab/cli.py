@@ -725,5 +725,9 @@ from .cli_sweep import sweep as _sweep  # noqa: E402
 
 main.add_command(_sweep)
 
+from .cli_verify import verify as _verify  # noqa: E402
+
+main.add_command(_verify)
+
 if __name__ == "__main__":
     main()

@@ -124,10 +124,12 @@ class Deployment:
     """One policy attached by this process. Use as a context manager."""
 
     def __init__(self, policy: Policy, tunables: dict[str, Any] | None = None,
-                 before_attach: Callable[[BpfObject], None] | None = None) -> None:
+                 before_attach: Callable[[BpfObject], None] | None = None,
+                 before_load: Callable[[BpfObject], None] | None = None) -> None:
         """`before_attach` runs after load and before the scheduler goes live:
         a learning policy pushes its model there, so that its first decision
-        already has one."""
+        already has one. `before_load` runs after the tunables are written and
+        before load: the verifier shortens the struct_ops watchdog there."""
         if policy.kind != "sched_ext":
             raise SchedExtError(f"policy {policy.name} is a {policy.kind} policy, not sched_ext")
         self.policy = policy
@@ -140,6 +142,7 @@ class Deployment:
         self.load_s: float | None = None
         self.final_exit: ExitInfo | None = None
         self._before_attach = before_attach
+        self._before_load = before_load
         # Written into the status record; before_attach may fill it.
         self.record_extra: dict[str, Any] = {}
 
@@ -159,6 +162,8 @@ class Deployment:
             self.obj = BpfObject.open(path)
             self.obj.set_rodata_many(self.tunables)
             _write_topology(self.obj, self.policy)
+            if self._before_load is not None:
+                self._before_load(self.obj)
             self.obj.load()
             self.load_s = time.monotonic() - t0
             self.stats = _StatsReader.for_policy(self.policy, self.obj)

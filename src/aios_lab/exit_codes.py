@@ -16,6 +16,7 @@ ENVIRONMENT = 4    # missing kernel feature, not root, no cpufreq/RAPL, a bad AI
 EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_error)
 COMMAND_FAILED = 6  # collect's workload could not start or failed (the trace is still written)
 CELLS_FAILED = 7   # sweep run: cells still failing after their retries (the finished ones are kept)
+VERIFY_FAILED = 8  # verify: the policy failed a stage (the report names the check and why)
 INTERRUPTED = 130  # Ctrl-C or SIGTERM (what was collected so far is kept)
 
 TABLE = {
@@ -29,6 +30,7 @@ TABLE = {
     EJECTED: "the kernel ejected the policy (watchdog stall, scx_bpf_error)",
     COMMAND_FAILED: "collect's command could not start or exited with a failure",
     CELLS_FAILED: "sweep run: cells still failed after their retries (listed; the next run tries them again)",
+    VERIFY_FAILED: "verify: the policy failed a stage (the report names the check and why)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM",
 }
 
