@@ -111,3 +111,20 @@ def test_the_written_criteria_are_the_coded_ones():
     for text in [f"{criteria.MAX_INSN_FRACTION:.0%}", f"{criteria.WATCHDOG_MS} ms", f"x{criteria.MAX_INSN_GROWTH}",
                  f"{criteria.STRESS_S:g} s", *(f"`{k}` <= {v}" for k, v in criteria.EVENT_LIMITS.items())]:
         assert text in doc, text
+
+
+def test_a_parent_report_bounds_verifier_work_growth():
+    from aios_lab.control.verify import parent_programs
+    from aios_lab.control.verify.kernel_verifier import _growth_check
+    from aios_lab.errors import InputError
+
+    parent = {"stages": [{"stage": "verifier", "checks": [
+        {"name": "load", "passed": True, "evidence": {"programs": {"a": {"insns_processed": 10_000},
+                                                                   "b": {"insns_processed": 100}}}}]}]}
+    progs = parent_programs(parent)
+    ok = _growth_check({"a": {"insns_processed": 14_000}, "b": {"insns_processed": 2_000}}, progs)
+    assert ok.passed  # b grew x20 but by fewer than INSN_GROWTH_SLACK instructions
+    bad = _growth_check({"a": {"insns_processed": 16_000}}, progs)
+    assert not bad.passed and "a 10000 -> 16000" in bad.reason
+    with pytest.raises(InputError, match="no passing kernel-verifier stage"):
+        parent_programs({"stages": []})

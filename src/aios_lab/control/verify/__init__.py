@@ -22,8 +22,8 @@ from .report import KERNEL_STAGES, STAGES, StageReport, VerifyReport, sha256_fil
 
 __all__ = ["Case", "verify", "verify_many", "VerifyReport", "STAGES"]
 
-GUEST_BOOT_S = 120      # boot and the guest's Python, generously (TCG on a busy host)
-GUEST_CASE_S = 90       # one case's verifier and liveness stages
+GUEST_BOOT_S = 180      # boot and the guest's Python, generously (TCG on a busy host: 53 s seen)
+GUEST_CASE_S = 150      # one case's verifier and liveness stages (fifo: 75 s on a host at load 11)
 
 
 @dataclass
