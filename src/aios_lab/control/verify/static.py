@@ -130,7 +130,8 @@ def _kernel_features(policy: Policy, obj_path: Path, obj_btf: Btf, target: Targe
         reasons.append(f"kernel {target.release} has no sched_ext (no struct sched_ext_ops in its BTF)")
     missing = list(dict.fromkeys(missing_strong + missing_required))
     if missing:
-        reasons.append(f"kernel {target.release} lacks kfunc(s) {', '.join(_kfunc_name(m) for m in missing)}")
+        reasons.append(f"kernel {target.release} lacks kfunc(s) {', '.join(_kfunc_name(m) for m in missing)} "
+                       "(call what this kernel has, or declare it __weak and guard it with bpf_ksym_exists())")
     return Check("kernel_features", not reasons, crit, ev, "; ".join(reasons))
 
 
