@@ -22,7 +22,9 @@ def test_the_corpus_gets_its_verdicts_in_one_boot(monkeypatch):
     assert all(v in ("caught", "passed") for v in verdicts.values()), (verdicts, reasons)
     assert sum(v == "passed" for v in verdicts.values()) == 3
     boot = reports[0].target["platform"]["boot"]
-    assert boot["console"] == "guest kernel console clean", boot
+    # A panic or oops fails the runner itself; an RCU stall report may come
+    # from the starving policy (that is what it does), so it is only recorded.
+    assert "oops" not in boot["console"] and "panic" not in boot["console"], boot
     for c, r in zip(cases, reports):
         stages = {s.stage: s for s in r.stages}
         if not c.bad:

@@ -28,8 +28,10 @@ EVENTS = sched_ext.SYSFS / "root" / "events"
 POLL_S = 0.1
 # The verifier's own priority while it watches: with the stress mix running
 # on the CPUs left after one went offline, re-attaching at nice 0 took
-# 37-41 s under TCG (measured); a deploy loop would run ahead of its load too.
-WATCHER_NICE = -15
+# 37-41 s under TCG (measured). Not higher: at nice -15 (weight 29154) it
+# starved khugepaged (nice 19, weight 15) under EEVDF into an RCU stall
+# report on a loaded host.
+WATCHER_NICE = -5
 
 
 def read_events() -> dict[str, int] | None:
