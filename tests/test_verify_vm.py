@@ -18,8 +18,9 @@ def test_the_corpus_gets_its_verdicts_in_one_boot(monkeypatch):
     cases = corpus.load(CORPUS / "corpus.toml")
     reports = verify_many([c.case() for c in cases], cpus=2)
     verdicts = {c.name: corpus.judge(c, r) for c, r in zip(cases, reports)}
-    reasons = {c.name: r.to_dict()["reason"] for c, r in zip(cases, reports)}
-    assert all(v in ("caught", "passed") for v in verdicts.values()), (verdicts, reasons)
+    table = "\n".join(f"{c.name}: {verdicts[c.name]} (expected {c.expect}; got {r.to_dict()['failed_stage']}/"
+                      f"{r.to_dict()['failed_check']}: {r.to_dict()['reason']})" for c, r in zip(cases, reports))
+    assert all(v in ("caught", "passed") for v in verdicts.values()), table
     assert sum(v == "passed" for v in verdicts.values()) == 3
     boot = reports[0].target["platform"]["boot"]
     # A panic or oops fails the runner itself; an RCU stall report may come
