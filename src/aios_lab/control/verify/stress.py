@@ -1,8 +1,8 @@
 """The liveness stage's stress mix: what makes a scheduler's corner cases run.
 
-CPU-bound spinners (one more than there are CPUs, one of them at nice 10 the
-whole time: background work that a scheduler must not starve), a fork/exit
-loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
+CPU-bound spinners (twice as many as CPUs, so that nice-0 work alone
+oversubscribes them, one of them at nice 10 the whole time: background work
+that a scheduler must not starve), a fork/exit loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
 CPU (affinity), one reniced (-5..5), one moved between two cgroups when
 cgroup v2 is mounted. The CPU hotplug cycle is driven by the liveness stage
 itself, because it must watch the policy around it.
@@ -35,7 +35,7 @@ class StressMix:
     def start(self) -> "StressMix":
         self.rng = random.Random(self.seed)
         self.cpus = sorted(os.sched_getaffinity(0))
-        for i in range(len(self.cpus) + 1):
+        for i in range(2 * len(self.cpus)):
             p = subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0)
             self.spinners.append(p)
         # Background work: niced for the whole run.
