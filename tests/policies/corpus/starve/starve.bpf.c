@@ -1,7 +1,8 @@
 /* corpus: stalls under load; the watchdog must eject it.
  *
  * Two queues with strict priority: tasks at nice 0 or better go to HIGH,
- * niced tasks to LOW, and a CPU takes from LOW only when HIGH is empty. With
+ * niced tasks to LOW, and a CPU takes from LOW only when HIGH is empty
+ * (anywhere: a HIGH task this CPU may not run still blocks LOW). With
  * no aging, a niced task waits as long as nice-0 work keeps every CPU busy:
  * under a CPU-bound mix that is forever, and the kernel's watchdog ejects
  * the scheduler ("runnable task stall"). Idle or lightly loaded, it runs fine,
@@ -25,8 +26,9 @@ void BPF_STRUCT_OPS(starve_enqueue, struct task_struct *p, u64 enq_flags)
 
 void BPF_STRUCT_OPS(starve_dispatch, s32 cpu, struct task_struct *prev)
 {
-	if (!aios_dsq_move_to_local(HIGH_DSQ))
-		aios_dsq_move_to_local(LOW_DSQ);
+	if (aios_dsq_move_to_local(HIGH_DSQ) || scx_bpf_dsq_nr_queued(HIGH_DSQ))
+		return;
+	aios_dsq_move_to_local(LOW_DSQ);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(starve_init)
