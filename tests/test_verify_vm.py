@@ -6,7 +6,7 @@ and freq must pass static, kernel verifier and liveness: no false rejection.
 import pytest
 
 from aios_lab import paths
-from aios_lab.control.verify import corpus, verify_many
+from aios_lab.control.verify import corpus, criteria, verify_many
 
 pytestmark = pytest.mark.vm
 
@@ -33,7 +33,7 @@ def test_the_corpus_gets_its_verdicts_in_one_boot(monkeypatch):
             # the hotplug cycle really happened, and a policy without
             # cpu_online/offline was restarted as the kernel asked
             assert live["hotplug"].get("offline_online_s") is not None, live
-            assert live["attaches"] == 1 + len(live["restarts"]) and live["watchdog_ms"] == 5000
+            assert live["attaches"] == 1 + len(live["restarts"]) and live["watchdog_ms"] == criteria.WATCHDOG_MS
             assert all(x["kind"] == 66 and x["restart"] for x in live["restarts"]), live["restarts"]
             progs = stages["verifier"].checks[0].evidence["programs"]
             assert progs and all(p["insns_processed"] > 0 and p["jited_bytes"] > 0 for p in progs.values()), progs

@@ -1,8 +1,9 @@
 """The liveness stage's stress mix: what makes a scheduler's corner cases run.
 
-CPU-bound spinners (twice as many as CPUs, so that nice-0 work alone
-oversubscribes them, one of them at nice 10 the whole time: background work
-that a scheduler must not starve), a fork/exit loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
+CPU-bound spinners: one more than there are CPUs at nice 0 and left alone
+(nice-0 work alone oversubscribes the CPUs), one at nice 10 the whole time
+(background work a scheduler must not starve), and as many as CPUs that the
+steps below move around; a fork/exit loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
 CPU (affinity), one reniced (-5..5), one moved between two cgroups when
 cgroup v2 is mounted. The CPU hotplug cycle is driven by the liveness stage
 itself, because it must watch the policy around it.
@@ -35,12 +36,13 @@ class StressMix:
     def start(self) -> "StressMix":
         self.rng = random.Random(self.seed)
         self.cpus = sorted(os.sched_getaffinity(0))
-        for i in range(2 * len(self.cpus)):
-            p = subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0)
-            self.spinners.append(p)
+        ncpu = len(self.cpus)
+        self.base = [subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0) for _ in range(ncpu + 1)]
+        self.background = subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0)
         # Background work: niced for the whole run.
-        os.setpriority(os.PRIO_PROCESS, self.spinners[0].pid, BACKGROUND_NICE)
-        self.procs += self.spinners
+        os.setpriority(os.PRIO_PROCESS, self.background.pid, BACKGROUND_NICE)
+        self.spinners = [subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0) for _ in range(ncpu)]
+        self.procs += self.base + [self.background] + self.spinners
         self.procs.append(subprocess.Popen(["sh", "-c", FORK], preexec_fn=_nice0))
         self.hackbench_path = shutil.which("hackbench")
         if (CGROUP_ROOT / "cgroup.controllers").exists():
@@ -51,18 +53,19 @@ class StressMix:
         return self
 
     def describe(self) -> dict:
-        return {"spinners": len(self.spinners), "niced_background": BACKGROUND_NICE, "fork_exit_loop": True,
+        return {"base_spinners": len(self.base), "churned_spinners": len(self.spinners),
+                "niced_background": BACKGROUND_NICE, "fork_exit_loop": True,
                 "hackbench": self.hackbench_path, "cgroup_v2": bool(self.cgroups), **self.counts}
 
     def step(self) -> None:
         """One round of changes; errors on tasks that just exited are counted, not raised."""
         rng = self.rng
-        victim = rng.choice(self.spinners[1:])
+        victim = rng.choice(self.spinners)
         try:
             online = [c for c in self.cpus if _online(c)]
             os.sched_setaffinity(victim.pid, set(rng.sample(online, rng.randint(1, len(online)))))
             self.counts["affinity"] += 1
-            os.setpriority(os.PRIO_PROCESS, rng.choice(self.spinners[1:]).pid, rng.randint(-5, 5))
+            os.setpriority(os.PRIO_PROCESS, rng.choice(self.spinners).pid, rng.randint(-5, 5))
             self.counts["nice"] += 1
             if self.cgroups:
                 cg = rng.choice(self.cgroups)
