@@ -2,8 +2,9 @@
 
 CPU-bound spinners: one more than there are CPUs at nice 0 and left alone
 (nice-0 work alone oversubscribes the CPUs), one at nice 10 the whole time
-(background work a scheduler must not starve), and as many as CPUs that the
-steps below move around; a fork/exit loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
+(background work a scheduler must not starve), and one that the steps below
+move around (more load made fifo, a weighted-vtime policy, starve a nice-19
+kernel thread inside an RCU read section until the kernel ejected it); a fork/exit loop, a small hackbench in a loop when it is installed, and every step: one spinner moved to another
 CPU (affinity), one reniced (-5..5), one moved between two cgroups when
 cgroup v2 is mounted. The CPU hotplug cycle is driven by the liveness stage
 itself, because it must watch the policy around it.
@@ -41,7 +42,7 @@ class StressMix:
         self.background = subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0)
         # Background work: niced for the whole run.
         os.setpriority(os.PRIO_PROCESS, self.background.pid, BACKGROUND_NICE)
-        self.spinners = [subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0) for _ in range(ncpu)]
+        self.spinners = [subprocess.Popen(["sh", "-c", SPIN], preexec_fn=_nice0)]
         self.procs += self.base + [self.background] + self.spinners
         self.procs.append(subprocess.Popen(["sh", "-c", FORK], preexec_fn=_nice0))
         self.hackbench_path = shutil.which("hackbench")
