@@ -17,6 +17,7 @@ EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_erro
 COMMAND_FAILED = 6  # collect's workload could not start or failed (the trace is still written)
 CELLS_FAILED = 7   # sweep run: cells still failing after their retries (the finished ones are kept)
 INTEGRITY = 8      # a registry blob that does not match its hash, or a broken audit chain
+VERIFY_FAILED = 9  # verify: the policy failed a stage (the report names the check and why)
 INTERRUPTED = 130  # Ctrl-C or SIGTERM (what was collected so far is kept)
 
 TABLE = {
@@ -32,6 +33,7 @@ TABLE = {
     CELLS_FAILED: "sweep run: cells still failed after their retries (listed; the next run tries them again)",
     INTEGRITY: "integrity: a policy registry blob does not match its hash, or the audit log's "
                "hash chain is broken (edited, deleted or reordered records)",
+    VERIFY_FAILED: "verify: the policy failed a stage (the report names the check and why)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM",
 }
 

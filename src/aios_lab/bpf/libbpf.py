@@ -79,6 +79,8 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
     "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__autoload": (ctypes.c_bool, [c_void_p]),
     "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
+    "bpf_program__set_log_level": (c_int, [c_void_p, c_uint]),
+    "bpf_program__set_log_buf": (c_int, [c_void_p, c_void_p, c_size_t]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__type": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),

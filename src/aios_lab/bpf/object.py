@@ -106,7 +106,8 @@ class Link:
 # (gpl_compatible) keeps it out of our BTF->ctypes mirror.
 # tests/test_layouts.py checks them against the system's linux/bpf.h.
 PROG_INFO_SIZE = 232
-PROG_INFO_OFFSETS = {"id": (4, "<I"), "run_time_ns": (192, "<Q"), "run_cnt": (200, "<Q")}
+PROG_INFO_OFFSETS = {"id": (4, "<I"), "jited_prog_len": (16, "<I"), "xlated_prog_len": (20, "<I"),
+                     "run_time_ns": (192, "<Q"), "run_cnt": (200, "<Q"), "verified_insns": (216, "<I")}
 
 
 class BpfStats:
@@ -146,7 +147,9 @@ class Program:
         return int(libbpf.func("bpf_program__type")(self.ptr))
 
     def run_stats(self) -> dict[str, int]:
-        """The kernel's counters for this loaded program: id, run_cnt, run_time_ns.
+        """The kernel's counters for this loaded program: id, run_cnt, run_time_ns,
+        and what the verifier and the JIT made of it (verified_insns, jited/xlated
+        lengths in bytes).
 
         run_cnt/run_time_ns only grow while the sysctl kernel.bpf_stats_enabled
         is 1 (see BpfStats)."""

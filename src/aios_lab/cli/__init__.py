@@ -6,6 +6,7 @@ imports another (only the shared `group`, `options` and `types`):
   setup     build, vm          compile the BPF; the pinned sched_ext kernel in QEMU
   policies  policy, deploy,    discover, attach and watch policies
             status
+  verify    verify             the staged verifier (static, kernel verifier, liveness)
   control   policy submit,     the policy registry, its audit log, the root
             show, history,     service of the privilege split, the MCP server
             diff, audit,       for agents
@@ -31,7 +32,7 @@ import click
 from aios_lab import __version__
 from aios_lab.environment import epilog
 
-from . import bench, control, data, freq, policies, setup, train
+from . import bench, control, data, freq, policies, setup, train, verify
 from .group import AiosGroup
 
 
@@ -62,7 +63,7 @@ def main() -> None:
 # order of a user's path through the tool.
 for _command in (setup.build, setup.vm,
                  policies.policy, policies.deploy, policies.status,
-                 control.audit, control.service, control.mcp,
+                 verify.verify, control.audit, control.service, control.mcp,
                  data.collect, data.analyze, data.profile, data.compare, data.export,
                  train.train,
                  freq.freq,

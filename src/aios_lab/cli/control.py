@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from .group import AiosGroup
+from .options import parse_sets
 from .types import POSITIVE, InputFile
 
 
@@ -31,16 +32,6 @@ def _when(ns: int) -> str:
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _sets(sets: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for s in sets:
-        k, sep, v = s.partition("=")
-        if not sep or not k.strip():
-            raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _folder(policy: str) -> Path:
@@ -77,7 +68,7 @@ def submit(policy, sets, model, parent, as_root, no_build, agent, as_json) -> No
     if parent and as_root:
         raise click.UsageError("--parent and --root exclude each other")
     with _registry() as reg:
-        res = reg.submit_folder(_folder(policy), Actor.current(agent), _sets(sets), model, not no_build,
+        res = reg.submit_folder(_folder(policy), Actor.current(agent), parse_sets(sets), model, not no_build,
                                 parent, as_root)
     if as_json:
         _echo_json({**res.entry.to_dict(), "created": res.created, "audit_seq": res.audit_seq})
@@ -341,7 +332,7 @@ def service_deploy(entry, duration, sets, agent, socket_path, as_json) -> None:
 
     Example: aios-lab service deploy 4e2789773dba...5b728de8 --duration 60
     """
-    payload = {"op": "deploy", "entry": entry, "agent": agent, "tunables": _sets(sets)}
+    payload = {"op": "deploy", "entry": entry, "agent": agent, "tunables": parse_sets(sets)}
     if duration is not None:
         payload["duration"] = duration
     answer = _ask(socket_path, payload, as_json)

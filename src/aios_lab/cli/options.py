@@ -57,3 +57,14 @@ def _check_command(ctx, param, command: tuple[str, ...]) -> tuple[str, ...]:
 # COMMAND (after --) of `collect` and `deploy`, checked as it is parsed; the
 # command needs context_settings={"ignore_unknown_options": True}.
 command_argument = click.argument("command", nargs=-1, type=click.UNPROCESSED, callback=_check_command)
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
+    """`--set KEY=VALUE` (repeatable) as a dict; the manifest checks the values."""
+    out = {}
+    for s in sets:
+        k, sep, v = s.partition("=")
+        if not sep or not k.strip():
+            raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
+        out[k.strip()] = v.strip()
+    return out

@@ -11,7 +11,7 @@ import click
 from aios_lab import exit_codes
 
 from .group import AiosGroup
-from .options import command_argument
+from .options import command_argument, parse_sets
 from .types import POSITIVE, InputFile, finite
 
 SCX_STATS_PATH = "/var/run/scx/root/stats"  # aios_lab.scx_stats.DEFAULT_PATH, without importing it
@@ -73,16 +73,6 @@ def policy_list(show_all: bool, registry: bool, name: str | None, as_json: bool)
         click.echo(f"{p.name:12} {p.kind:10} {p.summary}{built}")
         for t in p.tunables.values():
             click.echo(f"{'':12} --set {t.name}=<{t.type}> (default {t.default}): {t.help}")
-
-
-def _parse_sets(sets: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for s in sets:
-        k, sep, v = s.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
-        out[k.strip()] = v.strip()
-    return out
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -163,7 +153,7 @@ def deploy(name: str, sets, duration, interval, as_json, model_path, mode, decis
     if watch and not (kind is not None and "watch" in kind.options and model_path):
         raise click.UsageError(f"--watch needs one of the {kinds.watchers()} and --model FILE "
                                "(e.g. aios-lab deploy freq --model table.json --watch)")
-    loop = DeployLoop(policy, _parse_sets(sets), model_path=model_path, mode=mode,
+    loop = DeployLoop(policy, parse_sets(sets), model_path=model_path, mode=mode,
                       decisions_out=Path(decisions_out) if decisions_out else None,
                       retrain_every_s=retrain_every, retrain_min_rows=retrain_min_rows, command=list(command),
                       watch_model=watch, stats_socket=None if no_stats_socket else stats_socket)

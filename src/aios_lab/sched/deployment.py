@@ -105,10 +105,12 @@ class Deployment:
     """One policy attached by this process. Use as a context manager."""
 
     def __init__(self, policy: Policy, tunables: dict[str, Any] | None = None,
-                 before_attach: Callable[[BpfObject], None] | None = None) -> None:
+                 before_attach: Callable[[BpfObject], None] | None = None,
+                 before_load: Callable[[BpfObject], None] | None = None) -> None:
         """`before_attach` runs after load and before the scheduler goes live:
         a learning policy pushes its model there, so that its first decision
-        already has one."""
+        already has one. `before_load` runs after the tunables are written and
+        before load: the verifier shortens the struct_ops watchdog there."""
         if policy.kind != "sched_ext":
             raise SchedExtError(f"policy {policy.name} is a {policy.kind} policy, not sched_ext")
         self.policy = policy
@@ -121,6 +123,7 @@ class Deployment:
         self.load_s: float | None = None
         self.final_exit: ExitInfo | None = None
         self._before_attach = before_attach
+        self._before_load = before_load
         # Written into the status record; before_attach may fill it.
         self.record_extra: dict[str, Any] = {}
 
@@ -134,7 +137,7 @@ class Deployment:
         sched_ext.require_free()
         try:
             live = load(LoadSpec(self.policy.object_path, rodata=self.tunables, struct_ops=self.policy.struct_ops),
-                        configure=lambda obj: _write_topology(obj, self.policy), before_attach=self._loaded)
+                        configure=self._configure, before_attach=self._loaded)
             self.obj, self.link, self.load_s = live.obj, live.links[self.policy.struct_ops], live.load_s
             t1 = time.monotonic()
             self._wait_enabled(enable_timeout_s)
@@ -146,6 +149,13 @@ class Deployment:
             self.stop()
             raise
         return self
+
+    def _configure(self, obj: BpfObject) -> None:
+        """Between open and load: the topology arrays, then the caller's
+        before_load (e.g. the verifier shortening the watchdog)."""
+        _write_topology(obj, self.policy)
+        if self._before_load is not None:
+            self._before_load(obj)
 
     def _loaded(self, obj: BpfObject) -> None:
         self.stats = _StatsReader.for_policy(self.policy, obj)

@@ -1,0 +1,88 @@
+"""`aios-lab verify`: the staged verifier, as a thin click layer.
+
+The package root registers it with the control plane's commands.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .options import parse_sets
+from .types import InputFile
+
+STAGE_CHOICES = ("static", "verifier", "liveness")
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    stages = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in stages if s not in STAGE_CHOICES]
+    if bad or not stages:
+        raise click.BadParameter(f"{text!r}: stages are {', '.join(STAGE_CHOICES)} (comma-separated); "
+                                 "the performance stage is not built yet", param_hint="--stages")
+    return tuple(s for s in STAGE_CHOICES if s in stages)
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"verify {rep['policy']}  (kernel {rep['target']['release']}, tunables "
+             + ", ".join(f"{k}={v}" for k, v in rep["tunables"].items()) + ")"]
+    for st in rep["stages"]:
+        if st["skipped"]:
+            lines.append(f"  {st['stage']:<9} SKIPPED ({st['skipped']})")
+            continue
+        lines.append(f"  {st['stage']:<9} {'PASS' if st['passed'] else 'FAIL'}  {st['seconds']:.1f}s")
+        for c in st["checks"]:
+            mark = "ok  " if c["passed"] else "FAIL"
+            lines.append(f"    {mark} {c['name']:<16} {c['reason'] if not c['passed'] else c['criterion']}")
+    verdict = "PASSED" if rep["passed"] else f"FAILED at {rep['failed_stage']}/{rep['failed_check']}: {rep['reason']}"
+    lines.append(f"verdict: {verdict}")
+    return "\n".join(lines)
+
+
+@click.command("verify")
+@click.argument("name")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A tunable value to verify (repeatable).")
+@click.option("--stages", default=",".join(STAGE_CHOICES), show_default=True,
+              help="Comma-separated stages to run, in order: static, verifier, liveness.")
+@click.option("--parent", type=InputFile(exists=True), default=None,
+              help="A passing report (--out) of the parent policy: fail when a program's verifier work "
+                   "grows beyond the stated regression limit.")
+@click.option("--cpus", default=2, show_default=True, type=click.IntRange(2, 64),
+              help="vCPUs of the VM the kernel stages boot (at least 2: one must go offline).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full JSON report here (replaced if it exists).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full JSON report.")
+def verify(name, sets, stages, parent, cpus, out, as_json) -> None:
+    """Verify policy NAME in stages, each against written criteria (docs/verifier.md).
+
+    static (manifest, tunable ranges, kfuncs in the target kernel's BTF,
+    -Werror), kernel verifier (per-program statistics, an instruction
+    budget), liveness (attached under a stress mix and a CPU hotplug cycle
+    with a short watchdog). The kernel stages run in the pinned VM (one
+    boot) unless this kernel has sched_ext. Exit 0 when every stage passes,
+    9 when one fails (the report says which check and why).
+
+    Example: aios-lab verify fifo --set slice_ns=5000000 --out fifo-verify.json
+    """
+    from aios_lab import exit_codes
+    from aios_lab.atomic import write_json_atomic
+    from aios_lab.control.verify import parent_programs, verify as run_verify
+    from aios_lab.safe_output import check_output
+    from aios_lab.safe_read import load_json
+
+    overrides, stages = parse_sets(sets), _stages(stages)
+
+    if out is not None:
+        check_output(out, what="report")
+    parent_progs = parent_programs(load_json(parent, what="parent report")) if parent else None
+    rep = run_verify(name, overrides, stages, parent=parent_progs, cpus=cpus,
+                     log=lambda m: click.echo(m, err=True))
+    data = rep.to_dict()
+    data["digest"] = rep.digest()
+    if out is not None:
+        write_json_atomic(out, data)
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else format_report(data))
+    if not rep.passed:
+        sys.exit(exit_codes.VERIFY_FAILED)

@@ -1,0 +1,58 @@
+"""A corpus of policies with the verdict `aios-lab verify` must reach on each.
+
+Each case names a policy (and tunables), and either `expect = "pass"` or the
+stage/check that must fail first with a regular expression for its reason.
+`judge` classes a report: caught, missed (a bad policy passed), caught at the
+wrong place, passed, or falsely rejected (a good policy failed).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import InputError
+from ...safe_read import load_toml
+from . import Case
+from .report import VerifyReport
+
+
+@dataclass(frozen=True)
+class CorpusCase:
+    name: str
+    policy: str
+    expect: str                  # "pass" or "stage/check"
+    reason: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> bool:
+        return self.expect != "pass"
+
+    def case(self) -> Case:
+        return Case(self.policy, dict(self.overrides))
+
+
+def load(path: Path) -> list[CorpusCase]:
+    data = load_toml(path, error=InputError, what="verifier corpus")
+    out = []
+    for i, c in enumerate(data.get("case", [])):
+        if not isinstance(c, dict) or not isinstance(c.get("policy"), str) or not isinstance(c.get("expect"), str):
+            raise InputError(f"{path}: case {i + 1} needs policy and expect strings")
+        out.append(CorpusCase(str(c.get("name", c["policy"])), c["policy"], c["expect"], str(c.get("reason", "")),
+                              {str(k): str(v) for k, v in c.get("set", {}).items()}))
+    return out
+
+
+def judge(case: CorpusCase, report: VerifyReport) -> str:
+    """caught | missed | wrong-place | passed | falsely-rejected."""
+    fail = report.failure()
+    if not case.bad:
+        return "passed" if report.passed else "falsely-rejected"
+    if fail is None:
+        return "missed"
+    stage, check = fail
+    if f"{stage}/{check.name}" != case.expect or not re.search(case.reason, check.reason, re.I):
+        return "wrong-place"
+    return "caught"

@@ -1,0 +1,48 @@
+"""The written pass criteria of `aios-lab verify`, as numbers.
+
+docs/verifier.md states each one and why; tests read them from here, so the
+documentation, the code and the tests cannot drift apart silently.
+"""
+from __future__ import annotations
+
+# -- kernel verifier ----------------------------------------------------------------------
+# The verifier gives up at 1M processed instructions (BPF_COMPLEXITY_LIMIT_INSNS).
+# A program that already needs a quarter of it is one refactor, one clang
+# version or one kernel away from being rejected.
+INSN_LIMIT = 1_000_000
+MAX_INSN_FRACTION = 0.25
+# Against a parent report (--parent): a program may grow its processed
+# instructions by at most this factor (and by at least SLACK instructions,
+# so that tiny programs may change shape).
+MAX_INSN_GROWTH = 1.5
+INSN_GROWTH_SLACK = 2_000
+
+# -- liveness ----------------------------------------------------------------------------
+# The watchdog timeout the policy runs under during liveness, unless the
+# policy sets a shorter one itself (struct sched_ext_ops.timeout_ms). The
+# kernel's default is 30 s: far too long to notice a stall in a short run.
+# 3 s ejected fifo (weighted vtime, 20 ms slices) under TCG: a nice-19 task
+# legitimately waited 3.8 s; at 5 s, fifo left khugepaged (nice 19) waiting
+# 5.35 s under the stress mix. 10 s keeps a 2x margin over that and still
+# catches a real starvation, which never ends.
+WATCHDOG_MS = 10000
+# How long the stress mix runs before the CPU hotplug cycle. It must be
+# longer than the watchdog timeout so that a stalled task is noticed.
+STRESS_S = 12.0
+# After the hotplug cycle, the policy must keep running this long.
+SETTLE_S = 2.0
+# sched_ext's own event counters (/sys/kernel/sched_ext/root/events), summed
+# over the attachments of one liveness run: the most each may reach. Bypass
+# mode (the kernel scheduling in its place because it misbehaved or is being
+# torn down) must never be entered while the policy is live; falling back
+# from a failed CPU selection or dispatching to an offline CPU's queue a few
+# times under hotplug is normal.
+EVENT_LIMITS = {
+    "SCX_EV_BYPASS_ACTIVATE": 0,
+    "SCX_EV_BYPASS_DISPATCH": 0,
+    "SCX_EV_BYPASS_DURATION": 0,
+    "SCX_EV_SELECT_CPU_FALLBACK": 1000,
+    "SCX_EV_DISPATCH_LOCAL_DSQ_OFFLINE": 100,
+}
+# dmesg lines mentioning sched_ext that mean trouble.
+DMESG_ERROR_WORDS = ("error", "stall", "WARNING", "BUG", "Oops", "failed")
