@@ -26,9 +26,14 @@ def _code(path: Path) -> str:
     return re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)   # comments may mention anything
 
 
+# The verifier's corpus policy that calls a kfunc the kernel lacks must
+# declare it itself: scx.bpf.h declares only what a kernel we run has.
+KFUNC_ON_PURPOSE = {"tests/policies/corpus/oldapi/oldapi.bpf.c"}
+
+
 def test_kfuncs_are_declared_only_in_the_scx_header():
     declared = {p.relative_to(ROOT).as_posix() for p in _sources() if "__ksym" in _code(p)}
-    assert declared == {SCX_HEADER.relative_to(ROOT).as_posix()}
+    assert declared - KFUNC_ON_PURPOSE == {SCX_HEADER.relative_to(ROOT).as_posix()}
 
 
 def test_kernel_drift_is_handled_only_in_core_fixes():

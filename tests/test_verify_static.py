@@ -7,7 +7,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from aios_lab import exit_codes, paths, policy
+from aios_lab import exit_codes, paths
+from aios_lab.sched import policy
 from aios_lab.cli import main
 from aios_lab.control.verify import Case, corpus, criteria, static, target, verify_many
 from aios_lab.control.verify.elf import undefined_symbols
