@@ -19,6 +19,7 @@ import inspect
 from typing import Any, Callable, ClassVar
 
 from ..errors import ModelError
+from ..variants import Variants
 from ..extras import require
 
 require("sklearn", "learn", "training a frequency table")
@@ -28,7 +29,6 @@ from .demand import Demand  # noqa: E402
 from .platform import Cluster, load_cluster  # noqa: E402
 from .table import FreqTable  # noqa: E402
 
-REGISTRY: dict[str, type["TableLearner"]] = {}
 
 
 class TableLearner(BaseEstimator):
@@ -62,26 +62,12 @@ class TableLearner(BaseEstimator):
         return load_cluster(c) if isinstance(c, str) else c
 
 
-def register(cls: type[TableLearner]) -> type[TableLearner]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
 def _load_builtin() -> None:
     from . import rl, sweep  # noqa: F401  (registers them)
 
 
-def names() -> list[str]:
-    _load_builtin()
-    return sorted(REGISTRY)
-
-
-def get(name: str) -> type[TableLearner]:
-    _load_builtin()
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ModelError(f"unknown training method {name!r}", hint=f"use {' or '.join(sorted(REGISTRY))}") from None
+LEARNERS: Variants[type[TableLearner]] = Variants("training method", ModelError, "use", _load_builtin)
+register, names, get = LEARNERS.register, LEARNERS.names, LEARNERS.get
 
 
 def make(name: str, **options: Any) -> TableLearner:

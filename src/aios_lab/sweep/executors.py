@@ -33,10 +33,10 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..variants import Variants
 from .errors import ExecutorError
 from .spec import Cell
 
-REGISTRY: dict[str, type["Executor"]] = {}
 PR_SET_PDEATHSIG = 1
 
 
@@ -61,16 +61,8 @@ class Done:
     error: str = ""
 
 
-def register(cls: type["Executor"]) -> type["Executor"]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get(name: str) -> type["Executor"]:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ExecutorError(f"unknown executor {name!r}", hint=f"executors: {', '.join(sorted(REGISTRY))}") from None
+EXECUTORS: "Variants[type[Executor]]" = Variants("executor", ExecutorError, "executors:")
+register, get = EXECUTORS.register, EXECUTORS.get
 
 
 class Executor:

@@ -20,11 +20,11 @@ from ...bpf import BpfObject, libbpf
 from ...sched.deployment import Deployment
 from ...errors import AiosError, SchedulerEjected
 from ...sched.policy import Policy
+from ..canary import read_events
 from . import criteria
 from .report import Check, StageReport
 from .stress import StressMix, hotplug_cpu, set_online
 
-EVENTS = sched_ext.SYSFS / "root" / "events"
 POLL_S = 0.1
 # The verifier's own priority while it watches: with the stress mix running
 # on the CPUs left after one went offline, re-attaching at nice 0 took
@@ -32,19 +32,6 @@ POLL_S = 0.1
 # starved khugepaged (nice 19, weight 15) under EEVDF into an RCU stall
 # report on a loaded host.
 WATCHER_NICE = -5
-
-
-def read_events() -> dict[str, int] | None:
-    try:
-        text = EVENTS.read_text()
-    except OSError:
-        return None
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
 
 
 def _dmesg() -> list[str]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ...variants import Variants
 from ..errors import CellError
 
-REGISTRY: dict[str, type["CellKind"]] = {}
 
 
 @dataclass(frozen=True)
@@ -79,23 +79,9 @@ class CellKind:
         return {}
 
 
-def register(cls: type[CellKind]) -> type[CellKind]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
 def _load_builtin() -> None:
     from . import dvfs, vm_bench  # noqa: F401  (registers them)
 
 
-def names() -> list[str]:
-    _load_builtin()
-    return sorted(REGISTRY)
-
-
-def get(name: str) -> type[CellKind]:
-    _load_builtin()
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise CellError(f"unknown cell kind {name!r}", hint=f"kinds: {', '.join(sorted(REGISTRY))}") from None
+KINDS: Variants[type[CellKind]] = Variants("cell kind", CellError, "kinds:", _load_builtin)
+register, names, get = KINDS.register, KINDS.names, KINDS.get
