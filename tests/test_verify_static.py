@@ -12,7 +12,8 @@ from aios_lab.sched import policy
 from aios_lab.cli import main
 from aios_lab.control.verify import Case, corpus, criteria, static, target, verify_many
 from aios_lab.control.verify.elf import undefined_symbols
-from aios_lab.control.verify.kernel_verifier import parse_stats, verifier_complaint
+from aios_lab.bpf.object import verifier_complaint
+from aios_lab.control.verify.kernel_verifier import parse_stats
 from aios_lab.control.verify.report import Check, StageReport, VerifyReport
 
 CORPUS = paths.project_root() / "tests" / "policies" / "corpus"

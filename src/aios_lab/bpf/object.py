@@ -27,7 +27,19 @@ _OPENED, _LOADED, _CLOSED = "opened", "loaded", "closed"
 MAP_TYPE_STRUCT_OPS = 26  # enum bpf_map_type
 
 
-_INSN = re.compile(r"^\d+: \(|^; |^\s*$|^mark_precise|^last_idx|^regs=|^parent |^from \d+ to \d+")
+# Lines of the verifier's trace (instructions, source, precision tracking);
+# the complaint is the first other line after the last of them.
+_TRACE = re.compile(r"^\d+: \(|^; |^mark_precise|^last_idx|^regs=|^parent |^from \d+ to \d+")
+_STATS = ("processed ", "verification time", "stack depth")
+
+
+def verifier_complaint(lines: list[str]) -> str:
+    """The verifier's own message in one program's log: the first line
+    after its last trace line that is neither blank nor a statistic.
+    Blank lines do not end the search: 7.x kernels print an explanation
+    block, set off by a blank line, between the complaint and the stats."""
+    last = max((i for i, ln in enumerate(lines) if _TRACE.match(ln)), default=-1)
+    return next((ln.strip() for ln in lines[last + 1:] if ln.strip() and not ln.startswith(_STATS)), "")
 
 
 def verifier_reason(log: list[str]) -> str:
@@ -39,17 +51,9 @@ def verifier_reason(log: list[str]) -> str:
         if m:
             prog, block = m.group(1), []
         elif line.startswith("-- END PROG LOAD LOG --"):
-            # After the last instruction dump comes the reason, then stats.
-            tail: list[str] = []
-            for ln in reversed(block):
-                if _INSN.match(ln):
-                    break
-                tail.append(ln)
-            tail.reverse()
-            msgs = [ln for ln in tail if not ln.startswith(("processed ", "verification time",
-                                                            "stack depth"))]
-            if msgs:
-                reason = f"prog '{prog}': {msgs[0]}"
+            msg = verifier_complaint(block)
+            if msg:
+                reason = f"prog '{prog}': {msg}"
         else:
             block.append(line)
     return reason

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from ...bpf import BpfObject, libbpf
+from ...bpf.object import verifier_complaint
 from ...errors import BpfLoadError
 from ...sched.policy import Policy
 from . import criteria
@@ -29,17 +30,6 @@ _PROCESSED = re.compile(r"processed (\d+) insns \(limit (\d+)\) max_states_per_i
 _TIME = re.compile(r"verification time (\d+) usec")
 _STACK = re.compile(r"stack depth ([\d+]+)")
 _FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
-_INSN_LINE = re.compile(r"^\d+: \(")
-
-
-def verifier_complaint(log: list[str]) -> str:
-    """The verifier's own message: the line after the last instruction it
-    walked. (7.x kernels add an explanation block after it, which the
-    generic parser in bpf.object does not expect.)"""
-    last = max((i for i, ln in enumerate(log) if _INSN_LINE.match(ln)), default=None)
-    if last is None:
-        return ""
-    return next((ln.strip() for ln in log[last + 1:] if ln.strip()), "")
 
 
 def parse_stats(log: str) -> dict[str, Any]:
