@@ -23,22 +23,26 @@ def check_bpf_object(data: bytes, what: str = "object") -> None:
                             hint="give the .bpf.o that `aios-lab build` compiled")
 
 
+def section_headers(data: bytes) -> list[tuple[str, int, int, int, int]]:
+    """(name, type, offset, size, link) of every section header of an ELF64
+    little-endian file; struct.error or IndexError when the table is damaged
+    (the callers say in their own terms what was wrong)."""
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    raw = [struct.unpack_from("<IIQQQQII", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab_off, strtab_size = raw[shstrndx][4], raw[shstrndx][5]
+    names = data[strtab_off:strtab_off + strtab_size]
+
+    def name(off: int) -> str:
+        return names[off:names.find(b"\0", off)].decode("utf-8", "replace")
+    return [(name(r[0]), r[1], r[4], r[5], r[6]) for r in raw]
+
+
 def sections(data: bytes) -> dict[str, int]:
     """{section name: size in bytes} of an ELF64 object (empty names and the
     null section left out)."""
     check_bpf_object(data)
     try:
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-        headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-        strtab_off, strtab_size = headers[shstrndx][4], headers[shstrndx][5]
-        names = data[strtab_off:strtab_off + strtab_size]
-        out: dict[str, int] = {}
-        for h in headers[1:]:
-            end = names.find(b"\0", h[0])
-            name = names[h[0]:end].decode("utf-8", "replace")
-            if name:
-                out[name] = h[5]
-        return out
+        return {name: size for name, _t, _off, size, _l in section_headers(data)[1:] if name}
     except (struct.error, IndexError) as e:
         raise RegistryError(f"object's section table is damaged: {e}") from None

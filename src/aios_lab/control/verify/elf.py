@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from ...errors import InputError
+from ..elf import section_headers
 
 ELF_MAGIC = b"\x7fELF"
 SHT_SYMTAB = 2
@@ -23,23 +24,10 @@ def _check(data: bytes, what: str) -> None:
         raise InputError(f"{what} is not a 64-bit little-endian ELF file")
 
 
-def _sections(data: bytes) -> list[tuple[str, int, int, int, int]]:
-    """(name, type, offset, size, link) of every section header."""
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    raw = [struct.unpack_from("<IIQQQQII", data, shoff + i * shentsize) for i in range(shnum)]
-    names_off = raw[shstrndx][4]
-
-    def name(off: int) -> str:
-        start = names_off + off
-        return data[start:data.index(b"\0", start)].decode()
-    return [(name(r[0]), r[1], r[4], r[5], r[6]) for r in raw]
-
-
 def section(data: bytes, name: str, what: str = "ELF file") -> bytes | None:
     """The bytes of section `name`, or None when there is none."""
     _check(data, what)
-    for sname, _t, off, size, _l in _sections(data):
+    for sname, _t, off, size, _l in section_headers(data):
         if sname == name:
             return data[off:off + size]
     return None
@@ -48,7 +36,7 @@ def section(data: bytes, name: str, what: str = "ELF file") -> bytes | None:
 def undefined_symbols(data: bytes, what: str = "ELF file") -> dict[str, str]:
     """name -> "weak" | "strong" for every undefined (extern) symbol."""
     _check(data, what)
-    secs = _sections(data)
+    secs = section_headers(data)
     out: dict[str, str] = {}
     for _n, stype, off, size, link in secs:
         if stype != SHT_SYMTAB:
