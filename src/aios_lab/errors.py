@@ -198,6 +198,11 @@ class ServiceRefused(AiosError):
     manifest, or the rate limit is reached."""
 
 
+class DeployRefused(AiosError):
+    """A rollout refused its entry: no passing verification, or quarantined
+    after repeated failed rollouts (an explicit, audited override exists)."""
+
+
 class IntegrityError(AiosError):
     """Stored evidence does not check out: a registry blob that does not
     match its hash, or an audit log whose hash chain is broken."""

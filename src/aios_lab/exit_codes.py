@@ -13,11 +13,11 @@ FAILURE = 1        # anything else that went wrong (a libbpf call, a build, the 
 USAGE = 2          # click: unknown option, missing argument, a value outside its range
 BAD_INPUT = 3      # a malformed file (trace, model, table, manifest, workload, state) or output path
 ENVIRONMENT = 4    # missing kernel feature, not root, no cpufreq/RAPL, a bad AIOS_LAB_* variable
-EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_error)
+EJECTED = 5        # the kernel ejected the policy (watchdog stall, scx_bpf_error); a rollout rolled back
 COMMAND_FAILED = 6  # collect's workload could not start or failed (the trace is still written)
 CELLS_FAILED = 7   # sweep run: cells still failing after their retries (the finished ones are kept)
 INTEGRITY = 8      # a registry blob that does not match its hash, or a broken audit chain
-VERIFY_FAILED = 9  # verify: the policy failed a stage (the report names the check and why)
+VERIFY_FAILED = 9  # verify: the policy failed a stage; deploy: an entry without a passing verification
 INTERRUPTED = 130  # Ctrl-C or SIGTERM (what was collected so far is kept)
 
 TABLE = {
@@ -28,12 +28,14 @@ TABLE = {
                "or a refused output path",
     ENVIRONMENT: "environment: a missing kernel feature, not root, no cpufreq or RAPL, "
                  "another scheduler attached, a bad AIOS_LAB_* variable",
-    EJECTED: "the kernel ejected the policy (watchdog stall, scx_bpf_error)",
+    EJECTED: "the kernel ejected the policy (watchdog stall, scx_bpf_error), or policy deploy rolled it "
+             "back (ejected or a guard breached) to the last known good one",
     COMMAND_FAILED: "collect's command could not start or exited with a failure",
     CELLS_FAILED: "sweep run: cells still failed after their retries (listed; the next run tries them again)",
     INTEGRITY: "integrity: a policy registry blob does not match its hash, or the audit log's "
                "hash chain is broken (edited, deleted or reordered records)",
-    VERIFY_FAILED: "verify: the policy failed a stage (the report names the check and why)",
+    VERIFY_FAILED: "verify: the policy failed a stage (the report names the check and why); policy deploy: "
+                   "the entry has no passing verification or is quarantined",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM",
 }
 
@@ -41,6 +43,7 @@ TABLE = {
 _BY_CLASS: tuple[tuple[type[E.AiosError], int], ...] = (
     (E.SchedulerEjected, EJECTED),
     (E.IntegrityError, INTEGRITY),
+    (E.DeployRefused, VERIFY_FAILED),
     (E.CommandFailed, COMMAND_FAILED),
     (E.CpufreqPermissionError, ENVIRONMENT),
     (E.PrivilegeError, ENVIRONMENT),

@@ -100,8 +100,11 @@ static __always_inline void aios_record_exit(struct scx_exit_info *ei)
 	aios_exit.exit_code = ei->exit_code;
 	aios_exit.exit_cpu = aios_exit_info_cpu(ei);
 	aios_exit.flags = aios_exit_info_flags(ei);
+	/* when the kernel disabled us: how long a rollback took is measured from here */
+	aios_exit.at_ns = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(aios_exit.reason, sizeof(aios_exit.reason), ei->reason);
 	bpf_probe_read_kernel_str(aios_exit.msg, sizeof(aios_exit.msg), ei->msg);
+	bpf_probe_read_kernel_str(aios_exit.dump, sizeof(aios_exit.dump), ei->dump);
 	__sync_fetch_and_add(&aios_exit.nr_exits, 1);
 }
 

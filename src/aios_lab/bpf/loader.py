@@ -64,11 +64,12 @@ class LiveObject:
         self.close()
 
 
-def load(spec: LoadSpec, *, configure: Hook | None = None,
-         before_attach: Hook | None = None) -> LiveObject:
-    """Open, configure, load and attach `spec.path`; any error on the way
-    (a hook's included) closes the object and re-raises: nothing is left
-    loaded or attached."""
+def prepare(spec: LoadSpec, *, configure: Hook | None = None,
+            before_attach: Hook | None = None) -> LiveObject:
+    """Open, configure and load `spec.path`, attaching nothing: the object
+    is verified and its maps exist, ready to go live in one attach call
+    (a standby scheduler: rollback to it costs an attach, not a load). Any
+    error on the way closes the object and re-raises."""
     path = Path(spec.path)
     if not path.exists():
         raise BuildError(f"{path} is not built", hint="run `aios-lab build`")
@@ -85,15 +86,51 @@ def load(spec: LoadSpec, *, configure: Hook | None = None,
         load_s = time.monotonic() - t0
         if before_attach is not None:
             before_attach(obj)
-        t1 = time.monotonic()
-        links = {name: obj.attach(name) for name in spec.programs}
-        if spec.struct_ops is not None:
-            links[spec.struct_ops] = obj.attach_struct_ops(spec.struct_ops)
-        attach_s = time.monotonic() - t1
     except BaseException:
-        try:
-            obj.close()
-        except BpfError:
-            pass    # the error that stopped the lifecycle is the one to report
+        _close_quietly(obj)
         raise
-    return LiveObject(obj, links, load_s, attach_s)
+    return LiveObject(obj, {}, load_s, 0.0)
+
+
+def attach(live: LiveObject, spec: LoadSpec) -> LiveObject:
+    """Attach what `spec` names to a prepared object; on error the links
+    made so far are destroyed and the object stays loaded (the caller owns
+    it). A struct_ops map can be attached again after its link was
+    destroyed (libbpf skips the map update the kernel refuses as EBUSY)."""
+    t1 = time.monotonic()
+    made: dict[str, Link] = {}
+    try:
+        for name in spec.programs:
+            made[name] = live.obj.attach(name)
+        if spec.struct_ops is not None:
+            made[spec.struct_ops] = live.obj.attach_struct_ops(spec.struct_ops)
+    except BaseException:
+        for link in made.values():
+            try:
+                link.destroy()
+            except BpfError:
+                pass
+        raise
+    live.links.update(made)
+    live.attach_s = time.monotonic() - t1
+    return live
+
+
+def load(spec: LoadSpec, *, configure: Hook | None = None,
+         before_attach: Hook | None = None) -> LiveObject:
+    """Open, configure, load and attach `spec.path`; any error on the way
+    (a hook's included) closes the object and re-raises: nothing is left
+    loaded or attached."""
+    live = prepare(spec, configure=configure, before_attach=before_attach)
+    try:
+        return attach(live, spec)
+    except BaseException:
+        _close_quietly(live.obj)
+        raise
+
+
+def _close_quietly(obj: BpfObject) -> None:
+    try:
+        obj.close()
+    except BpfError:
+        pass    # the error that stopped the lifecycle is the one to report

@@ -188,7 +188,71 @@ def diff(a, b, as_json) -> None:
                        f"{s['b'] if s['b'] is not None else '-'}")
 
 
-REGISTRY_COMMANDS = (submit, show, history, diff)
+@click.command("deploy")
+@click.argument("ref")
+@click.option("--duration", type=POSITIVE, default=None, help="Detach after this many seconds (default: until "
+                                                              "Ctrl-C or SIGTERM).")
+@click.option("--window", type=POSITIVE, default=30.0, show_default=True,
+              help="Canary window, seconds: the candidate must hold this long to become the last known good.")
+@click.option("--lkg", default=None, help="The entry to roll back to (default: the last entry that held its "
+                                          "canary window and is not quarantined).")
+@click.option("--max-wait-ratio", type=POSITIVE, default=2.0, show_default=True,
+              help="Guard: mean run-queue wait in the window over the previous scheduler's.")
+@click.option("--backoff", type=POSITIVE, default=5.0, show_default=True,
+              help="Seconds before the first retry of a failed candidate; doubles each time.")
+@click.option("--quarantine-after", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Failed attempts in a row before the entry is quarantined.")
+@click.option("--override", default="", metavar="REASON",
+              help="Deploy an entry without a passing verification, or a quarantined one. Loud and audited.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default="/run/aios-lab/entries", show_default=True,
+              help="Where the entries' stored objects are written out to be loaded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome (attempts, evidence, rollback times) "
+                                                      "as JSON.")
+def deploy(ref, duration, window, lkg, max_wait_ratio, backoff, quarantine_after, override, run_dir,
+           as_json) -> None:
+    """Deploy a registry entry as a transaction, with rollback to the last
+    known good policy.
+
+    Refuses an entry without a passing verification (exit 9) unless
+    --override. The last known good entry is loaded beside the candidate
+    first; the candidate then runs a canary window (its exit record,
+    sched_ext's event counters, the run-queue wait against the previous
+    scheduler). An ejection or a breached guard puts the last known good
+    policy back on the CPUs (one attach: it is already loaded), keeps the
+    evidence (exit, kernel dump, kernel log, the last seconds of the trail)
+    as a deploy run of the entry, and retries with exponential backoff;
+    after --quarantine-after failures the entry is quarantined. A CPU hotplug
+    restart re-attaches the candidate. Exits 5 when the candidate was rolled
+    back. Needs root and sched_ext (in the VM: aios-lab vm run -- ...).
+
+    Example: aios-lab policy deploy fifo --window 10 --duration 60
+    """
+    from aios_lab.control.audit import Actor
+    from aios_lab.control.rollout import Backoff, Guards, Rollout
+    from aios_lab.exit_codes import EJECTED
+    from aios_lab.signals import StopSignals
+
+    guards = Guards(window_s=window, max_wait_ratio=max_wait_ratio)
+    policy = Backoff(first_s=backoff, quarantine_after=quarantine_after)
+    log = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
+    with StopSignals() as stops, _registry() as reg:
+        out = Rollout(reg, ref, Actor.current(), run_dir=Path(run_dir), lkg=lkg, guards=guards, backoff=policy,
+                      override=override, duration_s=duration, stopped=lambda: stops.requested is not None,
+                      log=log).run()
+    if as_json:
+        _echo_json(out.to_dict())
+    else:
+        click.echo(f"{out.entry[:12]}: {out.state} after {len(out.attempts)} attempt(s); "
+                   f"last known good: {out.lkg[:12] if out.lkg else '(none: the default class)'}")
+        for a in out.attempts:
+            rb = a.rollback or {}
+            back = f"; {rb['to']} live in {rb['attach_ms']:.0f} ms" if rb.get("to") else ""
+            click.echo(f"  attempt {a.index}: {a.verdict}{': ' + a.reason if a.reason else ''}{back}")
+    if out.state in ("rolled-back", "quarantined"):
+        raise SystemExit(EJECTED)
+
+
+REGISTRY_COMMANDS = (submit, show, history, diff, deploy)
 
 
 @click.command("mcp")

@@ -26,10 +26,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{4,64}$")
 REF_RE = re.compile(r"^(?P<base>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})(?:~(?P<back>\d{1,6}))?$")
 
-RUN_KINDS = ("verify", "benchmark")
+RUN_KINDS = ("verify", "benchmark", "deploy")
 # A run's verdict: a verifier's pass/fail, a benchmark's comparison, or
 # error when the run itself broke (the VM died) and says nothing about the policy.
-VERDICTS = ("pass", "fail", "better", "no-worse", "worse", "error")
+# A deploy run (control.rollout): pass when the canary window held, ejected or
+# breached when it rolled back, quarantined after repeated failures.
+VERDICTS = ("pass", "fail", "better", "no-worse", "worse", "error", "ejected", "breached", "quarantined")
 
 
 def tunables_bytes(values: dict[str, Any]) -> bytes:

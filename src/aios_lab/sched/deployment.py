@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..bpf import BpfObject, Map
 from ..bpf import libbpf as _libbpf
-from ..bpf.loader import LoadSpec, load
+from ..bpf.loader import LiveObject, LoadSpec, attach, prepare
 from ..errors import BpfError, BuildError, LayoutError, SchedExtError, SchedulerEjected
 from . import sched_ext
 from .policy import Policy
@@ -69,16 +69,22 @@ def _exit_reader(obj: BpfObject):
                          hint="policies must include aios/scx.bpf.h and call aios_record_exit() in ops.exit")
     ctype = obj.btf.ctypes_type(EXIT_STRUCT)
 
-    def read() -> ExitInfo | None:
+    def read() -> tuple[int, ExitInfo | None]:
+        """(number of exits so far, the latest one): a loaded object can go
+        live again, so an exit is news only if the count moved."""
         raw = bss.lookup((0).to_bytes(4, "little"))
         if raw is None:
-            return None
+            return 0, None
         rec = ctype.from_buffer_copy(raw[var.offset:var.offset + ctypes.sizeof(ctype)])
         if rec.nr_exits == 0:
-            return None
-        return ExitInfo(kind=rec.kind, exit_cpu=rec.exit_cpu, exit_code=rec.exit_code, flags=rec.flags,
-                        reason=bytes(rec.reason).split(b"\0")[0].decode(errors="replace"),
-                        msg=bytes(rec.msg).split(b"\0")[0].decode(errors="replace"))
+            return 0, None
+        return rec.nr_exits, ExitInfo(
+            kind=rec.kind, exit_cpu=rec.exit_cpu, exit_code=rec.exit_code, flags=rec.flags,
+            reason=bytes(rec.reason).split(b"\0")[0].decode(errors="replace"),
+            msg=bytes(rec.msg).split(b"\0")[0].decode(errors="replace"),
+            dump=bytes(getattr(rec, "dump", b"")).split(b"\0")[0].decode(errors="replace"),
+            # objects built before the field existed (older registry blobs) lack it
+            at_ns=int(getattr(rec, "at_ns", 0)))
     return read
 
 
@@ -124,31 +130,66 @@ class Deployment:
         self.final_exit: ExitInfo | None = None
         self._before_attach = before_attach
         self._before_load = before_load
+        self._live: LiveObject | None = None
+        self._exits_seen = 0    # exits recorded by earlier attachments of this object
         # Written into the status record; before_attach may fill it.
         self.record_extra: dict[str, Any] = {}
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self, enable_timeout_s: float = 10.0) -> "Deployment":
+        """prepare() then go_live(); on any error nothing stays loaded."""
+        try:
+            self.prepare()
+            self.go_live(enable_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def prepare(self) -> "Deployment":
+        """Load the policy (the kernel verifier runs here) without attaching
+        it: a standby that go_live() puts on the CPUs in one attach. Needs no
+        free sched_ext: the last known good policy is prepared while the
+        candidate runs."""
         sched_ext.require_privileges()
         sched_ext.require()
         sched_ext.require_kfuncs(list(self.policy.requires.get("kfuncs", [])))
         _libbpf.require_struct_ops_link()
-        sched_ext.require_free()
         try:
-            live = load(LoadSpec(self.policy.object_path, rodata=self.tunables, struct_ops=self.policy.struct_ops),
-                        configure=self._configure, before_attach=self._loaded)
-            self.obj, self.link, self.load_s = live.obj, live.links[self.policy.struct_ops], live.load_s
+            self._live = prepare(self._spec(), configure=self._configure, before_attach=self._loaded)
+        except BaseException:
+            self.stats, self._read_exit = None, None    # prepare() closed the object: nothing to read
+            raise
+        self.obj, self.load_s = self._live.obj, self._live.load_s
+        return self
+
+    def go_live(self, enable_timeout_s: float = 10.0, free_timeout_s: float = 0.0) -> "Deployment":
+        """Attach the prepared object and wait until the kernel says it is
+        enabled. `free_timeout_s`: how long a scheduler still being disabled
+        (just ejected) may take to go first. On failure the link is gone and
+        the object stays loaded."""
+        if self.obj is None:
+            raise SchedExtError(f"{self.policy.name} is not prepared (or was stopped)")
+        if self.link is not None:
+            return self
+        sched_ext.wait_free(free_timeout_s)
+        self._exits_seen = self._read_exit()[0] if self._read_exit else 0
+        self.final_exit = None
+        attach(self._live, self._spec())
+        self.link = self._live.links.pop(self.policy.struct_ops)
+        try:
             t1 = time.monotonic()
             self._wait_enabled(enable_timeout_s)
-            self.attach_s = live.attach_s + time.monotonic() - t1
+            self.attach_s = self._live.attach_s + time.monotonic() - t1
             self._write_record()
         except BaseException:
-            if self.obj is None:    # load() failed and closed the object: nothing to read
-                self.stats, self._read_exit = None, None
-            self.stop()
+            self.detach()
             raise
         return self
+
+    def _spec(self) -> LoadSpec:
+        return LoadSpec(self.policy.object_path, rodata=self.tunables, struct_ops=self.policy.struct_ops)
 
     def _configure(self, obj: BpfObject) -> None:
         """Between open and load: the topology arrays, then the caller's
@@ -173,12 +214,16 @@ class Deployment:
             if time.monotonic() > deadline:
                 raise SchedExtError(f"{self.policy.name} attached but sched_ext stayed {st.state} "
                                     f"(ops={st.ops}) for {timeout_s:.0f}s")
-            time.sleep(0.01)
+            time.sleep(0.002)   # a rollback's time is measured up to here
 
     # -- while running ---------------------------------------------------------------------
 
     def exit_info(self) -> ExitInfo | None:
-        return self._read_exit() if self._read_exit else None
+        """The kernel's exit record of the current attachment, if it ended."""
+        if not self._read_exit:
+            return None
+        count, info = self._read_exit()
+        return info if count > self._exits_seen else None
 
     def check(self) -> None:
         """Raise SchedulerEjected if the kernel has disabled our scheduler."""
@@ -201,29 +246,42 @@ class Deployment:
 
     # -- stop ------------------------------------------------------------------------------
 
+    def detach(self, disable_timeout_s: float = 10.0) -> ExitInfo | None:
+        """Destroy the link and wait until the kernel has let go; the object
+        stays loaded and can go live again (a hotplug restart, a standby
+        kept warm). Safe to call more than once."""
+        if self.link is not None:
+            self.link.destroy()
+            self.link = None
+            deadline = time.monotonic() + disable_timeout_s
+            while time.monotonic() < deadline:
+                st = sched_ext.read_state()
+                if st.state == "disabled" or st.ops != self.policy.ops_name:
+                    break
+                time.sleep(0.01)
+            self._remove_record()
+        if self._read_exit is not None:
+            try:
+                self.final_exit = self.exit_info() or self.final_exit
+            except BpfError:
+                pass
+        return self.final_exit
+
+    @property
+    def live(self) -> bool:
+        return self.link is not None
+
     def stop(self, disable_timeout_s: float = 10.0) -> ExitInfo | None:
         """Detach and release everything; safe to call more than once."""
         try:
-            if self.link is not None:
-                self.link.destroy()
-                self.link = None
-                deadline = time.monotonic() + disable_timeout_s
-                while time.monotonic() < deadline:
-                    st = sched_ext.read_state()
-                    if st.state == "disabled" or st.ops != self.policy.ops_name:
-                        break
-                    time.sleep(0.01)
-            if self._read_exit is not None:
-                try:
-                    self.final_exit = self.exit_info() or self.final_exit
-                except BpfError:
-                    pass
+            self.detach(disable_timeout_s)
         finally:
             self._read_exit = None
             self.stats = None
             if self.obj is not None:
                 self.obj.close()
                 self.obj = None
+            self._live = None
             self._remove_record()
         return self.final_exit
 

@@ -6,6 +6,7 @@ disabled. root/ops names the attached scheduler while one is attached.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,15 @@ STOP_OTHER_HINT = ("stop it first: `scxctl stop` if scx_loader started it, `syst
                    "`bpftool struct_ops unregister name <ops>` for one attached without a link")
 
 
+def wait_free(timeout_s: float, root: Path | None = None) -> None:
+    """require_free(), after giving a scheduler that is being disabled (an
+    ejection's teardown runs in a kernel worker) up to `timeout_s` to go."""
+    deadline = time.monotonic() + timeout_s
+    while read_state(root).state == "disabling" and time.monotonic() < deadline:
+        time.sleep(0.002)
+    require_free(root)
+
+
 def require_free(root: Path | None = None) -> None:
     """Refuse when another scheduler holds sched_ext (only one root scheduler)."""
     st = read_state(root)
@@ -106,6 +116,8 @@ class ExitInfo:
     flags: int
     reason: str
     msg: str
+    at_ns: int = 0      # CLOCK_MONOTONIC when ops.exit ran; 0 from objects built without it
+    dump: str = ""      # the head of the kernel's debug dump (empty for a clean exit)
 
     @property
     def kind_name(self) -> str:
@@ -131,7 +143,7 @@ class ExitInfo:
     def describe(self) -> dict:
         return {"kind": self.kind, "kind_name": self.kind_name, "exit_code": self.exit_code,
                 "restart": self.should_restart,
-                "exit_cpu": self.exit_cpu, "reason": self.reason, "msg": self.msg}
+                "exit_cpu": self.exit_cpu, "reason": self.reason, "msg": self.msg, "at_ns": self.at_ns}
 
     def one_line(self) -> str:
         text = f"{self.reason or self.kind_name} (kind {self.kind}"
