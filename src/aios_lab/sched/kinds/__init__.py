@@ -5,7 +5,7 @@ class registered for that name with `@register`, and the deploy loop
 (sched.deploy_loop) drives any of them through the one protocol below. Every
 module (or subpackage) of this package is imported on the first lookup, so a
 new kind is one new module here plus the manifests that name it; nothing
-else changes (tests/test_model_kinds.py registers a third kind and runs it
+else changes (tests/sched/test_kinds.py registers a third kind and runs it
 through the manifest loader, the deploy loop and the CLI's checks).
 
 The two kinds: "tree" (kinds/tree.py: mllb's decision tree, decisions logged
