@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from aios_lab.cli.train import train as train_group
+from aios_lab.cli import main
 from aios_lab.errors import ModelError, TraceError
 from aios_lab.mllb.model import FEATURES, load_model
 from aios_lab.mllb.train import (
@@ -163,9 +163,9 @@ def test_cli_train_lb_writes_a_loadable_model(tmp_path):
     write_decisions(tmp_path / "trace", decisions(1200))
     out = tmp_path / "models" / "lb.json"
     out.parent.mkdir()
-    res = CliRunner().invoke(train_group, ["lb", "--trace", str(tmp_path / "trace"),
-                                           "--out", str(out), "--max-depth", "5",
-                                           "--seed", "3", "--migration-cost-us", "250"])
+    res = CliRunner().invoke(main, ["train", "lb", "--trace", str(tmp_path / "trace"),
+                                    "--out", str(out), "--max-depth", "5",
+                                    "--seed", "3", "--migration-cost-us", "250"])
     assert res.exit_code == 0, res.output
     assert "held-out accuracy" in res.output and "agreement" in res.output
     assert f"model written to {out}" in res.output
@@ -177,8 +177,8 @@ def test_cli_train_lb_writes_a_loadable_model(tmp_path):
 def test_cli_train_lb_clean_error_without_decisions(tmp_path):
     write_decisions(tmp_path / "trace", None)
     out = tmp_path / "lb.json"
-    res = CliRunner().invoke(train_group, ["lb", "--trace", str(tmp_path / "trace"),
-                                           "--out", str(out)])
+    res = CliRunner().invoke(main, ["train", "lb", "--trace", str(tmp_path / "trace"),
+                                    "--out", str(out)])
     assert res.exit_code == 3
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: trace ")
@@ -187,7 +187,7 @@ def test_cli_train_lb_clean_error_without_decisions(tmp_path):
 
 
 def test_cli_train_lb_missing_trace(tmp_path):
-    res = CliRunner().invoke(train_group, ["lb", "--trace", str(tmp_path / "nope"),
-                                           "--out", str(tmp_path / "lb.json")])
+    res = CliRunner().invoke(main, ["train", "lb", "--trace", str(tmp_path / "nope"),
+                                    "--out", str(tmp_path / "lb.json")])
     assert res.exit_code == 3 and "Error: trace" in res.output
     assert "Traceback" not in res.output
