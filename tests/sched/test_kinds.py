@@ -3,7 +3,7 @@
 The test registers a tiny third kind ("toy": a JSON threshold file) and runs
 it through the real code: the manifest loader, the kinds registry, the CLI's
 deploy checks, DeployLoop's construction and its whole run (begin, start,
-poll, tick, swap, stop, end), and `status`'s wording. Nothing else in the
+prepare, poll, tick, swap, stop, end), and `status`'s wording. Nothing else in the
 package knows "toy". Its deployment is the toy's own, in user space (a
 counter the loop reads as stats): the loop needs no kernel to be driven, and
 attaching real policies is what tests/guest/test_freq_guest.py and
@@ -82,7 +82,12 @@ class ToyKind(kinds.ModelKind):
     def start(self):
         self.calls.append("start")
         self.dep = _ToyDeployment({})
+        self.prepare(self.dep)  # the toy's loaded "object" is its user-space deployment
         return self.dep
+
+    def prepare(self, obj):
+        self.calls.append("prepare")
+        obj.threshold = self.threshold
 
     def stop(self):
         self.calls.append("stop")
@@ -153,7 +158,7 @@ def test_the_deploy_loop_runs_a_third_kind_through_the_protocol(toy):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     res = loop.run(duration_s=0.25, interval_s=0.1, on_event=on_event)
     assert {s: signal.getsignal(s) for s in before} == before  # the loop gave its handlers back
-    assert loop.model.calls == ["begin", "start", "stop", "end:complete"]
+    assert loop.model.calls == ["begin", "start", "prepare", "stop", "end:complete"]
     attached = events[0]
     assert attached["event"] == "attached" and attached["threshold"] == 7
     assert any(e["event"] == "stats" and e["stats"]["TICKS"] > 0 for e in events)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from ...errors import PolicyError
 
 if TYPE_CHECKING:
+    from ...bpf import BpfObject
     from ..deployment import Deployment
     from ..policy import Policy
     from ..sched_ext import ExitInfo
@@ -42,13 +43,14 @@ class ModelKind(ABC):
     """One learning policy deployed with its model.
 
     Lifecycle, driven by the deploy loop: `create` loads and checks the model
-    file before anything touches the kernel; `begin` once before the first
-    attach; `start` opens and loads the policy, prepares the loaded object
-    (the model checked against its BTF and pushed, so the first decision
-    already has it) and attaches; it is called again after a restart the
-    kernel asked for, after `stop`. While attached, `poll` runs every few
-    tens of milliseconds and `tick` once per status interval; `swap` makes
-    another model the live one. `end` once after the last detach.
+    file (`load`) before anything touches the kernel; `begin` once before the
+    first attach; `start` opens and loads the policy, hands the loaded object
+    to `prepare` (the deployment's before_attach step: the model checked
+    against the object's BTF and pushed, so the first decision already has
+    it) and attaches; it is called again after a restart the kernel asked
+    for, after `stop`. While attached, `poll` runs every few tens of
+    milliseconds and `tick` once per status interval; `swap` makes another
+    model the live one. `end` once after the last detach.
     """
 
     name: ClassVar[str] = ""
@@ -82,7 +84,13 @@ class ModelKind(ABC):
 
     @abstractmethod
     def start(self) -> Deployment:
-        """Load, prepare the loaded object with the model, attach; return the live deployment."""
+        """Load, `prepare` the loaded object, attach; return the live deployment."""
+
+    @abstractmethod
+    def prepare(self, obj: BpfObject) -> None:
+        """After load, before attach (run by `start`'s deployment): fit the
+        model to the loaded object (its maps, its BTF limits) and push it. An
+        error here leaves nothing attached."""
 
     @abstractmethod
     def stop(self) -> ExitInfo | None:

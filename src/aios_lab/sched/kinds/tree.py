@@ -78,7 +78,7 @@ class TreeKind(ModelKind):
 
     def start(self):
         try:
-            self.run.start()
+            self.run.start(prepare=self.prepare)
         except BaseException:
             if not self._attached_once and self.writer is not None:
                 # Nothing ran: no trace. start() has already detached and cleaned up.
@@ -89,6 +89,9 @@ class TreeKind(ModelKind):
             self._next_retrain = time.monotonic() + self.retrain_every_s
         self._attached_once = True
         return self.run.dep
+
+    def prepare(self, obj) -> None:
+        self.run.prepare(obj)
 
     def stop(self):
         return self.run.stop()
