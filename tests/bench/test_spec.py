@@ -61,11 +61,11 @@ def test_the_stay_control_runs_model_mode_with_a_model_that_never_migrates():
 
 
 def test_a_new_mode_is_one_registered_class(monkeypatch):
-    monkeypatch.setattr(spec, "LEARNING_MODES", dict(spec.LEARNING_MODES))
-    assert set(spec.LEARNING_MODES) == {"collect", "model", "stay"}
+    monkeypatch.setattr(spec.LEARNING_MODES, "_by_name", dict(spec.LEARNING_MODES._by_name))
+    assert spec.LEARNING_MODES.names() == ["collect", "model", "stay"]
 
     @spec.learning_mode
     class Probe(LearningMode):
-        mode: ClassVar[str] = "probe"
+        name: ClassVar[str] = "probe"
 
     assert SchedSpec.parse("mllb-probe") == Probe("mllb-probe", "mllb")

@@ -55,6 +55,7 @@ class _ToyDeployment:
 
 
 class ToyKind(kinds.ModelKind):
+    name = "toy"
     policies = "toy policies"
     what = "a toy threshold"
     noun = "threshold"
@@ -121,8 +122,8 @@ def toy(tmp_path, monkeypatch):
     (folder / "toy.bpf.c").write_text("/* never built: the toy kind deploys in user space */\n")
     monkeypatch.setenv("AIOS_LAB_POLICY_PATH", str(tmp_path / "policies"))
     kinds.names()  # the package's own kinds, before the registry is copied
-    monkeypatch.setattr(kinds, "_REGISTRY", dict(kinds._REGISTRY))
-    kinds.register("toy")(ToyKind)
+    monkeypatch.setattr(kinds.KINDS, "_by_name", dict(kinds.KINDS._by_name))
+    kinds.register(ToyKind)
     model = tmp_path / "toy.json"
     model.write_text(json.dumps({"threshold": 7}))
     return model
@@ -140,7 +141,7 @@ def test_an_unregistered_kind_is_refused_naming_the_registered_ones(tmp_path, mo
     folder.mkdir()
     (folder / "manifest.toml").write_text(MANIFEST)
     (folder / "toy.bpf.c").write_text("\n")
-    with pytest.raises(PolicyError, match="kind 'toy' is unknown") as e:
+    with pytest.raises(PolicyError, match="unknown model kind 'toy'") as e:
         policy.load_manifest(folder / "manifest.toml")
     assert "freq-table, tree" in e.value.one_line()
 

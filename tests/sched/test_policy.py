@@ -45,7 +45,7 @@ def test_unknown_policy_names_the_known_ones():
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
      "[tunables.t]\ntype = \"float\"\ndefault = 1\n", "unknown type"),
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
-     "[model]\nkind = \"forest\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "kind 'forest' is unknown"),
+     "[model]\nkind = \"forest\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "unknown model kind 'forest'"),
     ("name = \"x\"\nkind = \"sched_ext\"\nsource = \"x.bpf.c\"\nstruct_ops = \"o\"\n"
      "[model]\nkind = \"tree\"\nslots_map = \"m\"\nctl_map = \"c\"\n", "missing required key 'model.features_enum'"),
 ])

@@ -1,7 +1,8 @@
 """Model kinds: what a learning policy's [model] table holds, as registered types.
 
 A manifest names its kind (`[model] kind = "tree"`); `get(name)` returns the
-class registered for that name with `@register`, and the deploy loop
+class registered under that name with `@register` (aios_lab.variants, the
+one registry shape of the package), and the deploy loop
 (sched.deploy_loop) drives any of them through the one protocol below. Every
 module (or subpackage) of this package is imported on the first lookup, so a
 new kind is one new module here plus the manifests that name it; nothing
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ...errors import PolicyError
+from ...variants import Variants
 
 if TYPE_CHECKING:
     from ...bpf import BpfObject
@@ -116,22 +118,12 @@ class ModelKind(ABC):
         return {}
 
 
-_REGISTRY: dict[str, type[ModelKind]] = {}
 _loaded = False
 
 
-def register(name: str) -> Callable[[type[ModelKind]], type[ModelKind]]:
-    """Class decorator: `@register("tree")` makes the class the kind of that name."""
-    def add(cls: type[ModelKind]) -> type[ModelKind]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise PolicyError(f"model kind {name!r} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return add
-
-
 def _load_all() -> None:
+    """Import every module of this package (each registers its kind), once:
+    a lookup happens on every manifest read."""
     global _loaded
     if not _loaded:
         _loaded = True
@@ -139,16 +131,8 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
-def names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[ModelKind]:
-    _load_all()
-    if name not in _REGISTRY:
-        raise PolicyError(f"[model] kind {name!r} is unknown", hint=f"use one of {', '.join(names())}")
-    return _REGISTRY[name]
+KINDS: Variants[type[ModelKind]] = Variants("model kind", PolicyError, "use one of", _load_all)
+register, names, get = KINDS.register, KINDS.names, KINDS.get
 
 
 def for_policy(policy: Policy) -> type[ModelKind] | None:
@@ -158,9 +142,7 @@ def for_policy(policy: Policy) -> type[ModelKind] | None:
 
 def noun(name: str | None) -> str:
     """What a kind's model is called ("table", "model"), for a status line."""
-    _load_all()
-    cls = _REGISTRY.get(name or "")
-    return cls.noun if cls is not None else "model"
+    return get(name).noun if name and name in KINDS else "model"
 
 
 def refused_options(policy: Policy, given: list[str], spell: Callable[[str], str] = str,

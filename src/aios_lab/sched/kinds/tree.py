@@ -16,8 +16,9 @@ from ...errors import ModelError
 from . import Event, ModelKind, register
 
 
-@register("tree")
+@register
 class TreeKind(ModelKind):
+    name = "tree"
     policies = "decision-tree policies (mllb)"
     what = "a decision tree"
     options = frozenset({"mode", "decisions", "retrain_every"})

@@ -132,8 +132,9 @@ class FreqRun:
         return self._live().task_estimate(pid)
 
 
-@register("freq-table")
+@register
 class FreqTableKind(ModelKind):
+    name = "freq-table"
     policies = "frequency-table policies (freq)"
     what = "a frequency table"
     noun = "table"
