@@ -1,7 +1,7 @@
 /* Types shared by host_probe.bpf.c and the Python tests.
  *
  * Python never re-declares these: it reads them back from the object's BTF
- * (aios_lab.bpf.btf), and tests/bpf/test_host.py checks that the result agrees
+ * (aios_lab.bpf.btf), and tests/bpf/test_btf.py checks that the result agrees
  * with the C compiler's sizeof/offsetof.
  */
 #ifndef AIOS_HOST_PROBE_H
