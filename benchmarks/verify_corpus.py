@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The staged verifier against its corpus: every stage's time and every verdict.
 
-Runs `aios-lab verify`'s library over tests/policies/corpus/corpus.toml (the
+Runs `aios-lab verify`'s library over tests/data/policies/corpus/corpus.toml (the
 kernel stages of every case in one boot of the pinned VM), prints per case
 the time of each stage and whether it was caught at the right stage, then
 the tally (caught / missed / caught at the wrong place / falsely rejected),
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aios_lab import paths
 
-CORPUS = paths.project_root() / "tests" / "policies" / "corpus"
+CORPUS = paths.project_root() / "tests" / "data" / "policies" / "corpus"
 
 
 def main() -> int:

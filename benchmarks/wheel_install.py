@@ -26,8 +26,8 @@ def timed(cmd: list[str], **kw) -> float:
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_perfetto_export import write_trace
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers.traces import schedule_trace
 
     with tempfile.TemporaryDirectory(prefix="wheel-bench-") as tmp:
         tmp = Path(tmp)
@@ -35,7 +35,7 @@ def main() -> None:
                         "-w", str(tmp / "dist")], check=True, cwd=tmp)
         whl = next((tmp / "dist").glob("aios_lab-*.whl"))
         print(f"wheel: {whl.name}, {whl.stat().st_size / 2**20:.2f} MiB")
-        trace = write_trace(tmp / "trace")
+        trace = schedule_trace(tmp / "trace")
         venv = tmp / "venv"
         t_venv = timed([sys.executable, "-m", "venv", str(venv)])
         t_pip = timed([str(venv / "bin/pip"), "install", "-q", str(whl)],

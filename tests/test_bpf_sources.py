@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-INCLUDE = ROOT / "bpf" / "include" / "aios"
+from tests.helpers import REPO
+
+INCLUDE = REPO / "bpf" / "include" / "aios"
 SCX_HEADER = INCLUDE / "scx.bpf.h"
 CORE_FIXES = INCLUDE / "core_fixes.bpf.h"
-TREES = ("bpf", "policies", "tests/policies", "tests/bpf")
+TREES = ("bpf", "policies", "tests/data")
 # What only the CO-RE fixes header may use: existence tests and struct flavours.
 DRIFT = re.compile(r"bpf_core_field_exists|bpf_core_type_exists|bpf_core_enum_value_exists|"
                    r"bpf_ksym_exists|preserve_access_index")
@@ -19,7 +20,7 @@ NAMES_CHANGE = re.compile(r"\b\d\.\d+\b|CONFIG_[A-Z_]+")
 
 
 def _sources() -> list[Path]:
-    return sorted(p for t in TREES for p in (ROOT / t).rglob("*") if p.suffix in (".c", ".h"))
+    return sorted(p for t in TREES for p in (REPO / t).rglob("*") if p.suffix in (".c", ".h"))
 
 
 def _code(path: Path) -> str:
@@ -28,17 +29,17 @@ def _code(path: Path) -> str:
 
 # The verifier's corpus policy that calls a kfunc the kernel lacks must
 # declare it itself: scx.bpf.h declares only what a kernel we run has.
-KFUNC_ON_PURPOSE = {"tests/policies/corpus/oldapi/oldapi.bpf.c"}
+KFUNC_ON_PURPOSE = {"tests/data/policies/corpus/oldapi/oldapi.bpf.c"}
 
 
 def test_kfuncs_are_declared_only_in_the_scx_header():
-    declared = {p.relative_to(ROOT).as_posix() for p in _sources() if "__ksym" in _code(p)}
-    assert declared - KFUNC_ON_PURPOSE == {SCX_HEADER.relative_to(ROOT).as_posix()}
+    declared = {p.relative_to(REPO).as_posix() for p in _sources() if "__ksym" in _code(p)}
+    assert declared - KFUNC_ON_PURPOSE == {SCX_HEADER.relative_to(REPO).as_posix()}
 
 
 def test_kernel_drift_is_handled_only_in_core_fixes():
-    users = {p.relative_to(ROOT).as_posix() for p in _sources() if DRIFT.search(_code(p))}
-    assert users == {CORE_FIXES.relative_to(ROOT).as_posix()}
+    users = {p.relative_to(REPO).as_posix() for p in _sources() if DRIFT.search(_code(p))}
+    assert users == {CORE_FIXES.relative_to(REPO).as_posix()}
 
 
 def test_every_core_fix_names_the_kernel_change():

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from aios_lab import build, paths
 from aios_lab.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 needs_toolchain = pytest.mark.skipif(
     not (shutil.which("clang-14") or shutil.which("clang")) or not shutil.which("bpftool")
     and not Path("/usr/sbin/bpftool").exists(), reason="needs clang and bpftool")
@@ -21,7 +22,7 @@ needs_toolchain = pytest.mark.skipif(
 def _external_policy(tmp_path: Path) -> Path:
     """fifo copied out of the tree under another name."""
     ext = tmp_path / "mine" / "myfifo"
-    shutil.copytree(ROOT / "policies" / "fifo", ext)
+    shutil.copytree(REPO / "policies" / "fifo", ext)
     (ext / "fifo.bpf.c").rename(ext / "myfifo.bpf.c")
     manifest = (ext / "manifest.toml").read_text()
     manifest = manifest.replace('name = "fifo"', 'name = "myfifo"').replace(
@@ -43,12 +44,12 @@ def test_an_external_policy_has_its_own_object_path(tmp_path, monkeypatch):
 
 @needs_toolchain
 def test_an_external_policy_builds(tmp_path, monkeypatch):
-    if not (ROOT / "build" / "vmlinux.h").exists():
+    if not (REPO / "build" / "vmlinux.h").exists():
         pytest.skip("no build/vmlinux.h: run `make build` first")
     ext = _external_policy(tmp_path)
     out = tmp_path / "build"
     out.mkdir()
-    shutil.copy(ROOT / "build" / "vmlinux.h", out / "vmlinux.h")
+    shutil.copy(REPO / "build" / "vmlinux.h", out / "vmlinux.h")
     monkeypatch.setenv("AIOS_LAB_BUILD", str(out))
     monkeypatch.setenv("AIOS_LAB_POLICY_PATH", str(ext.parent))
     obj = build.compile_bpf(ext / "myfifo.bpf.c", build.object_path(ext / "myfifo.bpf.c"))
@@ -65,7 +66,7 @@ def test_builds_against_a_host_kernels_own_btf(tmp_path, monkeypatch):
     monkeypatch.setenv("AIOS_LAB_BUILD", str(out))
     header = build.generate_vmlinux_h(build.HOST_BTF, out / "vmlinux.h", "host")
     assert "struct task_struct {" in header.read_text()
-    src = ROOT / "bpf" / "telemetry.bpf.c"
+    src = REPO / "bpf" / "telemetry.bpf.c"
     obj = build.compile_bpf(src, build.object_path(src))
     assert obj.read_bytes()[:4] == b"\x7fELF"
 

@@ -5,14 +5,14 @@ new command or option fails here until it is documented."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import click
 import pytest
 
 from aios_lab.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 
 
 def _walk(group: click.Group, prefix: tuple[str, ...] = ()):
@@ -30,7 +30,7 @@ IDS = [" ".join(path) for path, _ in COMMANDS]
 
 @pytest.fixture(scope="module")
 def docs_text() -> str:
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     return "\n".join(p.read_text() for p in pages)
 
 

@@ -27,8 +27,9 @@ from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.writer import TraceWriter
 from aios_lab.workloads import WorkloadError, load as load_workload
 
-from test_analysis import TOPOLOGY, garble_pages, write_trace
-from test_mllb_train import decisions, write_trace as write_decisions
+from tests.helpers import REPO
+from tests.helpers.mllb import decisions, small_tree, write_decisions
+from tests.helpers.traces import TOPOLOGY, garble_pages, metrics_trace
 
 
 def snapshot(*paths: Path) -> dict:
@@ -64,12 +65,12 @@ def edit_metadata(trace: Path, **fields) -> Path:
 # -- 1. writers destroy what they should not ----------------------------------------------------
 
 def test_1_outputs_inside_an_input_are_refused(tmp_path):
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     d = tmp_path / "d"
     write_decisions(d, decisions(200))
     before = snapshot(t, d)
     for args in (["analyze", str(t), "--report", str(t / "metadata.json")],
-                 ["compare", str(t), str(write_trace(tmp_path / "u")), "--report", str(t / "r.html")],
+                 ["compare", str(t), str(metrics_trace(tmp_path / "u")), "--report", str(t / "r.html")],
                  ["export", "perfetto", str(t), "-o", str(t / "switches.parquet")],
                  ["train", "lb", "--trace", str(d), "--out", str(d / "metadata.json")],
                  ["train", "freq", "--trace", str(t), "--out", str(t / "x.json"), "--episodes", "1"]):
@@ -79,7 +80,7 @@ def test_1_outputs_inside_an_input_are_refused(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
 def test_1_a_character_device_or_fifo_as_output_is_never_replaced(tmp_path):
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     dev = tmp_path / "null"
     os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers, in tmp
     os.mkfifo(tmp_path / "fifo")
@@ -93,7 +94,7 @@ def test_1_a_character_device_or_fifo_as_output_is_never_replaced(tmp_path):
 # -- 2. JSON parser errors ----------------------------------------------------------------------
 
 def test_2_huge_integers_and_deep_nesting_are_one_line(tmp_path):
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     raw = (t / "metadata.json").read_text()
     for bad in ('{"x": ' + "9" * 5000 + ", " + raw[1:], '{"x": ' + "[" * 200_000 + "]" * 200_000 + ", " + raw[1:]):
         (t / "metadata.json").write_text(bad)
@@ -120,9 +121,9 @@ def test_2_huge_integers_and_deep_nesting_are_one_line(tmp_path):
     ({"start": {"monotonic_ns": "soon"}}, "start.monotonic_ns"),
 ])
 def test_3_metadata_fields_are_checked(tmp_path, fields, field):
-    t = edit_metadata(write_trace(tmp_path / "t"), **fields)
+    t = edit_metadata(metrics_trace(tmp_path / "t"), **fields)
     for args in (["analyze", str(t)], ["freq", "bound", "--trace", str(t), "--no-lp"],
-                 ["compare", str(t), str(write_trace(tmp_path / f"u{len(os.listdir(tmp_path))}"))]):
+                 ["compare", str(t), str(metrics_trace(tmp_path / f"u{len(os.listdir(tmp_path))}"))]):
         out = fails(args, exit_codes.BAD_INPUT)
         assert f"field {field} " in out and "metadata.json" in out
 
@@ -138,9 +139,9 @@ def test_3_a_last_cpu_beyond_the_topology(tmp_path):
 def test_3_a_corrupt_task_intervals_page_is_one_line(tmp_path):
     """A valid footer over garbage pages: the per-task queries (once outside
     the guarded reader) say so in one line, in analyze and in compare."""
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     garble_pages(t / "task_intervals.parquet")
-    for args in (["analyze", str(t)], ["compare", str(t), str(write_trace(tmp_path / "u"))]):
+    for args in (["analyze", str(t)], ["compare", str(t), str(metrics_trace(tmp_path / "u"))]):
         out = fails(args, exit_codes.BAD_INPUT)
         assert "task_intervals" in out or "cannot be read" in out
 
@@ -221,7 +222,7 @@ def test_5_sigkill_of_collect_does_not_orphan_the_workload(tmp_path):
 def test_6_an_interrupted_export_leaves_no_scratch(tmp_path, monkeypatch):
     from aios_lab.analysis import perfetto
 
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     real = perfetto._export
 
     def interrupted(pb, trace, f, stats, scratch, *a):
@@ -327,12 +328,12 @@ def test_8_train_lb_refuses_negative_outcomes_and_tiny_splits(tmp_path):
 def test_8_the_same_trace_twice_is_not_two_runs(tmp_path):
     import shutil
 
-    t = edit_metadata(write_trace(tmp_path / "t"), host={"hostname": "h"})
+    t = edit_metadata(metrics_trace(tmp_path / "t"), host={"hostname": "h"})
     (tmp_path / "link").symlink_to(t)
     shutil.copytree(t, tmp_path / "copy")
     for other in (t, tmp_path / "link", tmp_path / "copy"):
         assert "is the same run as" in fails(["compare", str(t), str(other)], exit_codes.BAD_INPUT)
-    u = edit_metadata(write_trace(tmp_path / "u"), host={"hostname": "h"},
+    u = edit_metadata(metrics_trace(tmp_path / "u"), host={"hostname": "h"},
                       start={"monotonic_ns": 5, "wall": 1.7e9})
     res = CliRunner().invoke(main, ["compare", str(t), str(u)])
     assert res.exit_code == 0, res.output
@@ -349,9 +350,8 @@ def _resign(path: Path, mutate) -> None:
 
 
 def test_9_a_quantised_tree_that_contradicts_its_float_tree_is_refused(tmp_path):
-    from test_mllb_model import _tree
-
-    path = save_model(tmp_path / "m.json", m.ModelFile(tree=_tree(), training={}))
+    
+    path = save_model(tmp_path / "m.json", m.ModelFile(tree=small_tree(), training={}))
     assert load_model(path).tree.nr_nodes == 5
 
     def flip_leaf(doc):
@@ -385,7 +385,7 @@ def test_9_a_fifo_or_device_as_model_is_refused_at_once(tmp_path):
 # -- 10. options spliced into code --------------------------------------------------------------
 
 def test_10_memory_limit_is_a_value_not_sql(tmp_path, monkeypatch):
-    t = write_trace(tmp_path / "t")
+    t = metrics_trace(tmp_path / "t")
     monkeypatch.chdir(tmp_path)
     inject = "1GB'; COPY (SELECT 1) TO 'x.csv'; SET memory_limit='1GB"
     for bad in (inject, "lots", "0", "-1GB", "1e400GB"):
@@ -470,7 +470,7 @@ def test_12_deploy_options_before_the_sched_ext_check(args, code):
 # -- the contract -------------------------------------------------------------------------------
 
 def test_the_exit_code_table_is_the_readme_table():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
     rows = {int(line.split("|")[1]) for line in section.splitlines()
             if line.startswith("| ") and line.split("|")[1].strip().isdigit()}

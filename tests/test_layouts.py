@@ -15,10 +15,12 @@ from aios_lab import build, paths
 from aios_lab.sched import policy
 from aios_lab.bpf import Btf, check_ctypes_layout
 
+from tests.helpers import DATA
+
 ROOT = paths.project_root()
 INCLUDE = ROOT / "bpf" / "include"
 
-OBJECTS_WITH_EXIT_INFO = [ROOT / "policies/fifo/fifo.bpf.c", ROOT / "tests/policies/stall/stall.bpf.c"]
+OBJECTS_WITH_EXIT_INFO = [ROOT / "policies/fifo/fifo.bpf.c", DATA / "policies" / "stall" / "stall.bpf.c"]
 
 
 def _obj(src: Path) -> Path:

@@ -26,8 +26,8 @@ from aios_lab.sched.policy import load_manifest
 from aios_lab.telemetry.trace import Trace
 from aios_lab.workloads import WorkloadError, load as load_workload
 
-from test_analysis import write_trace
-from test_mllb_model import _tree
+from tests.helpers.mllb import small_tree
+from tests.helpers.traces import metrics_trace
 
 MLLB_NR_FEATURES = limits().nr_features
 
@@ -95,7 +95,7 @@ def _dump(doc) -> str:
 
 @pytest.fixture(scope="module")
 def trace_dir(tmp_path_factory):
-    return write_trace(tmp_path_factory.mktemp("prop") / "t", duration_s=2.0, waits_us=list(range(1, 50)))
+    return metrics_trace(tmp_path_factory.mktemp("prop") / "t", duration_s=2.0, waits_us=list(range(1, 50)))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_parquet_tables_mutations(trace_dir, data, table):
 
 @pytest.fixture(scope="module")
 def model_doc(tmp_path_factory):
-    path = save_model(tmp_path_factory.mktemp("m") / "m.json", m.ModelFile(tree=_tree(), training={}))
+    path = save_model(tmp_path_factory.mktemp("m") / "m.json", m.ModelFile(tree=small_tree(), training={}))
     return json.loads(path.read_text())
 
 

@@ -22,17 +22,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 EXTRAS = ("sklearn", "gymnasium", "matplotlib", "virtme_ng", "virtme")
 
 
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
-    if not list((ROOT / "build" / "bpf").glob("*.bpf.o")):
+    if not list((REPO / "build" / "bpf").glob("*.bpf.o")):
         pytest.skip("no BPF objects in build/: run `make build` first")
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(dist)], check=True, cwd=base)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(dist)], check=True, cwd=base)
     whl = next(dist.glob("aios_lab-*.whl"))
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -81,10 +82,9 @@ def test_policy_list_analyze_and_export_outside_the_checkout(wheel_env, tmp_path
     _, venv, work, _ = wheel_env
     where = run(wheel_env, "policy", "list", "--json")
     assert '"fifo"' in where.stdout and '"built": true' in where.stdout
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_perfetto_export import write_trace
+    from tests.helpers.traces import schedule_trace
 
-    trace = write_trace(tmp_path / "t")
+    trace = schedule_trace(tmp_path / "t")
     out = run(wheel_env, "analyze", str(trace))
     assert "context switches: 12" in out.stdout
     run(wheel_env, "export", "perfetto", str(trace), "-o", str(tmp_path / "t.pftrace"))
@@ -93,7 +93,7 @@ def test_policy_list_analyze_and_export_outside_the_checkout(wheel_env, tmp_path
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "from aios_lab import paths; print(paths.project_root())"],
                            cwd=work, env=wheel_env[3], capture_output=True, text=True, check=True)
-    assert probe.stdout.strip().endswith("aios_lab/_data") and str(ROOT) not in probe.stdout
+    assert probe.stdout.strip().endswith("aios_lab/_data") and str(REPO) not in probe.stdout
     # Model limits come from the wheel's stripped object, whose BTF survives the strip.
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "from aios_lab.mllb import limits as l; print(l.object_path(), l.limits().max_nodes)"],

@@ -1,6 +1,6 @@
 /* Layouts shared by freq.bpf.c and Python. User space never redeclares
  * them: aios_lab.sched.kinds.freq_table.slots builds its ctypes types and reads the
- * limits from the object's BTF, and tests/test_freq_layout.py checks that
+ * limits from the object's BTF, and tests/sched/kinds/freq_table/test_layout.py checks that
  * this header, the BTF and aios_lab.dvfs.table agree. */
 #ifndef FREQ_INTF_H
 #define FREQ_INTF_H

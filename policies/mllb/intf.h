@@ -1,6 +1,6 @@
 /* Layouts shared by mllb.bpf.c and Python (mirrored from the object's BTF:
  * src/aios_lab/mllb reads every struct and enum below from BTF, and
- * tests/test_mllb_slots.py checks the two agree). */
+ * tests/mllb/test_slots.py checks the two agree). */
 #ifndef MLLB_INTF_H
 #define MLLB_INTF_H
 

@@ -1,9 +1,10 @@
 """Named variants of one concept, registered by their classes.
 
-One table per concept (training methods, sweep cell kinds, sweep executors):
-a class registers itself under its ``name`` with ``@variants.register``, the
-built-in ones are imported on the first lookup, and an unknown name is the
-concept's own typed error listing the known names. A new variant is a new
+One table per concept (training methods, sweep cell kinds, sweep executors,
+model kinds, benchmark learning modes): a class registers itself under its
+``name`` with ``@variants.register``, the built-in ones are imported on the
+first lookup, and an unknown name, or a name two classes claim, is the
+concept's own typed error. A new variant is a new
 class in a new module; nothing else is edited (the way virtme-ng registers
 its architectures).
 """
@@ -27,6 +28,9 @@ class Variants(Generic[T]):
         self._by_name: dict[str, T] = {}
 
     def register(self, cls: T) -> T:
+        taken = self._by_name.get(cls.name)
+        if taken is not None and taken is not cls:
+            raise self.error(f"{self.what} {cls.name!r} is registered twice ({taken.__name__}, {cls.__name__})")
         self._by_name[cls.name] = cls
         return cls
 

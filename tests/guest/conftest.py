@@ -1,4 +1,4 @@
-"""Guest tier: runs inside the sched_ext VM (tests/test_vm.py boots it once).
+"""Guest tier: runs inside the sched_ext VM (tests/vm/test_runner_boot.py boots it once).
 
 Outside the VM these tests are skipped, except when AIOS_LAB_REQUIRE_GUEST=1
 (set by the VM tier), where a missing sched_ext is a failure, not a skip.
@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from aios_lab.sched import sched_ext
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO as ROOT
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,7 +20,7 @@ def pytest_collection_modifyitems(config, items):
         return
     if os.environ.get("AIOS_LAB_REQUIRE_GUEST") == "1":
         raise pytest.UsageError("guest tier: this kernel has no sched_ext or we are not root")
-    skip = pytest.mark.skip(reason="needs the sched_ext VM (run via tests/test_vm.py)")
+    skip = pytest.mark.skip(reason="needs the sched_ext VM (run via tests/vm/test_runner_boot.py)")
     for item in items:
         if "guest" in item.keywords:
             item.add_marker(skip)

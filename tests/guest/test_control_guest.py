@@ -40,7 +40,7 @@ def test_service_deploys_a_verified_entry_with_sched_ext(tmp_path):
         assert request(cfg.socket, {"op": "stop"})["ok"]
         wait_for(lambda: scx_state()[0] == "disabled", 20, "fifo detached on stop")
         # Detaching when the time is up is the service's logic, not the
-        # deployer's: tests/test_control_service.py checks it on the host.
+        # deployer's: tests/control/test_service.py checks it on the host.
     finally:
         stop.set()
         t.join(30)

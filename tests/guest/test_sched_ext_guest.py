@@ -15,7 +15,7 @@ from .conftest import ROOT, aios, scx_state, wait_for
 
 pytestmark = pytest.mark.guest
 
-TEST_POLICIES = {"AIOS_LAB_POLICY_PATH": str(ROOT / "tests" / "policies")}
+TEST_POLICIES = {"AIOS_LAB_POLICY_PATH": str(ROOT / "tests" / "data" / "policies")}
 # Start-up of a Python CLI under TCG emulation takes seconds; be generous.
 START_S = 90
 

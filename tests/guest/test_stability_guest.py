@@ -1,6 +1,6 @@
 """Attach/detach cycles of every policy under load (the CI share of the
 stability benchmark, benchmarks/stability.py). An oops or panic in any cycle
-fails the VM tier, which scans the guest console (tests/test_vm.py)."""
+fails the VM tier, which scans the guest console (tests/vm/test_runner_boot.py)."""
 import pytest
 
 from aios_lab.bench.stability import VARIANTS, run_cycles

@@ -1,7 +1,7 @@
 /* Scheduler telemetry records shared by bpf/telemetry.bpf.c and Python.
  *
  * Python never re-declares these: aios_lab.telemetry.bpf_collector builds
- * ctypes types from the object's BTF, and tests/test_telemetry_bpf.py checks
+ * ctypes types from the object's BTF, and tests/telemetry/test_bpf_collector.py checks
  * that mirror against the host C compiler reading this header. Only whole
  * integers (no bitfields, no bool) so every compiler agrees on the layout.
  */

@@ -137,6 +137,17 @@ class TraceDB:
 REFINE_BUCKETS = 1024
 
 
+def stream_sampled(db: TraceDB, table: str) -> bool:
+    """Whether an event stream (``switches``, ``wakeups``: the tables with a
+    ``sample_weight`` column) kept only some of its events: a row standing
+    for more than one event, past the collector's stream budget. A sampled
+    stream still gives rates (weighted) but not what needs every event,
+    such as exact wait percentiles or run lengths. Traces of schema version
+    1 were never sampled (their weights are null)."""
+    (w,) = db.one(f"SELECT max(sample_weight) FROM {table}")
+    return w is not None and w > 1
+
+
 def log2_buckets(db: TraceDB, table: str, column: str) -> list[tuple[int, int, int, int]]:
     """(k, count, min, max) per log2 bucket k = floor(log2(max(v, 1))) of an
     integer column, in value order: the wait histogram and the first level

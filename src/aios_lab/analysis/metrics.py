@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from aios_lab.analysis.db import TraceDB, exact_quantiles, log2_buckets
+from aios_lab.analysis.db import TraceDB, exact_quantiles, log2_buckets, stream_sampled
 from aios_lab.analysis.sanity import check_values
 from aios_lab.telemetry.schema import TABLES, WAIT_HIST_BUCKETS
 from aios_lab.telemetry.trace import Trace
@@ -169,15 +169,9 @@ def _timeline(db: TraceDB, t0: int | None, width: int, cpus: list[int]) -> dict[
 
 # -- waits ------------------------------------------------------------------------------------
 
-def _stream_sampled(db: TraceDB, table: str) -> bool:
-    """Whether a stream kept only some of its events (version 1: never)."""
-    (w,) = db.one(f"SELECT max(sample_weight) FROM {table}")
-    return w is not None and w > 1
-
-
 def _wait(db: TraceDB) -> dict[str, Any]:
     (n_exact,) = db.one("SELECT count(next_wait_ns) FROM switches")
-    sampled = bool(n_exact) and _stream_sampled(db, "switches")
+    sampled = bool(n_exact) and stream_sampled(db, "switches")
     if n_exact and not sampled:
         # One column, materialised once: duckdb keeps temp tables in its
         # buffer pool and spills them, and the quantile search scans it a few times.
@@ -251,7 +245,7 @@ def _tasks(db: TraceDB, top: int) -> dict[str, Any]:
         # quantile_disc holds its group's values in memory and cannot spill;
         # past EXACT_TASK_WAITS the t-digest estimate keeps memory bounded.
         # A sampled stream holds some waits only: its percentiles are estimates.
-        approx = n_waits > EXACT_TASK_WAITS or _stream_sampled(db, "switches")
+        approx = n_waits > EXACT_TASK_WAITS or stream_sampled(db, "switches")
         fn = "approx_quantile" if approx else "quantile_disc"
         p99 = {int(p): int(v) for p, v in db.rows(
             f"SELECT next_pid, {fn}(next_wait_ns, 0.99) FROM switches WHERE {where} GROUP BY next_pid")}
@@ -304,7 +298,7 @@ def _migrations(db: TraceDB, t0: int | None, width: int, duration_s: float | Non
 
 def _switches(db: TraceDB, duration_s: float | None) -> dict[str, Any]:
     (n,) = db.one("SELECT count(*) FROM switches")
-    if n and not _stream_sampled(db, "switches"):
+    if n and not stream_sampled(db, "switches"):
         total, source = int(n), "switches"
     else:
         (s,) = db.one("SELECT sum(switches) FROM cpu_intervals")

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aios_lab.analysis.db import TraceDB
-from aios_lab.analysis.metrics import _stream_sampled, mean_util, trace_metrics
+from aios_lab.analysis.db import TraceDB, stream_sampled
+from aios_lab.analysis.metrics import mean_util, trace_metrics
 from aios_lab.telemetry.trace import Trace
 
 CPU_BOUND_UTIL = 0.7
@@ -51,7 +51,7 @@ def classify(util: float | None, voluntary_share: float | None) -> str:
 
 def _run_lengths(db: TraceDB) -> dict[str, Any] | None:
     (n,) = db.one("SELECT count(*) FROM switches")
-    if not n or _stream_sampled(db, "switches"):
+    if not n or stream_sampled(db, "switches"):
         return None  # gaps between sampled switches are not run lengths
     row = db.one("""
         SELECT count(run), quantile_disc(run, 0.5), quantile_disc(run, 0.9), quantile_disc(run, 0.99)

@@ -24,6 +24,7 @@ from ..sched import kinds
 from ..sched import policy as pol
 from ..sched.deployment import Deployment
 from ..errors import AiosError
+from ..variants import Variants
 
 if TYPE_CHECKING:
     from ..mllb.model import ModelFile
@@ -52,12 +53,12 @@ class SchedSpec:
             return Baseline(label)
         if upstream.is_upstream(label):
             return UpstreamScheduler(label)
-        for mode, kind in LEARNING_MODES.items():
+        for mode in LEARNING_MODES.names():
             if label.endswith(f"-{mode}"):
                 name = label[: -len(mode) - 1]
                 if not _has_modes(name):
                     raise AiosError(f"{label}: policy {name} has no {mode} mode (only decision-tree policies do)")
-                return kind(label, name)
+                return LEARNING_MODES.get(mode)(label, name)
         if _has_modes(label):
             return CollectMode(label, label)
         return PlainPolicy(label, label)
@@ -98,7 +99,7 @@ def _has_modes(name: str) -> bool:
 
 class LearningMode(SchedSpec):
     """A decision-tree policy in one mode, run through mllb's LearningRun."""
-    mode: ClassVar[str]
+    name: ClassVar[str]     # the mode: the label's suffix (`<policy>-<mode>`)
 
     def run_args(self, model: "ModelFile | None") -> tuple[str, "ModelFile | None", str]:
         """The LearningRun's (mode, model, model source) for this mode."""
@@ -114,18 +115,13 @@ class LearningMode(SchedSpec):
         return run.dep, run
 
 
-LEARNING_MODES: dict[str, type[LearningMode]] = {}
-
-
-def learning_mode(cls: type[LearningMode]) -> type[LearningMode]:
-    """Register a mode under its label suffix (`<policy>-<mode>`)."""
-    LEARNING_MODES[cls.mode] = cls
-    return cls
+LEARNING_MODES: Variants[type[LearningMode]] = Variants("learning mode", AiosError, "modes:")
+learning_mode = LEARNING_MODES.register
 
 
 @learning_mode
 class CollectMode(LearningMode):
-    mode = "collect"
+    name = "collect"
 
     def run_args(self, model: "ModelFile | None") -> tuple[str, "ModelFile | None", str]:
         # The comparison's model, if it has one, is loaded (and checked
@@ -135,7 +131,7 @@ class CollectMode(LearningMode):
 
 @learning_mode
 class ModelMode(LearningMode):
-    mode = "model"
+    name = "model"
     needs_model = True
 
     def run_args(self, model: "ModelFile | None") -> tuple[str, "ModelFile | None", str]:
@@ -147,7 +143,7 @@ class ModelMode(LearningMode):
 @learning_mode
 class StayControl(LearningMode):
     """The never-migrate control: model mode with a one-leaf model that always says stay."""
-    mode = "stay"
+    name = "stay"
 
     def run_args(self, model: "ModelFile | None") -> tuple[str, "ModelFile | None", str]:
         from ..mllb.model import STAY, constant_model

@@ -19,7 +19,7 @@ dvfs.task_signal): the need bucket (estimated queued work over the time to
 its deadline, 16 buckets of the 0..1024 speed scale) and the arrival-rate
 bucket (4), the same 16 x 4 layout, so it fits the same BPF array map.
 The layout is mirrored by policies/freq/intf.h (FREQ_UTIL_BUCKETS,
-FREQ_RQ_BUCKETS); tests/test_freq_layout.py checks they agree.
+FREQ_RQ_BUCKETS); tests/sched/kinds/freq_table/test_layout.py checks they agree.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from aios_lab.safe_read import parse_json, read_bounded
 from aios_lab.telemetry.schema import LB_FEATURES
 
 # The decision trace's feature columns (telemetry.schema); the policy's own
-# enum mllb_feature must list the same (tests/test_mllb_model.py). The
+# enum mllb_feature must list the same (tests/mllb/test_model.py). The
 # tree's bounds come from the built policy's BTF: aios_lab.mllb.limits.
 FEATURES: list[str] = list(LB_FEATURES)
 # Features that may be negative; all others are clamped to 0..MLLB_FEATURE_MAX.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -79,8 +79,10 @@ class LearningRun:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "LearningRun":
-        self.dep = Deployment(self.policy, self.tunables, before_attach=self._prepare)
+    def start(self, prepare: Callable[[BpfObject], None] | None = None) -> "LearningRun":
+        """Load, `prepare` (this run's own unless the caller, its model kind,
+        passes its step), attach."""
+        self.dep = Deployment(self.policy, self.tunables, before_attach=prepare or self.prepare)
         try:
             self.dep.start()
         except BaseException:
@@ -88,7 +90,9 @@ class LearningRun:
             raise
         return self
 
-    def _prepare(self, obj: BpfObject) -> None:
+    def prepare(self, obj: BpfObject) -> None:
+        """After load, before attach: the model slots, the model checked
+        against them and pushed, the mode, the decision log."""
         spec = self.policy.model
         assert spec is not None
         self.slots = ModelSlots(obj, spec)

@@ -1,11 +1,12 @@
 """Model kinds: what a learning policy's [model] table holds, as registered types.
 
 A manifest names its kind (`[model] kind = "tree"`); `get(name)` returns the
-class registered for that name with `@register`, and the deploy loop
+class registered under that name with `@register` (aios_lab.variants, the
+one registry shape of the package), and the deploy loop
 (sched.deploy_loop) drives any of them through the one protocol below. Every
 module (or subpackage) of this package is imported on the first lookup, so a
 new kind is one new module here plus the manifests that name it; nothing
-else changes (tests/test_model_kinds.py registers a third kind and runs it
+else changes (tests/sched/test_kinds.py registers a third kind and runs it
 through the manifest loader, the deploy loop and the CLI's checks).
 
 The two kinds: "tree" (kinds/tree.py: mllb's decision tree, decisions logged
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ...errors import PolicyError
+from ...variants import Variants
 
 if TYPE_CHECKING:
+    from ...bpf import BpfObject
     from ..deployment import Deployment
     from ..policy import Policy
     from ..sched_ext import ExitInfo
@@ -42,13 +45,14 @@ class ModelKind(ABC):
     """One learning policy deployed with its model.
 
     Lifecycle, driven by the deploy loop: `create` loads and checks the model
-    file before anything touches the kernel; `begin` once before the first
-    attach; `start` opens and loads the policy, prepares the loaded object
-    (the model checked against its BTF and pushed, so the first decision
-    already has it) and attaches; it is called again after a restart the
-    kernel asked for, after `stop`. While attached, `poll` runs every few
-    tens of milliseconds and `tick` once per status interval; `swap` makes
-    another model the live one. `end` once after the last detach.
+    file (`load`) before anything touches the kernel; `begin` once before the
+    first attach; `start` opens and loads the policy, hands the loaded object
+    to `prepare` (the deployment's before_attach step: the model checked
+    against the object's BTF and pushed, so the first decision already has
+    it) and attaches; it is called again after a restart the kernel asked
+    for, after `stop`. While attached, `poll` runs every few tens of
+    milliseconds and `tick` once per status interval; `swap` makes another
+    model the live one. `end` once after the last detach.
     """
 
     name: ClassVar[str] = ""
@@ -82,7 +86,13 @@ class ModelKind(ABC):
 
     @abstractmethod
     def start(self) -> Deployment:
-        """Load, prepare the loaded object with the model, attach; return the live deployment."""
+        """Load, `prepare` the loaded object, attach; return the live deployment."""
+
+    @abstractmethod
+    def prepare(self, obj: BpfObject) -> None:
+        """After load, before attach (run by `start`'s deployment): fit the
+        model to the loaded object (its maps, its BTF limits) and push it. An
+        error here leaves nothing attached."""
 
     @abstractmethod
     def stop(self) -> ExitInfo | None:
@@ -108,22 +118,12 @@ class ModelKind(ABC):
         return {}
 
 
-_REGISTRY: dict[str, type[ModelKind]] = {}
 _loaded = False
 
 
-def register(name: str) -> Callable[[type[ModelKind]], type[ModelKind]]:
-    """Class decorator: `@register("tree")` makes the class the kind of that name."""
-    def add(cls: type[ModelKind]) -> type[ModelKind]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise PolicyError(f"model kind {name!r} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return add
-
-
 def _load_all() -> None:
+    """Import every module of this package (each registers its kind), once:
+    a lookup happens on every manifest read."""
     global _loaded
     if not _loaded:
         _loaded = True
@@ -131,16 +131,8 @@ def _load_all() -> None:
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
-def names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[ModelKind]:
-    _load_all()
-    if name not in _REGISTRY:
-        raise PolicyError(f"[model] kind {name!r} is unknown", hint=f"use one of {', '.join(names())}")
-    return _REGISTRY[name]
+KINDS: Variants[type[ModelKind]] = Variants("model kind", PolicyError, "use one of", _load_all)
+register, names, get = KINDS.register, KINDS.names, KINDS.get
 
 
 def for_policy(policy: Policy) -> type[ModelKind] | None:
@@ -150,9 +142,7 @@ def for_policy(policy: Policy) -> type[ModelKind] | None:
 
 def noun(name: str | None) -> str:
     """What a kind's model is called ("table", "model"), for a status line."""
-    _load_all()
-    cls = _REGISTRY.get(name or "")
-    return cls.noun if cls is not None else "model"
+    return get(name).noun if name and name in KINDS else "model"
 
 
 def refused_options(policy: Policy, given: list[str], spell: Callable[[str], str] = str,

@@ -16,8 +16,9 @@ from ...errors import ModelError
 from . import Event, ModelKind, register
 
 
-@register("tree")
+@register
 class TreeKind(ModelKind):
+    name = "tree"
     policies = "decision-tree policies (mllb)"
     what = "a decision tree"
     options = frozenset({"mode", "decisions", "retrain_every"})
@@ -78,7 +79,7 @@ class TreeKind(ModelKind):
 
     def start(self):
         try:
-            self.run.start()
+            self.run.start(prepare=self.prepare)
         except BaseException:
             if not self._attached_once and self.writer is not None:
                 # Nothing ran: no trace. start() has already detached and cleaned up.
@@ -89,6 +90,9 @@ class TreeKind(ModelKind):
             self._next_retrain = time.monotonic() + self.retrain_every_s
         self._attached_once = True
         return self.run.dep
+
+    def prepare(self, obj) -> None:
+        self.run.prepare(obj)
 
     def stop(self):
         return self.run.stop()

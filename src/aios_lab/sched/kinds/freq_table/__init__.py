@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ....errors import ModelError, PolicyError
 from ...policy import Policy
@@ -66,7 +66,9 @@ class FreqRun:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "FreqRun":
+    def start(self, prepare: Callable[[BpfObject], None] | None = None) -> "FreqRun":
+        """Load, `prepare` (this run's own unless the caller, its model kind,
+        passes its step), attach."""
         if for_policy(self.policy) is not FreqTableKind:
             raise PolicyError(f"policy {self.policy.name} does not deploy a frequency table")
         if self.table is not None:
@@ -75,11 +77,13 @@ class FreqRun:
             check_table(self.table, where=self.source or "table")  # before the object is opened
         from ...deployment import Deployment
 
-        self.dep = Deployment(self.policy, self.tunables, before_attach=self._prepare)
+        self.dep = Deployment(self.policy, self.tunables, before_attach=prepare or self.prepare)
         self.dep.start()
         return self
 
-    def _prepare(self, obj: BpfObject) -> None:
+    def prepare(self, obj: BpfObject) -> None:
+        """After load, before attach: the table slots, the table checked
+        against the object's limits and pushed, the status record's model."""
         spec = self.policy.model
         assert spec is not None and self.dep is not None
         from .slots import FreqSlots
@@ -128,8 +132,9 @@ class FreqRun:
         return self._live().task_estimate(pid)
 
 
-@register("freq-table")
+@register
 class FreqTableKind(ModelKind):
+    name = "freq-table"
     policies = "frequency-table policies (freq)"
     what = "a frequency table"
     noun = "table"
@@ -162,9 +167,12 @@ class FreqTableKind(ModelKind):
         return cls(FreqRun.create(policy, tunables, table_path=model_path), watch=watch)
 
     def start(self) -> Deployment:
-        self.run.start()
+        self.run.start(prepare=self.prepare)
         assert self.run.dep is not None
         return self.run.dep
+
+    def prepare(self, obj: BpfObject) -> None:
+        self.run.prepare(obj)
 
     def stop(self):
         return self.run.stop()
