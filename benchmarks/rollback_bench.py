@@ -100,7 +100,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--cpus", type=int, default=2)
     args = ap.parse_args()
-    os.environ["AIOS_LAB_POLICY_PATH"] = str(ROOT / "tests" / "policies")
+    os.environ["AIOS_LAB_POLICY_PATH"] = str(ROOT / "tests" / "data" / "policies")
     from aios_lab.sched import sched_ext
 
     if sched_ext.available() and os.geteuid() == 0:

@@ -82,7 +82,7 @@ def test_rollout_rolls_back_to_the_last_known_good_then_quarantines(tmp_path):
 
         # 2. the stall policy errors as soon as a victim runs: every attempt is
         # ejected and fifo (prepared beforehand) runs again at once.
-        stall = _verified(reg, ROOT / "tests" / "policies" / "stall", {"mode": "1"})
+        stall = _verified(reg, ROOT / "tests" / "data" / "policies" / "stall", {"mode": "1"})
         stop = threading.Event()
         t = _victims(stop, tmp_path)
         deadline = time.monotonic() + TIMEOUT_S

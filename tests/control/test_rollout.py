@@ -15,7 +15,7 @@ from aios_lab.control.rollout import Backoff, Rollout, is_quarantined, last_know
 from aios_lab.errors import DeployRefused
 from aios_lab.exit_codes import VERIFY_FAILED, code_for
 
-from control_helpers import fifo_parts
+from tests.helpers.control import fifo_parts
 
 PLATFORM = Platform("7.3.4-test", "b" * 64, {})
 ME = Actor.current()
