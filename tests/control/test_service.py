@@ -243,3 +243,19 @@ def _op(raw: bytes):
     except ValueError:
         return None
     return d.get("op") if isinstance(d, dict) and isinstance(d.get("tunables", {}), dict) else None
+
+
+def test_rollback_needs_a_deployment_and_a_deployer_that_keeps_a_fallback(setup):
+    cfg, verified, *_ = setup
+    nothing = ask(cfg, op="rollback", reason="alarm")
+    assert not nothing["ok"] and "nothing is deployed" in nothing["error"]
+    assert ask(cfg, op="deploy", entry=verified.hash, duration=30)["ok"]
+    # open-only loads nothing, so there is no last known good policy to put back
+    refused = ask(cfg, op="rollback", reason="alarm")
+    assert not refused["ok"] and "keeps no last known good" in refused["error"], refused
+    assert not ask(cfg, op="rollback", reason="x" * 501)["ok"]
+    assert ask(cfg, op="stop")["ok"]
+    with Registry(cfg.registry) as reg:
+        recs = [(r.action, r.verdict.split(":")[0]) for r in reg.audit_records() if r.action == "rollback"]
+        assert recs == [("rollback", "refused")] * 3
+        assert reg.verify_chain().ok

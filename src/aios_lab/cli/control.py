@@ -419,6 +419,24 @@ def service_stop(agent, socket_path, as_json) -> None:
         click.echo(f"stopped {answer['entry']}")
 
 
+@service.command("rollback")
+@click.option("--reason", default="", help="Why (recorded in the audit log and the entry's deploy run).")
+@click.option("--agent", default="", help="Asking for an agent: its client name (recorded as a claim).")
+@_socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")
+def service_rollback(reason, agent, socket_path, as_json) -> None:
+    """Ask the service to detach the deployed entry and attach the last
+    known good one (already loaded beside it).
+
+    Example: aios-lab service rollback --reason "p99 latency alarm"
+    """
+    answer = _ask(socket_path, {"op": "rollback", "reason": reason, "agent": agent}, as_json)
+    if not as_json:
+        rb = answer.get("rollback") or {}
+        click.echo(f"rolled back {answer['entry'][:12]}: {answer.get('live')} runs"
+                   + (f" ({rb['to']}, {rb['attach_ms']:.0f} ms)" if rb.get("to") else ""))
+
+
 @service.command("status")
 @_socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the service's answer as JSON.")

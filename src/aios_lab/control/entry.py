@@ -30,8 +30,10 @@ RUN_KINDS = ("verify", "benchmark", "deploy")
 # A run's verdict: a verifier's pass/fail, a benchmark's comparison, or
 # error when the run itself broke (the VM died) and says nothing about the policy.
 # A deploy run (control.rollout): pass when the canary window held, ejected or
-# breached when it rolled back, quarantined after repeated failures.
-VERDICTS = ("pass", "fail", "better", "no-worse", "worse", "error", "ejected", "breached", "quarantined")
+# breached when it rolled back by itself, rolled-back when someone asked,
+# quarantined after repeated failures.
+VERDICTS = ("pass", "fail", "better", "no-worse", "worse", "error", "ejected", "breached", "rolled-back",
+            "quarantined")
 
 
 def tunables_bytes(values: dict[str, Any]) -> bytes:

@@ -44,7 +44,7 @@ from ..sched.deployment import Deployment
 from ..sched.sched_ext import ExitInfo
 from . import canary, db
 from .audit import Actor, append
-from .deployers import materialize
+from .stored import materialize
 from .entry import Entry, Sample
 from .platform import Platform
 from .registry import Registry
@@ -70,6 +70,7 @@ class Guards:
     # Restarts the kernel asks for (CPU hotplug) within one attempt; more is a loop.
     max_restarts: int = 5
     poll_s: float = 0.005       # ejection detection: the exit record, read from .bss
+    breach_confirm_s: float = 1.0   # counters over their limits this long with no ejection: a breach
     sample_s: float = 0.25      # the telemetry trail (wait, events)
     trail_s: float = 10.0       # how much of it an ejection's evidence keeps
 
@@ -91,7 +92,7 @@ class Backoff:
 @dataclass
 class Attempt:
     index: int
-    verdict: str = ""               # pass | ejected | breached | stopped
+    verdict: str = ""               # held | ejected | breached | rolled-back | stopped
     reason: str = ""
     restarts: list[dict[str, Any]] = field(default_factory=list)
     exit: dict[str, Any] | None = None
@@ -159,16 +160,31 @@ class Rollout:
 
     def __init__(self, reg: Registry, ref: str, actor: Actor, *, run_dir: Path,
                  lkg: str | None = None, guards: Guards = Guards(), backoff: Backoff = Backoff(),
-                 override: str = "", duration_s: float | None = None,
+                 override: str = "", duration_s: float | None = None, audit_admission: bool = True,
                  stopped: Callable[[], bool] = lambda: False, log: Callable[[str], None] = lambda m: None) -> None:
+        """`audit_admission=False` when the caller (the root service) audits
+        the request itself. `stopped` is polled: True ends the rollout and
+        detaches whatever runs."""
         self.reg, self.actor, self.run_dir = reg, actor, Path(run_dir)
         self.entry = reg.get(ref)
         self.lkg_ref, self.guards, self.backoff = lkg, guards, backoff
         self.override, self.duration_s = override, duration_s
         self.stopped, self.log = stopped, log
         self.platform = Platform.current()
+        self.audit_admission = audit_admission
         self.candidate: Deployment | None = None
         self.standby: Deployment | None = None
+        # What runs now, for status and the service: None while preparing,
+        # then "candidate", "standby" (the LKG) or "default" (the kernel's class).
+        self.live: str | None = None
+        self.lkg_hash: str | None = None
+        self.last_rollback: dict[str, Any] | None = None
+        self._rollback_reason: str | None = None
+
+    def request_rollback(self, reason: str) -> None:
+        """Roll back now (from another thread: the service's `rollback`): the
+        candidate is detached, the standby attached, and not retried."""
+        self._rollback_reason = reason or "requested"
 
     # -- admission ---------------------------------------------------------------------
 
@@ -182,7 +198,8 @@ class Rollout:
         if is_quarantined(self.reg, self.entry):
             problems.append("quarantined after repeated failed rollouts")
         if problems and not self.override:
-            self._audit("deploy", "refused: " + "; ".join(problems))
+            if self.audit_admission:
+                self._audit("deploy", "refused: " + "; ".join(problems))
             raise DeployRefused(f"entry {self.entry.hash[:12]} ({self.entry.name}) is refused: {'; '.join(problems)}",
                                 hint="verify it (`aios-lab verify`); to deploy anyway give --override REASON "
                                      "(audited)")
@@ -201,7 +218,9 @@ class Rollout:
     def run(self) -> Outcome:
         lkg = self.admit()
         out = Outcome(self.entry.hash, lkg.hash if lkg else None)
-        self._audit("deploy", "accepted", {"lkg": out.lkg})
+        self.lkg_hash = out.lkg
+        if self.audit_admission:
+            self._audit("deploy", "accepted", {"lkg": out.lkg})
         try:
             if lkg is not None:
                 self.standby = self._prepare(lkg)
@@ -217,6 +236,10 @@ class Rollout:
                 if att.verdict in ("stopped", "held"):
                     out.state = att.verdict
                     break
+                if att.verdict == "rolled-back":     # asked for: no retry, the standby stays
+                    out.state = "rolled-back"
+                    self._wait(t_end)
+                    break
                 failures += 1
                 if failures >= self.backoff.quarantine_after:
                     self._record("quarantined", [], {"failures": failures})
@@ -230,11 +253,14 @@ class Rollout:
                          f"{self.backoff.quarantine_after})")
                 if not self._wait(t_end, delay):
                     out.state = "rolled-back"
+                    if self._rollback_reason is not None:
+                        self._wait(t_end)
                     break
         finally:
             for dep in (self.candidate, self.standby):
                 if dep is not None:
                     dep.stop()
+            self.live = "none"
         return out
 
     def _prepare(self, entry: Entry) -> Deployment:
@@ -257,9 +283,10 @@ class Rollout:
             cand.go_live(free_timeout_s=5.0)
         except SchedulerEjected as e:    # ejected while being enabled: the same failure
             return self._fail(att, "ejected", str(e), cand.final_exit, trail, time.monotonic() - t0)
+        self.live = "candidate"
         self.log(f"attempt {index}: {self.entry.name} live; canary window {g.window_s:g} s")
         w0, ev0 = canary.read_wait(), canary.read_events()
-        live_ev = ev0
+        clean_ev, suspect_since = ev0, None    # the last sample under the limits; when one went over
         events_total: dict[str, int] = {}
         judged = False
         next_sample = t0
@@ -268,6 +295,9 @@ class Rollout:
             if self.stopped():
                 att.verdict = "stopped"
                 return att
+            if self._rollback_reason is not None:
+                return self._fail(att, "rolled-back", f"rollback requested: {self._rollback_reason}", None,
+                                  trail, now - t0)
             try:
                 cand.check()
             except SchedulerEjected:
@@ -275,15 +305,16 @@ class Rollout:
                 if info is not None and info.should_restart and len(att.restarts) < g.max_restarts:
                     att.restarts.append({"at_s": round(now - t0, 3), "reason": info.restart_reason,
                                          "exit": info.describe()})
-                    # The counters as last sampled while it ran: read now,
-                    # they would include the teardown's own bypass.
-                    events_total = _add(events_total, canary.events_delta(live_ev, ev0))
+                    # The counters as last sampled under the limits: later
+                    # ones (and a read now) include the teardown's own bypass.
+                    events_total = _add(events_total, canary.events_delta(clean_ev, ev0))
                     cand.detach()
                     try:
                         cand.go_live(free_timeout_s=5.0)
                     except SchedulerEjected as e:
                         return self._fail(att, "ejected", str(e), cand.final_exit, trail, now - t0)
-                    ev0 = live_ev = canary.read_events()   # root/events is the new attachment's
+                    ev0 = clean_ev = canary.read_events()   # root/events is the new attachment's
+                    suspect_since = None
                     self.log(f"attempt {index}: restarted after {info.restart_reason}")
                     continue
                 return self._fail(att, "ejected", info.one_line() if info else "disabled without an exit record",
@@ -291,13 +322,20 @@ class Rollout:
             if now >= next_sample:
                 trail.add(now)
                 next_sample = now + g.sample_s
-                live_ev = trail.items[-1][2]
-                ev = _add(events_total, canary.events_delta(live_ev, ev0))
+                cur = trail.items[-1][2]
+                ev = _add(events_total, canary.events_delta(cur, ev0))
                 over = {k: v for k, v in ev.items() if k in g.event_limits and v > g.event_limits[k]}
-                # The kernel's teardown of an ejected scheduler enters bypass
-                # mode after the state leaves "enabled": that is an ejection
-                # whose exit record is on its way, not a breach.
-                if over and sched_ext.read_state().state == "enabled":
+                # The kernel tears an ejected scheduler down in bypass mode
+                # before its exit record (ops.exit) appears, while the state
+                # still reads "enabled" (7.x: scx_bypass(true) comes before
+                # the DISABLING state): counters over their limits are a
+                # breach only if no ejection follows within breach_confirm_s.
+                if not over:
+                    clean_ev = cur if cur is not None else clean_ev   # None: root/ is gone (disabling)
+                    suspect_since = None
+                elif suspect_since is None:
+                    suspect_since = now
+                elif now - suspect_since >= g.breach_confirm_s and sched_ext.read_state().state == "enabled":
                     att.guards = {"events": ev, "over": over}
                     return self._fail(att, "breached", f"event counters over their limits: {over}", None, trail,
                                       now - t0)
@@ -305,7 +343,7 @@ class Rollout:
                 judged = True
                 w1 = canary.read_wait()
                 ratio, guard = _wait_guard(base0, base, w0, w1, g)
-                att.guards = {"events": _add(events_total, canary.events_delta(live_ev, ev0)), **guard}
+                att.guards = {"events": _add(events_total, canary.events_delta(clean_ev, ev0)), **guard}
                 if ratio is not None and ratio > g.max_wait_ratio:
                     return self._fail(att, "breached", f"mean run-queue wait {ratio:.2f}x the previous "
                                       f"scheduler's (limit {g.max_wait_ratio:g}x)", None, trail, now - t0)
@@ -325,7 +363,7 @@ class Rollout:
         # scheduler is attached then (bpf_scx_unreg -> scx_ops_disable), so a
         # late destroy would eject the standby. The wait is not extra: the
         # standby cannot attach before the ejected scheduler's teardown ends.
-        if verdict == "breached":
+        if verdict in ("breached", "rolled-back"):
             self.candidate.detach()     # our own decision: the candidate goes first
         else:
             info = self.candidate.detach() or info
@@ -334,11 +372,15 @@ class Rollout:
             self.standby.go_live(free_timeout_s=5.0)
             live = time.monotonic_ns()
             st = sched_ext.read_state()
+            self.live = "standby"
             rollback = {"to": self.standby.policy.name, "state": st.state, "ops": st.ops,
                         "detect_ms": round((detected - info.at_ns) / 1e6, 3) if info and info.at_ns else None,
                         "reattach_ms": round((live - info.at_ns) / 1e6, 3) if info and info.at_ns else None,
                         "attach_ms": round((live - detected) / 1e6, 3)}
+        if self.standby is None:
+            self.live = "default"
         att.verdict, att.reason, att.rollback = verdict, reason, rollback
+        self.last_rollback = rollback
         att.exit = info.describe() | {"dump": info.dump} if info else None
         evidence = {"attempt": att.__dict__, "after_s": round(at_s, 3), "kernel_log": canary.kernel_log_tail(60),
                     "trail": trail.describe()}
@@ -349,9 +391,10 @@ class Rollout:
         return att
 
     def _wait(self, t_end: float | None, delay: float | None = None) -> bool:
-        """Sleep for `delay` (or until the end): False when stopped or out of time."""
+        """Sleep for `delay` (or until the end): False when stopped, out of
+        time, or (during a backoff) when a rollback was asked for."""
         until = time.monotonic() + delay if delay is not None else t_end
-        while not self.stopped():
+        while not self.stopped() and not (delay is not None and self._rollback_reason is not None):
             now = time.monotonic()
             if t_end is not None and now >= t_end:
                 return False

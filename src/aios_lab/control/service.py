@@ -20,7 +20,9 @@ passes it: packaging/systemd/), answers one JSON request per connection:
 Protocol: the client sends one JSON object and a newline, e.g.
 {"op": "deploy", "entry": "<64 hex>", "duration": 30, "agent": "claude"}, and
 reads one JSON object back: {"ok": true, ...} or {"ok": false, "error": "..."}.
-Ops: ping, status, deploy, stop.
+Ops: ping, status, deploy, stop, rollback ({"op": "rollback", "reason": "..."}:
+the running rollout detaches its candidate and attaches the last known good
+entry it keeps loaded; audited like deploy and stop).
 """
 from __future__ import annotations
 
@@ -38,13 +40,14 @@ from typing import Any
 from ..errors import AiosError, PolicyError, RegistryError, ServiceRefused as Refused, SetupError
 from . import audit, db
 from .audit import Actor
-from .deployers import DEPLOYERS, Deployer, materialize
+from .deployers import DEPLOYERS, Deployer, Job, materialize
 from .entry import HEX_PREFIX_RE
 from .peer import Peer, RateLimiter, group_id, member, peer_of
 from .registry import Registry
 
 MAX_REQUEST = 64 << 10
-OPS = ("ping", "status", "deploy", "stop")
+OPS = ("ping", "status", "deploy", "stop", "rollback")
+_ACTIONS = ("deploy", "stop", "rollback")     # the ops that change what runs: rate-limited and audited
 DEFAULT_CONFIG = Path("/etc/aios-lab/service.toml")
 
 
@@ -58,6 +61,7 @@ class ServiceConfig:
     burst: int = 3                 # deploy/stop requests at once per uid ...
     per_s: float = 60.0            # ... refilled over this many seconds
     max_duration_s: float = 3600.0
+    canary_window_s: float = 30.0  # a deployed entry holding this long becomes the last known good
 
     @classmethod
     def load(cls, path: Path | str) -> "ServiceConfig":
@@ -85,8 +89,10 @@ class ServiceConfig:
         cfg = cls(**values)
         if cfg.deployer not in DEPLOYERS:
             raise SetupError(f"{path}: deployer {cfg.deployer!r} is unknown", hint=f"one of {', '.join(DEPLOYERS)}")
-        if not (cfg.burst >= 1 and cfg.per_s > 0 and 0 < cfg.max_duration_s <= 7 * 86400):
-            raise SetupError(f"{path}: burst >= 1, per_s > 0 and 0 < max_duration_s <= 604800, please")
+        if not (cfg.burst >= 1 and cfg.per_s > 0 and 0 < cfg.max_duration_s <= 7 * 86400
+                and 0 < cfg.canary_window_s <= cfg.max_duration_s):
+            raise SetupError(f"{path}: burst >= 1, per_s > 0, 0 < max_duration_s <= 604800 and "
+                             f"0 < canary_window_s <= max_duration_s, please")
         return cfg
 
 
@@ -118,8 +124,8 @@ class ControlService:
             return {"ok": False, "error": str(e)}
         op = req["op"]
         if not member(peer, self.gid):
-            self._audit(peer, req, "deploy" if op == "deploy" else "stop", req.get("entry", ""),
-                        f"refused: uid {peer.uid} is not in group {self.config.group}", record=op in ("deploy", "stop"))
+            self._audit(peer, req, op, req.get("entry", ""),
+                        f"refused: uid {peer.uid} is not in group {self.config.group}", record=op in _ACTIONS)
             return {"ok": False, "error": f"uid {peer.uid} may not use this service (not root, not in group "
                                           f"{self.config.group})"}
         if op == "ping":
@@ -133,7 +139,7 @@ class ControlService:
                                           f"try again in {wait:.1f} s"}
         try:
             with self._lock:
-                out = self._deploy(peer, req) if op == "deploy" else self._stop(peer, req)
+                out = {"deploy": self._deploy, "stop": self._stop, "rollback": self._rollback}[op](peer, req)
         except AiosError as e:
             self._audit(peer, req, op, req.get("entry", ""), f"refused: {e.one_line()}")
             return {"ok": False, "error": e.one_line()}
@@ -164,7 +170,10 @@ class ControlService:
             policy = materialize(reg, entry, self.config.run_dir / entry.hash)
             tunables = reg.tunables(entry)
         _check_tunables(policy, tunables, req.get("tunables", {}))
-        detail = self.deployer.start(policy, tunables)
+        agent = req.get("agent", "")
+        actor = Actor(peer.uid, peer.user, agent if isinstance(agent, str) else "")
+        detail = self.deployer.start(Job(self.config.registry, entry, policy, tunables, actor,
+                                         self.config.run_dir, self.config.canary_window_s))
         now = time.time()
         self.active = _Active(entry.hash, peer, now, now + float(duration), self.deployer, detail)
         self._audit(peer, req, "deploy", entry.hash, "accepted")
@@ -177,6 +186,16 @@ class ControlService:
         self.active = None
         self._audit(peer, req, "stop", entry, "accepted")
         return {"entry": entry, **out}
+
+    def _rollback(self, peer: Peer, req: dict[str, Any]) -> dict[str, Any]:
+        if self.active is None:
+            raise Refused("nothing is deployed")
+        reason = req.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise Refused("reason must be a string of at most 500 characters")
+        out = self.active.deployer.rollback(f"uid {peer.uid}: {reason}" if reason else f"uid {peer.uid}")
+        self._audit(peer, req, "rollback", self.active.entry, "accepted")
+        return {"entry": self.active.entry, **out}
 
     def _expire(self) -> None:
         """Detach a deployment whose time is up or that the kernel ended."""
@@ -205,7 +224,7 @@ class ControlService:
             return
         agent = req.get("agent", "")
         actor = Actor(peer.uid, peer.user, agent if isinstance(agent, str) else "")
-        args = {k: v for k, v in req.items() if k in ("entry", "duration", "tunables", "op")}
+        args = {k: v for k, v in req.items() if k in ("entry", "duration", "tunables", "op", "reason")}
         with Registry(self.config.registry) as reg, db.transaction(reg.conn):
             audit.append(reg.conn, actor, action, target if isinstance(target, str) else "",
                          {**args, "peer_pid": peer.pid, "agent_claimed": bool(agent)}, verdict)
