@@ -29,7 +29,7 @@ def _verified(reg, slice_ns):
 def test_service_deploys_a_verified_entry_and_rolls_back_on_request(tmp_path):
     cfg = ServiceConfig(socket=tmp_path / "control.sock", group="root", registry=tmp_path / "registry",
                         run_dir=tmp_path / "entries", deployer="sched_ext", max_duration_s=120,
-                        canary_window_s=1.0)
+                        canary_window_s=1.0, burst=10)
     with Registry(cfg.registry) as reg:
         good, candidate = _verified(reg, 5_000_000), _verified(reg, 10_000_000)
     stop, ready = threading.Event(), threading.Event()
