@@ -15,13 +15,15 @@ from typing import Any, Callable
 
 from ...errors import AiosError
 from ...sched.policy import get
-from . import kernel_verifier, liveness
+from . import kernel_verifier, liveness, performance
 from .report import KERNEL_STAGES, Check, StageReport
 
 MARK = "AIOS-VERIFY-CASE "
 _RUNNERS: dict[str, Callable[..., StageReport]] = {
     "verifier": lambda pol, case: kernel_verifier.run(pol, case["tunables"], case.get("parent")),
     "liveness": lambda pol, case: liveness.run(pol, case["tunables"]),
+    "performance": lambda pol, case: performance.run(pol, case["tunables"], case.get("deployed"),
+                                                     case.get("workload"), case.get("runs")),
 }
 
 
