@@ -3,7 +3,9 @@
 corpus_slower (correct and live, but every task it may run goes to CPU 0)
 must be judged worse than EEVDF on the default workload, and fifo must not
 be falsely rejected. Only the performance stage runs: the corpus test
-(tests/test_verify_vm.py) checks both policies' earlier stages.
+(tests/test_verify_vm.py) checks both policies' earlier stages. QEMU runs
+under SCHED_RR: on a busy 2-core host at nice 0 the placement control reads
+x1.0-x1.2 and nothing could be judged (benchmarks/RESULTS.md, issue 16).
 """
 import pytest
 
@@ -19,7 +21,7 @@ CORPUS = paths.project_root() / "tests" / "policies" / "corpus"
 def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatch):
     monkeypatch.setenv("AIOS_LAB_POLICY_PATH", str(CORPUS))
     slower, fifo = verify_many([Case("corpus_slower", stages=("performance",)),
-                                Case("fifo", stages=("performance",))], cpus=2)
+                                Case("fifo", stages=("performance",))], cpus=2, realtime=True)
     for rep in (slower, fifo):
         (stage,) = rep.stages
         assert stage.stage == "performance" and not stage.skipped

@@ -71,10 +71,13 @@ def format_report(rep: dict) -> str:
               help="Interleaved performance runs per arm (default 5).")
 @click.option("--cpus", default=2, show_default=True, type=click.IntRange(2, 64),
               help="vCPUs of the VM the kernel stages boot (at least 2: one must go offline).")
+@click.option("--rt", is_flag=True, default=None,
+              help="Run the VM's QEMU under SCHED_RR (or AIOS_LAB_VM_RT=1): on a busy host with few cores "
+                   "the performance stage cannot judge without it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the full JSON report here (replaced if it exists).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON report.")
-def verify(name, sets, stages, parent, deployed, workload, runs, cpus, out, as_json) -> None:
+def verify(name, sets, stages, parent, deployed, workload, runs, cpus, rt, out, as_json) -> None:
     """Verify policy NAME in stages, each against written criteria (docs/verifier.md).
 
     static (manifest, tunable ranges, kfuncs in the target kernel's BTF,
@@ -102,7 +105,7 @@ def verify(name, sets, stages, parent, deployed, workload, runs, cpus, out, as_j
     rep = run_verify(name, overrides, stages, parent=parent_progs, cpus=cpus,
                      log=lambda m: click.echo(m, err=True),
                      deployed={"policy": deployed, "tunables": {}} if deployed else None,
-                     workload=workload, runs=runs)
+                     workload=workload, runs=runs, realtime=rt)
     data = rep.to_dict()
     data["digest"] = rep.digest()
     if out is not None:

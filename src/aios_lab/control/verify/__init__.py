@@ -80,7 +80,7 @@ def _in_process() -> bool:
     return sched_ext.available() and os.geteuid() == 0
 
 
-def _kernel_in_vm(cases: list[dict], cpus: int, log: Callable[[str], None]) -> list[dict]:
+def _kernel_in_vm(cases: list[dict], cpus: int, log: Callable[[str], None], realtime: bool | None) -> list[dict]:
     import json
 
     from ...vm import runner
@@ -88,7 +88,8 @@ def _kernel_in_vm(cases: list[dict], cpus: int, log: Callable[[str], None]) -> l
 
     env = {k: os.environ[k] for k in ("AIOS_LAB_POLICY_PATH",) if k in os.environ}
     cmd = [sys.executable, "-m", "aios_lab.control.verify.kernel_stages", json.dumps(cases)]
-    res = runner.run(cmd, topology=Topology(cpus=cpus), env=env, log=log, timeout_s=_guest_timeout(cases))
+    res = runner.run(cmd, topology=Topology(cpus=cpus), env=env, log=log, timeout_s=_guest_timeout(cases),
+                     realtime=realtime)
     got = parse_output(res.output)
     if res.returncode != 0 or len(got) != len(cases):
         raise VmError(f"the guest's verifier run ended with exit {res.returncode} after {len(got)} of "
@@ -101,8 +102,12 @@ def _kernel_in_vm(cases: list[dict], cpus: int, log: Callable[[str], None]) -> l
     return got
 
 
-def verify_many(cases: list[Case], *, cpus: int = 2, log: Callable[[str], None] | None = None) -> list[VerifyReport]:
-    """Verify every case; the kernel stages of all cases share one boot."""
+def verify_many(cases: list[Case], *, cpus: int = 2, log: Callable[[str], None] | None = None,
+                realtime: bool | None = None) -> list[VerifyReport]:
+    """Verify every case; the kernel stages of all cases share one boot.
+    ``realtime`` runs QEMU under SCHED_RR (vm.runner; None: AIOS_LAB_VM_RT):
+    on a busy host with few cores, the only way the performance stage's
+    placement control clears its threshold (benchmarks/RESULTS.md, issue 16)."""
     log = log or (lambda m: None)
     for c in cases:
         _check_stages(tuple(c.stages))
@@ -135,7 +140,7 @@ def verify_many(cases: list[Case], *, cpus: int = 2, log: Callable[[str], None] 
             got = [{"stages": run_case(s), "platform": {"kernel": os.uname().release, "where": "host"}}
                    for s in specs]
         else:
-            got = _kernel_in_vm(specs, cpus, log)
+            got = _kernel_in_vm(specs, cpus, log, realtime)
         for (rep, _spec), g in zip(pending, got):
             rep.stages += [s if isinstance(s, StageReport) else StageReport.from_dict(s) for s in g["stages"]]
             rep.target["platform"] = g["platform"]
@@ -145,9 +150,9 @@ def verify_many(cases: list[Case], *, cpus: int = 2, log: Callable[[str], None] 
 def verify(policy: str, overrides: dict[str, Any] | None = None, stages: tuple[str, ...] = STAGES,
            parent: dict[str, Any] | None = None, cpus: int = 2,
            log: Callable[[str], None] | None = None, deployed: dict[str, Any] | None = None,
-           workload: str | None = None, runs: int | None = None) -> VerifyReport:
+           workload: str | None = None, runs: int | None = None, realtime: bool | None = None) -> VerifyReport:
     return verify_many([Case(policy, dict(overrides or {}), tuple(stages), parent, deployed, workload, runs)],
-                       cpus=cpus, log=log)[0]
+                       cpus=cpus, log=log, realtime=realtime)[0]
 
 
 def parent_programs(report: dict) -> dict[str, Any]:

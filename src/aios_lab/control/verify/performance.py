@@ -138,7 +138,8 @@ def run(policy: Policy, tunables: dict[str, Any], deployed: dict[str, Any] | Non
                     "policy that keeps every CPU busy from one that does not",
                     {"control": ctl},
                     "" if judged else f"this platform cannot judge performance: the placement control's "
-                    f"pinned/free ratio is x{ctl.get('ratio')}, below x{bench_control.THRESHOLD}")]
+                    f"pinned/free ratio is x{ctl.get('ratio')}, below x{bench_control.THRESHOLD} (in a TCG VM "
+                    "on a busy host: give QEMU the host's cores with --rt / AIOS_LAB_VM_RT=1)")]
     if not judged:
         return StageReport.from_checks("performance", checks, time.monotonic() - t0)
     specs: list[SchedSpec] = [Baseline(EEVDF), PlainPolicy(CANDIDATE, policy.name, tuple(tunables.items()))]
