@@ -54,15 +54,25 @@ def _prog_stats(dep: Deployment | None) -> dict[str, dict[str, int]]:
     return {p.name: p.run_stats() for p in dep.obj.programs() if p.name.endswith(DECISION_OPS)}
 
 
-def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None,
-             model: "ModelFile | None" = None) -> dict:
+def _read_wait():
+    """/proc/schedstat's run-queue wait, or None on a kernel without
+    CONFIG_SCHED_INFO (then the run has no run-queue wait, and the verifier's
+    performance stage, which judges it, has too few values to call it worse)."""
     from ..control.canary import read_wait
 
+    try:
+        return read_wait()
+    except OSError:
+        return None
+
+
+def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None,
+             model: "ModelFile | None" = None) -> dict:
     dep, learning = spec.start(model)
     try:
-        before, progs0, wait0 = counters.read(), _prog_stats(dep), read_wait()
+        before, progs0, wait0 = counters.read(), _prog_stats(dep), _read_wait()
         makespan = _run_traced(wl, trace) if trace is not None else wl.run()
-        after, progs1, wait1 = counters.read(), _prog_stats(dep), read_wait()
+        after, progs1, wait1 = counters.read(), _prog_stats(dep), _read_wait()
         if dep is not None:
             dep.check()  # an ejection mid-run would make the numbers meaningless
         policy_stats = dep.read_stats() if dep is not None else {}
@@ -86,9 +96,10 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
         placement = trace_placement(trace, wl.latency_comm)
     # Run-queue wait (runnable, not running) of every task, from the kernel's
     # sched_info (control.canary): the total, and per timeslice that followed.
-    per_slice = wait1.mean_wait_since(wait0)
+    waited = wait1 is not None and wait0 is not None
+    per_slice = wait1.mean_wait_since(wait0) if waited else None
     return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta, **placement,
-            "runq_wait_s": round((wait1.run_delay_ns - wait0.run_delay_ns) / 1e9, 6),
+            "runq_wait_s": round((wait1.run_delay_ns - wait0.run_delay_ns) / 1e9, 6) if waited else None,
             "runq_wait_per_slice_us": None if per_slice is None else round(per_slice / 1e3, 3),
             "policy_stats": policy_stats, "bpf_cost": cost,
             "trace": str(trace) if trace is not None else None,

@@ -148,7 +148,10 @@ def run(policy: Policy, tunables: dict[str, Any], deployed: dict[str, Any] | Non
     got = run_interleaved(specs, wl, runs, rotate=True)
     arms = [s.label for s in specs]
     comparisons, verdict = judge(got, arms)
-    evidence = {"verdict": verdict, "workload": {"name": wl.name, "command": wl.command},
+    evidence = {"verdict": verdict,
+                # whether non-inferiority was shown for every pair, not only worse ruled out
+                "shown_not_worse": all(c["verdict"] in ("better", "no-worse") for c in comparisons),
+                "workload": {"name": wl.name, "command": wl.command},
                 "runs_per_arm": runs, "arms": {s.label: s.policy or EEVDF for s in specs},
                 "deployed_tunables": (deployed or {}).get("tunables"),
                 "correction": "bonferroni", "alpha": criteria.PERF_ALPHA, "comparisons": comparisons,
