@@ -7,6 +7,8 @@ be falsely rejected. Only the performance stage runs: the corpus test
 under SCHED_RR: on a busy 2-core host at nice 0 the placement control reads
 x1.0-x1.2 and nothing could be judged (benchmarks/RESULTS.md, issue 16).
 """
+import re
+
 import pytest
 
 from aios_lab import paths
@@ -30,7 +32,8 @@ def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatc
     slow_verdict = slower.stages[0].checks[1]
     assert not slower.passed and slower.failure()[1].name == "verdict", slower.to_dict()["reason"]
     assert slow_verdict.evidence["verdict"] == "worse"
-    assert "worse than eevdf on makespan_s" in slow_verdict.reason
+    # either metric is a fair catch: the makespan on a loaded host has the thinner margin
+    assert re.match(r"worse than eevdf on (makespan_s|runq_wait_s)", slow_verdict.reason), slow_verdict.reason
     fifo_verdict = fifo.stages[0].checks[1]
     assert fifo.passed, (fifo.to_dict()["reason"], fifo_verdict.evidence["comparisons"])
     assert fifo_verdict.evidence["verdict"] in ("better", "no-worse")
