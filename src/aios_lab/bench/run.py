@@ -54,13 +54,25 @@ def _prog_stats(dep: Deployment | None) -> dict[str, dict[str, int]]:
     return {p.name: p.run_stats() for p in dep.obj.programs() if p.name.endswith(DECISION_OPS)}
 
 
+def _read_wait():
+    """/proc/schedstat's run-queue wait, or None on a kernel without
+    CONFIG_SCHED_INFO (then the run has no run-queue wait, and the verifier's
+    performance stage, which judges it, has too few values to call it worse)."""
+    from ..control.canary import read_wait
+
+    try:
+        return read_wait()
+    except OSError:
+        return None
+
+
 def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, trace: Path | None = None,
              model: "ModelFile | None" = None) -> dict:
     dep, learning = spec.start(model)
     try:
-        before, progs0 = counters.read(), _prog_stats(dep)
+        before, progs0, wait0 = counters.read(), _prog_stats(dep), _read_wait()
         makespan = _run_traced(wl, trace) if trace is not None else wl.run()
-        after, progs1 = counters.read(), _prog_stats(dep)
+        after, progs1, wait1 = counters.read(), _prog_stats(dep), _read_wait()
         if dep is not None:
             dep.check()  # an ejection mid-run would make the numbers meaningless
         policy_stats = dep.read_stats() if dep is not None else {}
@@ -82,11 +94,41 @@ def _one_run(spec: SchedSpec, wl: workloads.Workload, counters: SchedCounters, t
         from ..analysis.work_conservation import trace_placement
 
         placement = trace_placement(trace, wl.latency_comm)
+    # Run-queue wait (runnable, not running) of every task, from the kernel's
+    # sched_info (control.canary): the total, and per timeslice that followed.
+    waited = wait1 is not None and wait0 is not None
+    per_slice = wait1.mean_wait_since(wait0) if waited else None
     return {"scheduler": spec.label, "makespan_s": round(makespan, 4), **delta, **placement,
+            "runq_wait_s": round((wait1.run_delay_ns - wait0.run_delay_ns) / 1e9, 6) if waited else None,
+            "runq_wait_per_slice_us": None if per_slice is None else round(per_slice / 1e3, 3),
             "policy_stats": policy_stats, "bpf_cost": cost,
             "trace": str(trace) if trace is not None else None,
             "load_s": round(dep.load_s, 4) if dep and dep.load_s else None,
             "attach_s": round(dep.attach_s, 4) if dep and dep.attach_s else None}
+
+
+def run_interleaved(specs: list[SchedSpec], wl: workloads.Workload, repeat: int,
+                    echo: Callable[[str], None] = lambda m: None, trace_dir: Path | None = None,
+                    model: "ModelFile | None" = None, rotate: bool = False) -> list[dict]:
+    """``repeat`` rounds of one run per scheduler. With ``rotate`` each
+    round starts one scheduler later (A B C, B C A, ...), so that a drift
+    of the machine (another tenant's load) does not always hit the same one."""
+    from ..bpf.object import BpfStats
+
+    runs: list[dict] = []
+    with SchedCounters() as counters, BpfStats():
+        for r in range(repeat):
+            shift = r % len(specs) if rotate else 0
+            for spec in specs[shift:] + specs[:shift]:
+                trace = trace_dir / f"{wl.name}-{spec.label}-{r + 1}" if trace_dir is not None else None
+                res = _one_run(spec, wl, counters, trace, model)
+                res["repeat"] = r
+                runs.append(res)
+                cost = "  ".join(f"{k.split('_', 1)[-1]} {v['ns_per_call']:.0f}ns" for k, v in res["bpf_cost"].items())
+                wc = f" wc-loss {res['wc_loss_s']:.2f}s" if res.get("wc_loss_s") is not None else ""
+                echo(f"run {r + 1}/{repeat} {spec.label:13} makespan {res['makespan_s']:.2f}s "
+                     f"migrations {res['migrate']} switches {res['switch']}{wc}" + (f"  bpf {cost}" if cost else ""))
+    return runs
 
 
 def bench_schedulers(workload: str, policies: list[str], repeat: int,
@@ -106,8 +148,6 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
     here first from `train_runs` runs (see mllb.dagger; saved to
     `model_out`). BPF run-time statistics are on for every run of every
     scheduler alike, so their cost does not favour one."""
-    from ..bpf.object import BpfStats
-
     wl = workloads.get(workload)
     wl.check()
     wl.run_prepare()
@@ -138,18 +178,7 @@ def bench_schedulers(workload: str, policies: list[str], repeat: int,
             model, training = train_model(next(iter(learners)), wl, train_runs, out, echo,
                                           migration_cost_ns)
             model_path = out
-    runs: list[dict] = []
-    with SchedCounters() as counters, BpfStats():
-        for r in range(repeat):
-            for spec in specs:
-                trace = trace_dir / f"{wl.name}-{spec.label}-{r + 1}" if trace_dir is not None else None
-                res = _one_run(spec, wl, counters, trace, model)
-                res["repeat"] = r
-                runs.append(res)
-                cost = "  ".join(f"{k.split('_', 1)[-1]} {v['ns_per_call']:.0f}ns" for k, v in res["bpf_cost"].items())
-                wc = f" wc-loss {res['wc_loss_s']:.2f}s" if res.get("wc_loss_s") is not None else ""
-                echo(f"run {r + 1}/{repeat} {spec.label:13} makespan {res['makespan_s']:.2f}s "
-                     f"migrations {res['migrate']} switches {res['switch']}{wc}" + (f"  bpf {cost}" if cost else ""))
+    runs = run_interleaved(specs, wl, repeat, echo, trace_dir, model)
     from .verdict import judge
 
     labels = [s.label for s in specs]

@@ -17,7 +17,7 @@ kind it holds; a new mode is one more registered class.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import upstream
 from ..sched import kinds
@@ -84,10 +84,14 @@ class UpstreamScheduler(SchedSpec):
         return upstream.UpstreamRun(self.label, binary).start(), None
 
 
+@dataclass(frozen=True)
 class PlainPolicy(SchedSpec):
+    # (name, value) pairs set before load; empty: the manifest's defaults.
+    tunables: tuple[tuple[str, Any], ...] = ()
+
     def start(self, model: "ModelFile | None") -> Started:
         assert self.policy is not None
-        return Deployment(pol.get(self.policy)).start(), None
+        return Deployment(pol.get(self.policy), dict(self.tunables)).start(), None
 
 
 def _has_modes(name: str) -> bool:

@@ -36,6 +36,51 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def _u_counts(n: int, m: int) -> list[int]:
+    """How many of the C(n+m, n) orderings of two samples (sizes n, m, no
+    ties) give each value of the Mann-Whitney U statistic, 0..n*m."""
+    # f[j][u]: orderings of i first-sample and j second-sample values with U = u,
+    # built up one first-sample value at a time (it adds j to U).
+    f = [[1] for _ in range(m + 1)]
+    for _i in range(1, n + 1):
+        g: list[list[int]] = []
+        for j in range(m + 1):
+            row = [0] * (len(f[j]) + j)
+            for u, c in enumerate(f[j]):          # the new value is the largest: beats all j
+                row[u + j] += c
+            if j:
+                for u, c in enumerate(g[j - 1]):  # the largest value is a second-sample one
+                    row[u] += c
+            g.append(row)
+        f = g
+    return f[m]
+
+
+def ratio_interval(a: list[float], b: list[float], alpha: float = ALPHA) -> tuple[float, float] | None:
+    """Distribution-free confidence interval, level 1 - alpha, for the ratio
+    of a typical value of ``a`` to one of ``b``: the Hodges-Lehmann interval
+    of the shift in log values that inverts the exact Mann-Whitney U test
+    (so it excludes 1 exactly when that test rejects at alpha). None with
+    fewer than 2 positive values a side; (0, inf) when n is too small for
+    any interval at this alpha."""
+    la = [math.log(x) for x in a if x > 0]
+    lb = [math.log(x) for x in b if x > 0]
+    if len(la) < 2 or len(lb) < 2:
+        return None
+    counts = _u_counts(len(la), len(lb))
+    total = sum(counts)
+    # c: how many of the sorted pairwise differences to cut from each end:
+    # the largest c with P(U <= c - 1) <= alpha / 2.
+    c, cum = 0, 0
+    while c < len(counts) and (cum + counts[c]) / total <= alpha / 2:
+        cum += counts[c]
+        c += 1
+    if c == 0:
+        return (0.0, math.inf)
+    diffs = sorted(x - y for x in la for y in lb)
+    return (math.exp(diffs[c - 1]), math.exp(diffs[len(diffs) - c]))
+
+
 def runs_needed(values: list[float], effect: float = EFFECT, alpha: float = ALPHA, power: float = POWER) -> int | None:
     """Runs per scheduler to detect a relative difference ``effect`` at the
     spread of ``values`` (two-sample, normal approximation)."""

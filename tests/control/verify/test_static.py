@@ -57,7 +57,8 @@ def test_a_tunable_override_outside_its_range_fails_and_later_stages_are_skipped
     assert not rep.passed and d["failed_stage"] == "static" and d["failed_check"] == "tunables"
     assert "slice_ns=1000 is outside [100000, 1000000000]" in d["reason"]
     assert [(s["stage"], s["skipped"]) for s in d["stages"][1:]] == [("verifier", "static failed"),
-                                                                    ("liveness", "static failed")]
+                                                                    ("liveness", "static failed"),
+                                                                    ("performance", "static failed")]
     json.dumps(d)  # plain data
     assert re.fullmatch(r"[0-9a-f]{64}", rep.digest())
 
@@ -105,15 +106,18 @@ def test_cli_failed_verification_has_its_exit_code_and_a_report(tmp_path):
 
 
 def test_cli_refuses_unknown_stages_with_a_usage_error():
-    res = CliRunner().invoke(main, ["verify", "fifo", "--stages", "static,performance"])
+    res = CliRunner().invoke(main, ["verify", "fifo", "--stages", "static,speed"])
     assert res.exit_code == exit_codes.USAGE
-    assert "performance stage is not built yet" in res.output
+    assert "stages are static, verifier, liveness, performance" in res.output
 
 
 def test_the_written_criteria_are_the_coded_ones():
     doc = (paths.project_root() / "docs" / "verifier.md").read_text()
     for text in [f"{criteria.MAX_INSN_FRACTION:.0%}", f"{criteria.WATCHDOG_MS} ms", f"x{criteria.MAX_INSN_GROWTH}",
-                 f"{criteria.STRESS_S:g} s", *(f"`{k}` <= {v}" for k, v in criteria.EVENT_LIMITS.items())]:
+                 f"{criteria.STRESS_S:g} s", *(f"`{k}` <= {v}" for k, v in criteria.EVENT_LIMITS.items()),
+                 *(f"`{k}` | {v:.0%}" for k, v in criteria.PERF_MARGINS.items()),
+                 f"family alpha {criteria.PERF_ALPHA}", f"{criteria.PERF_RUNS} interleaved runs",
+                 f"`{criteria.PERF_WORKLOAD}`"]:
         assert text in doc, text
 
 

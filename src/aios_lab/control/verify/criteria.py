@@ -46,3 +46,31 @@ EVENT_LIMITS = {
 }
 # dmesg lines mentioning sched_ext that mean trouble.
 DMESG_ERROR_WORDS = ("error", "stall", "WARNING", "BUG", "Oops", "failed")
+
+# -- performance ---------------------------------------------------------------------------
+# The workload the candidate is compared on unless the caller names another
+# (workloads/<name>.toml): a CPU-bound batch, 2 spinners per CPU. It is what
+# the load-balancing policies (fifo, mllb) are for: keeping every CPU busy.
+PERF_WORKLOAD = "batch-small"
+# Interleaved runs per arm (candidate, eevdf, and the deployed policy when
+# given); the minimum is 5.
+PERF_RUNS = 5
+PERF_MIN_RUNS = 5
+# Family-wise error rate of the stage, Bonferroni-corrected over every
+# (metric, reference arm) comparison it makes: each comparison's interval
+# has level 1 - PERF_ALPHA / k.
+PERF_ALPHA = 0.05
+# The metrics judged (lower is better for each) and their non-inferiority
+# margins: a comparison is "worse" only when its whole interval on the ratio
+# candidate / reference lies above 1 + margin.
+PERF_MARGINS = {
+    "makespan_s": 0.05,      # the workload's wall time (the primary metric)
+    "runq_wait_s": 0.05,     # run-queue wait of all tasks, summed, from /proc/schedstat (a guard)
+}
+PERF_PRIMARY = "makespan_s"
+# The placement control (bench.control) run once per boot before the first
+# performance stage: spinners pinned to one CPU vs free must differ by at
+# least bench.control.THRESHOLD, or this platform cannot tell a policy that
+# balances from one that does not, and the stage cannot pass.
+PERF_CONTROL_LOOPS = 15000
+PERF_CONTROL_REPEAT = 2

@@ -22,7 +22,17 @@ MARK = "AIOS-VERIFY-CASE "
 _RUNNERS: dict[str, Callable[..., StageReport]] = {
     "verifier": lambda pol, case: kernel_verifier.run(pol, case["tunables"], case.get("parent")),
     "liveness": lambda pol, case: liveness.run(pol, case["tunables"]),
+    "performance": lambda pol, case: _performance(pol, case),
 }
+
+
+def _performance(pol, case: dict[str, Any]) -> StageReport:
+    # Imported only when asked for: it pulls in the benchmarks (bench.run,
+    # bench.spec ...), which a guest running only the other stages need not
+    # load (a Python import costs seconds under TCG).
+    from . import performance
+
+    return performance.run(pol, case["tunables"], case.get("deployed"), case.get("workload"), case.get("runs"))
 
 
 def run_case(case: dict[str, Any]) -> list[StageReport]:

@@ -13,10 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA = 1
-STAGES = ("static", "verifier", "liveness")
-# The performance stage of issue 18 is not built yet: asking for it is an
-# error, never a silent pass.
-KERNEL_STAGES = ("verifier", "liveness")
+STAGES = ("static", "verifier", "liveness", "performance")
+KERNEL_STAGES = ("verifier", "liveness", "performance")
 
 
 @dataclass
@@ -79,6 +77,21 @@ class VerifyReport:
         d["failed_check"] = fail[1].name if fail else None
         d["reason"] = fail[1].reason if fail else ""
         return d
+
+    def samples(self) -> list[dict[str, Any]]:
+        """The report's raw measurements as registry samples (control.entry.Sample's
+        fields): each stage's wall seconds (arm "candidate", metric "seconds"),
+        and every sample a check's evidence carries under "samples" (the
+        performance stage's per-run values, arm candidate/eevdf/deployed)."""
+        out: list[dict[str, Any]] = []
+        for st in self.stages:
+            if st.skipped:
+                continue
+            out.append({"stage": st.stage, "arm": "candidate", "metric": "seconds", "run_index": 0,
+                        "value": float(st.seconds), "unit": "s"})
+            for c in st.checks:
+                out += [{"stage": st.stage, **s} for s in c.evidence.get("samples", [])]
+        return out
 
     def digest(self) -> str:
         """sha256 of the canonical JSON: what the registry stores the report under."""
