@@ -187,7 +187,7 @@ def service(tmp_path, monkeypatch):
     sockdir = Path(tempfile.mkdtemp(prefix="aios-mcp-"))
     cfg = ServiceConfig(socket=sockdir / "control.sock", group=grp.getgrgid(os.getgid()).gr_name,
                         registry=Path(os.environ["AIOS_LAB_REGISTRY"]), run_dir=tmp_path / "entries",
-                        deployer="open-only", max_duration_s=120.0)
+                        deployer="open-only", burst=6, max_duration_s=120.0)
     monkeypatch.setenv("AIOS_LAB_SERVICE_SOCKET", str(cfg.socket))
     stop, ready = threading.Event(), threading.Event()
     t = threading.Thread(target=serve, args=(cfg, stop), kwargs={"ready": ready}, daemon=True)
@@ -199,7 +199,7 @@ def service(tmp_path, monkeypatch):
     shutil.rmtree(sockdir, ignore_errors=True)
 
 
-def test_deploy_and_rollback_go_through_the_root_service(service):
+def test_deploy_and_stop_go_through_the_root_service(service):
     e = m.submit_policy(SOURCE, base="fifo", name="fifo-d", tunables={"slice_ns": 5_000_000}, agent="claude")
     with pytest.raises(ServiceRefused, match="refused deploy: entry .* has no passing verification"):
         m.deploy_policy(e["hash"], 30, agent="claude")
@@ -210,12 +210,62 @@ def test_deploy_and_rollback_go_through_the_root_service(service):
         reg.record_run(e["hash"], "verify", "pass", [], Platform.current(), Actor.current())
     ans = m.deploy_policy(e["hash"], 30, agent="claude")
     assert ans["entry"] == e["hash"] and ans["loaded"] is False and "until" in ans
-    # Until the service has a rollback op, its answer comes back as the tool's error.
-    with pytest.raises(ServiceRefused, match="refused rollback: "):
-        m.rollback(agent="claude")
+    assert m.stop_policy(agent="claude")["entry"] == e["hash"]
+    with pytest.raises(ServiceRefused, match="refused stop: nothing is deployed"):
+        m.stop_policy()
     with Registry() as reg:
-        deploys = [(r.agent, r.verdict) for r in reg.audit_records(e["hash"]) if r.action == "deploy"]
-    assert deploys[-1] == ("claude", "accepted")
+        acts = [(r.action, r.agent, r.verdict) for r in reg.audit_records(e["hash"]) if r.action != "submit"]
+    assert acts[-2:] == [("deploy", "claude", "accepted"), ("stop", "claude", "accepted")]
+
+
+class _StandIn:
+    """One-answer Unix socket server speaking the service's protocol (one
+    JSON line each way): what rollback sends and how an answer comes back,
+    independent of what the service does with it."""
+
+    def __init__(self, path: Path, answer: dict) -> None:
+        import socket
+
+        self.got: list[dict] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(1)
+        self.answer = answer
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self) -> None:
+        import json
+
+        conn, _ = self.sock.accept()
+        with conn:
+            buf = b""
+            while not buf.endswith(b"\n"):
+                buf += conn.recv(65536)
+            self.got.append(json.loads(buf))
+            conn.sendall(json.dumps(self.answer).encode() + b"\n")
+        self.sock.close()
+
+
+@pytest.mark.parametrize("answer", [
+    {"ok": True, "entry": "e" * 64, "rolled_back_from": "f" * 64},
+    {"ok": False, "error": "request needs \"op\": one of ping, status, deploy, stop"},
+])
+def test_rollback_sends_the_op_and_passes_the_answer_through(answer, monkeypatch):
+    sockdir = Path(tempfile.mkdtemp(prefix="aios-mcp-"))
+    try:
+        monkeypatch.setenv("AIOS_LAB_SERVICE_SOCKET", str(sockdir / "s.sock"))
+        server = _StandIn(sockdir / "s.sock", answer)
+        if answer["ok"]:
+            assert m.rollback(agent="claude") == {k: v for k, v in answer.items() if k != "ok"}
+        else:
+            with pytest.raises(ServiceRefused) as exc:
+                m.rollback(agent="claude")
+            assert exc.value.one_line() == f"the root service refused rollback: {answer['error']}"
+        server.t.join(5)
+        assert server.got == [{"op": "rollback", "agent": "claude"}]
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_deploy_without_a_service_says_where_it_looked(monkeypatch, tmp_path):

@@ -194,7 +194,8 @@ def mcp(socket_path) -> None:
     Tools: policies, policy_source, profile_trace, profile_workload (in the
     VM), status; search_policies, get_policy, submit_policy, verify_policy and
     verify_status (a background job), compare_policies, history (the
-    registry); deploy_policy and rollback (requests to the root service).
+    registry); deploy_policy, stop_policy and rollback (requests to the root
+    service).
     Runs unprivileged. Needs the [mcp] extra. docs/control-plane.md.
 
     Example: aios-lab mcp   # from an MCP client's server configuration

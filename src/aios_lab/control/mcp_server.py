@@ -348,6 +348,13 @@ def deploy_policy(hash: str, duration: float = 60.0, agent: str = "") -> dict[st
     return _ask({"op": "deploy", "entry": hash, "duration": duration, "agent": agent or "mcp"})
 
 
+def stop_policy(agent: str = "") -> dict[str, Any]:
+    """Ask the root service to detach the policy it deployed (the kernel's
+    default scheduler takes over). Returns {entry: what was detached, exit}."""
+    _actor(agent)
+    return _ask({"op": "stop", "agent": agent or "mcp"})
+
+
 def rollback(agent: str = "") -> dict[str, Any]:
     """Ask the root service to put the last known good policy back in place of
     the deployed one. Returns the service's answer (what is deployed now)."""
@@ -358,7 +365,8 @@ def rollback(agent: str = "") -> dict[str, Any]:
 # -- the server ---------------------------------------------------------------------------------
 
 TOOLS = (policies, policy_source, profile_trace, profile_workload, status, search_policies, get_policy,
-         submit_policy, verify_policy, verify_status, compare_policies, history, deploy_policy, rollback)
+         submit_policy, verify_policy, verify_status, compare_policies, history, deploy_policy, stop_policy,
+         rollback)
 
 
 def build_server():
