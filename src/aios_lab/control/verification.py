@@ -28,7 +28,9 @@ def _unit(key: str) -> str:
     for suffix, unit in (("_s", "s"), ("_ms", "ms"), ("_us", "us"), ("_ns", "ns"), ("_bytes", "bytes")):
         if key.endswith(suffix):
             return unit
-    return "insn" if "insns" in key else "count"
+    if "insns" in key:
+        return "insn"
+    return "events" if key.startswith("SCX_EV_") else "1"   # "1": a plain number (a state, a code, a ratio)
 
 
 def _numbers(value: Any, path: str) -> Iterator[tuple[str, int, float]]:
