@@ -88,6 +88,7 @@ def test_submit_with_manifest_text():
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"source": "x" * (drafts.MAX_SOURCE + 1), "base": "fifo", "name": "big"}, InputError, "more than"),
     ({"source": SOURCE, "base": "fifo"}, InputError, "needs a name of its own"),
+    ({"source": SOURCE, "base": "fifo", "name": 'x"\n[tunables.y]'}, InputError, "not a plain policy name"),
     ({"source": SOURCE, "base": "fifo", "name": "mllb"}, PolicyError, "installed policy"),
     ({"source": SOURCE, "base": "nope", "name": "x"}, PolicyError, "no installed policy named 'nope'"),
     ({"source": SOURCE, "base": "fifo", "manifest": "name = 'x'", "name": "x"}, InputError, "not both"),

@@ -186,7 +186,7 @@ REGISTRY_COMMANDS = (submit, show, history, diff)
 
 @click.command("mcp")
 @click.option("--socket", "socket_path", default=None,
-              help="The root service's Unix socket for deploy_policy and rollback "
+              help="The root service's Unix socket for deploy_policy, stop_policy and rollback "
                    "(default: $AIOS_LAB_SERVICE_SOCKET, else /run/aios-lab/control.sock).")
 def mcp(socket_path) -> None:
     """Serve aios-lab's tools to an agent over MCP (stdio), on the official SDK.

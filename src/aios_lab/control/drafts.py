@@ -67,6 +67,8 @@ def write(source: str, *, manifest: str | None = None, base: str | None = None, 
     from ..sched.policy import discover, load_manifest
 
     src = _text(source, "source", MAX_SOURCE)
+    if name is not None and not (isinstance(name, str) and NAME_RE.match(name)):
+        raise InputError(f"name {name!r} is not a plain policy name", hint="letters, digits, _ . - (at most 64)")
     if (manifest is None) == (base is None):
         raise InputError("give either a manifest (its text) or a base policy's name, not both or neither")
     installed = discover()

@@ -233,7 +233,11 @@ def submit_policy(source: str, manifest: str | None = None, base: str | None = N
     actor = _actor(agent)
     sets = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (tunables or {}).items()}
     with _registry() as reg:
-        args = {"draft": {"base": base, "name": name}, "sets": sets, "parent": parent}
+        import hashlib
+
+        args = {"draft": {"base": base, "name": name, "manifest_given": manifest is not None,
+                          "source_sha256": hashlib.sha256(str(source).encode()).hexdigest()},
+                "sets": sets, "parent": parent}
         try:
             folder = drafts.write(source, manifest=manifest, base=base, name=name)
             pol = load_manifest(folder / "manifest.toml")
