@@ -288,7 +288,7 @@ def compare_policies(a: str, b: str) -> dict[str, Any]:
     where a and b are {n, median, min, max} of that metric in the latest run
     of that kind (null where one side has none)}."""
     from .diff import diff_entries
-    from .entry import summarize
+    from .entry import RUN_KINDS, summarize
 
     with _registry() as reg:
         ea, eb = reg.get(a), reg.get(b)
@@ -296,7 +296,7 @@ def compare_policies(a: str, b: str) -> dict[str, Any]:
         runs: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
         for side, e in (("a", ea), ("b", eb)):
             all_runs = reg.runs(e.hash)
-            for kind in ("verify", "benchmark"):
+            for kind in RUN_KINDS:
                 r = _latest(all_runs, kind)
                 if r is None:
                     continue
