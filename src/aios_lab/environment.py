@@ -14,6 +14,8 @@ VARIABLES: list[tuple[str, str]] = [
                           "(default: $XDG_DATA_HOME/aios-lab/registry or ~/.local/share/aios-lab/registry)"),
     ("AIOS_LAB_POLICY_PATH", "more policy folders, ':'-separated, searched after ROOT/policies; "
                              "`aios-lab build` compiles them too"),
+    ("AIOS_LAB_SERVICE_SOCKET", "the root service's socket that `aios-lab mcp` sends deploy and rollback "
+                                "requests to (default: /run/aios-lab/control.sock)"),
     ("AIOS_LAB_LIBBPF", "the libbpf.so.1 to load (default: the newest cached copy, else the system's)"),
     ("AIOS_LAB_LIBBPF_DEBUG", "set to 1 to keep libbpf's debug-level messages"),
     ("AIOS_LAB_ACCEL", "kvm or tcg: force the VM's accelerator instead of probing"),

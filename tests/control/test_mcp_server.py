@@ -32,7 +32,11 @@ def test_tools_over_stdio(tmp_path):
 
     async def session():
         async with Client(_server(), read_timeout_seconds=120) as client:
-            names = {t.name for t in (await client.list_tools()).tools}
+            tools = (await client.list_tools()).tools
+            names = {t.name for t in tools}
+            # Every tool tells an agent what it does (its docstring).
+            assert all(t.description and len(t.description) > 40 for t in tools), \
+                [t.name for t in tools if not t.description]
             pols = _data(await client.call_tool("policies", {}))
             prof = _data(await client.call_tool("profile_trace", {"trace": str(trace)}))
             src = _data(await client.call_tool("policy_source", {"name": "fifo"}))
@@ -41,7 +45,9 @@ def test_tools_over_stdio(tmp_path):
             return names, pols, prof, src, bad, broken
 
     names, pols, prof, src, bad, broken = asyncio.run(session())
-    assert {"policies", "policy_source", "profile_trace", "profile_workload", "status"} <= names
+    assert {"policies", "policy_source", "profile_trace", "profile_workload", "status", "search_policies",
+            "get_policy", "submit_policy", "verify_policy", "verify_status", "compare_policies", "history",
+            "deploy_policy", "stop_policy", "rollback"} <= names
     assert {"fifo", "mllb", "freq"} <= {p["name"] for p in pols}
     assert prof["class"] == "cpu-bound" and prof["threads"] == 2
     assert "SEC(" in src["source"] and 'name = "fifo"' in src["manifest"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import statistics
 from pathlib import Path
 
 import click
@@ -81,14 +80,6 @@ def submit(policy, sets, model, parent, as_root, no_build, agent, as_json) -> No
 
 
 
-def _sample_summary(samples) -> list[dict]:
-    groups: dict[tuple, list[float]] = {}
-    for s in samples:
-        groups.setdefault((s.stage, s.arm, s.metric, s.unit), []).append(s.value)
-    return [{"stage": k[0], "arm": k[1], "metric": k[2], "unit": k[3], "n": len(v),
-             "median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in sorted(groups.items())]
-
-
 @click.command("show")
 @click.argument("ref")
 @click.option("--samples", "all_samples", is_flag=True, help="List every raw sample, not a summary per metric.")
@@ -101,6 +92,8 @@ def show(ref, all_samples, as_json) -> None:
 
     Example: aios-lab policy show fifo~1 --samples
     """
+    from aios_lab.control.entry import summarize
+
     with _registry() as reg:
         e = reg.get(ref)
         tunables = reg.tunables(e)
@@ -124,7 +117,7 @@ def show(ref, all_samples, as_json) -> None:
             for s in ss:
                 click.echo(f"  {s.stage:16} {s.arm:10} {s.metric:20} #{s.run_index:<3} {s.value:g} {s.unit}")
         else:
-            for g in _sample_summary(ss):
+            for g in summarize(ss):
                 click.echo(f"  {g['stage']:16} {g['arm']:10} {g['metric']:20} n={g['n']:<3} median {g['median']:g} "
                            f"[{g['min']:g}, {g['max']:g}] {g['unit']}")
 
@@ -256,16 +249,27 @@ REGISTRY_COMMANDS = (submit, show, history, diff, deploy)
 
 
 @click.command("mcp")
-def mcp() -> None:
+@click.option("--socket", "socket_path", default=None,
+              help="The root service's Unix socket for deploy_policy, stop_policy and rollback "
+                   "(default: $AIOS_LAB_SERVICE_SOCKET, else /run/aios-lab/control.sock).")
+def mcp(socket_path) -> None:
     """Serve aios-lab's tools to an agent over MCP (stdio), on the official SDK.
 
     Tools: policies, policy_source, profile_trace, profile_workload (in the
-    VM), status. Runs unprivileged. Needs the [mcp] extra.
+    VM), status; search_policies, get_policy, submit_policy, verify_policy and
+    verify_status (a background job), compare_policies, history (the
+    registry); deploy_policy, stop_policy and rollback (requests to the root
+    service).
+    Runs unprivileged. Needs the [mcp] extra. docs/control-plane.md.
 
     Example: aios-lab mcp   # from an MCP client's server configuration
     """
+    import os
+
     from aios_lab.control.mcp_server import build_server
 
+    if socket_path:
+        os.environ["AIOS_LAB_SERVICE_SOCKET"] = socket_path  # where the tools look (mcp_server.service_socket)
     build_server().run("stdio")
 
 

@@ -163,6 +163,17 @@ class Sample:
         return dict(self.__dict__)
 
 
+def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
+    """Per (stage, arm, metric, unit): how many samples, their median, min and max."""
+    import statistics
+
+    groups: dict[tuple, list[float]] = {}
+    for s in samples:
+        groups.setdefault((s.stage, s.arm, s.metric, s.unit), []).append(s.value)
+    return [{"stage": k[0], "arm": k[1], "metric": k[2], "unit": k[3], "n": len(v),
+             "median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in sorted(groups.items())]
+
+
 @dataclass(frozen=True)
 class Run:
     id: int

@@ -113,9 +113,13 @@ class Registry:
             parts = parts_from_folder(folder, sets, model, build)
             return self.submit(parts, actor, parent, root)
         except AiosError as e:
-            with db.transaction(self.conn):
-                audit.append(self.conn, actor, "submit", "", args, f"refused: {e.one_line()}")
+            self.refused(actor, "submit", args, e)
             raise
+
+    def refused(self, actor: Actor, action: str, args: dict[str, Any], error: AiosError, target: str = "") -> None:
+        """Audit a request that was refused before it changed anything."""
+        with db.transaction(self.conn):
+            audit.append(self.conn, actor, action, target, args, f"refused: {error.one_line()}")
 
     # ------------------------------------------------------------------ look up
 

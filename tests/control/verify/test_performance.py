@@ -92,7 +92,7 @@ def test_every_run_becomes_a_registry_sample_of_the_report():
     check = Check("verdict", True, "c", {"samples": performance.samples(runs)})
     rep = VerifyReport("fifo", {}, {}, {}, [StageReport("performance", True, 41.5, [check]),
                                              StageReport("liveness", False, 0.0, [], skipped="x")])
-    samples = [Sample(**s) for s in rep.samples()]
+    samples = rep.samples()
     assert Sample("performance", "seconds", 0, 41.5, "s", "candidate") in samples
     assert Sample("performance", "makespan_s", 4, 2.2, "s", "eevdf") in samples
     assert Sample("performance", "migrate", 2, 12.0, "count", "candidate") in samples

@@ -11,7 +11,6 @@ import re
 
 import pytest
 
-from aios_lab.control.entry import Sample
 from aios_lab.control.verify import Case, criteria, verify_many
 
 from tests.helpers import DATA
@@ -42,7 +41,7 @@ def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatc
         ev = rep.stages[0].checks[1].evidence
         assert ev["correction"] == "bonferroni" and len(ev["comparisons"]) == len(criteria.PERF_MARGINS)
         # every run's raw values, as registry samples
-        samples = [Sample(**s) for s in rep.samples()]
+        samples = rep.samples()
         perf = [s for s in samples if s.stage == "performance" and s.metric == "makespan_s"]
         assert sorted((s.arm, s.run_index) for s in perf) == sorted(
             (arm, i) for arm in ("candidate", "eevdf") for i in range(criteria.PERF_RUNS))

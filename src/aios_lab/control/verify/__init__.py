@@ -41,7 +41,7 @@ class Case:
     runs: int | None = None
 
 
-def _check_stages(stages: tuple[str, ...]) -> None:
+def check_stages(stages: tuple[str, ...]) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown verifier stage(s) {', '.join(unknown)}",
@@ -110,7 +110,7 @@ def verify_many(cases: list[Case], *, cpus: int = 2, log: Callable[[str], None] 
     placement control clears its threshold (benchmarks/RESULTS.md, issue 16)."""
     log = log or (lambda m: None)
     for c in cases:
-        _check_stages(tuple(c.stages))
+        check_stages(tuple(c.stages))
         _check_perf(c)
     tgt = target_mod.resolve(log)
     reports: list[VerifyReport] = []

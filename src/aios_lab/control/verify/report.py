@@ -78,20 +78,12 @@ class VerifyReport:
         d["reason"] = fail[1].reason if fail else ""
         return d
 
-    def samples(self) -> list[dict[str, Any]]:
-        """The report's raw measurements as registry samples (control.entry.Sample's
-        fields): each stage's wall seconds (arm "candidate", metric "seconds"),
-        and every sample a check's evidence carries under "samples" (the
-        performance stage's per-run values, arm candidate/eevdf/deployed)."""
-        out: list[dict[str, Any]] = []
-        for st in self.stages:
-            if st.skipped:
-                continue
-            out.append({"stage": st.stage, "arm": "candidate", "metric": "seconds", "run_index": 0,
-                        "value": float(st.seconds), "unit": "s"})
-            for c in st.checks:
-                out += [{"stage": st.stage, **s} for s in c.evidence.get("samples", [])]
-        return out
+    def samples(self) -> list:
+        """The report's raw measurements as registry samples
+        (control.verification.samples: what a verify run keeps)."""
+        from ..verification import samples
+
+        return samples(self.to_dict())
 
     def digest(self) -> str:
         """sha256 of the canonical JSON: what the registry stores the report under."""
