@@ -121,3 +121,24 @@ def test_a_damaged_blob_is_an_integrity_error(run):
     path.write_text('{"slice_ns":1}\n')
     res = run("policy", "show", "fifo")
     assert res.exit_code == 8 and "does not match its hash" in res.output
+
+
+def test_policy_verify_records_the_report_and_deploy_reads_it(run):
+    from aios_lab.exit_codes import VERIFY_FAILED
+
+    entry = _json(run("policy", "submit", "fifo", "--no-build", "--json"))
+    # Unverified: refused before anything is loaded, and the refusal is audited.
+    refused = run("policy", "deploy", entry["hash"], "--run-dir", str(run.root / "run"))
+    assert refused.exit_code == VERIFY_FAILED and "never verified" in refused.output, refused.output
+    # The static stage runs on this host; the kernel stages would boot the VM.
+    got = _json(run("policy", "verify", entry["hash"], "--stages", "static", "--json"))
+    assert got["entry"] == entry["hash"] and got["report"]["passed"] and got["run"]["verdict"] == "pass"
+    assert [s["stage"] for s in got["report"]["stages"]] == ["static"]
+    shown = _json(run("policy", "show", entry["hash"], "--samples", "--json"))
+    (verify,) = [r for r in shown["runs"] if r["kind"] == "verify"]
+    assert "verify.json" in verify["reports"] and any(s["metric"] == "seconds" for s in verify["samples"])
+    bad = run("policy", "verify", entry["hash"], "--stages", "liveness")
+    assert bad.exit_code == 3 and "static stage" in bad.output
+    log = _json(run("audit", "log", "--json"))
+    assert [(r["action"], r["verdict"].split(":")[0]) for r in log if r["action"] in ("deploy", "verify")] == [
+        ("deploy", "refused"), ("verify", "pass")]

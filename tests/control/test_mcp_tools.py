@@ -290,5 +290,5 @@ def test_job_groups_follow_where_the_kernel_stages_run():
 def test_a_verification_job_refuses_unknown_stages_and_one_without_static():
     with pytest.raises(InputError, match="unknown verifier stage"):
         m.verify_policy("fifo", stages=["static", "speed"])
-    with pytest.raises(InputError, match="starts with the static stage"):
+    with pytest.raises(InputError, match="always starts with the static stage"):
         m.verify_policy("fifo", stages=["liveness"])

@@ -245,7 +245,49 @@ def deploy(ref, duration, window, lkg, max_wait_ratio, backoff, quarantine_after
         raise SystemExit(EJECTED)
 
 
-REGISTRY_COMMANDS = (submit, show, history, diff, deploy)
+@click.command("verify")
+@click.argument("ref")
+@click.option("--stages", default="static,verifier,liveness,performance", show_default=True,
+              help="Comma-separated stages (static always runs first).")
+@click.option("--cpus", default=2, show_default=True, type=click.IntRange(2, 64),
+              help="vCPUs of the VM the kernel stages boot (at least 2: one must go offline).")
+@click.option("--agent", default="", help="Verifying for an agent: its client name (recorded as the run's author).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report and the run as JSON.")
+def verify_entry(ref, stages, cpus, agent, as_json) -> None:
+    """Verify a registry entry and record the report as its verify run.
+
+    The same staged verifier as `aios-lab verify`, on the folder the entry
+    was built from (an installed policy or an agent's draft), refusing when
+    what would be verified is not the entry (object, manifest and source
+    digests). The report (JSON) and every number in it are kept in the
+    registry: `policy deploy` and the root service deploy only an entry whose
+    latest verify run passed. Exit 9 when a stage fails.
+
+    Example: aios-lab policy verify fifo --stages static,verifier,liveness
+    """
+    import sys
+
+    from aios_lab import exit_codes
+    from aios_lab.control.audit import Actor
+    from aios_lab.control.jobs import verify_now
+
+    def show(st) -> None:
+        if not as_json:
+            what = f"SKIPPED ({st.skipped})" if st.skipped else ("PASS" if st.passed else "FAIL")
+            click.echo(f"  {st.stage:<11} {what}  {st.seconds:.1f}s", err=True)
+
+    entry, run, report = verify_now(ref, Actor.current(agent), tuple(x.strip() for x in stages.split(",") if x.strip()),
+                                    cpus, on_stage=show)
+    if as_json:
+        _echo_json({"entry": entry.hash, "run": run.to_dict(), "report": report})
+    else:
+        verdict = "PASSED" if report["passed"] else f"FAILED at {report['failed_stage']}: {report['reason']}"
+        click.echo(f"{entry.hash[:12]} {entry.name}: {verdict} (verify run {run.id})")
+    if not report["passed"]:
+        sys.exit(exit_codes.VERIFY_FAILED)
+
+
+REGISTRY_COMMANDS = (submit, show, history, diff, verify_entry, deploy)
 
 
 @click.command("mcp")

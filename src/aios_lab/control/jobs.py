@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import paths
 from ..errors import AiosError, InputError, RegistryError
@@ -68,16 +68,22 @@ def source_folder(entry: Entry) -> tuple[Path, str]:
     return draft, drafts.search_path_with(draft)
 
 
+def _stages(stages: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The stages asked for (all when none), in the verifier's order; static first, always."""
+    from .verify import STAGES, check_stages
+
+    check_stages(tuple(stages or ()))
+    out = tuple(s for s in STAGES if s in (stages or STAGES))
+    if "static" not in out:
+        raise InputError("a verification always starts with the static stage", hint=f"stages: {', '.join(STAGES)}")
+    return out
+
+
 def start(ref: str, agent: str = "", registry: Path | str | None = None, cpus: int = 2,
           stages: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Start verifying registry entry `ref` (every stage unless `stages`
     names some); returns the job's id at once."""
-    from .verify import STAGES, check_stages
-
-    check_stages(tuple(stages or ()))
-    stages = tuple(s for s in STAGES if s in (stages or STAGES))
-    if "static" not in stages:
-        raise InputError("a verification job always starts with the static stage", hint=f"stages: {', '.join(STAGES)}")
+    stages = _stages(stages)
     with Registry(registry) as reg:
         entry = reg.get(ref)
         folder, policy_path = source_folder(entry)
@@ -167,14 +173,18 @@ def _mismatch(entry: Entry, artifacts: dict[str, str]) -> str:
     return ", ".join(f"{k} {artifacts[k][:12]} is not the entry's {want[k][:12]}" for k in bad)
 
 
-def run(d: Path) -> None:
+def verify_entry(registry: Path | str, entry_hash: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
+                 on_stage: Callable[[Any], None] = lambda st: None):
+    """Verify a registry entry in this process and record the report as a
+    verify run; `on_stage` gets each StageReport as it ends. Needs the
+    entry's folder findable by name (AIOS_LAB_POLICY_PATH: source_folder).
+    Returns (the run, the report as a dict)."""
     from . import verification
     from .verify import VerifyReport, _in_process, parent_programs, verify
     from .verify.report import StageReport
 
-    spec = json.loads((d / SPEC).read_text())
-    with Registry(spec["registry"]) as reg:
-        entry = reg.by_hash(spec["entry"])
+    with Registry(registry) as reg:
+        entry = reg.by_hash(entry_hash)
         tunables = reg.tunables(entry)
         parent = reg.by_hash(entry.parent) if entry.parent else None
         parent_report = verification.latest_report(reg, parent, passed=True) if parent else None
@@ -185,18 +195,15 @@ def run(d: Path) -> None:
         except InputError:
             pass
     report: VerifyReport | None = None
-    from .verify import STAGES
-
-    stages = tuple(spec.get("stages", STAGES))
     for group in _groups(_in_process(), stages):   # the verifier's own rule for where kernel stages run
         failed = next((st.stage for st in report.stages if not st.passed), None) if report else None
         if failed is not None:
             for s in group:
                 st = StageReport(s, False, 0.0, [], skipped=f"{failed} failed")
                 report.stages.append(st)
-                _emit(d, _stage_event(st))
+                on_stage(st)
             continue
-        part = verify(spec["policy"], tunables, group, parent=parent_progs, cpus=spec["cpus"])
+        part = verify(entry.name, tunables, group, parent=parent_progs, cpus=cpus)
         if report is None:
             bad = _mismatch(entry, part.artifacts)
             if bad:
@@ -207,11 +214,41 @@ def run(d: Path) -> None:
             report.stages += part.stages
             report.target.update({k: v for k, v in part.target.items() if k == "platform"})
         for st in part.stages:
-            _emit(d, _stage_event(st))
+            on_stage(st)
     data = report.to_dict()
-    actor = Actor.current(spec["agent"])
-    with Registry(spec["registry"]) as reg:
-        run_ = verification.record(reg, entry, data, actor)
+    with Registry(registry) as reg:
+        return verification.record(reg, entry, data, actor), data
+
+
+def verify_now(ref: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
+               on_stage: Callable[[Any], None] = lambda st: None, registry: Path | str | None = None):
+    """`aios-lab policy verify`: what a job's child does, in this process
+    (the verifier finds the entry's folder by name through
+    AIOS_LAB_POLICY_PATH, set here for the call and restored after)."""
+    stages = _stages(stages)
+    with Registry(registry) as reg:
+        entry = reg.get(ref)
+        _folder, policy_path = source_folder(entry)
+        reg_root = reg.root
+    old = os.environ.get("AIOS_LAB_POLICY_PATH")
+    os.environ["AIOS_LAB_POLICY_PATH"] = policy_path
+    try:
+        return entry, *verify_entry(reg_root, entry.hash, actor, stages, cpus, on_stage)
+    finally:
+        if old is None:
+            os.environ.pop("AIOS_LAB_POLICY_PATH", None)
+        else:
+            os.environ["AIOS_LAB_POLICY_PATH"] = old
+
+
+def run(d: Path) -> None:
+    from . import verification
+    from .verify import STAGES
+
+    spec = json.loads((d / SPEC).read_text())
+    run_, data = verify_entry(spec["registry"], spec["entry"], Actor.current(spec["agent"]),
+                              tuple(spec.get("stages", STAGES)), spec["cpus"],
+                              on_stage=lambda st: _emit(d, _stage_event(st)))
     _emit(d, {"event": "done", "verdict": run_.verdict, "run": run_.id,
               "report_digest": run_.reports[verification.REPORT], "failed_stage": data["failed_stage"],
               "reason": data["reason"]})
