@@ -23,6 +23,7 @@ from .platform import Platform
 from .registry import Registry
 
 REPORT = "verify.json"
+HTML = "verify.html"
 MAX_SAMPLES = 20_000     # a report with more numbers than this is not a verifier's
 
 
@@ -86,11 +87,46 @@ def platform(report: dict[str, Any]) -> Platform:
     return Platform(ran.get("kernel", t.get("release", "unknown")), t.get("btf_sha256", "none"), topology)
 
 
+def render_html(report: dict[str, Any]) -> str:
+    """The report for a person: every stage and check with its verdict, and
+    the performance stage's comparison (each arm's runs, each ratio with its
+    interval and verdict), through the same HTML helpers as `compare --report`."""
+    from collections import defaultdict
+
+    from ..analysis.html import fmt_num, page, table
+
+    sections = [table(["stage", "result", "seconds", "check", "passed", "criterion or reason"],
+                      [[st["stage"], "skipped: " + st["skipped"] if st.get("skipped") else
+                        ("PASS" if st["passed"] else "FAIL"), fmt_num(st["seconds"]), c["name"],
+                        "yes" if c["passed"] else "NO", c["criterion"] if c["passed"] else c["reason"]]
+                       for st in report.get("stages", []) for c in (st.get("checks") or [{
+                           "name": "-", "passed": st["passed"], "criterion": "", "reason": ""}])], left=1)]
+    for st in report.get("stages", []):
+        for c in st.get("checks", []):
+            ev = c.get("evidence", {})
+            if st["stage"] != "performance" or "comparisons" not in ev:
+                continue
+            runs: dict[tuple[str, str], list[float]] = defaultdict(list)
+            for smp in ev.get("samples", []):
+                runs[(smp["metric"], smp["arm"])].append(smp["value"])
+            sections.append(f"<h2>Performance on {ev['workload']['name']}: {ev['verdict']}</h2>" + table(
+                ["metric", "arm", "runs", "values"],
+                [[m, a, len(v), " ".join(fmt_num(x) for x in v)] for (m, a), v in sorted(runs.items())], left=2))
+            sections.append(table(
+                ["metric", "against", "ratio", "interval", "level", "margin", "verdict"],
+                [[x["metric"], x["against"], fmt_num(x["ratio"]),
+                  "-" if not x["interval"] else f"[{fmt_num(x['interval'][0])}, {fmt_num(x['interval'][1])}]",
+                  fmt_num(x["level"]), f"{x['margin']:.0%}", x["verdict"]] for x in ev["comparisons"]], left=2))
+    verdict = "passed" if report.get("passed") else f"failed at {report.get('failed_stage')}: {report.get('reason')}"
+    return page(f"aios-lab verify {report.get('policy')}: {verdict}", sections, [])
+
+
 def record(reg: Registry, entry: Entry, report: dict[str, Any], actor: Actor) -> Run:
-    """Keep `report` (VerifyReport.to_dict()) as a verify run of `entry`."""
+    """Keep `report` (VerifyReport.to_dict()) as a verify run of `entry`,
+    with its HTML rendering; both blobs are hashed and kept by the run."""
     body = json.dumps(report, sort_keys=True, default=str).encode()
     return reg.record_run(entry.hash, "verify", "pass" if report.get("passed") else "fail", samples(report),
-                          platform(report), actor, {REPORT: body})
+                          platform(report), actor, {REPORT: body, HTML: render_html(report).encode()})
 
 
 def latest_report(reg: Registry, entry: Entry, passed: bool = False) -> dict[str, Any] | None:

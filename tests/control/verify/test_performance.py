@@ -108,3 +108,17 @@ def test_bad_performance_arguments_fail_before_any_boot():
     res = CliRunner().invoke(main, ["verify", "fifo", "--stages", "performance", "--workload", "nope"])
     assert res.exit_code == exit_codes.BAD_INPUT, res.output
     assert "no workload named 'nope'" in res.output
+
+
+def test_the_recorded_html_shows_each_stage_and_the_comparison():
+    from aios_lab.control.verification import render_html
+
+    runs = _runs({"eevdf": EEVDF, "candidate": EEVDF})
+    comparisons, verdict = performance.judge(runs, ["eevdf", "candidate"])
+    check = Check("verdict", True, "c", {"samples": performance.samples(runs), "comparisons": comparisons,
+                                         "verdict": verdict, "workload": {"name": "batch-small"}})
+    rep = VerifyReport("fifo", {}, {}, {}, [StageReport("performance", True, 41.5, [check])])
+    doc = render_html(rep.to_dict())
+    assert doc.startswith("<!DOCTYPE html>") and "aios-lab verify fifo: passed" in doc
+    assert "Performance on batch-small" in doc and "makespan_s" in doc and "eevdf" in doc
+    assert doc.count("<tr>") >= 1 + len(comparisons)
