@@ -53,8 +53,3 @@ def prompt_reader() -> Iterator[str]:
         os.sched_setscheduler(0, policy, param)
         os.setpriority(os.PRIO_PROCESS, 0, nice)
 
-
-def at_suite_nice() -> None:
-    """preexec_fn for a workload the test starts while it reads rings: run it
-    at the suite's nice (it forked from a boosted reader)."""
-    os.setpriority(os.PRIO_PROCESS, 0, SUITE_NICE)
