@@ -62,8 +62,13 @@ def _catches(pid: int, sig: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
     out = tmp_path / "t"
-    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1", "--out", str(out),
-                             "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started from the real-time reader with reset on fork, collect (itself a
+    # ring reader) runs at nice 0: at the suite's nice 19 under two CPU hogs
+    # its start-up took longer than the 120 s bound below (stress-ng --cpu 2).
+    with prompt_reader():
+        proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1",
+                                 "--out", str(out), "--", "sleep", "30"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Signal only once collect has its handlers: on a busy machine its start-up
     # (imports, BPF load) can take longer than any fixed sleep, and a signal
     # before that is the CLI's default (exit 130), not collect's. The CLI
