@@ -74,12 +74,16 @@ def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
     # before that is the CLI's default (exit 130), not collect's. The CLI
     # catches SIGTERM from the start; SIGHUP only collect's stop handlers
     # (aios_lab.signals) catch, and they are set together.
-    deadline = time.monotonic() + 120
-    while not _catches(proc.pid, signal.SIGHUP):
-        assert proc.poll() is None and time.monotonic() < deadline, "collect never set its stop handlers"
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not _catches(proc.pid, signal.SIGHUP):
+            assert proc.poll() is None and time.monotonic() < deadline, "collect never set its stop handlers"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()     # a failed check must not leave a collector attached
+        proc.wait()
     assert proc.returncode == 0, stderr
     tr = Trace.open(out)
     assert tr.metadata["status"] == "truncated" and tr.metadata["ended_by"] == "interrupted"
