@@ -428,13 +428,19 @@ def test_switch_stream_sleeper_and_preempted_spinners(srec):
     stream carries are the same waits the per-task aggregates count."""
     sleeper = spawn("import time\nfor _ in range(100): time.sleep(0.002)\n", cpu=1)
     spinners = [spawn(SPIN_WALL.format(s=0.3), cpu=0), spawn(SPIN_WALL.format(s=0.3), cpu=0)]
-    run_until_exit(srec.col, [sleeper, *spinners])
+    usage = run_until_exit(srec.col, [sleeper, *spinners])
     srec.snap()
     sw = srec.events["switches"]
     assert srec.col.lost()["switch_ring"] == 0
     outs = [r for r in sw if r["prev_pid"] == sleeper.pid]
     sleeps = [r for r in outs if r["prev_state"] == 1]
-    assert len(sleeps) >= 100 and all(r["cpu"] == 1 for r in sleeps)
+    # Not one per sleep: a timer that fires before schedule() (the vCPU
+    # stalled in between: seen as 99 of 100 under stress-ng) does not switch.
+    # The kernel's own count of voluntary switches is the yardstick, and
+    # the stream's voluntary switch-outs are the aggregate's.
+    check_voluntary(srec.task(sleeper.pid), usage[sleeper.pid], at_least=0.9 * 100)
+    assert sum(r["prev_state"] not in (0, 0x100) for r in outs) == srec.task(sleeper.pid)["voluntary_switches"]
+    assert len(sleeps) >= 0.9 * 100 and all(r["cpu"] == 1 for r in sleeps)
     ins = [r for r in sw if r["next_pid"] == sleeper.pid]
     assert ins and all(r["next_comm"] == "python3" or r["next_comm"].startswith("python")
                        for r in ins[-50:])
