@@ -427,7 +427,10 @@ def test_switch_stream_sleeper_and_preempted_spinners(srec):
     two spinners sharing a CPU leave it still runnable (R, 0); the waits the
     stream carries are the same waits the per-task aggregates count."""
     sleeper = spawn("import time\nfor _ in range(100): time.sleep(0.002)\n", cpu=1)
-    spinners = [spawn(SPIN_WALL.format(s=0.3), cpu=0), spawn(SPIN_WALL.format(s=0.3), cpu=0)]
+    # CPU-time spinners: each is preempted about once per slice it runs, however
+    # little of the CPU it gets (wall-time ones at nice 19 beside a nice-0 hog
+    # ran ~4 slices in their 0.3 s: 3 preemptions).
+    spinners = [spawn(SPIN_CPU.format(s=0.15), cpu=0), spawn(SPIN_CPU.format(s=0.15), cpu=0)]
     usage = run_until_exit(srec.col, [sleeper, *spinners])
     srec.snap()
     sw = srec.events["switches"]
