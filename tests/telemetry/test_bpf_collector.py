@@ -4,7 +4,9 @@ Each test runs processes whose scheduling we know (pinned spinners, forced
 migrations, periodic sleepers, two spinners sharing a CPU) and checks what
 bpf/telemetry.bpf.c + BpfCollector report about them. Nothing is mocked.
 The host has 2 CPUs and may be busy with other work (a VM, builds), so time
-tolerances are loose and counts are lower bounds where the kernel may add.
+tolerances are loose and counts are lower bounds where the kernel may add;
+the test process reads the rings at real-time priority (tests/helpers/ring_reader.py) so
+that other work cannot starve it into dropping records.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from aios_lab.errors import PrivilegeError
 from aios_lab.telemetry import schema
 from aios_lab.telemetry.bpf_collector import BpfCollector, object_path
 from aios_lab.telemetry.topology import CpuTopology, parse_cpu_list
+from tests.helpers.ring_reader import SUITE_NICE, prompt_reader
 
 pytestmark = pytest.mark.bpf
 
@@ -40,33 +43,34 @@ SPIN_FOREVER = "while True: pass\n"
 
 def spawn(code: str, cpu: int | None = None, nice: int | None = None) -> subprocess.Popen:
     """A child Python running `code`; nice, if given, is absolute (we are root),
-    otherwise the child keeps ours (the suite may run under `nice -n 19`)."""
+    otherwise the suite's (it may run under `nice -n 19`), not the boosted
+    reader's it forks from."""
     def pin() -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        if nice is not None:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        os.setpriority(os.PRIO_PROCESS, 0, SUITE_NICE if nice is None else nice)
     return subprocess.Popen([sys.executable, "-c", code], preexec_fn=pin)
 
 
 def our_nice() -> int:
-    return os.getpriority(os.PRIO_PROCESS, 0)
+    """The nice our children run at (spawn's default)."""
+    return SUITE_NICE
 
 
-def run_until_exit(col: BpfCollector, procs: list[subprocess.Popen]) -> dict[int, float]:
-    """Poll events while the children run; reap them; return pid -> CPU seconds (rusage)."""
-    cpu_s: dict[int, float] = {}
-    while len(cpu_s) < len(procs):
+def run_until_exit(col: BpfCollector, procs: list[subprocess.Popen]) -> dict[int, os.struct_rusage]:
+    """Poll events while the children run; reap them; return pid -> the kernel's rusage."""
+    usage: dict[int, os.struct_rusage] = {}
+    while len(usage) < len(procs):
         col.poll(20)
         for p in procs:
-            if p.pid in cpu_s:
+            if p.pid in usage:
                 continue
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 p.returncode = os.waitstatus_to_exitcode(status)
-                cpu_s[pid] = ru.ru_utime + ru.ru_stime
+                usage[pid] = ru
     col.poll(0)
-    return cpu_s
+    return usage
 
 
 class Recorder:
@@ -108,7 +112,7 @@ def rec():
         pytest.skip("needs root to load BPF")
     if not object_path().exists():
         pytest.fail(f"{object_path()} is not built: run `aios-lab build`")
-    with BpfCollector() as col:
+    with prompt_reader(), BpfCollector() as col:
         yield Recorder(col)
 
 
@@ -117,7 +121,7 @@ def srec():
     """A recorder with the per-switch event stream on."""
     if os.geteuid() != 0:
         pytest.skip("needs root to load BPF")
-    with BpfCollector(switch_events=True) as col:
+    with prompt_reader(), BpfCollector(switch_events=True) as col:
         yield Recorder(col)
 
 
@@ -161,21 +165,38 @@ def unseen_run_ns(sw: list[dict], pid: int) -> int:
     return sum(b["ts_ns"] - a["ts_ns"] for a, b in broken_links(sw) if b["prev_pid"] == pid)
 
 
+def check_voluntary(t: dict, usage: os.struct_rusage, at_least: float) -> None:
+    """The task's voluntary switches are the kernel's own count (ru_nvcsw),
+    plus at most its final switch-out as a zombie, which may come after the
+    parent reaped it and read the rusage."""
+    assert usage.ru_nvcsw <= t["voluntary_switches"] <= usage.ru_nvcsw + 1, (t["voluntary_switches"], usage)
+    assert usage.ru_nvcsw >= at_least, usage
+
+
 def check_unpaired(rec: "Recorder", pids: set[int]) -> None:
     """Our tasks never leave a CPU unseen, and unpaired_switch counts exactly
-    the breaks in the switch stream (recorded since attach, none dropped)."""
-    read_ns = rec.col.now_ns()
+    the breaks in the switch stream (recorded since attach, none dropped).
+
+    No clock margins: the BPF program counts a break before it reserves the
+    record that shows it, so every break already drained was counted before
+    the counter is read, and every break counted reaches the stream once
+    that record is committed (a CPU may still be between the two when we
+    read). The 1 ms clock margin this used instead holds only while no CPU
+    stalls mid-program for longer, which a busy host's hypervisor does not
+    promise: this machine's vCPUs are descheduled (steal time)."""
+    rec.snap()
+    drained = len(broken_links(rec.events["switches"]))
     lost = rec.col.lost()
-    rec.snap()                          # drains the stream past the read
-    sw = rec.events["switches"]
     assert lost["switch_ring"] == 0, lost
-    broken = broken_links(sw)
+    assert drained <= lost["unpaired_switch"], (lost, drained)
+    deadline = time.monotonic() + 10    # a bound, not a wait: normally met at once
+    while len(broken_links(rec.events["switches"])) < lost["unpaired_switch"] and time.monotonic() < deadline:
+        rec.col.poll(20)
+        rec.snap()
+    broken = broken_links(rec.events["switches"])
+    assert lost["unpaired_switch"] <= len(broken), (lost, len(broken))
     gone = [(a["next_pid"], a["next_comm"]) for a, _ in broken if a["next_pid"] in pids]
     assert not gone, f"our tasks left a CPU without a traced switch: {gone}"
-    # Breaks seen before the read are all counted (1 ms margin for a program
-    # still running on the other CPU), and the counter has no others.
-    before = sum(b["ts_ns"] < read_ns - 1_000_000 for _, b in broken)
-    assert before <= lost["unpaired_switch"] <= len(broken), (lost, before, len(broken))
 
 
 @needs_root
@@ -184,7 +205,7 @@ def test_pinned_spinners_oncpu_time_and_last_cpu(srec):
     rec = srec
     spin_s = 0.4
     procs = [spawn(SPIN_CPU.format(s=spin_s), cpu=0), spawn(SPIN_CPU.format(s=spin_s), cpu=1)]
-    cpu_s = run_until_exit(rec.col, procs)
+    cpu_s = {pid: ru.ru_utime + ru.ru_stime for pid, ru in run_until_exit(rec.col, procs).items()}
     rec.snap()
     for cpu, p in enumerate(procs):
         t = rec.task(p.pid)
@@ -360,7 +381,7 @@ def test_nothing_lost_at_normal_rates(srec):
     rec = srec
     procs = [spawn("import time\nfor _ in range(200): time.sleep(0.001)\n"),
              spawn(SPIN_CPU.format(s=0.2))]
-    run_until_exit(rec.col, procs)
+    usage = run_until_exit(rec.col, procs)
     rec.snap()
     assert rec.events["wakeups"], "wakeup events were expected"
     lost = rec.col.lost()
@@ -372,14 +393,18 @@ def test_nothing_lost_at_normal_rates(srec):
     # host does not trace some tasks' switch-outs, as often as those tasks
     # run (other work decides). None may be ours, and the counter must be
     # exactly the breaks in the recorded stream.
+    # The sleeper's every wakeup, and its voluntary switches as the kernel
+    # counts them: a sleep whose timer fires before schedule() (the vCPU
+    # descheduled in between, on a busy host) wakes it without a switch.
     sleeper = rec.task(procs[0].pid)
-    assert sleeper["wakeups"] >= 200 and sleeper["voluntary_switches"] >= 200
+    assert sleeper["wakeups"] >= 200
+    check_voluntary(sleeper, usage[procs[0].pid], at_least=0.9 * 200)
     check_unpaired(rec, {p.pid for p in procs})
 
 
 @needs_root
 def test_wakeup_events_can_be_turned_off():
-    with BpfCollector(wakeup_events=False, ringbuf_pages=16) as col:
+    with prompt_reader(), BpfCollector(wakeup_events=False, ringbuf_pages=16) as col:
         rec = Recorder(col)
         p = spawn("import time\nfor _ in range(20): time.sleep(0.005)\n")
         run_until_exit(col, [p])
@@ -402,18 +427,32 @@ def test_switch_stream_sleeper_and_preempted_spinners(srec):
     two spinners sharing a CPU leave it still runnable (R, 0); the waits the
     stream carries are the same waits the per-task aggregates count."""
     sleeper = spawn("import time\nfor _ in range(100): time.sleep(0.002)\n", cpu=1)
-    spinners = [spawn(SPIN_WALL.format(s=0.3), cpu=0), spawn(SPIN_WALL.format(s=0.3), cpu=0)]
-    run_until_exit(srec.col, [sleeper, *spinners])
+    # CPU-time spinners: each is preempted about once per slice it runs, however
+    # little of the CPU it gets (wall-time ones at nice 19 beside a nice-0 hog
+    # ran ~4 slices in their 0.3 s: 3 preemptions).
+    spinners = [spawn(SPIN_CPU.format(s=0.15), cpu=0), spawn(SPIN_CPU.format(s=0.15), cpu=0)]
+    usage = run_until_exit(srec.col, [sleeper, *spinners])
     srec.snap()
     sw = srec.events["switches"]
     assert srec.col.lost()["switch_ring"] == 0
     outs = [r for r in sw if r["prev_pid"] == sleeper.pid]
     sleeps = [r for r in outs if r["prev_state"] == 1]
-    assert len(sleeps) >= 100 and all(r["cpu"] == 1 for r in sleeps)
+    # Not one per sleep: a timer that fires before schedule() (the vCPU
+    # stalled in between: seen as 99 of 100 under stress-ng) does not switch.
+    # The kernel's own count of voluntary switches is the yardstick, and
+    # the stream's voluntary switch-outs are the aggregate's.
+    check_voluntary(srec.task(sleeper.pid), usage[sleeper.pid], at_least=0.9 * 100)
+    assert sum(r["prev_state"] not in (0, 0x100) for r in outs) == srec.task(sleeper.pid)["voluntary_switches"]
+    assert len(sleeps) >= 0.9 * 100 and all(r["cpu"] == 1 for r in sleeps)
     ins = [r for r in sw if r["next_pid"] == sleeper.pid]
     assert ins and all(r["next_comm"] == "python3" or r["next_comm"].startswith("python")
                        for r in ins[-50:])
-    assert all(r["next_prio"] == 120 + our_nice() for r in ins)
+    # Forked from the real-time reader, the child runs at nice 0 (reset on
+    # fork) until it sets the suite's nice before exec; after that, every
+    # switch-in carries the new priority.
+    prios = [r["next_prio"] for r in ins]
+    ours = prios.index(120 + our_nice())
+    assert set(prios[:ours]) <= {120} and set(prios[ours:]) == {120 + our_nice()}, prios
     for p in spinners:
         # Still runnable when switched out: R (0) after a tick preemption
         # taken on the way back to user space, R+ (256) in kernel.
@@ -549,7 +588,7 @@ def test_streams_sampled_by_whole_windows_with_weights_and_exact_aggregates():
     cpu_intervals says how many rows each CPU kept; the task and CPU
     aggregates still count every event."""
     n = 1000
-    with BpfCollector(switch_events=True, stream_budget=100) as col:   # 1 record per window
+    with prompt_reader(), BpfCollector(switch_events=True, stream_budget=100) as col:  # 1 record per window
         rec = Recorder(col)
         # The baseline read of the counters (not in rec.cpus) lies between these.
         before, after = rec.t, col.now_ns()
@@ -566,7 +605,7 @@ def test_streams_sampled_by_whole_windows_with_weights_and_exact_aggregates():
     t = rec.task(sleeper.pid)
     # The aggregates see every event: the kernel's own count (a sleep whose
     # timer fires before schedule() does not switch).
-    assert t["voluntary_switches"] == usage.ru_nvcsw and t["voluntary_switches"] >= 0.9 * n
+    check_voluntary(t, usage, at_least=0.9 * n)
     assert t["wakeups"] >= 0.9 * n
     for rows, cpu_key, kept, seen in ((sw, "cpu", "switch_records", "switches"),
                                       (wk, "waker_cpu", "wakeup_records", "wakeup_events")):

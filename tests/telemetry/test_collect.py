@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from aios_lab.cli import main
 from aios_lab.telemetry.collect import CollectOptions, collect
 from aios_lab.telemetry.trace import Trace
+from tests.helpers.ring_reader import SUITE_NICE, prompt_reader
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -22,9 +23,14 @@ SPIN = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
 def test_collect_a_command_writes_a_complete_trace(tmp_path):
     out = tmp_path / "t"
     # two spinners on one CPU and a sleeper: waits, switches, wakeups to record
-    cmd = ["sh", "-c", f"taskset -c 0 sh -c '{SPIN}' & taskset -c 0 sh -c '{SPIN}' & "
-                       "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.02; done; wait"]
-    path = collect(CollectOptions(out=out, interval_ms=200, command=cmd), echo=lambda m: None)
+    # The workload at the suite's nice: collect forks it from the boosted
+    # reader, which SCHED_RESET_ON_FORK leaves it at nice 0.
+    cmd = ["nice", "-n", str(SUITE_NICE), "sh", "-c",
+           f"taskset -c 0 sh -c '{SPIN}' & taskset -c 0 sh -c '{SPIN}' & "
+           "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.02; done; wait"]
+    # collect reads the rings in this process: keep it prompt (tests/helpers/ring_reader.py).
+    with prompt_reader():
+        path = collect(CollectOptions(out=out, interval_ms=200, command=cmd), echo=lambda m: None)
     assert path == out and not list(tmp_path.glob(".*partial*"))
     tr = Trace.open(path)
     md = tr.metadata
@@ -56,19 +62,28 @@ def _catches(pid: int, sig: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_flushes_and_marks_the_trace_truncated(tmp_path, sig):
     out = tmp_path / "t"
-    proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1", "--out", str(out),
-                             "--", "sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started from the real-time reader with reset on fork, collect (itself a
+    # ring reader) runs at nice 0: at the suite's nice 19 under two CPU hogs
+    # its start-up took longer than the 120 s bound below (stress-ng --cpu 2).
+    with prompt_reader():
+        proc = subprocess.Popen([sys.executable, "-m", "aios_lab.cli", "collect", "--interval", "0.1",
+                                 "--out", str(out), "--", "sleep", "30"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Signal only once collect has its handlers: on a busy machine its start-up
     # (imports, BPF load) can take longer than any fixed sleep, and a signal
     # before that is the CLI's default (exit 130), not collect's. The CLI
     # catches SIGTERM from the start; SIGHUP only collect's stop handlers
     # (aios_lab.signals) catch, and they are set together.
-    deadline = time.monotonic() + 120
-    while not _catches(proc.pid, signal.SIGHUP):
-        assert proc.poll() is None and time.monotonic() < deadline, "collect never set its stop handlers"
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not _catches(proc.pid, signal.SIGHUP):
+            assert proc.poll() is None and time.monotonic() < deadline, "collect never set its stop handlers"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()     # a failed check must not leave a collector attached
+        proc.wait()
     assert proc.returncode == 0, stderr
     tr = Trace.open(out)
     assert tr.metadata["status"] == "truncated" and tr.metadata["ended_by"] == "interrupted"
