@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,8 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# A task's comm is the name it was executed by: a link named aios-stallme.
+# A task's comm is the name it was executed by: a link named aios-stallme
+# (to this Python). It spins, so its slice expires and it is enqueued again:
+# a task that only sleeps and wakes onto an idle CPU is dispatched directly
+# by the default select_cpu and never reaches the policy's ops.enqueue.
 VICTIM = Path("/tmp/aios-stallme")
+SPIN = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.0: pass"
 
 
 def _eject_and_fall_back(standby) -> tuple[float, float]:
@@ -41,7 +44,7 @@ def _eject_and_fall_back(standby) -> tuple[float, float]:
     from aios_lab.sched.policy import get
 
     cand = Deployment(get("stall"), {"mode": 1}).start()
-    victim = subprocess.Popen([str(VICTIM), "0.01"])
+    victim = subprocess.Popen([str(VICTIM), "-c", SPIN])
     try:
         while True:
             try:
@@ -71,7 +74,7 @@ def guest(repeats: int) -> int:
     from aios_lab.sched.policy import get
 
     VICTIM.unlink(missing_ok=True)
-    VICTIM.symlink_to(shutil.which("sleep"))
+    VICTIM.symlink_to(sys.executable)
     standby = Deployment(get("fifo")).prepare()
     arms: dict[str, list[tuple[float, float]]] = {"standby": [], "cold": []}
     try:

@@ -5,8 +5,8 @@ it, so rollback is one attach), retried with backoff, then quarantined; a CPU
 hotplug restarts the candidate instead of rolling it back. Everything lands
 in the registry as deploy runs with their evidence, and in the audit chain."""
 import json
-import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.guest
 # Short windows: the test is about the transaction, not about the KPI
 # (min_timeslices high enough that the wait ratio is never judged here).
 FAST = Guards(window_s=2.0, baseline_s=0.3, min_timeslices=10**9)
+SPIN = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.5: pass"
 TIMEOUT_S = 240     # a TCG guest on a loaded 2-core host: attempts take seconds each
 
 
@@ -45,13 +46,16 @@ def _verified(reg: Registry, folder: Path, sets: dict[str, str]):
 
 def _victims(stop: threading.Event, folder: Path) -> threading.Thread:
     """Keep starting tasks the stall policy (mode 1) errors on when enqueued
-    (a task's comm is the name it was executed by: a link named aios-stallme)."""
+    (a task's comm is the name it was executed by: a link named aios-stallme).
+    They spin, so their slice expires and they are enqueued: a task that only
+    wakes onto an idle CPU is dispatched by the default select_cpu directly,
+    without ops.enqueue."""
     exe = folder / "aios-stallme"
-    exe.symlink_to(shutil.which("sleep"))
+    exe.symlink_to(sys.executable)
 
     def loop():
         while not stop.is_set():
-            subprocess.run([str(exe), "0.01"], check=False)
+            subprocess.run([str(exe), "-c", SPIN], check=False)
             stop.wait(0.05)
     t = threading.Thread(target=loop, daemon=True)
     t.start()
