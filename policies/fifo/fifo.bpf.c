@@ -26,6 +26,8 @@ AIOS_BTF_EXPORT_ENUM(fifo_stat);
 
 /* Global virtual clock: the largest vtime of a task that started running. */
 static u64 vtime_now;
+/* How far ahead of the clock a task's vtime may be when it is queued, in slices. */
+#define FIFO_MAX_LEAD 8
 
 s32 BPF_STRUCT_OPS(fifo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -52,6 +54,14 @@ void BPF_STRUCT_OPS(fifo_enqueue, struct task_struct *p, u64 enq_flags)
 	/* A sleeper may bank at most one slice of credit. */
 	if ((s64)(vtime - (vtime_now - slice_ns)) < 0)
 		vtime = vtime_now - slice_ns;
+	/* ... and a low-weight task may fall at most FIFO_MAX_LEAD slices
+	 * behind: one full slice at nice 19 (weight 1) is 100 slices of vtime,
+	 * so under sustained load it could wait longer than the RCU stall
+	 * timeout while preempted inside an RCU read section, and the kernel
+	 * ejects the scheduler for the stall (found by `aios-lab verify`'s
+	 * liveness stage under CPU hotplug). Bounded wait over exact weights. */
+	if ((s64)(vtime - (vtime_now + FIFO_MAX_LEAD * slice_ns)) > 0)
+		vtime = vtime_now + FIFO_MAX_LEAD * slice_ns;
 	aios_dsq_insert_vtime(p, FIFO_SHARED_DSQ, slice_ns, vtime, enq_flags);
 }
 
