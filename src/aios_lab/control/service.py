@@ -44,6 +44,7 @@ from .deployers import DEPLOYERS, Deployer, Job, materialize
 from .entry import HEX_PREFIX_RE
 from .peer import Peer, RateLimiter, group_id, member, peer_of
 from .registry import Registry
+from .rollout import last_verify
 
 MAX_REQUEST = 64 << 10
 OPS = ("ping", "status", "deploy", "stop", "rollback")
@@ -162,9 +163,9 @@ class ControlService:
             entry = reg.by_hash(entry_hash)
             if entry is None:
                 raise Refused(f"no registry entry {entry_hash[:12]}")
-            verifies = [r for r in reg.runs(entry.hash) if r.kind == "verify"]
-            if not verifies or verifies[-1].verdict != "pass":
-                last = verifies[-1].verdict if verifies else "never verified"
+            last = last_verify(reg, entry)
+            if last != "pass":
+                last = last or "never verified"
                 raise Refused(f"entry {entry_hash[:12]} has no passing verification (latest: {last})",
                               hint="verify it first: `aios-lab verify`")
             policy = materialize(reg, entry, self.config.run_dir / entry.hash)
