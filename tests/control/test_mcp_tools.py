@@ -25,6 +25,7 @@ from aios_lab.errors import BuildError, InputError, PolicyError, RegistryError, 
 from aios_lab.sched.policy import get
 
 from tests.helpers import REPO
+from tests.helpers.control import mark_verified
 
 FIFO = get("fifo")
 SOURCE = FIFO.source_path.read_text()
@@ -210,7 +211,7 @@ def test_deploy_and_stop_go_through_the_root_service(service):
         m.deploy_policy(e["hash"][:12], 30)
     with Registry() as reg:
         # Stands in for a passing verification (the guest test runs the real one).
-        reg.record_run(e["hash"], "verify", "pass", [], Platform.current(), Actor.current())
+        mark_verified(reg, e["hash"])
     ans = m.deploy_policy(e["hash"], 30, agent="claude")
     assert ans["entry"] == e["hash"] and ans["loaded"] is False and "until" in ans
     assert m.stop_policy(agent="claude")["entry"] == e["hash"]

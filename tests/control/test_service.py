@@ -30,7 +30,7 @@ from aios_lab.errors import SetupError
 
 from tests.helpers import REPO
 
-from tests.helpers.control import fifo_parts
+from tests.helpers.control import fifo_parts, mark_verified
 
 PLATFORM = Platform("7.3.4-test", "b" * 64, {})
 
@@ -45,7 +45,7 @@ def setup(tmp_path):
                         burst=6, per_s=60.0, max_duration_s=120.0)
     with Registry(cfg.registry) as reg:
         verified = reg.submit(fifo_parts(), Actor.current()).entry
-        reg.record_run(verified.hash, "verify", "pass", [], PLATFORM, Actor.current())
+        mark_verified(reg, verified.hash)
         failed = reg.submit(fifo_parts(5_000_000), Actor.current()).entry
         reg.record_run(failed.hash, "verify", "fail", [], PLATFORM, Actor.current())
         unverified = reg.submit(fifo_parts(6_000_000), Actor.current()).entry

@@ -8,9 +8,10 @@ import pytest
 
 from aios_lab.sched import status
 from aios_lab.control.audit import Actor
-from aios_lab.control.platform import Platform
 from aios_lab.control.registry import Registry
 from aios_lab.control.service import ServiceConfig, request, serve
+
+from tests.helpers.control import mark_verified
 
 from .conftest import ROOT, scx_state, wait_for
 
@@ -22,7 +23,7 @@ def _verified(reg, slice_ns):
                               build=False).entry
     # Stands in for the staged verifier (its own guest test runs the
     # stages): the service only reads that the latest verification passed.
-    reg.record_run(entry.hash, "verify", "pass", [], Platform.current(), Actor.current())
+    mark_verified(reg, entry.hash)
     return entry
 
 

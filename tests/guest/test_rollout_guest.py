@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from aios_lab.control.audit import Actor
-from aios_lab.control.platform import Platform
 from aios_lab.control.registry import Registry
 from aios_lab.control.rollout import Backoff, Guards, Rollout, is_quarantined, last_known_good
 from aios_lab.errors import DeployRefused
 from aios_lab.sched import sched_ext
+
+from tests.helpers.control import mark_verified
 
 from .conftest import ROOT, scx_state
 
@@ -40,7 +41,7 @@ def _verified(reg: Registry, folder: Path, sets: dict[str, str]):
     entry = reg.submit_folder(folder, Actor.current(), sets=sets, build=False).entry
     # Stands in for `aios-lab verify` (its own guest test runs the stages):
     # the rollout only reads that the latest verification passed.
-    reg.record_run(entry.hash, "verify", "pass", [], Platform.current(), Actor.current())
+    mark_verified(reg, entry.hash)
     return entry
 
 

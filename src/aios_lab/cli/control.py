@@ -251,9 +251,12 @@ def deploy(ref, duration, window, lkg, max_wait_ratio, backoff, quarantine_after
               help="Comma-separated stages (static always runs first).")
 @click.option("--cpus", default=2, show_default=True, type=click.IntRange(2, 64),
               help="vCPUs of the VM the kernel stages boot (at least 2: one must go offline).")
+@click.option("--against", default="lkg", show_default=True, metavar="lkg|none|REF",
+              help="The performance stage's deployed arm besides EEVDF: the last known good entry (what runs "
+                   "once a deploy held), a registry entry, or none. It runs from its stored object.")
 @click.option("--agent", default="", help="Verifying for an agent: its client name (recorded as the run's author).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report and the run as JSON.")
-def verify_entry(ref, stages, cpus, agent, as_json) -> None:
+def verify_entry(ref, stages, cpus, against, agent, as_json) -> None:
     """Verify a registry entry and record the report as its verify run.
 
     The same staged verifier as `aios-lab verify`, on the folder the entry
@@ -277,7 +280,7 @@ def verify_entry(ref, stages, cpus, agent, as_json) -> None:
             click.echo(f"  {st.stage:<11} {what}  {st.seconds:.1f}s", err=True)
 
     entry, run, report = verify_now(ref, Actor.current(agent), tuple(x.strip() for x in stages.split(",") if x.strip()),
-                                    cpus, on_stage=show)
+                                    cpus, on_stage=show, against=against, log=lambda m: click.echo(m, err=True))
     if as_json:
         _echo_json({"entry": entry.hash, "run": run.to_dict(), "report": report})
     else:

@@ -79,21 +79,35 @@ def _stages(stages: tuple[str, ...] | None) -> tuple[str, ...]:
     return out
 
 
+def _against(reg: Registry, entry: Entry, against: str | None) -> str:
+    """`against` checked before any work: lkg, none, or a registry entry
+    (its full hash) other than `entry`."""
+    against = against or AGAINST_LKG
+    if against in (AGAINST_LKG, AGAINST_NONE):
+        return against
+    other = reg.get(against)
+    if other.hash == entry.hash:
+        raise InputError("an entry cannot be its own deployed arm", hint="name another entry, lkg or none")
+    return other.hash
+
+
 def start(ref: str, agent: str = "", registry: Path | str | None = None, cpus: int = 2,
-          stages: tuple[str, ...] | None = None) -> dict[str, Any]:
+          stages: tuple[str, ...] | None = None, against: str | None = None) -> dict[str, Any]:
     """Start verifying registry entry `ref` (every stage unless `stages`
-    names some); returns the job's id at once."""
+    names some; the performance stage against `against`: AGAINST_LKG by
+    default); returns the job's id at once."""
     stages = _stages(stages)
     with Registry(registry) as reg:
         entry = reg.get(ref)
         folder, policy_path = source_folder(entry)
+        against = _against(reg, entry, against)
         reg_root = reg.root
     job = secrets.token_hex(8)
     d = root() / job
     d.mkdir(parents=True, mode=0o700)
     spec = {"job": job, "entry": entry.hash, "policy": entry.name, "folder": str(folder),
             "registry": str(Path(reg_root).resolve()), "agent": agent, "cpus": cpus, "started": time.time(),
-            "stages": list(stages)}
+            "stages": list(stages), "against": against}
     (d / SPEC).write_text(json.dumps(spec))
     env = dict(os.environ, AIOS_LAB_POLICY_PATH=policy_path)
     with open(d / LOG, "wb") as log:
@@ -130,6 +144,8 @@ def status(job: str) -> dict[str, Any]:
     out: dict[str, Any] = {"job": job, "entry": spec["entry"], "policy": spec["policy"],
                            "stages": [{k: v for k, v in e.items() if k != "event"} for e in events
                                       if e["event"] == "stage"],
+                           "against": spec.get("against", AGAINST_LKG),
+                           "notes": [e["note"] for e in events if e["event"] == "note"],
                            "elapsed_s": round(time.time() - spec["started"], 1)}
     end = next((e for e in events if e["event"] in ("done", "error")), None)
     if end is None and _alive(job, d):
@@ -173,12 +189,52 @@ def _mismatch(entry: Entry, artifacts: dict[str, str]) -> str:
     return ", ".join(f"{k} {artifacts[k][:12]} is not the entry's {want[k][:12]}" for k in bad)
 
 
+# What the performance stage compares against besides EEVDF: the last known
+# good entry (what a deploy would fall back to, and what runs once a deploy
+# held), a registry entry named by the caller, or nothing.
+AGAINST_LKG, AGAINST_NONE = "lkg", "none"
+
+
+def deployed_arm(reg: Registry, entry: Entry, against: str, stages: tuple[str, ...],
+                  scratch: Path) -> tuple[dict[str, Any] | None, str]:
+    """The performance stage's deployed arm ({policy, tunables, entry,
+    folder}, the entry written out into `scratch`) and a line saying which."""
+    from .rollout import last_known_good
+    from .stored import materialize
+
+    if "performance" not in stages or against == AGAINST_NONE:
+        return None, ""
+    if against == AGAINST_LKG:
+        other = last_known_good(reg, exclude=entry.hash)
+        if other is None:
+            return None, "no last known good entry (none has held a deploy): the candidate is compared with EEVDF only"
+    else:
+        other = reg.by_hash(_against(reg, entry, against))
+    pol = materialize(reg, other, scratch / other.hash[:16])
+    return ({"policy": pol.name, "tunables": reg.tunables(other), "entry": other.hash, "folder": str(pol.folder)},
+            f"deployed arm: {other.name} {other.hash[:12]}")
+
+
 def verify_entry(registry: Path | str, entry_hash: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
-                 on_stage: Callable[[Any], None] = lambda st: None):
+                 on_stage: Callable[[Any], None] = lambda st: None, against: str = AGAINST_LKG,
+                 log: Callable[[str], None] = lambda m: None):
     """Verify a registry entry in this process and record the report as a
     verify run; `on_stage` gets each StageReport as it ends. Needs the
     entry's folder findable by name (AIOS_LAB_POLICY_PATH: source_folder).
+    The performance stage's deployed arm is `against` (AGAINST_LKG, a
+    registry ref, AGAINST_NONE), run from its stored object.
     Returns (the run, the report as a dict)."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="aios-verify-arm-"))
+    try:
+        return _verify_entry(registry, entry_hash, actor, stages, cpus, on_stage, against, log, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _verify_entry(registry, entry_hash, actor, stages, cpus, on_stage, against, log, scratch):
     from . import verification
     from .verify import VerifyReport, _in_process, parent_programs, verify
     from .verify.report import StageReport
@@ -188,6 +244,9 @@ def verify_entry(registry: Path | str, entry_hash: str, actor: Actor, stages: tu
         tunables = reg.tunables(entry)
         parent = reg.by_hash(entry.parent) if entry.parent else None
         parent_report = verification.latest_report(reg, parent, passed=True) if parent else None
+        deployed, said = deployed_arm(reg, entry, against, stages, scratch)
+    if said:
+        log(said)
     parent_progs = None
     if parent_report is not None:
         try:
@@ -203,7 +262,7 @@ def verify_entry(registry: Path | str, entry_hash: str, actor: Actor, stages: tu
                 report.stages.append(st)
                 on_stage(st)
             continue
-        part = verify(entry.name, tunables, group, parent=parent_progs, cpus=cpus)
+        part = verify(entry.name, tunables, group, parent=parent_progs, cpus=cpus, deployed=deployed)
         if report is None:
             bad = _mismatch(entry, part.artifacts)
             if bad:
@@ -221,7 +280,8 @@ def verify_entry(registry: Path | str, entry_hash: str, actor: Actor, stages: tu
 
 
 def verify_now(ref: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
-               on_stage: Callable[[Any], None] = lambda st: None, registry: Path | str | None = None):
+               on_stage: Callable[[Any], None] = lambda st: None, registry: Path | str | None = None,
+               against: str | None = None, log: Callable[[str], None] = lambda m: None):
     """`aios-lab policy verify`: what a job's child does, in this process
     (the verifier finds the entry's folder by name through
     AIOS_LAB_POLICY_PATH, set here for the call and restored after)."""
@@ -229,11 +289,12 @@ def verify_now(ref: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
     with Registry(registry) as reg:
         entry = reg.get(ref)
         _folder, policy_path = source_folder(entry)
+        against = _against(reg, entry, against)
         reg_root = reg.root
     old = os.environ.get("AIOS_LAB_POLICY_PATH")
     os.environ["AIOS_LAB_POLICY_PATH"] = policy_path
     try:
-        return entry, *verify_entry(reg_root, entry.hash, actor, stages, cpus, on_stage)
+        return entry, *verify_entry(reg_root, entry.hash, actor, stages, cpus, on_stage, against, log)
     finally:
         if old is None:
             os.environ.pop("AIOS_LAB_POLICY_PATH", None)
@@ -248,7 +309,8 @@ def run(d: Path) -> None:
     spec = json.loads((d / SPEC).read_text())
     run_, data = verify_entry(spec["registry"], spec["entry"], Actor.current(spec["agent"]),
                               tuple(spec.get("stages", STAGES)), spec["cpus"],
-                              on_stage=lambda st: _emit(d, _stage_event(st)))
+                              on_stage=lambda st: _emit(d, _stage_event(st)), against=spec.get("against", AGAINST_LKG),
+                              log=lambda m: _emit(d, {"event": "note", "note": m}))
     _emit(d, {"event": "done", "verdict": run_.verdict, "run": run_.id,
               "report_digest": run_.reports[verification.REPORT], "failed_stage": data["failed_stage"],
               "reason": data["reason"]})

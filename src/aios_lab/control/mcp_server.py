@@ -251,14 +251,17 @@ def submit_policy(source: str, manifest: str | None = None, base: str | None = N
                 "folder": str(folder)}
 
 
-def verify_policy(ref: str, agent: str = "", cpus: int = 2, stages: list[str] | None = None) -> dict[str, Any]:
+def verify_policy(ref: str, agent: str = "", cpus: int = 2, stages: list[str] | None = None,
+                  against: str = "lkg") -> dict[str, Any]:
     """Start the staged verifier on a registry entry; returns {job, entry, policy, state} at once.
 
     Stages: static (manifest, tunable ranges, kfuncs in the target kernel's
     BTF, -Werror), the kernel verifier (per-program statistics, an instruction
     budget), liveness (attached under a stress mix and a CPU hotplug cycle
     with a short watchdog), performance (interleaved runs against EEVDF on a
-    small batch workload; the verdict better / no-worse / worse). `stages`
+    small batch workload, and against `against`: "lkg" (default) the last
+    known good entry, which runs once a deploy held, from its stored object;
+    a registry hash; or "none"; the verdict better / no-worse / worse). `stages`
     picks some (static always runs first); default: all. The kernel stages run in the pinned VM (cpus
     vCPUs) unless this kernel has sched_ext. Poll verify_status(job): it
     reports each stage as it ends; the verdict is recorded in the registry,
@@ -268,12 +271,12 @@ def verify_policy(ref: str, agent: str = "", cpus: int = 2, stages: list[str] | 
     if not 2 <= cpus <= 64:
         raise InputError(f"cpus {cpus} is outside [2, 64] (one vCPU must go offline in the hotplug cycle)")
     _actor(agent)
-    return jobs.start(ref, agent or "mcp", cpus=cpus, stages=tuple(stages) if stages else None)
+    return jobs.start(ref, agent or "mcp", cpus=cpus, stages=tuple(stages) if stages else None, against=against)
 
 
 def verify_status(job: str) -> dict[str, Any]:
     """A verification job's progress: {job, entry, policy, state (running, done,
-    failed), elapsed_s, stages: [{stage, passed, seconds, reason, skipped}],
+    failed), elapsed_s, against, notes (which deployed arm), stages: [{stage, passed, seconds, reason, skipped}],
     and when done: verdict (pass/fail), passed, failed_stage, reason, run (the
     registry run that keeps the report), report_digest; when failed: error}."""
     from . import jobs

@@ -117,9 +117,21 @@ def is_quarantined(reg: Registry, entry: Entry) -> bool:
     return any(r.kind == "deploy" and r.verdict == "quarantined" for r in reg.runs(entry.hash))
 
 
-def last_verify(reg: Registry, entry: Entry) -> str | None:
-    v = [r.verdict for r in reg.runs(entry.hash) if r.kind == "verify"]
-    return v[-1] if v else None
+def verification_problem(reg: Registry, entry: Entry) -> str:
+    """Why `entry`'s verification does not admit a deploy ("" when it does):
+    its latest verify run must pass and have run criteria.DEPLOY_STAGES."""
+    from .verification import REPORT
+
+    runs = [r for r in reg.runs(entry.hash) if r.kind == "verify"]
+    if not runs or runs[-1].verdict != "pass":
+        return f"no passing verification (latest: {runs[-1].verdict if runs else 'never verified'})"
+    report = json.loads(reg.blob(runs[-1].reports[REPORT])) if REPORT in runs[-1].reports else {}
+    ran = {st.get("stage") for st in report.get("stages", []) if st.get("passed") and not st.get("skipped")}
+    missing = [s for s in criteria.DEPLOY_STAGES if s not in ran]
+    if missing:
+        return (f"a passing verification that did not run {', '.join(missing)} (a deploy needs "
+                f"{', '.join(criteria.DEPLOY_STAGES)})")
+    return ""
 
 
 def last_known_good(reg: Registry, exclude: str = "") -> Entry | None:
@@ -192,16 +204,16 @@ class Rollout:
         """Refuse an entry without a passing verification or in quarantine
         (unless overridden: loud and audited); return the LKG entry."""
         problems = []
-        verdict = last_verify(self.reg, self.entry)
-        if verdict != "pass":
-            problems.append(f"no passing verification (latest: {verdict or 'never verified'})")
+        unverified = verification_problem(self.reg, self.entry)
+        if unverified:
+            problems.append(unverified)
         if is_quarantined(self.reg, self.entry):
             problems.append("quarantined after repeated failed rollouts")
         if problems and not self.override:
             if self.audit_admission:
                 self._audit("deploy", "refused: " + "; ".join(problems))
             raise DeployRefused(f"entry {self.entry.hash[:12]} ({self.entry.name}) is refused: {'; '.join(problems)}",
-                                hint="verify it (`aios-lab verify`); to deploy anyway give --override REASON "
+                                hint="verify it (`aios-lab policy verify`); to deploy anyway give --override REASON "
                                      "(audited)")
         if problems:
             self._audit("override", f"accepted: {'; '.join(problems)}", {"reason": self.override})

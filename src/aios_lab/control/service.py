@@ -44,7 +44,7 @@ from .deployers import DEPLOYERS, Deployer, Job, materialize
 from .entry import HEX_PREFIX_RE
 from .peer import Peer, RateLimiter, group_id, member, peer_of
 from .registry import Registry
-from .rollout import last_verify
+from .rollout import verification_problem
 
 MAX_REQUEST = 64 << 10
 OPS = ("ping", "status", "deploy", "stop", "rollback")
@@ -163,11 +163,10 @@ class ControlService:
             entry = reg.by_hash(entry_hash)
             if entry is None:
                 raise Refused(f"no registry entry {entry_hash[:12]}")
-            last = last_verify(reg, entry)
-            if last != "pass":
-                last = last or "never verified"
-                raise Refused(f"entry {entry_hash[:12]} has no passing verification (latest: {last})",
-                              hint="verify it first: `aios-lab verify`")
+            unverified = verification_problem(reg, entry)
+            if unverified:
+                raise Refused(f"entry {entry_hash[:12]} has {unverified}",
+                              hint="verify it first: `aios-lab policy verify`")
             policy = materialize(reg, entry, self.config.run_dir / entry.hash)
             tunables = reg.tunables(entry)
         _check_tunables(policy, tunables, req.get("tunables", {}))

@@ -30,6 +30,19 @@ def materialize(reg: Registry, entry: Entry, folder: Path) -> StoredPolicy:
     pol = load_manifest_lenient(manifest, reg.blob(entry.source) if entry.source else b"")
     obj = folder / f"{entry.hash}.bpf.o"
     obj.write_bytes(reg.blob(entry.object))
+    return _stored(pol, obj)
+
+
+def load(folder: Path, entry_hash: str) -> StoredPolicy:
+    """An entry that `materialize` wrote into `folder` before (by another
+    process: the verifier's guest runs the deployed arm from it)."""
+    obj = folder / f"{entry_hash}.bpf.o"
+    if not obj.is_file():
+        raise RegistryError(f"{folder} holds no written-out entry {entry_hash[:12]}")
+    return _stored(load_manifest(folder / "manifest.toml"), obj)
+
+
+def _stored(pol: Policy, obj: Path) -> StoredPolicy:
     fields = {f.name: getattr(pol, f.name) for f in dataclasses.fields(Policy)}
     return StoredPolicy(**fields, stored_object=obj)
 

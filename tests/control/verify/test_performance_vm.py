@@ -2,28 +2,49 @@
 
 corpus_slower (correct and live, but every task it may run goes to CPU 0)
 must be judged worse than EEVDF on the default workload, and fifo must not
-be falsely rejected. Only the performance stage runs: the corpus test
+be falsely rejected, also against a deployed fifo: the last known good
+registry entry, run from its stored object (written out under /tmp, which
+the guest sees only because the verifier shares that folder). Only the
+performance stage runs: the corpus test
 (tests/control/verify/test_corpus.py) checks both policies' earlier stages. QEMU runs
 under SCHED_RR: on a busy 2-core host at nice 0 the placement control reads
 x1.0-x1.2 and nothing could be judged (benchmarks/RESULTS.md, issue 16).
 """
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from aios_lab.control.audit import Actor
+from aios_lab.control.jobs import AGAINST_LKG, deployed_arm
+from aios_lab.control.platform import Platform
+from aios_lab.control.registry import Registry
 from aios_lab.control.verify import Case, criteria, verify_many
 
 from tests.helpers import DATA
+from tests.helpers.control import fifo_parts
 
 pytestmark = pytest.mark.vm
 
 CORPUS = DATA / "policies" / "corpus"
 
 
-def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatch):
+def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatch, tmp_path):
     monkeypatch.setenv("AIOS_LAB_POLICY_PATH", str(CORPUS))
-    slower, fifo = verify_many([Case("corpus_slower", stages=("performance",)),
-                                Case("fifo", stages=("performance",))], cpus=2, realtime=True)
+    with Registry(tmp_path / "reg") as reg:
+        old = reg.submit(fifo_parts(5_000_000), Actor.current()).entry
+        reg.record_run(old.hash, "deploy", "pass", [], Platform.current(), Actor.current())
+        new = reg.submit(fifo_parts(), Actor.current()).entry
+        scratch = Path(tempfile.mkdtemp(prefix="aios-test-arm-"))
+        deployed, said = deployed_arm(reg, new, AGAINST_LKG, ("performance",), scratch)
+    assert deployed["entry"] == old.hash and deployed["tunables"]["slice_ns"] == 5_000_000, said
+    try:
+        slower, fifo = verify_many([Case("corpus_slower", stages=("performance",)),
+                                    Case("fifo", stages=("performance",), deployed=deployed)], cpus=2, realtime=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     for rep in (slower, fifo):
         (stage,) = rep.stages
         assert stage.stage == "performance" and not stage.skipped
@@ -37,12 +58,15 @@ def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatc
     fifo_verdict = fifo.stages[0].checks[1]
     assert fifo.passed, (fifo.to_dict()["reason"], fifo_verdict.evidence["comparisons"])
     assert fifo_verdict.evidence["verdict"] in ("better", "no-worse")
-    for rep in (slower, fifo):
+    assert fifo_verdict.evidence["deployed_entry"] == old.hash
+    assert {c["against"] for c in fifo_verdict.evidence["comparisons"]} == {"eevdf", "deployed"}
+    for rep, arms in ((slower, ("candidate", "eevdf")), (fifo, ("candidate", "eevdf", "deployed"))):
         ev = rep.stages[0].checks[1].evidence
-        assert ev["correction"] == "bonferroni" and len(ev["comparisons"]) == len(criteria.PERF_MARGINS)
+        assert ev["correction"] == "bonferroni"
+        assert len(ev["comparisons"]) == len(criteria.PERF_MARGINS) * (len(arms) - 1)
         # every run's raw values, as registry samples
         samples = rep.samples()
         perf = [s for s in samples if s.stage == "performance" and s.metric == "makespan_s"]
         assert sorted((s.arm, s.run_index) for s in perf) == sorted(
-            (arm, i) for arm in ("candidate", "eevdf") for i in range(criteria.PERF_RUNS))
+            (arm, i) for arm in arms for i in range(criteria.PERF_RUNS))
         assert all(s.value > 0 for s in perf)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ...sched import sched_ext
@@ -35,7 +36,9 @@ class Case:
     stages: tuple[str, ...] = STAGES
     parent: dict[str, Any] | None = None     # a parent report's verifier programs (insns per program)
     # The performance stage: the deployed policy to compare against as well as
-    # EEVDF ({"policy": name, "tunables": {...}}), the workload, runs per arm.
+    # EEVDF ({"policy": name, "tunables": {...}}; a registry entry adds
+    # "entry" and "folder", where control.stored.materialize wrote it), the
+    # workload, runs per arm.
     deployed: dict[str, Any] | None = None
     workload: str | None = None
     runs: int | None = None
@@ -60,7 +63,11 @@ def _check_perf(c: Case) -> None:
         if name not in workloads.discover():  # before a boot, as bad input
             raise InputError(f"no workload named {name!r} for the performance stage",
                              hint=f"known: {', '.join(sorted(workloads.discover()))} (workloads/NAME.toml)")
-        if c.deployed is not None:
+        if c.deployed is not None and c.deployed.get("entry"):
+            from ..stored import load
+
+            load(Path(c.deployed["folder"]), c.deployed["entry"]).resolve_tunables(c.deployed.get("tunables") or {})
+        elif c.deployed is not None:
             get(c.deployed["policy"]).resolve_tunables(c.deployed.get("tunables") or {})
 
 
@@ -88,8 +95,11 @@ def _kernel_in_vm(cases: list[dict], cpus: int, log: Callable[[str], None], real
 
     env = {k: os.environ[k] for k in ("AIOS_LAB_POLICY_PATH",) if k in os.environ}
     cmd = [sys.executable, "-m", "aios_lab.control.verify.kernel_stages", json.dumps(cases)]
+    # A deployed arm written out of the registry may lie under /tmp, which the
+    # guest overlays with its own tmpfs: share its folder explicitly.
+    arms = sorted({Path(c["deployed"]["folder"]) for c in cases if (c.get("deployed") or {}).get("folder")})
     res = runner.run(cmd, topology=Topology(cpus=cpus), env=env, log=log, timeout_s=_guest_timeout(cases),
-                     realtime=realtime)
+                     realtime=realtime, rwdirs=arms)
     got = parse_output(res.output)
     if res.returncode != 0 or len(got) != len(cases):
         raise VmError(f"the guest's verifier run ended with exit {res.returncode} after {len(got)} of "

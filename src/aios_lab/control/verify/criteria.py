@@ -47,6 +47,15 @@ EVENT_LIMITS = {
 # dmesg lines mentioning sched_ext that mean trouble.
 DMESG_ERROR_WORDS = ("error", "stall", "WARNING", "BUG", "Oops", "failed")
 
+# -- deploy ---------------------------------------------------------------------------------
+# A deploy (policy deploy, the root service) admits an entry whose latest
+# verify run passed *and ran at least these stages*: a report of the static
+# stage alone says nothing about how the object behaves in a kernel. The
+# performance stage is not required: on a platform that cannot judge
+# placement (a TCG guest on a busy host without --rt) it cannot pass, and
+# its verdict, where it ran, is in the run's pass or fail already.
+DEPLOY_STAGES = ("static", "verifier", "liveness")
+
 # -- performance ---------------------------------------------------------------------------
 # The workload the candidate is compared on unless the caller names another
 # (workloads/<name>.toml): a CPU-bound batch, 2 spinners per CPU. It is what

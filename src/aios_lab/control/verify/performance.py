@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ... import workloads
@@ -30,6 +32,7 @@ from ...bench.run import run_interleaved
 from ...bench.spec import Baseline, PlainPolicy, SchedSpec
 from ...bench.verdict import mann_whitney_p, ratio_interval, runs_needed
 from ...sched import sched_ext
+from ...sched.deployment import Deployment
 from ...sched.policy import Policy
 from . import criteria
 from .report import Check, StageReport
@@ -39,6 +42,31 @@ CANDIDATE, EEVDF, DEPLOYED = "candidate", "eevdf", "deployed"
 # value, unit); the judged metrics are criteria.PERF_MARGINS' keys.
 UNITS = {"makespan_s": "s", "runq_wait_s": "s", "runq_wait_per_slice_us": "us", "migrate": "count",
          "switch": "count", "wakeup": "count"}
+
+
+
+@dataclass(frozen=True)
+class StoredArm(PlainPolicy):
+    """The deployed arm as a registry entry: its stored object, written out
+    by the caller (control.stored.materialize) where the guest can read it,
+    never the policy of that name on the search path (a new version of the
+    same policy is the usual candidate: that would compare it with itself)."""
+    folder: str = ""
+    entry: str = ""
+
+    def start(self, model):
+        from ..stored import load
+
+        return Deployment(load(Path(self.folder), self.entry), dict(self.tunables)).start(), None
+
+
+def deployed_arm(deployed: dict[str, Any]) -> PlainPolicy:
+    """{"policy", "tunables"} and, for a registry entry, "entry" and "folder"."""
+    tunables = tuple((deployed.get("tunables") or {}).items())
+    if deployed.get("entry"):
+        return StoredArm(DEPLOYED, deployed["policy"], tunables, deployed["folder"], deployed["entry"])
+    return PlainPolicy(DEPLOYED, deployed["policy"], tunables)
+
 
 # One placement control per process (a boot): it measures the platform, not a policy.
 _control: dict | None = None
@@ -144,7 +172,7 @@ def run(policy: Policy, tunables: dict[str, Any], deployed: dict[str, Any] | Non
         return StageReport.from_checks("performance", checks, time.monotonic() - t0)
     specs: list[SchedSpec] = [Baseline(EEVDF), PlainPolicy(CANDIDATE, policy.name, tuple(tunables.items()))]
     if deployed is not None:
-        specs.append(PlainPolicy(DEPLOYED, deployed["policy"], tuple((deployed.get("tunables") or {}).items())))
+        specs.append(deployed_arm(deployed))
     got = run_interleaved(specs, wl, runs, rotate=True)
     arms = [s.label for s in specs]
     comparisons, verdict = judge(got, arms)
@@ -154,6 +182,7 @@ def run(policy: Policy, tunables: dict[str, Any], deployed: dict[str, Any] | Non
                 "workload": {"name": wl.name, "command": wl.command},
                 "runs_per_arm": runs, "arms": {s.label: s.policy or EEVDF for s in specs},
                 "deployed_tunables": (deployed or {}).get("tunables"),
+                "deployed_entry": (deployed or {}).get("entry"),
                 "correction": "bonferroni", "alpha": criteria.PERF_ALPHA, "comparisons": comparisons,
                 "samples": samples(got)}
     checks.append(Check(
