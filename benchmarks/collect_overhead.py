@@ -12,7 +12,12 @@ Every arm runs once per round, in a new random order each round (the
 machine's background load drifts), and the figures are medians over rounds
 with their spread (min-max and the interquartile range).
 
+With --baseline-rev REV the default `collect` of that commit runs as one
+more arm (a git worktree of REV, its own telemetry object compiled there,
+started with PYTHONPATH at its src/): before and after in the same run.
+
 Usage (root): .venv/bin/python benchmarks/collect_overhead.py [--runs 7] [--groups 8] [--loops 2000]
+                  [--baseline-rev REV]
 """
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ def hackbench_cmd(groups: int, loops: int) -> list[str]:
     return ["hackbench", "-p", "-g", str(groups), "-f", "20", "-l", str(loops)]
 
 
-def run_timed(prefix: list[str], hb: list[str]) -> float:
-    out = subprocess.run(prefix + hb, capture_output=True, text=True, check=True).stdout
+def run_timed(prefix: list[str], hb: list[str], env: dict[str, str] | None = None) -> float:
+    out = subprocess.run(prefix + hb, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **env) if env else None).stdout
     m = TIME_RE.search(out)
     if not m:
         raise RuntimeError(f"no 'Time:' in hackbench output: {out[-300:]}")
@@ -79,7 +85,26 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def account(args, aios: list[str], variants: dict[str, list[str]], hb: list[str], tmp: Path) -> dict:
+def baseline_tree(rev: str, tmp: Path) -> dict[str, str]:
+    """A worktree of `rev` with its telemetry object built; returns the
+    environment that makes `python -m aios_lab.cli` run that revision."""
+    from aios_lab import build
+
+    repo = Path(__file__).resolve().parent.parent
+    wt = tmp / f"baseline-{rev}"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(wt), rev], check=True)
+    build.compile_bpf(wt / "bpf" / "telemetry.bpf.c", wt / "build" / "bpf" / "telemetry.bpf.o")
+    return {"PYTHONPATH": str(wt / "src")}
+
+
+def drop_tree(tmp: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    for wt in tmp.glob("baseline-*"):
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(wt)], check=False)
+
+
+def account(args, aios: list[str], variants: dict[str, list[str]], hb: list[str], tmp: Path,
+            envs: dict[str, dict[str, str]]) -> dict:
     from aios_lab.bpf.object import BpfStats
 
     hb_cpu: list[float] = []
@@ -91,7 +116,7 @@ def account(args, aios: list[str], variants: dict[str, list[str]], hb: list[str]
             hb_cpu.append(children_cpu() - c0)
             for name, extra in variants.items():
                 trace = tmp / f"acct-{name}-{r}"
-                run_timed(aios + extra + ["--out", str(trace), "--"], hb)
+                run_timed(aios + extra + ["--out", str(trace), "--"], hb, envs.get(name))
                 col = json.loads((trace / "metadata.json").read_text())["collector"]
                 cost[name]["cpu"].append(col["cpu_s"])
                 cost[name]["bpf"].append(col["bpf"]["ns"] / 1e9)
@@ -126,6 +151,10 @@ def main() -> int:
     ap.add_argument("--account-runs", type=int, default=3,
                     help="runs of each collect arm with kernel.bpf_stats_enabled for the CPU accounting (0: none)")
     ap.add_argument("--out", type=Path, default=Path("results/collect_overhead.json"))
+    ap.add_argument("--baseline-rev", default=None,
+                    help="also run the default collect of this commit (before/after in one run)")
+    ap.add_argument("--only-default", action="store_true",
+                    help="of the collect arms, run only the default (and the baseline revision's)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (BPF and perf sched record)", file=sys.stderr)
@@ -149,6 +178,14 @@ def main() -> int:
             "collect-full": "--stream-budget 0: every switch and wakeup recorded",
             "collect-noswitch": "--no-switches (wakeups sampled as in the default)",
             "collect-aggr": "--no-wakeups --no-switches: per-task/per-CPU maps and migrations only"}
+    if args.only_default:
+        variants = {"collect": []}
+    envs: dict[str, dict[str, str]] = {}
+    if args.baseline_rev:
+        name = f"collect@{args.baseline_rev[:10]}"
+        envs[name] = baseline_tree(args.baseline_rev, tmp)
+        variants[name] = []
+        what[name] = f"the default collect of commit {args.baseline_rev}"
     times: dict[str, list[float]] = {"baseline": [], **{k: [] for k in variants}, "perf-sched": []}
     collect_lost: dict[str, list[dict]] = {k: [] for k in variants}
     kept: dict[str, list[float]] = {k: [] for k in variants}   # share of switches recorded
@@ -165,7 +202,7 @@ def main() -> int:
                 (tmp / "perf.data").unlink(missing_ok=True)
             else:
                 trace = tmp / f"trace-{name}-{r}"
-                times[name].append(run_timed(aios + variants[name] + ["--out", str(trace), "--"], hb))
+                times[name].append(run_timed(aios + variants[name] + ["--out", str(trace), "--"], hb, envs.get(name)))
                 meta = json.loads((trace / "metadata.json").read_text())
                 collect_lost[name].append(meta.get("lost", {}))
                 kept[name].append(switch_share(trace))
@@ -188,7 +225,7 @@ def main() -> int:
     # wall clock of a shared machine: the collector process's CPU time while
     # the workload ran plus its BPF programs' run time (kernel.bpf_stats_enabled,
     # which itself adds two clock reads per run), over hackbench's own CPU time.
-    accounted = account(args, aios, variants, hb, tmp) if args.account_runs else {}
+    accounted = account(args, aios, variants, hb, tmp, envs) if args.account_runs else {}
     for k, a in accounted.items():
         print(f"  accounted {k}: collector {a['collector_cpu_s']:.3f} CPU-s + BPF {a['bpf_s']:.3f} s "
               f"= {a['share'] * 100:.2f}% of hackbench's {a['hackbench_cpu_s']:.2f} CPU-s "
@@ -206,6 +243,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": hb, "times": times, "medians": med, "overhead": over,
                                     "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
+    drop_tree(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

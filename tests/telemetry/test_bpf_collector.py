@@ -90,7 +90,7 @@ class Recorder:
         end = self.col.now_ns()
         s = self.col.snapshot(self.t, end)
         self.t = end
-        self.tasks += s["task_intervals"]
+        self.tasks += s["task_intervals"].to_pylist()
         self.cpus += s["cpu_intervals"]
         for k, v in self.col.take_events().items():
             self.events[k] += v

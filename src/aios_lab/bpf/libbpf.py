@@ -110,6 +110,7 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
                                      ctypes.POINTER(c_uint), ctypes.POINTER(BpfMapBatchOpts)]),
     "bpf_map_update_batch": (c_int, [c_int, c_void_p, c_void_p, ctypes.POINTER(c_uint),
                                      ctypes.POINTER(BpfMapBatchOpts)]),
+    "bpf_map_delete_batch": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint), ctypes.POINTER(BpfMapBatchOpts)]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_obj_get": (c_int, [c_char_p]),
     "bpf_map_get_fd_by_id": (c_int, [c_uint]),

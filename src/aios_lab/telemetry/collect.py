@@ -174,7 +174,6 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
     # SIGINT, SIGTERM, SIGHUP end a collection early: flush, then stop (aios_lab.signals).
     stop = StopSignals().install()
     last = start_ns
-    pending: dict[str, list[dict]] = {}
     try:
         try:
             done = False
@@ -184,6 +183,10 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
                     stop.check()
                     now = time.monotonic_ns()
                     if child is not None and child.poll() is not None:
+                        # The workload is over: what the collector does from
+                        # here (the last interval, the final decode) is not
+                        # its cost to the workload.
+                        cost.totals["cpu_s"] = time.process_time() - cost.cpu0
                         done = True
                         break
                     if end_at is not None and now >= end_at:
@@ -196,7 +199,7 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
                         with cost.timed("poll_s"):
                             bpf.poll(int(wait_ms))
                         with cost.timed("events_s"):
-                            _flush_events(bpf, writer, pending, force=False)
+                            _flush_events(bpf, writer, force=False)
                     else:
                         stop.sleep(wait_ms / 1000)
                 last = _write_interval(bpf, policy, writer, last, cost)
@@ -207,11 +210,11 @@ def collect(opts: CollectOptions, echo: Callable[[str], None] = lambda m: None) 
             if child is not None and child.poll() is None:
                 child.terminate()
             last = _write_interval(bpf, policy, writer, last, cost)
-        cost.totals["cpu_s"] = time.process_time() - cost.cpu0   # while the workload ran
+        cost.totals.setdefault("cpu_s", time.process_time() - cost.cpu0)   # while the workload ran
         rc = child.wait() if child is not None else None
         if bpf is not None:
             bpf.poll(0)
-            _flush_events(bpf, writer, pending, force=True)
+            _flush_events(bpf, writer, force=True)
             cost.bpf = bpf.run_time()
         lost = bpf.lost() if bpf is not None else {}
         extra = {
@@ -272,31 +275,26 @@ class _ExitClock:
         return None if self.end is None else round(self.end - self.start, 6)
 
 
-EVENT_BATCH_ROWS = 5000
+# Raw ring records are kept as drained (numpy arrays, one copy per poll)
+# and decoded only once this many bytes are pending, or at the end.
+# Decoding (a DataFrame per table, comm strings, Arrow, Parquet) is most of
+# the collector's CPU time and has a fixed cost per call: done every 5,000
+# records, as before, it ran several times a second on the workload's
+# cores under hackbench (benchmarks/RESULTS.md, issue 20). 32 MiB is ~400,000
+# switch records: under the default stream budget a decode every minute or
+# so, every ~2 s with every event recorded at 190,000 records/s.
+DECODE_BATCH_BYTES = 32 << 20
 PROCFS_MIN_PERIOD_NS = 5_000_000_000
 
 
-def _flush_events(bpf, writer: TraceWriter, pending: dict[str, list], force: bool) -> None:
-    """Move decoded ring-buffer events to the writer in large batches.
-
-    Each append converts to Arrow, which has a fixed cost; appending a few
-    rows every poll cost 35% of a second on the host and far more in an
-    emulated guest.
-    """
-    import pandas as pd
-
-    # Decoding has a fixed cost per call (a DataFrame per table): decode
-    # only in batches, not at every 100 ms poll (that was most of the
-    # collector's CPU time once the streams were sampled).
-    if not force and bpf.pending_events() < EVENT_BATCH_ROWS:
+def _flush_events(bpf, writer: TraceWriter, force: bool) -> None:
+    """Decode the drained ring records and hand them to the writer, in large
+    batches only (see DECODE_BATCH_BYTES); `force` at the end."""
+    if not force and bpf.pending_bytes() < DECODE_BATCH_BYTES:
         return
     for table, df in bpf.take_event_frames().items():
         if df is not None and len(df):
-            pending.setdefault(table, []).append(df)
-    for table, frames in pending.items():
-        if frames and (force or sum(len(f) for f in frames) >= EVENT_BATCH_ROWS):
-            writer.append_frame(table, pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
-            pending[table] = []
+            writer.append_frame(table, df)
 
 
 class _Cost:
@@ -341,9 +339,8 @@ def _write_interval(bpf, policy, writer: TraceWriter, start: int, cost: _Cost) -
         for row in snap.get("cpu_intervals", []):
             if row.get("freq_khz") is None:
                 row["freq_khz"] = _freq_khz(row["cpu"])
-        for table, rows in snap.items():
-            if rows:
-                writer.append(table, rows)
+        writer.append_table("task_intervals", snap["task_intervals"])
+        writer.append("cpu_intervals", snap["cpu_intervals"])
     if policy is not None:
         rows = policy.sample(start, end)
         if rows:

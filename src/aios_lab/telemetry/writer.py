@@ -157,6 +157,23 @@ class TraceWriter:
         if self._buffered[table] >= self.flush_rows:
             self._flush_table(table)
 
+    def append_table(self, table: str, data: pa.Table) -> None:
+        """Like append() for an Arrow table already of the table's schema
+        (the collector's per-task interval rows, built from columns)."""
+        self._require_open()
+        schema = TABLES.get(table)
+        if schema is None:
+            raise TraceError(f"unknown trace table {table!r}", hint=f"tables are: {', '.join(TABLES)}")
+        if not data.schema.equals(schema):
+            raise TraceError(f"{table}: the table's schema is not the trace's: {data.schema}")
+        if not data.num_rows:
+            return
+        self._buffers[table].append(data)
+        self._buffered[table] += data.num_rows
+        self._counts[table] += data.num_rows
+        if self._buffered[table] >= self.flush_rows:
+            self._flush_table(table)
+
     def warm_up(self) -> None:
         """Run one throw-away conversion per table before collection starts.
 
