@@ -23,6 +23,15 @@ fi
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# The running kernel's config where libbpf looks for it (/boot/config-REL;
+# the pinned kernel has no /proc/config.gz): Debian 13 installs it beside the
+# modules, and the guest runs the host's /boot, which lacks it. BPF objects
+# with __kconfig externs (the kernel's scx_central) fail to load without it.
+rel="$(uname -r)"
+if [ ! -e "/boot/config-$rel" ] && [ -e "/lib/modules/$rel/config" ]; then
+    mount -t tmpfs -o size=4m,mode=0755 tmpfs /boot 2>/dev/null &&
+        cp "/lib/modules/$rel/config" "/boot/config-$rel"
+fi
 . "$rundir/env.sh"
 cd "$AIOS_GUEST_CWD" 2>/dev/null || cd /
 cut -d' ' -f1 /proc/uptime > "$rundir/guest-start"
