@@ -215,7 +215,9 @@ class _Comms:
         return i
 
     def ids(self, arr: pa.Array) -> pa.Array:
-        enc = pc.dictionary_encode(arr)  # hashing in C++; only the distinct names reach Python
+        # Hashing in C++ (or the Parquet file's own dictionary, as _read
+        # returns it); only the distinct names reach Python.
+        enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
         lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
         idx = enc.indices
         if not len(lut):
@@ -239,8 +241,12 @@ def _read(trace: Trace, table: str, columns: tuple[str, ...],
         return
     schema = TABLES[table]
     try:
-        pf = pq.ParquetFile(path)
-        present = [c for c in columns if c in pf.schema_arrow.names]
+        names = pq.read_schema(path).names
+        present = [c for c in columns if c in names]
+        # Strings (task names) as the file's dictionary indices: the exporter
+        # interns them anyway, and building a string per row was half the read.
+        strings = [c for c in present if pa.types.is_string(schema.field(c).type)]
+        pf = pq.ParquetFile(path, read_dictionary=strings)
         row = 0
         for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
             cols = {}
@@ -248,7 +254,8 @@ def _read(trace: Trace, table: str, columns: tuple[str, ...],
                 ftype = schema.field(name).type
                 if name in present:
                     arr = batch.column(name)
-                    if not arr.type.equals(ftype):
+                    plain = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
+                    if not plain.equals(ftype):
                         arr = arr.cast(ftype)
                 else:
                     arr = pa.nulls(batch.num_rows, ftype)
