@@ -677,8 +677,9 @@ def _deltas(ts: np.ndarray) -> list[int]:
 
 
 # The event columns the bundle writer reads: int64 numpy arrays with their
-# validity, converted once per sorted batch (converting them per bundle, from
-# a table rebuilt out of batch slices, was a third of the writer's time).
+# validity, converted once per sorted batch. Converting them per bundle, from
+# a table rebuilt out of batch slices, cost as much as filling the protos
+# (cProfile at 10^7 events: 0.88 s against 0.91 s in the extend calls).
 _BUNDLE_COLS = ("ts", "cpu", "kind", "a_pid", "a_prio", "a_state", "a_comm",
                 "b_pid", "b_prio", "b_comm", "weight")
 
