@@ -458,18 +458,24 @@ def _merge(paths: list[Path]) -> Iterator[pa.Table]:
         parts = []
         for i in live:
             table = pending[i]
-            if bound is None:
-                take = table.num_rows
-            else:
-                cpu, ts, kind, ordn = _keys(table)
-                bc, bt, bk, bo = bound
-                le = (cpu < bc) | ((cpu == bc) & ((ts < bt) | ((ts == bt) & (
-                    (kind < bk) | ((kind == bk) & (ordn <= bo))))))
-                take = int(le.sum())  # a prefix: the block is sorted
+            take = table.num_rows if bound is None else _prefix_le(table, bound)
             if take:
                 parts.append(table.slice(0, take))
                 pending[i] = table.slice(take)
         yield _sort(pa.concat_tables(parts))
+
+
+def _prefix_le(table: pa.Table, bound: tuple[int, ...]) -> int:
+    """How many leading rows of ``table`` (sorted by _keys) have keys <= ``bound``:
+    a binary search key by key (comparing every row of every run's pending
+    block at each merge step made a step cost rows x runs)."""
+    lo, hi = 0, table.num_rows
+    for key, b in zip(_keys(table), bound):
+        part = key[lo:hi]  # rows whose earlier keys equal the bound's
+        lo, hi = lo + int(np.searchsorted(part, b, "left")), lo + int(np.searchsorted(part, b, "right"))
+        if lo == hi:
+            return lo
+    return hi
 
 
 class _Scratch:
