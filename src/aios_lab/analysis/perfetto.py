@@ -345,6 +345,12 @@ def _last_per_group(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return len(group) - 1 - np.flatnonzero(new)
 
 
+def _latest_rows(keys: np.ndarray, ts: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Among the rows where ``ok``, each key's latest row (by ts, then file order)."""
+    idx = np.flatnonzero(ok)
+    return idx[_last_per_group(keys[idx], ts[idx])] if len(idx) else idx
+
+
 class _Latest:
     """Per key (a pid), the value of its latest row (by ts, then file order)."""
 
@@ -352,16 +358,17 @@ class _Latest:
         self.values: dict[int, tuple[int, object]] = {}
 
     def add(self, keys: np.ndarray, ts: np.ndarray, values: pa.Array,
-            valid: np.ndarray | None = None) -> None:
-        ok = values.is_valid().to_numpy(zero_copy_only=False) & (keys > 0)
-        if valid is not None:
-            ok &= valid
-        idx = np.flatnonzero(ok)
-        if not len(idx):
+            rows: np.ndarray | None = None) -> None:
+        """Note ``values`` by ``keys`` (pids > 0) at ``ts``. ``rows``, when
+        given, is ``_latest_rows(keys, ts, keys > 0)``, which holds when
+        ``values`` has no null: callers noting several columns of the same
+        rows find them once."""
+        if rows is None or values.null_count:
+            rows = _latest_rows(keys, ts, (keys > 0) & values.is_valid().to_numpy(zero_copy_only=False))
+        if not len(rows):
             return
-        sel = idx[_last_per_group(keys[idx], ts[idx])]
-        for key, when, value in zip(keys[sel].tolist(), ts[sel].tolist(),
-                                    values.take(pa.array(sel)).to_pylist()):
+        for key, when, value in zip(keys[rows].tolist(), ts[rows].tolist(),
+                                    values.take(pa.array(rows)).to_pylist()):
             old = self.values.get(key)
             if old is None or when >= old[0]:
                 self.values[key] = (when, value)
@@ -1011,13 +1018,15 @@ def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch
                 first[c_i] = key + (int(prev[i]),)
         for pids, tg, cm in ((prev, c["prev_tgid"], c["prev_comm"]),
                              (nxt, c["next_tgid"], c["next_comm"])):
-            tgids.add(pids, ts, tg)
-            comms.add(pids, ts, cm)
+            rows = _latest_rows(pids, ts, pids > 0)
+            tgids.add(pids, ts, tg, rows)
+            comms.add(pids, ts, cm, rows)
         sorter.add(_switch_events(row, c, names))
     for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
         ts, pids = _np(c["ts_ns"]), _np(c["pid"])
-        tgids.add(pids, ts, c["tgid"])
-        comms.add(pids, ts, c["comm"])
+        rows = _latest_rows(pids, ts, pids > 0)
+        tgids.add(pids, ts, c["tgid"], rows)
+        comms.add(pids, ts, c["comm"], rows)
         batch, skipped = _waking_events(row, c, names)
         stats.skipped_wakeups += skipped
         sorter.add(batch)
