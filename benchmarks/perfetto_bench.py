@@ -86,21 +86,31 @@ mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod
 spec.loader.exec_module(mod)
 encode = [0.0, 0.0]
+depth = [0]
 def timed(fn):  # the encoding and writing alone: the bundle writer's own time
     def wrapper(*a, **k):
+        # write_batch calls flush: count the outermost call only (counting
+        # both doubled the writer's time in the figures before 2026-12-03's
+        # fourth session).
+        depth[0] += 1
         t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **k)
         finally:
-            encode[0] += time.perf_counter() - t
-            encode[1] += time.process_time() - c
+            depth[0] -= 1
+            if not depth[0]:
+                encode[0] += time.perf_counter() - t
+                encode[1] += time.process_time() - c
     return wrapper
 mod._BundleWriter.write_batch = timed(mod._BundleWriter.write_batch)
 mod._BundleWriter.flush = timed(mod._BundleWriter.flush)
+r0 = resource.getrusage(resource.RUSAGE_SELF)
 t, c = time.perf_counter(), time.process_time()
 stats = mod.export_perfetto(trace, out)
 wall, cpu = time.perf_counter() - t, time.process_time() - c
+r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"s": wall, "cpu_s": cpu, "encode_s": encode[0], "encode_cpu_s": encode[1],
+                  "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
                   "events": stats.events, "bytes": stats.bytes,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -135,6 +145,7 @@ def main() -> None:
                 r = run_arm(module, trace, tmp / "out.pftrace")
                 results[name].append(r)
                 print(f"  run {i + 1} {name}: {r['s']:.2f} s, CPU {r['cpu_s']:.2f} s "
+                      f"(user {r['user_s']:.2f}, system {r['sys_s']:.2f}) "
                       f"(encoding {r['encode_s']:.2f} s, CPU {r['encode_cpu_s']:.2f} s), "
                       f"{r['bytes']:,} bytes, "
                       f"{r['rss_mib']:.0f} MiB", flush=True)
@@ -155,14 +166,19 @@ def main() -> None:
               f"bytes/event x{c_b / b_b:.2f}, peak RSS x{c_r / b_r:.2f}")
         # CPU seconds (user + system, all threads) depend far less on what
         # else the machine runs than wall time does: on a shared host, read these.
-        cpu = {name: (statistics.median(r["cpu_s"] for r in rs), statistics.median(r["encode_cpu_s"] for r in rs))
+        # User time apart: on this VM the system time (page faults, mostly)
+        # swings by 2x between identical runs with what the host is doing.
+        cpu = {name: tuple(statistics.median(r[k] for r in rs)
+                           for k in ("cpu_s", "encode_cpu_s", "user_s", "sys_s"))
                for name, rs in results.items()}
-        (b_cpu, b_ecpu), (c_cpu, c_ecpu) = cpu.values()
+        (b_cpu, b_ecpu, b_user, _), (c_cpu, c_ecpu, c_user, _) = cpu.values()
         ev = next(iter(results.values()))[0]["events"]
-        for name, (tot, enc) in cpu.items():
-            print(f"{name:<22} CPU {tot:.2f} s ({ev / tot / 1e6:.2f} M events per CPU-second), "
+        for name, (tot, enc, user, system) in cpu.items():
+            print(f"{name:<22} CPU {tot:.2f} s ({ev / tot / 1e6:.2f} M events per CPU-second; "
+                  f"user {user:.2f} s, {ev / user / 1e6:.2f} M/user-s; system {system:.2f} s), "
                   f"encoding CPU {enc:.2f} s ({ev / enc / 1e6:.2f} M/CPU-s)")
-        print(f"current / baseline CPU: total x{b_cpu / c_cpu:.2f} faster, encoding x{b_ecpu / c_ecpu:.2f} faster")
+        print(f"current / baseline CPU: total x{b_cpu / c_cpu:.2f} faster, user x{b_user / c_user:.2f}, "
+              f"encoding x{b_ecpu / c_ecpu:.2f} faster")
 
 
 if __name__ == "__main__":

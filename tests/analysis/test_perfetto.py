@@ -211,6 +211,25 @@ def test_output_identical_whether_sorted_in_memory_or_spilled(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pftrace", "b.pftrace", "t"]
 
 
+def test_merge_prefix_search_matches_comparing_every_row():
+    """The k-way merge cuts each run's block at the bound by binary search;
+    with many equal keys it must cut where comparing every row would."""
+    import pyarrow as pa
+    rng = np.random.default_rng(5)
+    n = 400
+    cpu, ts = rng.integers(0, 3, n), rng.integers(0, 6, n)
+    kind, ordn = rng.integers(0, 3, n), rng.integers(0, 4, n)
+    order = np.lexsort((ordn, kind, ts, cpu))
+    table = pa.table({"cpu": pa.array(cpu[order], pa.int32()), "ts": ts[order],
+                      "kind": pa.array(kind[order], pa.int8()), "ord": ordn[order]})
+    c, t, k, o = (table.column(name).to_numpy() for name in ("cpu", "ts", "kind", "ord"))
+    for bound in [(-1, 0, 0, 0), (3, 0, 0, 0)] + [
+            tuple(int(x) for x in rng.integers(0, (4, 7, 4, 5))) for _ in range(300)]:
+        bc, bt, bk, bo = bound
+        le = (c < bc) | ((c == bc) & ((t < bt) | ((t == bt) & ((k < bk) | ((k == bk) & (o <= bo))))))
+        assert pf._prefix_le(table, bound) == int(le.sum()), bound
+
+
 def test_accepts_an_open_trace_and_writes_with_the_umask(tmp_path):
     trace_dir = schedule_trace(tmp_path / "t")
     old = os.umask(0o027)
