@@ -293,3 +293,12 @@ def test_a_verification_job_refuses_unknown_stages_and_one_without_static():
         m.verify_policy("fifo", stages=["static", "speed"])
     with pytest.raises(InputError, match="always starts with the static stage"):
         m.verify_policy("fifo", stages=["liveness"])
+
+
+def test_a_verification_jobs_deployed_arm_is_checked_before_it_starts():
+    e = m.submit_policy(SOURCE, base="fifo", name="fifo-arm", tunables={"slice_ns": 5_000_000})
+    with pytest.raises(RegistryError):
+        m.verify_policy(e["hash"], against="f" * 64)          # no such entry
+    with pytest.raises(InputError, match="its own deployed arm"):
+        m.verify_policy(e["hash"], against=e["hash"])
+    assert not jobs.root().exists() or not any(jobs.root().iterdir())   # nothing started
