@@ -280,10 +280,13 @@ class _ExitClock:
 # Decoding (a DataFrame per table, comm strings, Arrow, Parquet) is most of
 # the collector's CPU time and has a fixed cost per call: done every 5,000
 # records, as before, it ran several times a second on the workload's
-# cores under hackbench (benchmarks/RESULTS.md, issue 20). 32 MiB is ~400,000
-# switch records: under the default stream budget a decode every minute or
-# so, every ~2 s with every event recorded at 190,000 records/s.
-DECODE_BATCH_BYTES = 32 << 20
+# cores under hackbench (benchmarks/RESULTS.md, issue 20). The rings are not
+# drained while a batch decodes, so a batch must decode well within the time
+# the smallest ring (wakeups, 4 MiB) takes to fill at full rate (~0.3 s at
+# 150,000 wakeups/s): 8 MiB is ~90,000 records, ~40 ms at the measured 2.4
+# million records per CPU-second. Under the default stream budget that is a
+# decode every ten seconds or so.
+DECODE_BATCH_BYTES = 8 << 20
 PROCFS_MIN_PERIOD_NS = 5_000_000_000
 
 
