@@ -171,3 +171,14 @@ def test_the_item_task_rows_are_the_queued_items_tasks_in_order():
         lo = sim.completed[cpu]
         for row, item in zip(it.rows[cpu][lo:lo + len(q)], q):
             assert [inv[i] for i in row if i != it.nr_tasks] == [t for t, _ in item.segments]
+
+
+def test_the_expectile_rule_rises_a_quarter_of_the_way_and_settles_between_the_mean_and_the_longest():
+    from aios_lab.dvfs.task_signal import RULES, expectile_rule
+
+    assert expectile_rule(2.0, 6.0) == 3.0 and expectile_rule(6.0, 2.0) == 5.75
+    assert RULES["expectile"] is expectile_rule and SignalConfig(rule="expectile").rule == "expectile"
+    est = 1.0
+    for x in [1.0, 9.0] * 200:          # activations of 1 and 9 in turn: mean 5, longest 9
+        est = expectile_rule(est, x)
+    assert 5.0 < est < 9.0 and util_est_rule(est, 9.0) == 9.0

@@ -52,8 +52,17 @@ def last_rule(est: float, sample: float) -> float:
     return sample
 
 
+def expectile_rule(est: float, sample: float) -> float:
+    """Up by 1/4 of the gap to a longer activation, down by 1/16 to a shorter
+    one: an EWMA whose fixed point is the 80 % expectile of recent
+    activations (up and down pulls balance where 1/4 E[(x - e)+] =
+    1/16 E[(e - x)+]), so one long burst raises it a quarter of the way,
+    not all the way as util_est does. Shifts only, as BPF would compute it."""
+    return est + (sample - est) / 4 if sample >= est else est + (sample - est) / 16
+
+
 RULES: dict[str, Callable[[float, float], float]] = {"util_est": util_est_rule, "ewma": ewma_rule,
-                                                      "last": last_rule}
+                                                      "last": last_rule, "expectile": expectile_rule}
 
 
 @dataclass(frozen=True)
