@@ -32,6 +32,7 @@ from aios_lab.dvfs import experiment as ex
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.sweep import sample
 from aios_lab.dvfs.task_signal import TaskSignals
+from aios_lab.errors import ModelError
 
 
 class ByItem(TaskSignals):
@@ -55,7 +56,7 @@ def main() -> int:
     cl = load_cluster(a.cluster)
     try:
         train_p, _ = ex.split(a.hold_out_run)
-    except Exception as e:  # ModelError: no such run
+    except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     skip = {f"{k}-{a.validate_run}" for k in ex.KINDS}
