@@ -140,40 +140,42 @@ def main() -> int:
               f" misses {mi} (schedutil {sum(r.misses for r in val_base)})", flush=True)
         return within_first(e, val_excess(res))
 
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     best_sw = None
     for slack in [] if a.no_table else a.sweep_slack:
         cand = SweepLearner(cl, per_trace=a.sweep_budget == "per-trace", miss_slack=slack, mem_share=m,
-                            refine_passes=a.refine_passes, state=a.state).fit(train)
+                            refine_passes=a.refine_passes, state=a.state).fit(
+            train, samples=best_sw[1].samples_ if best_sw else None)   # sampled once for every slack
         key = judge("table", cand.table_, {"miss_slack": slack}) if val else (0,)
         if best_sw is None or key < best_sw[0]:
             best_sw = (key, cand, slack)
     sw = best_sw[1] if best_sw else None
-    sweep_s = time.time() - t1
+    sweep_s, sweep_cpu_s = time.time() - t1, time.process_time() - c1
     if sw is not None:
         chosen["table"] = {"miss_slack": best_sw[2]}
-        print(f"sweep (table) trained in {sweep_s:.0f} s, lambda {sw.table_.meta['lambda']}, "
+        print(f"sweep (table) trained in {sweep_s:.0f} s ({sweep_cpu_s:.0f} s CPU), lambda {sw.table_.meta['lambda']}, "
               f"chosen {chosen['table']}", flush=True)
         if a.tables_out:
             a.tables_out.mkdir(parents=True, exist_ok=True)
             save_table(a.tables_out / "table-sweep.json", sw.table_)
         for d in test:
             add(simulate(cl, d, table_governor_for(sw.table_, name="table"), mem_share=m))
-    rl_s = []
+    rl_s, rl_cpu_s = [], []
     rl_cands = []
     for w_miss in a.rl_w_miss:
         for seed in range(a.seeds):
-            t2 = time.time()
+            t2, c2 = time.time(), time.process_time()
             rl = QLearner(cl, episodes=a.episodes, seed=seed, mem_share=m, weights=RewardWeights(w_miss=w_miss),
                           state=a.state).fit(train)
             tab, curve = rl.table_, rl.curve_
             rl_s.append(time.time() - t2)
+            rl_cpu_s.append(time.process_time() - c2)
             if a.tables_out:
                 save_table(a.tables_out / f"table-rl-w{w_miss:g}-seed{seed}.json", tab)
                 ex.save_curve_png(curve, a.tables_out / f"rl-w{w_miss:g}-seed{seed}.curve.png", f"RL seed {seed}")
             key = judge("rl", tab, {"w_miss": w_miss, "seed": seed}) if val else (0,)
             rl_cands.append((key, w_miss, seed, tab))
-            print(f"rl w_miss {w_miss:g} seed {seed} trained in {rl_s[-1]:.0f} s", flush=True)
+            print(f"rl w_miss {w_miss:g} seed {seed} trained in {rl_s[-1]:.0f} s ({rl_cpu_s[-1]:.0f} s CPU)", flush=True)
     if val and rl_cands:  # one RL policy, the validation's choice; without validation, every seed (mean)
         key, w_miss, seed, tab = min(rl_cands, key=lambda c: c[0])
         rl_cands = [(key, w_miss, seed, tab)]
@@ -224,6 +226,7 @@ def main() -> int:
     out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
+           "sweep_cpu_s": sweep_cpu_s, "rl_cpu_s": rl_cpu_s,
            "sweep_table": sw.table_.to_dict() if sw else None, "argv": sys.argv, "state": a.state,
            "validation": [d.name for d in val], "chosen": chosen}
     if a.json_out:

@@ -17,7 +17,9 @@ run:
   estimates the queued work from the items completed before (online: it
   reads nothing a kernel could not know, given each task's deadline);
   --estimate-work task estimates it per task instead (the per-task rung:
-  each task's next activation by the kernel's util_est rule, dvfs.task_signal);
+  each task's next activation by the kernel's util_est rule, dvfs.task_signal,
+  or another rule with --estimate-rule; several --work-margin values add a
+  grid dimension);
 and judges the best clairvoyant point within the target's miss allowance by
 issue 5's target rule (experiment.target_verdict).
 
@@ -36,6 +38,7 @@ from aios_lab.dvfs.bounds import BoundError, energy_lower_bound, simulate_clairv
 from aios_lab.dvfs.governors import Schedutil
 from aios_lab.dvfs.platform import load_cluster
 from aios_lab.dvfs.sim import simulate
+from aios_lab.dvfs.task_signal import RULES
 from aios_lab.errors import ModelError
 
 
@@ -62,7 +65,11 @@ def main() -> int:
                     help="with --predict-tau-ms: estimate queued work too, from what a kernel sees: 'cpu' "
                          "(the default) each CPU's mean completed item, 'task' each task's util_est of its "
                          "activation lengths; + --work-margin. An online governor, not an oracle")
-    ap.add_argument("--work-margin", type=float, default=0.5)
+    ap.add_argument("--work-margin", type=_floats, default=[0.5],
+                    help="with --estimate-work: estimates scaled by 1 + margin; comma-separated values are "
+                         "a grid dimension")
+    ap.add_argument("--estimate-rule", choices=list(RULES), default="util_est",
+                    help="with --estimate-work task: the per-task estimate's rule (dvfs.task_signal.RULES)")
     ap.add_argument("--no-lp", action="store_true", help="skip the LP bound (minutes on the build traces)")
     ap.add_argument("--cluster", default="gs101:big")
     ap.add_argument("--mem-share", type=float, default=0.3)
@@ -93,12 +100,15 @@ def main() -> int:
         p["misses"] += misses
 
     top = cl.nr_opps - 1
-    online = {"cpu": "online", "task": "online per-task"}.get(a.estimate_work, "queued + predicted")
+    task_kind = "online per-task" + ("" if a.estimate_rule == "util_est" else f" ({a.estimate_rule})")
+    online = {"cpu": "online", "task": task_kind}.get(a.estimate_work, "queued + predicted")
     who = online if a.predict_tau_ms else "clairvoyant"
     estimate = {"cpu": True, "task": "task"}.get(a.estimate_work, False)
     tau = a.predict_tau_ms / 1000 if a.predict_tau_ms else None
-    late_names = {(ms, k): f"{who}, +{ms:g} ms" + (f", max OPP {top - k}" if k else "")
-                  for k in a.below_top for ms in a.lateness_ms}
+    margins = a.work_margin if a.estimate_work else a.work_margin[:1]
+    late_names = {(mg, ms, k): f"{who}" + (f", margin {mg:g}" if len(margins) > 1 else "") + f", +{ms:g} ms"
+                  + (f", max OPP {top - k}" if k else "")
+                  for mg in margins for k in a.below_top for ms in a.lateness_ms}
     for run, paths in folds.items():
         for d in ex.load_demands(paths):
             t0 = time.time()
@@ -113,15 +123,16 @@ def main() -> int:
                     line.append(f"bound x{lb.energy_j / su.energy_j:.3f}")
                 except BoundError as e:
                     print(f"  {d.name}: no bound: {e.one_line()}")
-            for (ms, k), name in late_names.items():
+            for (mg, ms, k), name in late_names.items():
                 r = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=a.lookahead_ms / 1000,
                                          lateness_s=ms / 1000, max_opp=top - k, predict_tau_s=tau,
-                                         estimate_work=estimate, work_margin=a.work_margin)
+                                         estimate_work=estimate, work_margin=mg, signal_rule=a.estimate_rule)
                 add(run, d.name, name, r.energy_j, r.misses)
                 if lb is not None and r.misses == 0 and r.energy_j < lb.energy_j:
                     # cannot happen if the LP models the simulator faithfully: say so loudly if it does
                     print(f"  BOUND VIOLATED: {name} on {d.name} used {r.energy_j:.4f} J < {lb.energy_j:.4f} J")
-                line.append(f"+{ms:g}ms{f' cap-{k}' if k else ''} x{r.energy_j / su.energy_j:.3f}/{r.misses}")
+                line.append(f"{f'm{mg:g} ' if len(margins) > 1 else ''}+{ms:g}ms{f' cap-{k}' if k else ''} "
+                            f"x{r.energy_j / su.energy_j:.3f}/{r.misses}")
             q = simulate_clairvoyant(cl, d, mem_share=m, lookahead_s=0.0)
             add(run, d.name, "queue-only clairvoyant", q.energy_j, q.misses)
             line.append(f"queue-only x{q.energy_j / su.energy_j:.3f}/{q.misses}")
@@ -139,6 +150,19 @@ def main() -> int:
     if allowed:
         best = min(allowed, key=lambda p: p["energy_j"])
         print(ex.target_verdict(f"best {best['what']}", best, base, " over the held-out traces"))
+    if len(a.runs) > 1:   # each held-out run on its own: the grid's best point there within the allowance
+        for run in a.runs:
+            per: dict[str, list] = {}
+            for r in rows:
+                if r["run"] == run:
+                    p = per.setdefault(r["what"], [0.0, 0])
+                    p[0] += r["energy_j"]
+                    p[1] += r["misses"]
+            e0, m0 = per["schedutil"]
+            ok = [(e, w, mi) for w, (e, mi) in per.items() if w in late_names.values() and mi <= ex.TARGET_MISSES_X * m0]
+            best_line = (f"{min(ok)[1]}: energy x{min(ok)[0] / e0:.3f}, misses x{min(ok)[2] / max(m0, 1):.3f}"
+                         if ok else "no grid point within the allowance")
+            print(f"run {run} held out, best within schedutil's misses x{ex.TARGET_MISSES_X}: {best_line}")
     if "lower bound (zero misses)" in pooled:
         lb = pooled["lower bound (zero misses)"]["energy_j"] / base["energy_j"]
         print(f"no zero-miss run of any governor can use less than x{lb:.3f} of schedutil's energy here")

@@ -80,3 +80,12 @@ def test_fit_returns_the_learner_with_its_table():
     assert rl.fit(train) is rl and rl.table_.method == "rl" and len(rl.curve_) == 1
     # a fitted learner clones to an unfitted one with the same parameters
     assert not hasattr(clone(rl), "table_")
+
+
+def test_a_sweep_given_an_earlier_fits_samples_does_not_sample_again_and_chooses_the_same():
+    big = load_cluster("gs101:big")
+    train = [demand.periodic(duration_s=0.3)]
+    first = SweepLearner(big, lambdas=(1.0, 16.0), bisect_steps=0).fit(train)
+    again = SweepLearner(big, lambdas=(1.0, 16.0), bisect_steps=0).fit(train, samples=first.samples_)
+    assert again.samples_ is first.samples_
+    assert (again.table_.perf == first.table_.perf).all()

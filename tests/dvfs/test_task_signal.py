@@ -137,3 +137,48 @@ def test_a_task_state_table_is_refused_by_the_in_kernel_deploy_in_one_line():
     with pytest.raises(ModelError, match="simulator only") as e:
         check_table(FreqTable(np.full((16, 4), 512), state="task"))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("opp", [0, 6])
+def test_the_cached_queued_estimates_equal_their_item_by_item_definition_bit_for_bit(opp):
+    # a low OPP: the queue grows to dozens of items, estimates change as activations complete
+    d = from_trace(traces_dir() / "build-1").window(2.0, 1.5)
+    sim = Simulation(BIG, d, start_opp=opp)
+    sig = sim.task_signals()
+    sim.request(opp)
+    longest = 0
+    while not sim.done:
+        sim.advance(1)
+        assert sig.queued() == sig.queued_by_item()      # exact floats, not approx
+        longest = max(longest, max(len(q) for q in sim.queues))
+    assert longest > (20 if opp == 0 else 0) and len(sig.errors) > 50
+    # a model demand: one anonymous task per CPU, through the same rows
+    sim = Simulation(BIG, demand.batch(duration_s=0.2), start_opp=0)
+    sig = sim.task_signals()
+    for _ in range(300):
+        sim.advance(1)
+        assert sig.queued() == sig.queued_by_item()
+
+
+def test_the_item_task_rows_are_the_queued_items_tasks_in_order():
+    d = from_trace(traces_dir() / "frames-1").window(0.0, 1.0)
+    it = d.item_tasks
+    assert d.item_tasks is it                             # computed once per demand
+    sim = Simulation(BIG, d, start_opp=0)
+    sim.advance(600)
+    inv = {i: t for t, i in it.index.items()}
+    for cpu, q in enumerate(sim.queues):
+        lo = sim.completed[cpu]
+        for row, item in zip(it.rows[cpu][lo:lo + len(q)], q):
+            assert [inv[i] for i in row if i != it.nr_tasks] == [t for t, _ in item.segments]
+
+
+def test_the_expectile_rule_rises_a_quarter_of_the_way_and_settles_between_the_mean_and_the_longest():
+    from aios_lab.dvfs.task_signal import RULES, expectile_rule
+
+    assert expectile_rule(2.0, 6.0) == 3.0 and expectile_rule(6.0, 2.0) == 5.75
+    assert RULES["expectile"] is expectile_rule and SignalConfig(rule="expectile").rule == "expectile"
+    est = 1.0
+    for x in [1.0, 9.0] * 200:          # activations of 1 and 9 in turn: mean 5, longest 9
+        est = expectile_rule(est, x)
+    assert 5.0 < est < 9.0 and util_est_rule(est, 9.0) == 9.0

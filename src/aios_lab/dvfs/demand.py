@@ -30,6 +30,7 @@ otherwise (a frame is due at the next frame).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,30 @@ class TaskSegments:
         return out
 
 
+@dataclass(frozen=True)
+class ItemTasks:
+    """The tasks of every item of a demand, in the two forms the simulator
+    reads (`Demand.item_tasks`, built once per demand: the sweep replays one
+    demand at every OPP, and none of this depends on the OPP).
+
+    `segments[k][cpu]`: the item's ((task, work), ...), what the simulator
+    enqueues (None for a model demand: one anonymous task per CPU, -1 - cpu).
+    `rows[cpu]`: per CPU, one row per item that CPU will ever queue, in
+    arrival order (the items with work), holding its tasks' dense indices
+    (`index`) in segment order, padded with `nr_tasks`. A CPU's queue is
+    always a contiguous run of these rows (FIFO), which is what lets the
+    per-task signal (dvfs.task_signal) gather every queued item's estimate
+    in one numpy step instead of a Python loop per item and task."""
+
+    segments: list[list[tuple]] | None
+    index: dict[int, int]
+    rows: list[np.ndarray]
+
+    @property
+    def nr_tasks(self) -> int:
+        return len(self.index)
+
+
 @dataclass
 class Demand:
     name: str
@@ -108,6 +133,26 @@ class Demand:
             np.add.at(total, (ts.k, ts.cpu), ts.work)
             if not np.allclose(total, self.work_s, rtol=1e-9, atol=1e-12):
                 raise TraceError(f"demand {self.name}: task segments do not sum to the items' work")
+
+    @cached_property
+    def item_tasks(self) -> ItemTasks:
+        """The tasks of every item (see ItemTasks), computed on first use and kept."""
+        n, cpus = len(self.starts_s), self.nr_cpus
+        segs = self.tasks.per_item(n, cpus) if self.tasks is not None else None
+        index: dict[int, int] = {}
+        per_cpu = []
+        for cpu in range(cpus):
+            # the items the simulator enqueues on this CPU: those with work, in arrival order
+            ks = np.flatnonzero(self.work_s[:, cpu] > 0).tolist()
+            per_cpu.append([[index.setdefault(t, len(index)) for t, _ in
+                             (segs[k][cpu] if segs is not None else ((-1 - cpu, 0.0),))] for k in ks])
+        rows = []
+        for items in per_cpu:
+            m = np.full((len(items), max((len(r) for r in items), default=1) or 1), len(index), dtype=np.intp)
+            for i, r in enumerate(items):
+                m[i, :len(r)] = r
+            rows.append(m)
+        return ItemTasks(segs, index, rows)
 
     @property
     def nr_cpus(self) -> int:

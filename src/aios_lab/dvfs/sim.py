@@ -212,7 +212,7 @@ class Simulation:
         self._log_state = self.table_state
         # task identity: per interval and CPU the (task, work) segments of its item
         d = self.d
-        self._segs = d.tasks.per_item(len(d.starts_s), d.nr_cpus) if d.tasks is not None else None
+        self._segs = d.item_tasks.segments
         self.task_done: list[tuple[int, float]] = []   # (task, activation length), in completion order
         self._signal_cfg = signal
         self.signals = None                            # dvfs.task_signal.TaskSignals, made on first use

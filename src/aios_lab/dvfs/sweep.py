@@ -43,13 +43,22 @@ class Samples:
 
 
 def sample(cluster: Cluster, demands: list[Demand], *, mem_share: float = 0.3,
-           progress: Callable[[str], None] | None = None, state: str = "util-queue") -> Samples:
+           progress: Callable[[str], None] | None = None, state: str = "util-queue",
+           opps: list[int] | None = None, signals: Callable[[Simulation], object] | None = None) -> Samples:
+    """Step 1 of the module doc, at every OPP (or those in `opps`). `signals`
+    makes the per-task estimator a run's state reads (default the run's own,
+    Simulation.task_signals); benchmarks/dvfs_task_state.py passes the
+    item-by-item definition to time it against."""
     shape = (cluster.nr_opps, UTIL_BUCKETS, RQ_BUCKETS)
     s = Samples(np.zeros(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape), 0.001)
-    for o in range(cluster.nr_opps):
+    # folded once, so what a demand computes on first use (Demand.item_tasks) serves every OPP
+    demands = [d.fold(cluster.nr_cpus) for d in demands]
+    for o in range(cluster.nr_opps) if opps is None else opps:
         for d in demands:
             # cut the drain short: steps after the demand ends say little about a bucket
             sim = Simulation(cluster, d, mem_share=mem_share, start_opp=o, cutoff_factor=1.2)
+            if signals is not None:
+                sim.signals = signals(sim)
             fn = STATE_FNS[state]
             fn(sim)   # the state's signals exist before the first arrival
             sim.enable_log(lambda: fn(sim))
@@ -125,12 +134,16 @@ class SweepLearner(TableLearner):
         self.state = state
 
     def fit(self, X: list[Demand], y: None = None, *, test: list[Demand] | None = None,
-            progress: Callable[[str], None] | None = None) -> "SweepLearner":
-        """Sample, choose and tune on `X`; `test` is not looked at."""
+            progress: Callable[[str], None] | None = None, samples: Samples | None = None) -> "SweepLearner":
+        """Sample, choose and tune on `X`; `test` is not looked at. `samples`:
+        the `samples_` of an earlier fit on the same demands, cluster, memory
+        share and state (sampling depends on nothing else, so a search over
+        `miss_slack` or `lambdas` samples once)."""
         train = self._check_demands(X)
         cluster = self._cluster()
         mem_share, state = self.mem_share, self.state
-        samples = sample(cluster, train, mem_share=mem_share, progress=progress, state=state)
+        if samples is None:
+            samples = sample(cluster, train, mem_share=mem_share, progress=progress, state=state)
         base = [simulate(cluster, d, Schedutil(), mem_share=mem_share) for d in train]
         base_misses = sum(r.misses for r in base)
         base_energy = sum(r.energy_j for r in base)

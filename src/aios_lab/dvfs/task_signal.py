@@ -52,8 +52,17 @@ def last_rule(est: float, sample: float) -> float:
     return sample
 
 
+def expectile_rule(est: float, sample: float) -> float:
+    """Up by 1/4 of the gap to a longer activation, down by 1/16 to a shorter
+    one: an EWMA whose fixed point is the 80 % expectile of recent
+    activations (up and down pulls balance where 1/4 E[(x - e)+] =
+    1/16 E[(e - x)+]), so one long burst raises it a quarter of the way,
+    not all the way as util_est does. Shifts only, as BPF would compute it."""
+    return est + (sample - est) / 4 if sample >= est else est + (sample - est) / 16
+
+
 RULES: dict[str, Callable[[float, float], float]] = {"util_est": util_est_rule, "ewma": ewma_rule,
-                                                      "last": last_rule}
+                                                      "last": last_rule, "expectile": expectile_rule}
 
 
 @dataclass(frozen=True)
@@ -89,17 +98,37 @@ class TaskSignals:
         self._guard = sim.c.transition_latency_s + sim.dt
         # checks of the estimator (observed activation, its estimate just before): what the guest test compares
         self.errors: list[tuple[float, float]] = []
+        # The same estimates as arrays over the demand's dense task index (Demand.item_tasks),
+        # for queued(): a queue at a low OPP holds hundreds of items, and the state is read
+        # every step. The last slot is the rows' padding, estimated 0.
+        self._items = d.item_tasks
+        nt = self._items.nr_tasks
+        self._est_arr = np.zeros(nt + 1)
+        self._seen_arr = np.zeros(nt + 1, dtype=bool)
+        self._seen_arr[nt] = True
+        self._version = 0                     # bumped when an estimate (or the unseen-task mean) changes
+        self._scaled: np.ndarray | None = None   # every task's estimate x (1 + margin), at _scaled_version
+        self._scaled_version = -1
+        # per CPU: (version, first row, end row, the queued items' estimates as a list)
+        self._cache: list[tuple | None] = [None] * d.nr_cpus
 
     def _fold(self) -> None:
         log = self.sim.task_done
+        if self._seen == len(log):
+            return
+        index, arr, seen = self._items.index, self._est_arr, self._seen_arr
         for task, work in log[self._seen:]:
             prev = self.est.get(task)
             if prev is not None:
                 self.errors.append((work, prev))
-            self.est[task] = work if prev is None else self._rule(prev, work)
+            new = self.est[task] = work if prev is None else self._rule(prev, work)
+            i = index[task]
+            arr[i] = new
+            seen[i] = True
             self._sum += work
             self._count += 1
         self._seen = len(log)
+        self._version += 1
 
     def estimate(self, task: int) -> float:
         """The next activation of `task`, top-OPP seconds."""
@@ -129,9 +158,55 @@ class TaskSignals:
         return max(est - (item.work - item.remaining), 0.1 * est)
 
     def queued(self) -> list[float]:
-        """Per CPU, the estimated work of everything queued."""
+        """Per CPU, the estimated work of everything queued: `queued_by_item()`
+        bit for bit, from each CPU's queued items' estimates, gathered in one
+        numpy step when they change (an activation folded in, an item arrived
+        or done) and summed in the same order."""
+        self._fold()
+        out: list[float] = []
+        for cpu, q in enumerate(self.sim.queues):
+            if not q:
+                out.append(0)
+                continue
+            ests = self._queued_estimates(cpu, len(q))
+            head = q[0]
+            e0 = ests[0]
+            # remaining(head, running=True), then the others' estimates, left to right as sum() adds
+            out.append(sum(ests[1:], max(e0 - (head.work - head.remaining), 0.1 * e0)))
+        return out
+
+    def queued_by_item(self) -> list[float]:
+        """The definition of `queued()`, item by item and task by task; what
+        tests and benchmarks/dvfs_task_state.py check queued() against."""
         self._fold()
         return [sum(self.remaining(it, i == 0) for i, it in enumerate(q)) for q in self.sim.queues]
+
+    def _queued_estimates(self, cpu: int, n: int) -> list[float]:
+        """The estimates of CPU `cpu`'s `n` queued items (item_estimate of each), cached."""
+        lo = self.sim.completed[cpu]          # FIFO: the queue is rows lo..lo+n of this CPU's items
+        hi = lo + n
+        c = self._cache[cpu]
+        if c is not None and c[0] == self._version:
+            if c[1] == lo and c[2] == hi:
+                return c[3]
+            if c[1] <= lo <= c[2] <= hi:      # items done or arrived, no estimate changed: reuse the rest
+                ests = c[3][lo - c[1]:] + self._row_estimates(cpu, c[2], hi)
+                self._cache[cpu] = (self._version, lo, hi, ests)
+                return ests
+        ests = self._row_estimates(cpu, lo, hi)
+        self._cache[cpu] = (self._version, lo, hi, ests)
+        return ests
+
+    def _row_estimates(self, cpu: int, lo: int, hi: int) -> list[float]:
+        if hi <= lo:
+            return []
+        if self._scaled_version != self._version:
+            mean = self._sum / self._count if self._count else self._step / 2
+            self._scaled = np.where(self._seen_arr, self._est_arr, mean) * (1 + self.cfg.margin)
+            self._scaled_version = self._version
+        # item_estimate per row: its tasks' estimates added left to right (cumsum, not the
+        # pairwise sum() of numpy, so the floats match the Python sum bit for bit); padding adds 0
+        return np.cumsum(self._scaled[self._items.rows[cpu][lo:hi]], axis=1)[:, -1].tolist()
 
     def need(self) -> list[float]:
         """Per CPU, queued work over the time left to the head item's deadline (top-OPP speed share)."""
