@@ -40,6 +40,11 @@ JOB_RE = re.compile(r"^[0-9a-f]{16}$")
 SPEC, EVENTS, LOG = "job.json", "events.jsonl", "job.log"
 _children: dict[str, subprocess.Popen] = {}   # reaped by status()
 
+# What the performance stage compares against besides EEVDF: the last known
+# good entry (what a deploy would fall back to, and what runs once a deploy
+# held), a registry entry named by the caller, or nothing.
+AGAINST_LKG, AGAINST_NONE = "lkg", "none"
+
 
 def root() -> Path:
     return paths.data_dir() / "jobs"
@@ -91,17 +96,23 @@ def _against(reg: Registry, entry: Entry, against: str | None) -> str:
     return other.hash
 
 
+def _resolve(ref: str, registry: Path | str | None, stages: tuple[str, ...] | None, against: str | None):
+    """What a verification of `ref` needs, checked before any work: the
+    stages, the entry, its source folder and search path, the deployed arm
+    (_against) and the registry's root."""
+    stages = _stages(stages)
+    with Registry(registry) as reg:
+        entry = reg.get(ref)
+        folder, policy_path = source_folder(entry)
+        return stages, entry, folder, policy_path, _against(reg, entry, against), reg.root
+
+
 def start(ref: str, agent: str = "", registry: Path | str | None = None, cpus: int = 2,
           stages: tuple[str, ...] | None = None, against: str | None = None) -> dict[str, Any]:
     """Start verifying registry entry `ref` (every stage unless `stages`
     names some; the performance stage against `against`: AGAINST_LKG by
     default); returns the job's id at once."""
-    stages = _stages(stages)
-    with Registry(registry) as reg:
-        entry = reg.get(ref)
-        folder, policy_path = source_folder(entry)
-        against = _against(reg, entry, against)
-        reg_root = reg.root
+    stages, entry, folder, policy_path, against, reg_root = _resolve(ref, registry, stages, against)
     job = secrets.token_hex(8)
     d = root() / job
     d.mkdir(parents=True, mode=0o700)
@@ -187,12 +198,6 @@ def _mismatch(entry: Entry, artifacts: dict[str, str]) -> str:
     want = {"object": entry.object, "manifest": entry.manifest, "source": entry.source}
     bad = [k for k, v in want.items() if v is not None and artifacts.get(k) and artifacts[k] != v]
     return ", ".join(f"{k} {artifacts[k][:12]} is not the entry's {want[k][:12]}" for k in bad)
-
-
-# What the performance stage compares against besides EEVDF: the last known
-# good entry (what a deploy would fall back to, and what runs once a deploy
-# held), a registry entry named by the caller, or nothing.
-AGAINST_LKG, AGAINST_NONE = "lkg", "none"
 
 
 def deployed_arm(reg: Registry, entry: Entry, against: str, stages: tuple[str, ...],
@@ -285,12 +290,7 @@ def verify_now(ref: str, actor: Actor, stages: tuple[str, ...], cpus: int = 2,
     """`aios-lab policy verify`: what a job's child does, in this process
     (the verifier finds the entry's folder by name through
     AIOS_LAB_POLICY_PATH, set here for the call and restored after)."""
-    stages = _stages(stages)
-    with Registry(registry) as reg:
-        entry = reg.get(ref)
-        _folder, policy_path = source_folder(entry)
-        against = _against(reg, entry, against)
-        reg_root = reg.root
+    stages, entry, _folder, policy_path, against, reg_root = _resolve(ref, registry, stages, against)
     old = os.environ.get("AIOS_LAB_POLICY_PATH")
     os.environ["AIOS_LAB_POLICY_PATH"] = policy_path
     try:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import RegistryError
-from ..sched.policy import Policy, load_manifest
+from ..sched.policy import Policy, get, load_manifest
 from .entry import Entry
 from .registry import Registry
 
@@ -40,6 +40,14 @@ def load(folder: Path, entry_hash: str) -> StoredPolicy:
     if not obj.is_file():
         raise RegistryError(f"{folder} holds no written-out entry {entry_hash[:12]}")
     return _stored(load_manifest(folder / "manifest.toml"), obj)
+
+
+def deployed_policy(deployed: dict) -> Policy:
+    """The policy of a verifier's deployed arm (verify.Case.deployed): the
+    written-out entry when it names one, else the installed policy of its name."""
+    if deployed.get("entry"):
+        return load(Path(deployed["folder"]), deployed["entry"])
+    return get(deployed["policy"])
 
 
 def _stored(pol: Policy, obj: Path) -> StoredPolicy:

@@ -235,10 +235,6 @@ class BpfCollector:
                 n += rb.consume(max_records=self.POLL_BUDGET)
         return n
 
-    def pending_events(self) -> int:
-        """Records drained by poll() and not yet taken."""
-        return sum(len(r) if not isinstance(r, bytes) else 1 for raws in self._raw.values() for r in raws)
-
     def pending_bytes(self) -> int:
         """Bytes of raw records drained by poll() and not yet taken."""
         return sum(len(r) if isinstance(r, bytes) else r.nbytes for raws in self._raw.values() for r in raws)

@@ -112,29 +112,34 @@ class TraceWriter:
 
     # -- rows ------------------------------------------------------------------
 
-    def append(self, table: str, rows: list[dict]) -> None:
-        """Validate ``rows`` against ``table``'s schema and buffer them."""
+    def _schema(self, table: str) -> pa.Schema:
+        """The schema of `table` in an open writer, or TraceError."""
         self._require_open()
         schema = TABLES.get(table)
         if schema is None:
-            raise TraceError(f"unknown trace table {table!r}",
-                             hint=f"tables are: {', '.join(TABLES)}")
-        if not rows:
-            return
-        batch = _convert(table, schema, rows)
+            raise TraceError(f"unknown trace table {table!r}", hint=f"tables are: {', '.join(TABLES)}")
+        return schema
+
+    def _buffer(self, table: str, batch: pa.Table) -> None:
+        """Keep a converted batch; write the table's buffer out once it is large."""
         self._buffers[table].append(batch)
         self._buffered[table] += batch.num_rows
         self._counts[table] += batch.num_rows
         if self._buffered[table] >= self.flush_rows:
             self._flush_table(table)
 
+    def append(self, table: str, rows: list[dict]) -> None:
+        """Validate ``rows`` against ``table``'s schema and buffer them."""
+        schema = self._schema(table)
+        if not rows:
+            return
+        batch = _convert(table, schema, rows)
+        self._buffer(table, batch)
+
     def append_frame(self, table: str, df) -> None:
         """Like append() for a pandas DataFrame with the table's columns (fast path
         for decoded ring-buffer batches)."""
-        self._require_open()
-        schema = TABLES.get(table)
-        if schema is None:
-            raise TraceError(f"unknown trace table {table!r}", hint=f"tables are: {', '.join(TABLES)}")
+        schema = self._schema(table)
         if df is None or len(df) == 0:
             return
         unknown = sorted(set(df.columns) - set(schema.names))
@@ -151,28 +156,17 @@ class TraceWriter:
                  for f in schema], schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
             raise TraceError(f"{table}: cannot convert the batch: {exc}") from None
-        self._buffers[table].append(batch)
-        self._buffered[table] += batch.num_rows
-        self._counts[table] += batch.num_rows
-        if self._buffered[table] >= self.flush_rows:
-            self._flush_table(table)
+        self._buffer(table, batch)
 
     def append_table(self, table: str, data: pa.Table) -> None:
         """Like append() for an Arrow table already of the table's schema
         (the collector's per-task interval rows, built from columns)."""
-        self._require_open()
-        schema = TABLES.get(table)
-        if schema is None:
-            raise TraceError(f"unknown trace table {table!r}", hint=f"tables are: {', '.join(TABLES)}")
+        schema = self._schema(table)
         if not data.schema.equals(schema):
             raise TraceError(f"{table}: the table's schema is not the trace's: {data.schema}")
         if not data.num_rows:
             return
-        self._buffers[table].append(data)
-        self._buffered[table] += data.num_rows
-        self._counts[table] += data.num_rows
-        if self._buffered[table] >= self.flush_rows:
-            self._flush_table(table)
+        self._buffer(table, data)
 
     def warm_up(self) -> None:
         """Run one throw-away conversion per table before collection starts.

@@ -63,12 +63,10 @@ def _check_perf(c: Case) -> None:
         if name not in workloads.discover():  # before a boot, as bad input
             raise InputError(f"no workload named {name!r} for the performance stage",
                              hint=f"known: {', '.join(sorted(workloads.discover()))} (workloads/NAME.toml)")
-        if c.deployed is not None and c.deployed.get("entry"):
-            from ..stored import load
+        if c.deployed is not None:
+            from ..stored import deployed_policy
 
-            load(Path(c.deployed["folder"]), c.deployed["entry"]).resolve_tunables(c.deployed.get("tunables") or {})
-        elif c.deployed is not None:
-            get(c.deployed["policy"]).resolve_tunables(c.deployed.get("tunables") or {})
+            deployed_policy(c.deployed).resolve_tunables(c.deployed.get("tunables") or {})
 
 
 def _guest_timeout(specs: list[dict]) -> float:

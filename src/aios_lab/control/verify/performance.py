@@ -44,7 +44,6 @@ UNITS = {"makespan_s": "s", "runq_wait_s": "s", "runq_wait_per_slice_us": "us", 
          "switch": "count", "wakeup": "count"}
 
 
-
 @dataclass(frozen=True)
 class StoredArm(PlainPolicy):
     """The deployed arm as a registry entry: its stored object, written out
