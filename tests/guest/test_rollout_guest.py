@@ -28,7 +28,12 @@ pytestmark = pytest.mark.guest
 # Short windows: the test is about the transaction, not about the KPI
 # (min_timeslices high enough that the wait ratio is never judged here).
 FAST = Guards(window_s=2.0, baseline_s=0.3, min_timeslices=10**9)
-SPIN = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.5: pass"
+# A victim spins until the test says stop (argv[1] appears), after marking
+# that it runs (argv[2]): with a victim started afresh each time, a Python
+# start under TCG (about a second) left gaps longer than a canary window in
+# which the stall policy met no victim and held (seen in CI).
+SPIN = ("import os, sys\nopen(sys.argv[2], 'w').close()\n"
+        "while not os.path.exists(sys.argv[1]): pass")
 TIMEOUT_S = 240     # a TCG guest on a loaded 2-core host: attempts take seconds each
 
 
@@ -53,13 +58,22 @@ def _victims(stop: threading.Event, folder: Path) -> threading.Thread:
     without ops.enqueue."""
     exe = folder / "aios-stallme"
     exe.symlink_to(sys.executable)
+    done, running = folder / "victims-stop", folder / "victim-runs"
 
     def loop():
         while not stop.is_set():
-            subprocess.run([str(exe), "-c", SPIN], check=False)
+            subprocess.run([str(exe), "-c", SPIN, str(done), str(running)], check=False)
             stop.wait(0.05)
+
+    def stopper():
+        stop.wait()
+        done.touch()
     t = threading.Thread(target=loop, daemon=True)
     t.start()
+    threading.Thread(target=stopper, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not running.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return t
 
 
