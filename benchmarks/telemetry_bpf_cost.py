@@ -1,21 +1,22 @@
 #!/usr/bin/env python3
-"""Where the telemetry's BPF time goes: tel_wakeup cut down step by step.
+"""Where the telemetry's BPF time goes, per program, for each way of timing waits.
 
-Builds variants of bpf/telemetry.bpf.c in a scratch folder (the source is
-edited there, never in the tree), loads each in turn as the collector's
-object and runs the overhead benchmark's hackbench under it with
-kernel.bpf_stats_enabled, interleaved over rounds; prints the kernel's
-run time per tel_wakeup run (median over rounds) for:
+Loads the collector (wakeup and switch streams on, budget 2000/s, as in the
+default `collect` plus the switch stream) under hackbench -p -g 8 -f 20
+-l 2000 with kernel.bpf_stats_enabled, interleaved over rounds, in arms:
 
-    empty      tel_wakeup returns at once: the floor (the tracepoint's BPF
-               trampoline and bpf_stats' own two clock reads)
-    time       the task's pid read and bpf_ktime_get_ns() only
-    stream     time + the per-CPU stream sampling, no per-task entry
-    entry      time + the per-task hash entry (lookup, start time check,
-               wakeups++, wait start), no stream
-    storage    the whole program with the per-task entry in task-local
-               storage instead of the pid-keyed hash
-    full       the program as shipped
+    hook       waits timed from the sched_wakeup tracepoints (kernels
+               without sched_info): tel_wakeup touches every woken task's
+               entry
+    kernel     waits read from the kernel's sched_info at the switch-in
+               (the default where the kernel has it): tel_wakeup only
+               samples the stream
+    empty      tel_wakeup built to return at once (the source edited in a
+               scratch copy, never in the tree): the floor, the tracepoint's
+               BPF trampoline and bpf_stats' own clock reads
+
+and prints ns per run of tel_switch and tel_wakeup (medians over rounds)
+and all programs' BPF time per hackbench run and per switch.
 
 Usage (root): .venv/bin/python benchmarks/telemetry_bpf_cost.py [--rounds 3]
 """
@@ -32,35 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "bpf" / "telemetry.bpf.c"
 
-ENTRY = """	ts = task_entry(p, pid);
-	if (ts) {
-		ts->wakeups++;"""
-STREAM = """	if (!wakeup_events)
-		return 0;
-	if (ignore_tgid"""
-PID = """	if (!pid)
-		return 0;
-	ts = task_entry(p, pid);"""
-STORE_MAP = """struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct aios_task_stats);
-} task_store SEC(".maps");
-
-/* epoch[0]: the interval number"""
-
 # variant -> [(text in the source, its replacement)]
 VARIANTS: dict[str, list[tuple[str, str]]] = {
     "empty": [("\treturn on_wake(p, 0);", "\treturn 0;")],
-    "time": [(PID, PID.replace("if (!pid)", "if (pid)"))],
-    "stream": [(ENTRY, ENTRY.replace("task_entry(p, pid)", "NULL"))],
-    "entry": [(STREAM, STREAM.replace("if (!wakeup_events)", "if (1)"))],
-    "storage": [("/* epoch[0]: the interval number", STORE_MAP),
-                (ENTRY, ENTRY.replace("task_entry(p, pid)",
-                                      "bpf_task_storage_get(&task_store, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE)"))],
-    "full": [],
 }
+# arm -> (object variant, kernel_waits)
+ARMS = {"hook": ("shipped", False), "kernel": ("shipped", True), "empty": ("empty", True)}
+PROGS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
 
 
 def build_variants(tmp: Path) -> dict[str, Path]:
@@ -95,30 +74,43 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aios-bpfcost-"))
     shipped = tmp / "shipped.bpf.o"
     shutil.copy(object_path(), shipped)
-    objs = build_variants(tmp)
-    per_run: dict[str, list[float]] = {k: [] for k in objs}
+    objs = {"shipped": shipped, **build_variants(tmp)}
+    per_run: dict[str, dict[str, list[float]]] = {
+        a: {"tel_switch": [], "tel_wakeup": [], "total_ms": [], "switches": [], "wakeups": []} for a in ARMS}
     try:
         with BpfStats():
             for r in range(args.rounds):
-                for name, obj in objs.items():
-                    shutil.copy(obj, object_path())
-                    with BpfCollector(wakeup_events=True, switch_events=True, stream_budget=2000) as col:
+                for arm, (variant, kernel_waits) in ARMS.items():
+                    shutil.copy(objs[variant], object_path())
+                    with BpfCollector(wakeup_events=True, switch_events=True, stream_budget=2000,
+                                      kernel_waits=kernel_waits) as col:
                         col.start()
                         hb = subprocess.Popen(["hackbench", "-p", "-g", "8", "-f", "20", "-l", "2000"],
                                               stdout=subprocess.DEVNULL)
                         while hb.poll() is None:
                             col.poll(100)
-                        st = col._live().program("tel_wakeup").run_stats()
-                        per_run[name].append(st["run_time_ns"] / max(1, st["run_cnt"]))
-                print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in per_run.items()), flush=True)
+                        stats = {p: col._live().program(p).run_stats() for p in PROGS}
+                    for p in ("tel_switch", "tel_wakeup"):
+                        per_run[arm][p].append(stats[p]["run_time_ns"] / max(1, stats[p]["run_cnt"]))
+                    per_run[arm]["total_ms"].append(sum(st["run_time_ns"] for st in stats.values()) / 1e6)
+                    per_run[arm]["switches"].append(stats["tel_switch"]["run_cnt"])
+                    per_run[arm]["wakeups"].append(stats["tel_wakeup"]["run_cnt"])
+                print(f"round {r + 1}: " + "  ".join(
+                    f"{a} switch {v['tel_switch'][-1]:.0f} wakeup {v['tel_wakeup'][-1]:.0f} "
+                    f"total {v['total_ms'][-1]:.1f} ms" for a, v in per_run.items()), flush=True)
     finally:
         shutil.copy(shipped, object_path())
         shutil.rmtree(tmp, ignore_errors=True)
-    floor = statistics.median(per_run["empty"])
-    print("\ntel_wakeup, ns per run (median over rounds; hackbench -p -g 8 -f 20 -l 2000):")
-    for k, v in per_run.items():
-        m = statistics.median(v)
-        print(f"  {k:8} {m:6.0f}  above the empty program: {m - floor:5.0f}  {[round(x) for x in v]}")
+    print("\nns per run and BPF ms per hackbench run (medians over rounds; hackbench -p -g 8 -f 20 -l 2000):")
+    print(f"  {'arm':8} {'tel_switch':>10} {'tel_wakeup':>10} {'all programs':>13} {'switches':>9} {'wakeups':>9}"
+          f" {'ns per switch':>14}")
+    for a, v in per_run.items():
+        med = {k: statistics.median(x) for k, x in v.items()}
+        # All programs' time per switch, each run's own ratio: hackbench's
+        # event counts vary from run to run, the cost per event much less.
+        per_switch = statistics.median(t * 1e6 / max(1, n) for t, n in zip(v["total_ms"], v["switches"]))
+        print(f"  {a:8} {med['tel_switch']:10.0f} {med['tel_wakeup']:10.0f} {med['total_ms']:10.1f} ms"
+              f" {med['switches']:9.0f} {med['wakeups']:9.0f} {per_switch:14.0f}")
     return 0
 
 

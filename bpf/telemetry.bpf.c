@@ -6,8 +6,16 @@
  *    (sum, count, per-interval max, log2 histogram), wakeups, voluntary and
  *    involuntary switches, migrations, last CPU, load weight, nice, comm,
  *    tgid, cgroup v2 id. All counters are cumulative; user space diffs them.
- *    "Wait" runs from sched_wakeup/sched_wakeup_new, or from being switched
- *    out while still runnable (preempted, yielded), until the next switch-in.
+ *    "Wait" runs from being queued (woken, new, or switched out while still
+ *    runnable: preempted, yielded) until the next switch-in. Where the
+ *    kernel keeps sched_info (CONFIG_SCHED_INFO: run_delay, last_queued),
+ *    each wait is read from it at the switch-in, exactly the run_delay the
+ *    kernel adds there, and no wakeup hook touches the task's entry (the
+ *    entry's cache misses were most of the wakeup program's cost); without
+ *    it the wait starts at the sched_wakeup tracepoints, as before.
+ *    A wakeup is counted when it ends a sleep, at the switch-in after a
+ *    voluntary switch-out (or a new task's first): a wakeup of a task
+ *    still on its CPU or still queued changes nothing and is not counted.
  *  - cpu_stats (ARRAY indexed by CPU): busy and idle time (idle = pid 0 on
  *    the CPU), switches, migrations in/out, rq->nr_running sampled at every
  *    switch (sum, count, per-interval max).
@@ -16,6 +24,18 @@
  *    of the CPUs involved. Wakeup records can be turned off (wakeup_events).
  *  - switch_ring (ring buffer, switch_events): one record per sched_switch,
  *    the raw stream per-CPU timelines and exact wait percentiles need.
+ *  - Time: switches are timed by the rq clock the scheduler has just
+ *    updated (rq->clock, sched_clock) plus a per-CPU offset to ktime
+ *    (CLOCK_MONOTONIC, which user space reads) taken with one
+ *    bpf_ktime_get_ns() at the CPU's first switch of each 2^24 ns window:
+ *    a ktime read was a sixth of the switch program's cost. The two clocks
+ *    drift by parts per million; a timestamp is the time __schedule read
+ *    the clock, a microsecond or so before the tracepoint, and a CPU's
+ *    switch times never go back (a resync that would is held at +1 ns).
+ *    Across CPUs, times agree to within about that microsecond. Wakeups
+ *    are timed the same way by the woken task's rq clock (ttwu has just
+ *    updated it) and the waking CPU's offset; migrations by
+ *    bpf_ktime_get_ns().
  *  - Every ring notifies the reader only when a quarter full (a wakeup per
  *    record would switch the reader in, which records a switch, which wakes
  *    it); the reader otherwise drains on its own timer, in bulk.
@@ -91,6 +111,10 @@ const volatile u32 wakeup_sample = 1;
  * as events (they are still aggregated), or draining the rings would feed
  * the rings, a loop that swamps slow machines (measured under TCG). */
 const volatile s32 ignore_tgid = 0;
+/* Take run-queue waits from the kernel's sched_info (set by user space when
+ * the running kernel's task_struct has it). Otherwise tel_wakeup must see
+ * every wakeup to start the wait clock. */
+const volatile bool kernel_waits = false;
 /* One record per context switch: the heaviest stream, so it can be off. */
 const volatile bool switch_events = false;
 /* Records per window (2^AIOS_WINDOW_SHIFT ns) per CPU per sampled stream;
@@ -206,8 +230,17 @@ static __always_inline s64 rq_load(s32 cpu)
 	return rq ? (s64)BPF_CORE_READ(rq, cfs.avg.load_avg) : -1;
 }
 
-/* The task's entry, created (zeroed, identity filled) on first sight. */
-static struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
+/* The kernel's run-queue wait total for p so far (0 without sched_info). */
+static __always_inline u64 kernel_run_delay(struct task_struct *p)
+{
+	if (kernel_waits && bpf_core_field_exists(p->sched_info))
+		return p->sched_info.run_delay;
+	return 0;
+}
+
+/* The task's entry, created (zeroed, identity filled) on first sight;
+ * *made says whether it was created by this call. */
+static struct aios_task_stats *task_entry_made(struct task_struct *p, u32 pid, bool *made)
 {
 	u64 start = p->start_time;
 	struct aios_task_stats *ts = bpf_map_lookup_elem(&task_stats, &pid);
@@ -231,8 +264,18 @@ static struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
 		ts->tgid = p->tgid;
 		ts->last_cpu = -1;
 		ts->start_ns = start;
+		/* Waits are counted from here on (one queued now is, in full). */
+		ts->run_delay_ns = kernel_run_delay(p);
+		*made = true;
 	}
 	return ts;
+}
+
+static __always_inline struct aios_task_stats *task_entry(struct task_struct *p, u32 pid)
+{
+	bool made = false;
+
+	return task_entry_made(p, pid, &made);
 }
 
 /* Fields that can change while the task lives (exec, renice, cgroup move),
@@ -270,12 +313,64 @@ static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u3
 		ts->wait_max_ns[s] = wait;
 }
 
+/* The wait that ends as `next` is switched in, from the kernel's sched_info:
+ * what run_delay gained since our last look (waits on other CPUs' queues
+ * before a migration, which the kernel adds at the dequeue) plus what the
+ * kernel is about to add, rq_clock - last_queued (sched_info_arrive runs
+ * right after this tracepoint, with the same rq clock). -1 when the entry
+ * was made at this switch-in: the wait may have begun before we attached,
+ * as the wakeup-hook path did not measure either. */
+static __always_inline s64 kernel_wait(struct aios_task_stats *ts, struct task_struct *next,
+				       u64 rq_clock, bool fresh)
+{
+	u64 run_delay = next->sched_info.run_delay, queued = next->sched_info.last_queued;
+	u64 owed = queued && rq_clock > queued ? rq_clock - queued : 0;
+	u64 seen = ts->run_delay_ns;
+
+	ts->run_delay_ns = run_delay + owed;
+	if (fresh || run_delay < seen)
+		return -1;
+	return run_delay - seen + owed;
+}
+
+/* Now, for a switch on this CPU: rq_clock (the rq's sched_clock, fresh in
+ * __schedule) moved to ktime's base by this CPU's offset, re-read at its
+ * first switch of each window; ktime itself without an rq clock. */
+static __always_inline u64 switch_now(struct aios_cpu_stats *cs, u64 rq_clock)
+{
+	u64 now;
+
+	if (!rq_clock)
+		return bpf_ktime_get_ns();
+	now = rq_clock + cs->clock_off;
+	if (!cs->clock_window || now >> AIOS_WINDOW_SHIFT != cs->clock_window) {
+		now = bpf_ktime_get_ns();
+		cs->clock_off = now - rq_clock;
+		cs->clock_window = now >> AIOS_WINDOW_SHIFT;
+	}
+	/* The offset read at a resync carries the time since the rq clock's
+	 * update (the pick, ~1 us): never let that step this CPU's switches
+	 * out of order (the stream's per-CPU chains and timelines rely on it). */
+	return now > cs->last_switch_ns ? now : cs->last_switch_ns + 1;
+}
+
+/* Now, for a wakeup of p seen on the CPU of cs: p's rq clock (its new rq's,
+ * updated by ttwu before the tracepoint) on ktime's base. */
+static __always_inline u64 wake_now(struct aios_cpu_stats *cs, struct task_struct *p)
+{
+	struct rq *rq = aios_task_rq(p);
+	u64 rq_clock = rq ? rq->clock : 0;
+
+	if (!rq_clock || !cs->clock_window)
+		return bpf_ktime_get_ns();
+	return rq_clock + cs->clock_off;
+}
+
 /* Per-CPU part of a switch. Returns the pid this CPU ran according to our
  * previous switch when that is not the tracepoint's prev (0 otherwise). */
-static __always_inline u32 cpu_switch(struct aios_cpu_stats *cs, struct task_struct *prev,
+static __always_inline u32 cpu_switch(struct aios_cpu_stats *cs, struct rq *rq,
 				      u32 prev_pid, u32 next_pid, u64 now, u32 ep)
 {
-	struct rq *rq = aios_task_rq(prev);	/* prev is still on this CPU's rq */
 	u32 nr, s = ep & 1, unpaired = 0;
 
 	if (cs->last_switch_ns && cs->curr_pid != prev_pid)
@@ -420,18 +515,22 @@ static __always_inline void emit_switch(struct aios_cpu_stats *cs, u32 cpu, u64 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	u64 now = bpf_ktime_get_ns();
 	u32 cpu = bpf_get_smp_processor_id();
 	u32 prev_pid = prev->pid, next_pid = next->pid;
 	u32 ep = cur_epoch();
 	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
+	struct rq *rq = aios_task_rq(prev);	/* prev is still on this CPU's rq */
+	/* A BTF pointer: direct loads. __schedule updated the clock before the pick. */
+	u64 rq_clock = rq ? rq->clock : 0, now;
 	struct aios_task_stats *ts;
 	s64 next_wait = -1;
+	bool made = false;
 	u32 unpaired;
 
 	if (!cs)
 		return 0;
-	unpaired = cpu_switch(cs, prev, prev_pid, next_pid, now, ep);
+	now = switch_now(cs, rq_clock);
+	unpaired = cpu_switch(cs, rq, prev_pid, next_pid, now, ep);
 	if (unpaired) {
 		/* The task we last switched in here left unseen (some kernels
 		 * do not trace every switch; our 6.18 host hides a few tasks).
@@ -458,8 +557,16 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
 			 * when not a preemption and the task left TASK_RUNNING (it
 			 * is dequeued); otherwise it stays runnable and waits. */
+			/* Still asleep by our count, yet it ran: its switch-in
+			 * was not traced (our 6.18 host hides a few), so the
+			 * sleep it ended is counted here. */
+			if (ts->flags & AIOS_TASK_ASLEEP) {
+				ts->wakeups++;
+				ts->flags &= ~AIOS_TASK_ASLEEP;
+			}
 			if (!preempt && aios_task_state(prev) != TASK_RUNNING) {
 				ts->voluntary_switches++;
+				ts->flags |= AIOS_TASK_ASLEEP;
 				ts->wait_since_ns = 0;
 			} else {
 				ts->involuntary_switches++;
@@ -468,11 +575,21 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 		}
 	}
 	if (next_pid) {
-		ts = task_entry(next, next_pid);
+		ts = task_entry_made(next, next_pid, &made);
 		if (ts) {
-			if (ts->wait_since_ns && now >= ts->wait_since_ns) {
-				next_wait = now - ts->wait_since_ns;
+			if (kernel_waits && rq_clock && bpf_core_field_exists(next->sched_info)) {
+				next_wait = kernel_wait(ts, next, rq_clock, made);
+				if (next_wait >= 0)
+					record_wait(ts, next_wait, ep);
+			} else if (ts->wait_since_ns) {
+				/* The rq clock was read at __schedule's start: a wake
+				 * stamped by ktime just after it waited ~0, not < 0. */
+				next_wait = now > ts->wait_since_ns ? now - ts->wait_since_ns : 0;
 				record_wait(ts, next_wait, ep);
+			}
+			if (ts->flags & AIOS_TASK_ASLEEP) {
+				ts->wakeups++;
+				ts->flags &= ~AIOS_TASK_ASLEEP;
 			}
 			ts->wait_since_ns = 0;
 			ts->oncpu_since_ns = now;
@@ -487,30 +604,30 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 
 static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 {
-	u32 pid = p->pid, cpu, weight;
-	u64 now = bpf_ktime_get_ns();
-	struct aios_task_stats *ts;
+	u32 pid = p->pid, cpu = bpf_get_smp_processor_id(), weight;
+	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
+	struct aios_task_stats *ts = NULL;
 	struct aios_wakeup_event *e;
-	struct aios_cpu_stats *cs;
 	s32 target;
+	u64 now;
 
-	if (!pid)
+	if (!pid || !cs)
 		return 0;
-	ts = task_entry(p, pid);
-	if (ts) {
-		ts->wakeups++;
+	now = wake_now(cs, p);
+	if (is_new || !kernel_waits) {
+		/* Forks are rare: a new task's entry is made here, so that its
+		 * first run counts as a wakeup and its first wait is measured. */
+		ts = task_entry(p, pid);
+		if (ts && is_new)
+			ts->flags |= AIOS_TASK_ASLEEP;
 		/* A task woken while still on its CPU (before it reached
 		 * schedule()) does not wait; its switch-out decides. */
-		if (!ts->oncpu_since_ns)
+		if (ts && !kernel_waits && !ts->oncpu_since_ns)
 			ts->wait_since_ns = now;
 	}
 	if (!wakeup_events)
 		return 0;
 	if (ignore_tgid && p->tgid == ignore_tgid)
-		return 0;
-	cpu = bpf_get_smp_processor_id();
-	cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
-	if (!cs)
 		return 0;
 	weight = stream_sample(cs, AIOS_STREAM_WAKEUPS, now);
 	if (!weight)
@@ -523,6 +640,8 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 		return 0;
 	}
 	cs->stream[AIOS_STREAM_WAKEUPS].recorded++;
+	if (!ts)	/* only recorded wakeups need the entry (kernel_waits) */
+		ts = bpf_map_lookup_elem(&task_stats, &pid);
 	target = aios_task_cpu(p);
 	e->ts_ns = now;
 	e->pid = pid;

@@ -173,6 +173,19 @@ def test_vmlinux_btf_enums_and_bitfields():
         assert ctypes.sizeof(_MapInfo) >= info.size
 
 
+def test_has_member_looks_into_anonymous_members_without_mirroring():
+    path = Path("/sys/kernel/btf/vmlinux")
+    if not path.exists():
+        pytest.skip("kernel has no BTF")
+    with Btf.parse(path) as vm:
+        # task_struct has bitfields (struct() refuses it) and config-dependent members.
+        assert vm.has_member("task_struct", "__state") and vm.has_member("task_struct", "pid")
+        assert not vm.has_member("task_struct", "no_such_member")
+        assert not vm.has_member("no_such_struct", "pid")
+        # sk_buff's list pointers sit inside an anonymous union of anonymous structs.
+        assert vm.has_member("sk_buff", "next") and vm.has_member("sk_buff", "rbnode")
+
+
 def test_set_rodata_validation(probe_obj):
     # Opening parses the ELF only; no kernel involvement, so no root needed.
     with BpfObject.open(probe_obj) as obj:

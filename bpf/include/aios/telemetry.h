@@ -33,6 +33,8 @@ enum aios_telemetry_drop {
 enum aios_task_flag {
 	AIOS_TASK_EXITING = 1,		/* sched_process_exit seen: no new work */
 	AIOS_TASK_EXITED = 2,		/* sched_process_free seen: counters are final */
+	AIOS_TASK_ASLEEP = 4,		/* left its CPU to sleep (or is new): its next
+					 * switch-in ends a sleep, counted as a wakeup */
 };
 
 /* Cumulative per-task counters (task_stats map, keyed by pid = thread id).
@@ -47,13 +49,17 @@ struct aios_task_stats {
 	__u64 oncpu_since_ns;		/* switch-in time while on a CPU, 0 when off */
 	__u64 last_switch_out_ns;
 	__u64 last_run_ns;		/* length of the last completed on-CPU run */
-	__u64 wait_since_ns;		/* start of the current run-queue wait, 0 if none */
+	__u64 wait_since_ns;		/* start of the current run-queue wait, 0 if none
+					 * (kernels without sched_info only) */
+	__u64 run_delay_ns;		/* the kernel's sched_info.run_delay as of our
+					 * last look, the wait it was then owed included */
 	__u64 wait_ns;
 	__u64 wait_count;
 	__u64 wait_max_ns[2];		/* per interval epoch, slot = epoch & 1 */
 	__u32 wait_max_epoch[2];
 	__u32 wait_hist[AIOS_WAIT_HIST_BUCKETS];	/* log2 buckets, see schema.py */
-	__u64 wakeups;			/* sched_wakeup + sched_wakeup_new */
+	__u64 wakeups;			/* sleeps ended (switch-ins after a voluntary
+					 * switch-out) + first runs of new tasks */
 	__u64 voluntary_switches;
 	__u64 involuntary_switches;
 	__u64 migrations;
@@ -94,14 +100,20 @@ struct aios_cpu_stats {
 	__u32 _pad;
 	__u64 rq_addr;			/* this CPU's struct rq, learnt at its switches */
 	__u64 switches;
-	__u64 migrations_in;		/* atomics: written from other CPUs too */
-	__u64 migrations_out;
 	__u64 rq_len_samples;		/* rq->nr_running sampled at every switch */
 	__u64 rq_len_sum;
 	__u32 rq_len_max[2];		/* per interval epoch, slot = epoch & 1 */
 	__u32 rq_max_epoch[2];
 	struct aios_stream stream[AIOS_NR_STREAMS];
-};
+	__u64 clock_off;		/* ktime - rq->clock, read at clock_window's first switch */
+	__u64 clock_window;		/* ktime >> AIOS_WINDOW_SHIFT then; 0 = not yet read */
+	/* Atomics written from other CPUs too (the CPU that migrates a task is
+	 * often neither end): a cache line of their own, so that they do not
+	 * pull this CPU's hot fields away from it (the struct is a multiple of
+	 * 64 bytes, so neighbouring CPUs' entries do not share lines either). */
+	__u64 migrations_in __attribute__((aligned(64)));
+	__u64 migrations_out;
+} __attribute__((aligned(64)));
 
 /* One record of the migration_ring ring buffer. */
 struct aios_migration_event {

@@ -150,6 +150,28 @@ class Btf(Closeable):
         raise LayoutError(f"BTF has no struct {name!r}" + (f" in {self._path}" if self._path else ""),
                           hint="is the struct used by the BPF program? clang only emits used types")
 
+    def has_member(self, struct: str, member: str) -> bool:
+        """Whether `struct struct` has a member `member`, looking into anonymous
+        members (a kernel's config-dependent fields, e.g. task_struct's
+        sched_info, without mirroring the whole struct: kernel structs have
+        bitfields, which struct() refuses)."""
+        tid = libbpf.func("btf__find_by_name_kind")(self.ptr, struct.encode(), KIND_STRUCT)
+        if tid <= 0:
+            return False
+        todo = [int(tid)]
+        while todo:
+            t, addr = self._type(todo.pop())
+            for i in range(t.info & 0xFFFF):
+                name_off, m_type = _u32s(addr + 12 + 12 * i, 2)
+                name = self._name(name_off)
+                if name == member:
+                    return True
+                if not name:
+                    rtid, rt, _ = self._resolve(m_type)
+                    if self._kind(rt) in (KIND_STRUCT, KIND_UNION):
+                        todo.append(rtid)
+        return False
+
     def enum(self, name: str) -> dict[str, int]:
         """The enumerators of `enum name` (32- or 64-bit)."""
         for kind in (KIND_ENUM, KIND_ENUM64):

@@ -31,12 +31,13 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import build, paths
-from ..bpf import BpfObject, Map, RingArray, RingBuffer, bulk_supported, num_possible_cpus, require_root
+from ..bpf import Btf, BpfObject, Map, RingArray, RingBuffer, bulk_supported, num_possible_cpus, require_root
 from ..bpf.loader import LiveObject, LoadSpec, load
 from ..errors import BpfError, BpfMapError
 from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
+KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring", "switches": "switch_ring"}
 SWITCH_RING_SCALE = 4           # switch_ring is this many times ringbuf_pages (16 MiB by default)
 WINDOW_NS = 1 << 24             # AIOS_WINDOW_SHIFT: the sampled streams' window (checked against BTF)
@@ -47,6 +48,24 @@ _INT32_MAX = 2**31 - 1
 
 def object_path():
     return build.object_path(paths.project_root() / "bpf" / "telemetry.bpf.c")
+
+
+def kernel_keeps_waits(btf_path: str = KERNEL_BTF) -> bool:
+    """Whether the running kernel keeps per-task run-queue waits itself
+    (task_struct.sched_info: CONFIG_SCHED_INFO, set by SCHEDSTATS or
+    TASK_DELAY_ACCT, as in Debian's and Fedora's kernels) and the switch
+    program can reach the rq clock they are kept in (sched_entity.cfs_rq:
+    CONFIG_FAIR_GROUP_SCHED). With both the collector reads each wait at the
+    switch-in and needs no hook on every wakeup; otherwise (or without
+    kernel BTF) it times waits from the sched_wakeup tracepoints."""
+    try:
+        btf = Btf.parse(btf_path)
+    except BpfError:
+        return False
+    try:
+        return btf.has_member("task_struct", "sched_info") and btf.has_member("sched_entity", "cfs_rq")
+    finally:
+        btf.close()
 
 
 def _nullable(v: np.ndarray, dtype: str):
@@ -86,7 +105,12 @@ class BpfCollector:
     stream_budget: records per second per CPU that the switch and wakeup
     streams each keep at most; above it they are sampled by whole windows
     (bpf/telemetry.bpf.c, "Sampled streams"), every record carrying the
-    number of events it stands for. None records every event."""
+    number of events it stands for. None records every event.
+
+    kernel_waits: read run-queue waits from the kernel's sched_info at each
+    switch-in (no hook on sched_wakeup unless the wakeup stream is kept);
+    None uses it wherever the running kernel has it (kernel_keeps_waits),
+    False times waits from the wakeup tracepoints on any kernel."""
 
     # Records per ring per poll() on the libbpf callback path (CPUs without
     # bulk reads): under a flood an unbounded consume never returns.
@@ -94,7 +118,8 @@ class BpfCollector:
 
     def __init__(self, wakeup_events: bool = True, ringbuf_pages: int = 1024,
                  max_tasks: int = 16384, topology: CpuTopology | None = None, wakeup_sample: int = 1,
-                 switch_events: bool = False, stream_budget: int | None = None) -> None:
+                 switch_events: bool = False, stream_budget: int | None = None,
+                 kernel_waits: bool | None = None) -> None:
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, got {ringbuf_pages}")
         if wakeup_sample < 1:
@@ -105,6 +130,7 @@ class BpfCollector:
         self.wakeup_sample = wakeup_sample
         self.switch_events = switch_events
         self.stream_budget = stream_budget
+        self.kernel_waits = kernel_keeps_waits() if kernel_waits is None else kernel_waits
         self.ringbuf_pages = ringbuf_pages
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
@@ -129,8 +155,13 @@ class BpfCollector:
         # Switches outnumber the other events (about 2 per wakeup under
         # hackbench) and arrive in bursts the reader is woken late for.
         switch_bytes = ring_bytes * SWITCH_RING_SCALE if self.switch_events else page
-        spec = LoadSpec(object_path(), programs=PROGRAMS, rodata={
+        # Every wakeup must be seen only to start the wait clock, which the
+        # kernel's sched_info makes unnecessary.
+        programs = tuple(p for p in PROGRAMS if p != "tel_wakeup" or self.wakeup_events
+                         or not self.kernel_waits)
+        spec = LoadSpec(object_path(), programs=programs, rodata={
             "wakeup_events": bool(self.wakeup_events),
+            "kernel_waits": bool(self.kernel_waits),
             "ignore_tgid": os.getpid(),
             "wakeup_sample": int(self.wakeup_sample),
             "switch_events": bool(self.switch_events),

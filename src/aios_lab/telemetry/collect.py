@@ -116,7 +116,9 @@ def _start_bpf(opts: CollectOptions, echo: Callable[[str], None]):
         raise
     return col, {"enabled": True, "wakeup_events": opts.wakeup_events, "wakeup_sample": opts.wakeup_sample,
                  "switch_events": opts.switch_events, "stream_budget": opts.stream_budget,
-                 "sample_window_ns": WINDOW_NS}
+                 "sample_window_ns": WINDOW_NS,
+                 # where run-queue waits came from: the kernel's sched_info or our wakeup hook
+                 "wait_source": "sched_info" if col.kernel_waits else "sched_wakeup"}
 
 
 def _check_options(opts: CollectOptions) -> None:
