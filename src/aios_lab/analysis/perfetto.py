@@ -122,8 +122,17 @@ DEFAULT_BUNDLE_EVENTS = 4096
 # Rows per Parquet batch read, and per sorted batch encoded at once.
 DEFAULT_BATCH_ROWS = 65_536
 # Events sorted in memory at once (about 100 bytes each); a larger trace is
-# sorted in runs of this size, spilled to disk and merged.
+# sorted in runs of this size, spilled to disk and merged. Also the most
+# events the read-order path holds back.
 DEFAULT_RUN_ROWS = 1_000_000
+# The read-order path's window: a row may come this many rows of its table
+# late (the collector's rows are a few rows out of time order at most, where
+# CPUs' events met in one ring; within one CPU, in order).
+DEFAULT_REORDER_ROWS = 4096
+
+# ExportStats.order: which path wrote the bundles.
+READ_ORDER = "read order"        # one pass, bundles per CPU as they fill, no global sort
+EXTERNAL_SORT = "external sort"  # sorted by (cpu, ts) first: any input order
 
 # Trace processor decodes prev_state by kernel release, and our prev_state
 # column uses the encoding of Linux 4.14 onwards (128 = I, 256 = R+).  When a
@@ -166,6 +175,8 @@ class ExportStats:
     skipped_wakeups: int = 0        # neither waker_cpu nor target_cpu known
     kernel_release: str = ""        # what utsname.release says
     kernel_release_assumed: bool = False  # FALLBACK_KERNEL_RELEASE was used
+    order: str = ""                 # READ_ORDER or EXTERNAL_SORT
+    read_order_refused: str = ""    # why the read-order path gave way to the sort, if it did
 
     @property
     def events(self) -> int:
@@ -180,6 +191,8 @@ class ExportStats:
             out += f"; {self.skipped_wakeups:,} wakeups without a CPU left out"
         if self.kernel_release_assumed:
             out += f"; kernel release unknown, {self.kernel_release} assumed for prev_state"
+        if self.read_order_refused:
+            out += f"; sorted, the input being out of time order ({self.read_order_refused})"
         return out
 
 
@@ -732,7 +745,7 @@ class _BundleWriter:
     """
 
     def __init__(self, pb, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
-                 stats: ExportStats, comms: _Comms) -> None:
+                 stats: ExportStats, comms: _Comms, hold_first: bool = False) -> None:
         self.pb = pb
         self.names = comms.names
         self.out = out
@@ -743,10 +756,14 @@ class _BundleWriter:
         self.stats = stats
         self.cpus: set[int] = set()
         self.freq: dict[int, int] = {}  # cpu -> last kHz written
-        # The bundle being filled: its CPU, column slices and their event count.
-        self._open_cpu: int | None = None
-        self._open: list[_Cols] = []
-        self._open_count = 0
+        # Per CPU, the bundle being filled: column slices and their event count.
+        self._open: dict[int, list[_Cols]] = {}
+        self._open_count: dict[int, int] = {}
+        # In read order (hold_first), a CPU's events wait until its first
+        # switch is seen: the full events before it name that switch's prev
+        # task (self.running), which the sort path learns in pass 1.
+        self.hold_first = hold_first
+        self.held = 0  # events waiting so
         # Scratch for the per-bundle intern tables, indexed by comm id: the
         # first position of each id in the bundle (_UNSEEN between bundles),
         # and its index in the bundle's table.
@@ -754,34 +771,73 @@ class _BundleWriter:
         self._index = np.zeros(len(self.names), dtype=np.int64)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        cols = self._frequency_changes(_columns(batch))
+        """Events sorted by (cpu, ts, kind, ord), every CPU's in one run (the
+        external sort's output): a CPU's last bundle is written when the next
+        CPU begins."""
+        self.write_sorted(_columns(batch), close_others=True)
+
+    def write_sorted(self, cols: _Cols, close_others: bool = False) -> None:
+        """Events grouped by CPU, each CPU's in time order and after any it
+        was given before. ``close_others``: write the other CPUs' partial
+        bundles first (the sort path, where a CPU does not come back)."""
+        cols = self._frequency_changes(cols)
         cpu = cols["cpu"][0]
         n = len(cpu)
         if not n:
             return
-        # Bundles: runs of one CPU, bundle_events events each but the last,
-        # which the next batch may go on filling.
         cuts = np.flatnonzero(np.diff(cpu)) + 1
         for s, e in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
             c = int(cpu[s])
-            self.cpus.add(c)
-            if self._open_cpu != c:
-                self.flush()
-                self._open_cpu = c
-            while s < e:
-                take = min(e - s, self.bundle_events - self._open_count)
-                self._open.append(_take_rows(cols, slice(s, s + take)))
-                self._open_count += take
-                s += take
-                if self._open_count == self.bundle_events:
-                    self.flush()
-                    self._open_cpu = c
+            if close_others:
+                for other in [o for o in self._open if o != c]:
+                    self.flush(other)
+            self._add(c, _take_rows(cols, slice(s, e)))
 
-    def flush(self) -> None:
-        """Write the bundle being filled, if any."""
-        if self._open_count:
-            self._bundle(self._open_cpu, _concat(self._open))
-        self._open, self._open_count, self._open_cpu = [], 0, None
+    def _add(self, cpu: int, cols: _Cols) -> None:
+        self.cpus.add(cpu)
+        n = len(cols["kind"][0])
+        holding = self.hold_first and cpu not in self.running
+        if holding:
+            switches = np.flatnonzero(cols["kind"][0] == _SWITCH)
+            if len(switches):
+                self.running[cpu] = int(cols["a_pid"][0][switches[0]])
+                self.held -= self._open_count.get(cpu, 0)
+                holding = False
+            else:
+                self.held += n
+        self._open.setdefault(cpu, []).append(cols)
+        count = self._open_count[cpu] = self._open_count.get(cpu, 0) + n
+        if count < self.bundle_events or holding:
+            return
+        # Bundles of bundle_events; the rest stays open for this CPU's next events.
+        parts = self._open.pop(cpu)
+        del self._open_count[cpu]
+        if len(parts) > 1:
+            before = count - n
+            if before < self.bundle_events:  # an open bundle, filled from these rows' head
+                need = self.bundle_events - before
+                self._bundle(cpu, _concat(parts[:-1] + [_take_rows(cols, slice(0, need))]))
+                cols = _take_rows(cols, slice(need, None))
+            else:  # events held until the CPU's first switch
+                cols = _concat(parts)
+        n = len(cols["kind"][0])
+        full = n - n % self.bundle_events
+        for s in range(0, full, self.bundle_events):
+            self._bundle(cpu, _take_rows(cols, slice(s, s + self.bundle_events)))
+        if full < n:
+            self._open[cpu], self._open_count[cpu] = [_take_rows(cols, slice(full, n))], n - full
+
+    def flush(self, cpu: int | None = None) -> None:
+        """Write the bundles being filled (of ``cpu``, or of every CPU)."""
+        for c in ([cpu] if cpu is not None else sorted(self._open)):
+            parts = self._open.pop(c, None)
+            if parts is None:
+                continue
+            self._open_count.pop(c)
+            rows = _concat(parts)
+            n = len(rows["kind"][0])
+            for s in range(0, n, self.bundle_events):  # held events may be more than one bundle
+                self._bundle(c, _take_rows(rows, slice(s, s + self.bundle_events)))
 
     def _frequency_changes(self, cols: _Cols) -> _Cols:
         """Drop frequency rows that repeat their CPU's previous frequency."""
@@ -810,6 +866,10 @@ class _BundleWriter:
         """The bundle's intern table (names in order of first use) and each
         use's index into it, in time linear in the uses (a sort per bundle,
         np.unique, was a seventh of the writer's time)."""
+        grow = len(self.names) - len(self._first)
+        if grow > 0:  # names met since (in read order, the names grow as rows are read)
+            self._first = np.concatenate((self._first, np.full(grow, _UNSEEN, dtype=np.int64)))
+            self._index = np.concatenate((self._index, np.zeros(grow, dtype=np.int64)))
         pos = np.arange(len(used))
         np.minimum.at(self._first, used, pos)
         ids = used[self._first[used] == pos]  # at their first use: in order of it
@@ -951,13 +1011,17 @@ class _BundleWriter:
 def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
                     bundle_events: int = DEFAULT_BUNDLE_EVENTS,
                     batch_rows: int = DEFAULT_BATCH_ROWS,
-                    run_rows: int = DEFAULT_RUN_ROWS) -> ExportStats:
+                    run_rows: int = DEFAULT_RUN_ROWS,
+                    reorder_rows: int = DEFAULT_REORDER_ROWS) -> ExportStats:
     """Write ``trace`` as a Perfetto protobuf trace at ``out``; see the module
     docstring for what maps to what and which clock the times are on.
 
     ``bundle_events`` caps the events of one FtraceEventBundle, ``batch_rows``
     the rows read and encoded at once, ``run_rows`` the events sorted in
-    memory before the sort spills to a scratch folder beside ``out``.
+    memory before the sort spills to a scratch folder beside ``out`` (and the
+    most the read-order path holds), ``reorder_rows`` how late (in rows of
+    its table) a row may come in read order; 0: always sort. The result's
+    ``order`` says which path wrote the file (see "Memory" above).
 
     Raises TraceError when the trace cannot be read or has no sched_switch
     events (``NO_SWITCHES_MESSAGE``), or the output cannot be written; then
@@ -966,8 +1030,8 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     if not isinstance(trace, Trace):
         trace = Trace.open(trace)
     out = Path(out)
-    if bundle_events < 1 or batch_rows < 1 or run_rows < 1:
-        raise ValueError("bundle_events, batch_rows and run_rows must be >= 1")
+    if bundle_events < 1 or batch_rows < 1 or run_rows < 1 or reorder_rows < 0:
+        raise ValueError("bundle_events, batch_rows and run_rows must be >= 1, reorder_rows >= 0")
     if trace.rows("switches") == 0:
         raise TraceError(NO_SWITCHES_MESSAGE.format(path=trace.path), hint=NO_SWITCHES_HINT)
     with TraceDB(trace) as db:  # no negative or int64-max timestamps into Perfetto
@@ -985,7 +1049,7 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     scratch = _Scratch(parent, out.name)
     try:
         with open_atomic(out, "wb", buffering=1 << 20) as f:
-            _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
+            _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows, reorder_rows)
             stats.bytes = f.tell()
     except OSError as e:
         hint = ("check that the folder is writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -996,59 +1060,245 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     return stats
 
 
-def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
-            bundle_events: int, batch_rows: int, run_rows: int) -> None:
-    # Pass 1: read every table once, in batches, into the external sort,
-    # noting on the way what the header packets need.
-    sorter = _Sorter(scratch, run_rows, batch_rows)
-    tgids, comms, ppids = _Latest(), _Latest(), _Latest()
-    names = _Comms()
-    first: dict[int, tuple[int, int, int]] = {}  # cpu -> (ts, row, prev_pid) of its first switch
-    first_ts: int | None = None
-    for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
+class _Notes:
+    """What the header packets need, noted while the tables are read: each
+    pid's latest tgid and comm, each process's ppid, each CPU's first switch
+    (ts, row, prev_pid) and the first timestamp."""
+
+    def __init__(self) -> None:
+        self.tgids, self.comms, self.ppids = _Latest(), _Latest(), _Latest()
+        self.first: dict[int, tuple[int, int, int]] = {}
+        self.first_ts: int | None = None
+
+    def switches(self, trace: Trace, row: int, c: dict[str, pa.Array]) -> None:
         ts, cpu = _np(c["ts_ns"]), _np(c["cpu"])
         if (cpu < 0).any():
             raise TraceError(f"trace {trace.path}: switches.parquet has a negative cpu in row "
                              f"{row + int(np.argmax(cpu < 0))}; the file is damaged, re-collect it")
-        first_ts = int(ts.min()) if first_ts is None else min(first_ts, int(ts.min()))
+        low = int(ts.min())
+        self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
         prev, nxt = _np(c["prev_pid"]), _np(c["next_pid"])
         for i in _pick_per_group(cpu, ts, latest=False).tolist():
             c_i, key = int(cpu[i]), (int(ts[i]), row + i)
-            if c_i not in first or key < first[c_i][:2]:
-                first[c_i] = key + (int(prev[i]),)
+            if c_i not in self.first or key < self.first[c_i][:2]:
+                self.first[c_i] = key + (int(prev[i]),)
         for pids, tg, cm in ((prev, c["prev_tgid"], c["prev_comm"]),
                              (nxt, c["next_tgid"], c["next_comm"])):
             rows = _latest_rows(pids, ts, pids > 0)
-            tgids.add(pids, ts, tg, rows)
-            comms.add(pids, ts, cm, rows)
-        sorter.add(_switch_events(row, c, names))
-    for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
+            self.tgids.add(pids, ts, tg, rows)
+            self.comms.add(pids, ts, cm, rows)
+
+    def wakeups(self, c: dict[str, pa.Array]) -> None:
         ts, pids = _np(c["ts_ns"]), _np(c["pid"])
         rows = _latest_rows(pids, ts, pids > 0)
-        tgids.add(pids, ts, c["tgid"], rows)
-        comms.add(pids, ts, c["comm"], rows)
-        batch, skipped = _waking_events(row, c, names)
-        stats.skipped_wakeups += skipped
-        sorter.add(batch)
-    for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
-        sorter.add(_freq_events(row, c))
-    for row, c in _read(trace, "processes", _PROC_COLS, batch_rows):
-        ppids.add(_np(c["pid"]), _np(c["ts_ns"]), c["ppid"])
+        self.tgids.add(pids, ts, c["tgid"], rows)
+        self.comms.add(pids, ts, c["comm"], rows)
 
-    # Pass 2: the header packets, then the events in (cpu, ts) order.
+    def processes(self, trace: Trace, batch_rows: int) -> None:
+        for _, c in _read(trace, "processes", _PROC_COLS, batch_rows):
+            self.ppids.add(_np(c["pid"]), _np(c["ts_ns"]), c["ppid"])
+
+    def process_tree(self, pb, stats: ExportStats) -> Iterator:
+        return _process_tree(pb, self.tgids, self.comms, self.ppids, self.first_ts or 0, stats)
+
+
+def _streams(trace: Trace, notes: _Notes, names: _Comms, stats: ExportStats,
+             batch_rows: int) -> dict[int, Iterator[pa.RecordBatch]]:
+    """Per event kind, its table's events as _EVENTS batches in read order,
+    noting what the header needs on the way."""
+    def switches():
+        for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
+            notes.switches(trace, row, c)
+            yield _switch_events(row, c, names)
+
+    def wakings():
+        for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
+            notes.wakeups(c)
+            batch, skipped = _waking_events(row, c, names)
+            stats.skipped_wakeups += skipped
+            yield batch
+
+    def frequencies():
+        for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
+            yield _freq_events(row, c)
+
+    return {_FREQ: frequencies(), _WAKING: wakings(), _SWITCH: switches()}
+
+
+def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
+            bundle_events: int, batch_rows: int, run_rows: int, reorder_rows: int) -> None:
+    if reorder_rows:
+        try:
+            _export_in_read_order(pb, trace, f, stats, bundle_events, batch_rows, run_rows,
+                                  reorder_rows)
+            stats.order = READ_ORDER
+            return
+        except _OutOfOrder as e:
+            # Start again from nothing: the sort path writes its own header.
+            f.seek(0)
+            f.truncate()
+            vars(stats).update(vars(ExportStats(path=stats.path)))
+            stats.read_order_refused = str(e)
+    _export_sorted(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
+    stats.order = EXTERNAL_SORT
+
+
+def _header(pb, f: BinaryIO, trace: Trace, stats: ExportStats) -> None:
     snapshot = _clock_snapshot(pb, trace.metadata)
     if snapshot is not None:
         _write_packet(f, snapshot)
         stats.packets += 1
     _write_packet(f, _system_info(pb, trace.metadata, stats))
     stats.packets += 1
-    for packet in _process_tree(pb, tgids, comms, ppids, first_ts or 0, stats):
+
+
+def _export_sorted(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
+                   bundle_events: int, batch_rows: int, run_rows: int) -> None:
+    # Pass 1: read every table once, in batches, into the external sort,
+    # noting on the way what the header packets need.
+    sorter = _Sorter(scratch, run_rows, batch_rows)
+    notes, names = _Notes(), _Comms()
+    for batches in _streams(trace, notes, names, stats, batch_rows).values():
+        for batch in batches:
+            sorter.add(batch)
+    notes.processes(trace, batch_rows)
+
+    # Pass 2: the header packets, then the events in (cpu, ts) order.
+    _header(pb, f, trace, stats)
+    for packet in notes.process_tree(pb, stats):
         _write_packet(f, packet)
         stats.packets += 1
     # Before a CPU's first switch, the task running there is that switch's prev.
-    running = {cpu: prev for cpu, (_, _, prev) in first.items()}
+    running = {cpu: prev for cpu, (_, _, prev) in notes.first.items()}
     bundles = _BundleWriter(pb, f, running, bundle_events, stats, names)
     for batch in sorter.batches():
         bundles.write_batch(batch)
     bundles.flush()
     stats.cpus = sorted(bundles.cpus)
+
+
+def _with_last(batches: Iterator) -> Iterator[tuple[object, bool]]:
+    """(batch, whether it is the last) for each batch: a stream that has
+    ended must stop holding the others back at once."""
+    it = iter(batches)
+    ahead = next(it, None)
+    while ahead is not None:
+        batch, ahead = ahead, next(it, None)
+        yield batch, ahead is None
+
+
+def _export_in_read_order(pb, trace: Trace, f: BinaryIO, stats: ExportStats, bundle_events: int,
+                          batch_rows: int, run_rows: int, reorder_rows: int) -> None:
+    """One pass in read order, no global sort: the header, each CPU's
+    bundles as they fill (CPUs interleaved, as Perfetto's own traces are),
+    then the process tree (trace processor sorts packets by timestamp, and
+    the tree's is the first switch's). Raises _OutOfOrder, having written
+    part of the file, when the input is not in time order within the window."""
+    notes, names = _Notes(), _Comms()
+    _header(pb, f, trace, stats)
+    bundles = _BundleWriter(pb, f, {}, bundle_events, stats, names, hold_first=True)
+    merge = _InOrder(bundles, run_rows)
+    streams = {k: _with_last(v) for k, v in _streams(trace, notes, names, stats, batch_rows).items()}
+    live: dict[int, tuple[int, int] | None] = dict.fromkeys(streams)  # kind -> (guard, latest ts)
+    while live:
+        # Read from the stream that is furthest behind, so that the streams
+        # advance together and few rows wait.
+        kind = min(live, key=lambda k: -math.inf if live[k] is None else live[k][1])
+        batch, last = next(streams[kind], (None, True))
+        if batch is not None and batch.num_rows:
+            live[kind] = merge.add(kind, batch, reorder_rows)
+        if last:
+            del live[kind]
+        # A stream's next rows are expected at or after its guard: the
+        # earliest time among its last reorder_rows rows.
+        if not live:
+            break
+        if None not in live.values():
+            merge.emit(min(guard for guard, _ in live.values()))
+    merge.emit(math.inf)
+    bundles.flush()
+    notes.processes(trace, batch_rows)
+    for packet in notes.process_tree(pb, stats):
+        _write_packet(f, packet)
+        stats.packets += 1
+    stats.cpus = sorted(bundles.cpus)
+
+
+class _OutOfOrder(Exception):
+    """The input is not in time order within the read-order path's window."""
+
+
+class _InOrder:
+    """Events of several streams, each in (nearly) time order, handed to the
+    bundle writer grouped by CPU and in time order within each CPU, without
+    a global sort.
+
+    Rows are held until every stream has moved past them (``emit``), then
+    sorted locally by (cpu, ts, kind) (stable: file order at ties) and
+    written. A row that would fall before an event already written on its
+    CPU raises _OutOfOrder; so does holding more than ``max_rows`` rows
+    (past that, the oldest are written anyway and any late row is caught).
+    """
+
+    def __init__(self, writer: _BundleWriter, max_rows: int) -> None:
+        self.writer = writer
+        self.max_rows = max_rows
+        self.parts: list[_Cols] = []
+        self.rows = 0
+        # Per CPU (index), the (ts, kind) of the last event written.
+        self.last_ts = np.full(0, np.iinfo(np.int64).min, dtype=np.int64)
+        self.last_kind = np.zeros(0, dtype=np.int64)
+
+    def add(self, kind: int, batch: pa.RecordBatch, reorder_rows: int) -> tuple[int, int]:
+        """Hold ``batch``'s rows; returns the stream's guard (the earliest ts
+        of its last ``reorder_rows`` rows: its next rows are expected at or
+        after it) and its latest ts."""
+        cols = _columns(batch)
+        ts, cpu = cols["ts"][0], cols["cpu"][0]
+        top = int(cpu.max())
+        if top >= len(self.last_ts):
+            grow = top + 1 - len(self.last_ts)
+            self.last_ts = np.concatenate((self.last_ts, np.full(grow, np.iinfo(np.int64).min)))
+            self.last_kind = np.concatenate((self.last_kind, np.zeros(grow, dtype=np.int64)))
+        before = self.last_ts[cpu]
+        late = (ts < before) | ((ts == before) & (kind < self.last_kind[cpu]))
+        if late.any():
+            i = int(np.argmax(late))
+            raise _OutOfOrder(f"{_TABLE_OF[kind]} row {batch.column('ord')[i].as_py()} (cpu {int(cpu[i])}, "
+                              f"ts {int(ts[i])}) comes after cpu {int(cpu[i])}'s events up to "
+                              f"ts {int(before[i])} were written")
+        self.parts.append(cols)
+        self.rows += len(ts)
+        return int(ts[-reorder_rows:].min()), int(ts.max())
+
+    def emit(self, until: float) -> None:
+        """Write the rows with ts < ``until`` (and, past max_rows held, the oldest)."""
+        if not self.rows:
+            return
+        rows = _concat(self.parts)
+        ts = rows["ts"][0]
+        if self.rows > self.max_rows:
+            until = max(until, int(np.partition(ts, self.rows - self.max_rows // 2)[
+                self.rows - self.max_rows // 2]))
+        if until == math.inf:
+            out, keep = np.arange(len(ts)), None
+        else:
+            early = ts < until
+            out, keep = np.flatnonzero(early), np.flatnonzero(~early)
+        if not len(out):
+            self.parts = [rows]
+            return
+        order = out[np.lexsort((rows["kind"][0][out], ts[out], rows["cpu"][0][out]))]
+        done = _take_rows(rows, order)
+        self.parts = [] if keep is None or not len(keep) else [_take_rows(rows, keep)]
+        self.rows = 0 if not self.parts else len(keep)
+        cpu = done["cpu"][0]
+        ends = np.append(np.flatnonzero(np.diff(cpu)), len(cpu) - 1)
+        self.last_ts[cpu[ends]] = done["ts"][0][ends]
+        self.last_kind[cpu[ends]] = done["kind"][0][ends]
+        self.writer.write_sorted(done)
+        if self.writer.held > self.max_rows:
+            raise _OutOfOrder(f"more than {self.max_rows:,} events on CPUs with no switch yet")
+
+
+_TABLE_OF = {_SWITCH: "switches.parquet", _WAKING: "wakeups.parquet", _FREQ: "cpu_intervals.parquet"}
