@@ -669,7 +669,9 @@ def _process_tree(pb, tgids: _Latest, comms: _Latest, ppids: _Latest, first_ts: 
 
 
 def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An integer column as int64 numpy (nulls as ``fill``) and its validity."""
+    """An integer column as numpy of its own width (nulls as ``fill``) and its
+    validity. Not widened to int64: the read-order path moves every column
+    twice (window, bundle), and half the bytes moved cost less."""
     col = table.column(name)
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
@@ -677,7 +679,7 @@ def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
              else np.ones(len(col), dtype=bool))
     if col.null_count:
         col = pc.fill_null(col, fill)
-    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
+    return col.to_numpy(zero_copy_only=False), valid
 
 
 def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -702,14 +704,14 @@ def _deltas(ts: np.ndarray) -> list[int]:
     return out.tolist()
 
 
-# The event columns the bundle writer reads: int64 numpy arrays with their
+# The event columns the bundle writer reads: numpy arrays with their
 # validity, converted once per sorted batch. Converting them per bundle, from
 # a table rebuilt out of batch slices, cost as much as filling the protos
 # (cProfile at 10^7 events: 0.88 s against 0.91 s in the extend calls).
 _BUNDLE_COLS = ("ts", "cpu", "kind", "a_pid", "a_prio", "a_state", "a_comm",
                 "b_pid", "b_prio", "b_comm", "weight")
 
-_Cols = dict  # column name -> (int64 values, validity)
+_Cols = dict  # column name -> (integer values, validity)
 
 
 def _columns(batch: pa.RecordBatch) -> _Cols:
@@ -1065,8 +1067,9 @@ class _Notes:
     pid's latest tgid and comm, each process's ppid, each CPU's first switch
     (ts, row, prev_pid) and the first timestamp."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: bool = True) -> None:
         self.tgids, self.comms, self.ppids = _Latest(), _Latest(), _Latest()
+        self.want_first = first  # the read-order path finds each CPU's first switch as it writes
         self.first: dict[int, tuple[int, int, int]] = {}
         self.first_ts: int | None = None
 
@@ -1078,7 +1081,7 @@ class _Notes:
         low = int(ts.min())
         self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
         prev, nxt = _np(c["prev_pid"]), _np(c["next_pid"])
-        for i in _pick_per_group(cpu, ts, latest=False).tolist():
+        for i in (_pick_per_group(cpu, ts, latest=False).tolist() if self.want_first else ()):
             c_i, key = int(cpu[i]), (int(ts[i]), row + i)
             if c_i not in self.first or key < self.first[c_i][:2]:
                 self.first[c_i] = key + (int(prev[i]),)
@@ -1194,7 +1197,7 @@ def _export_in_read_order(pb, trace: Trace, f: BinaryIO, stats: ExportStats, bun
     then the process tree (trace processor sorts packets by timestamp, and
     the tree's is the first switch's). Raises _OutOfOrder, having written
     part of the file, when the input is not in time order within the window."""
-    notes, names = _Notes(), _Comms()
+    notes, names = _Notes(first=False), _Comms()
     _header(pb, f, trace, stats)
     bundles = _BundleWriter(pb, f, {}, bundle_events, stats, names, hold_first=True)
     merge = _InOrder(bundles, run_rows)
@@ -1275,23 +1278,35 @@ class _InOrder:
         """Write the rows with ts < ``until`` (and, past max_rows held, the oldest)."""
         if not self.rows:
             return
-        rows = _concat(self.parts)
-        ts = rows["ts"][0]
         if self.rows > self.max_rows:
-            until = max(until, int(np.partition(ts, self.rows - self.max_rows // 2)[
-                self.rows - self.max_rows // 2]))
-        if until == math.inf:
-            out, keep = np.arange(len(ts)), None
-        else:
-            early = ts < until
-            out, keep = np.flatnonzero(early), np.flatnonzero(~early)
-        if not len(out):
-            self.parts = [rows]
+            ts = np.concatenate([part["ts"][0] for part in self.parts])
+            cut = self.rows - self.max_rows // 2
+            until = max(until, int(np.partition(ts, cut)[cut]))
+        # Split part by part: a part wholly before (after) ``until`` is
+        # written (kept) as it is, a sorted one is cut by views; only the rest
+        # is copied row by row.
+        out, keep = [], []
+        for part in self.parts:
+            ts = part["ts"][0]
+            n = len(ts)
+            if until == math.inf or ts.max() < until:
+                out.append(part)
+            elif ts.min() >= until:
+                keep.append(part)
+            elif np.all(ts[1:] >= ts[:-1]):
+                at = int(np.searchsorted(ts, until, "left"))
+                out.append(_take_rows(part, slice(0, at)))
+                keep.append(_take_rows(part, slice(at, n)))
+            else:
+                early = ts < until
+                out.append(_take_rows(part, early))
+                keep.append(_take_rows(part, ~early))
+        self.parts, self.rows = keep, sum(len(part["ts"][0]) for part in keep)
+        if not out:
             return
-        order = out[np.lexsort((rows["kind"][0][out], ts[out], rows["cpu"][0][out]))]
+        rows = _concat(out)
+        order = np.lexsort((rows["kind"][0], rows["ts"][0], rows["cpu"][0]))
         done = _take_rows(rows, order)
-        self.parts = [] if keep is None or not len(keep) else [_take_rows(rows, keep)]
-        self.rows = 0 if not self.parts else len(keep)
         cpu = done["cpu"][0]
         ends = np.append(np.flatnonzero(np.diff(cpu)), len(cpu) - 1)
         self.last_ts[cpu[ends]] = done["ts"][0][ends]
