@@ -568,21 +568,21 @@ def _collected_like(path: Path, n: int, shuffle: int, late: int = 0, seed: int =
 
 
 def test_read_order_with_slight_disorder_within_the_window(tmp_path):
-    trace_dir = _collected_like(tmp_path / "t", 20_000, shuffle=7)
+    trace_dir = _collected_like(tmp_path / "t", 4_000, shuffle=7)
     import pyarrow.parquet as pq
     ts = pq.read_table(trace_dir / "switches.parquet", columns=["ts_ns"]).column(0).to_numpy()
     assert (np.diff(ts) < 0).any()  # really out of order across CPUs
     stats = _assert_same_as_sorted(trace_dir, tmp_path, pf.READ_ORDER,
-                                   bundle_events=100, batch_rows=1000, reorder_rows=16)
-    assert stats.sched_switch == 20_000 and stats.sched_waking == 5_000
+                                   bundle_events=100, batch_rows=500, reorder_rows=16)
+    assert stats.sched_switch == 4_000 and stats.sched_waking == 1_000
 
 
 def test_read_order_row_later_than_the_window_falls_back(tmp_path):
-    # One row of a CPU written 3000 rows late: its CPU has moved on by then.
-    trace_dir = _collected_like(tmp_path / "t", 20_000, shuffle=1, late=3000)
+    # One row of a CPU written 1000 rows late: its CPU has moved on by then.
+    trace_dir = _collected_like(tmp_path / "t", 4_000, shuffle=1, late=1000)
     stats = _assert_same_as_sorted(trace_dir, tmp_path, pf.EXTERNAL_SORT,
-                                   bundle_events=100, batch_rows=1000, reorder_rows=16)
-    assert "switches.parquet row 9666 (cpu " in stats.read_order_refused  # where it was written
+                                   bundle_events=100, batch_rows=500, reorder_rows=16)
+    assert "switches.parquet row 2333 (cpu " in stats.read_order_refused  # where it was written
 
 
 def test_read_order_holds_a_cpu_until_its_first_switch(tmp_path):

@@ -73,16 +73,45 @@ clocks, which needs a snapshot pairing them.  So the Perfetto trace labels
 our monotonic times as boot time; the two differ only by time spent in
 suspend, and nothing else in the file is on another clock.
 
-Memory
-------
+Memory and order
+----------------
 
-The tables are read in Parquet batches into an external sort by (cpu, ts):
-up to ``run_rows`` events are sorted in memory; beyond that, sorted runs are
-spilled as Arrow IPC files to a scratch folder beside the output and merged
-block by block, so the input need not be sorted and memory stays bounded
-whatever the number of rows.  Sorted events are cut into bundles of at most
-``bundle_events``; each bundle is built as protos (the compact columns
-filled from numpy arrays) and written at once.  The output appears only once complete
+Trace processor needs each CPU's events in time order for the compact
+encoding to mean what we mean (a compact switch's prev task is the CPU's
+previous switch's next, taken after its sorter has ordered the events), and
+puts every event into a per-CPU queue by its own timestamp, sorting the
+queues itself: bundles of different CPUs may interleave in any order, as in
+Perfetto's own recordings (one bundle per CPU per read of its ring buffer).
+Two paths write the bundles; ``ExportStats.order`` says which ran.
+
+*Read order* (tried first): the tables are read once, in batches, each in
+its own file order, the batch of the stream furthest behind next. Rows wait
+until every stream has moved past them, then are sorted locally by
+(cpu, ts, kind) and appended to their CPU's open bundle, which is written
+when it holds ``bundle_events``. A stream's next rows are expected no
+earlier than the earliest of its last ``reorder_rows`` rows (the window:
+the collector's rows are a few rows out of time order where CPUs' events
+meet in one ring, and in order within a CPU). A row that would fall before
+an event already written on its CPU means the input is not in that order:
+the export starts again on the sort path (``read_order_refused`` says why).
+Each CPU's bundles come out the same, byte for byte, as on the sort path;
+only their interleaving differs, and the process tree comes last (its
+timestamp is the first switch's). Memory held: at most ``run_rows`` rows
+waiting (past that the oldest are written anyway, and a late row is still
+caught), one open bundle per CPU (< ``bundle_events`` each) and, for a CPU
+whose first switch has not come yet, its earlier events (at most
+``run_rows`` in all, else the sort path).
+
+*External sort* (input out of order, or ``reorder_rows=0``): the tables are
+read into an external sort by (cpu, ts): up to ``run_rows`` events are
+sorted in memory; beyond that, sorted runs are spilled as Arrow IPC files to
+a scratch folder beside the output and merged block by block, so the input
+need not be sorted and memory stays bounded whatever the number of rows.
+Sorted events are cut into bundles of at most ``bundle_events``, each CPU's
+in turn, after the header packets.
+
+Each bundle is built as protos (the compact columns filled from numpy
+arrays) and written at once. The output appears only once complete
 (temporary file, then rename), so a failed export leaves no partial file
 and keeps an older one intact.
 """
