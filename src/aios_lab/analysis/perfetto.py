@@ -184,6 +184,8 @@ _NICE_WEIGHTS = np.array([
     9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991, 1586, 1277,
     1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
     110, 87, 70, 56, 45, 36, 29, 23, 18, 15], dtype=np.int64)
+_NICE_ORDER = np.argsort(_NICE_WEIGHTS)  # for searchsorted, once (not per bundle)
+_NICE_SORTED = _NICE_WEIGHTS[_NICE_ORDER]
 
 
 @dataclass
@@ -248,6 +250,7 @@ class _Comms:
     def __init__(self) -> None:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
+        self._last: tuple[pa.Array, np.ndarray] | None = None  # a dictionary and its ids
 
     def _id(self, name: str) -> int:
         i = self._ids.get(name)
@@ -260,12 +263,19 @@ class _Comms:
         # Hashing in C++ (or the Parquet file's own dictionary, as _read
         # returns it); only the distinct names reach Python.
         enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-        lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
+        # Batches of one Parquet row group share its dictionary: map it once.
+        if self._last is not None and self._last[0].equals(enc.dictionary):
+            lut = self._last[1]
+        else:
+            lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
+            self._last = (enc.dictionary, lut)
         idx = enc.indices
         if not len(lut):
             return pa.nulls(len(arr), pa.int32())
+        if not idx.null_count:
+            return pa.array(lut[idx.to_numpy()])
         vals = lut[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)]
-        return pa.array(vals, mask=idx.is_null().to_numpy(zero_copy_only=False) if idx.null_count else None)
+        return pa.array(vals, mask=idx.is_null().to_numpy(zero_copy_only=False))
 
 _SWITCH_COLS = ("ts_ns", "cpu", "prev_pid", "prev_tgid", "prev_comm", "prev_prio", "prev_state",
                 "next_pid", "next_tgid", "next_comm", "next_prio")
@@ -755,8 +765,7 @@ def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarra
     w = weight.astype(np.int64)
     scaled = (w % 1024 == 0) & (w >= 1024 * 15)
     w = np.where(scaled, w >> 10, w)
-    order = np.argsort(_NICE_WEIGHTS)
-    sorted_w = _NICE_WEIGHTS[order]
+    order, sorted_w = _NICE_ORDER, _NICE_SORTED
     at = np.clip(np.searchsorted(sorted_w, w), 0, len(sorted_w) - 1)
     exact = sorted_w[at] == w
     if valid is not None:
