@@ -575,6 +575,11 @@ def test_read_order_with_slight_disorder_within_the_window(tmp_path):
     stats = _assert_same_as_sorted(trace_dir, tmp_path, pf.READ_ORDER,
                                    bundle_events=100, batch_rows=500, reorder_rows=16)
     assert stats.sched_switch == 4_000 and stats.sched_waking == 1_000
+    # The window is what absorbs it: with none, a wakeup on a CPU is written
+    # before a switch of that CPU that comes first in time but later in the file.
+    narrow = export_perfetto(trace_dir, tmp_path / "narrow.pftrace", bundle_events=100,
+                             batch_rows=500, reorder_rows=1)
+    assert narrow.order == pf.EXTERNAL_SORT
 
 
 def test_read_order_row_later_than_the_window_falls_back(tmp_path):
