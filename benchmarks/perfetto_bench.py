@@ -9,7 +9,10 @@ exporter), loaded from ``git show`` into a child process; the current one is
 the working tree's. The trace: ``--events`` rows, 80 % switches and 20 %
 wakeups over 8 CPUs and 400 tasks with distinct names, each CPU's switches a
 consistent chain (prev = the previous switch's next) as the collector
-records them, wakeups onto a target CPU. Each arm runs --repeat times
+records them, wakeups onto a target CPU; each table in time order, as the
+collector writes it, so the current exporter takes its read-order path, and
+a third arm ("current, sorted", reorder_rows=0) forces its external sort,
+the path for input out of order. Each arm runs --repeat times
 alternately in a fresh child; medians and min-max are printed, and the
 ratios current/baseline. Peak memory is the child's ru_maxrss.
 
