@@ -9,7 +9,10 @@ exporter), loaded from ``git show`` into a child process; the current one is
 the working tree's. The trace: ``--events`` rows, 80 % switches and 20 %
 wakeups over 8 CPUs and 400 tasks with distinct names, each CPU's switches a
 consistent chain (prev = the previous switch's next) as the collector
-records them, wakeups onto a target CPU. Each arm runs --repeat times
+records them, wakeups onto a target CPU; each table in time order, as the
+collector writes it, so the current exporter takes its read-order path, and
+a third arm ("current, sorted", reorder_rows=0) forces its external sort,
+the path for input out of order. Each arm runs --repeat times
 alternately in a fresh child; medians and min-max are printed, and the
 ratios current/baseline. Peak memory is the child's ru_maxrss.
 
@@ -80,7 +83,7 @@ def make_trace(out: Path, events: int, seed: int = 0) -> Path:
 
 CHILD = """
 import importlib.util, json, resource, sys, time
-path, trace, out = sys.argv[1:4]
+path, trace, out, kwargs = sys.argv[1:5]
 spec = importlib.util.spec_from_file_location("exporter_under_test", path)
 mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod
@@ -102,22 +105,25 @@ def timed(fn):  # the encoding and writing alone: the bundle writer's own time
                 encode[0] += time.perf_counter() - t
                 encode[1] += time.process_time() - c
     return wrapper
-mod._BundleWriter.write_batch = timed(mod._BundleWriter.write_batch)
-mod._BundleWriter.flush = timed(mod._BundleWriter.flush)
+for name in ("write_batch", "write_sorted", "flush"):  # write_sorted: the read-order path's
+    if hasattr(mod._BundleWriter, name):
+        setattr(mod._BundleWriter, name, timed(getattr(mod._BundleWriter, name)))
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t, c = time.perf_counter(), time.process_time()
-stats = mod.export_perfetto(trace, out)
+stats = mod.export_perfetto(trace, out, **json.loads(kwargs))
 wall, cpu = time.perf_counter() - t, time.process_time() - c
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"s": wall, "cpu_s": cpu, "encode_s": encode[0], "encode_cpu_s": encode[1],
                   "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
                   "events": stats.events, "bytes": stats.bytes,
+                  "order": getattr(stats, "order", "external sort"),
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def run_arm(module: Path, trace: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(module), str(trace), str(out)],
+def run_arm(module: Path, kwargs: dict, trace: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(module), str(trace), str(out),
+                           json.dumps(kwargs)],
                           capture_output=True, text=True, check=True)
     out.unlink()
     return json.loads(proc.stdout)
@@ -135,19 +141,24 @@ def main() -> None:
         base.write_text(subprocess.run(
             ["git", "-C", str(REPO), "show", f"{args.baseline_rev}:src/aios_lab/analysis/perfetto.py"],
             capture_output=True, text=True, check=True).stdout)
-        arms = {"baseline (" + args.baseline_rev + ")": base,
-                "current": REPO / "src/aios_lab/analysis/perfetto.py"}
+        current = REPO / "src/aios_lab/analysis/perfetto.py"
+        # The synthetic trace is in time order, as the collector writes it,
+        # so "current" takes the read-order path; "current, sorted" forces
+        # the external sort (the fallback for input out of order).
+        arms = {"baseline (" + args.baseline_rev + ")": (base, {}),
+                "current": (current, {}),
+                "current, sorted": (current, {"reorder_rows": 0})}
         trace = make_trace(tmp / "trace", int(args.events))
         print(f"trace: {int(args.events):,} events ({CPUS} CPUs, {TASKS} tasks)", flush=True)
         results: dict[str, list[dict]] = {k: [] for k in arms}
         for i in range(args.repeat):
-            for name, module in arms.items():
-                r = run_arm(module, trace, tmp / "out.pftrace")
+            for name, (module, kwargs) in arms.items():
+                r = run_arm(module, kwargs, trace, tmp / "out.pftrace")
                 results[name].append(r)
                 print(f"  run {i + 1} {name}: {r['s']:.2f} s, CPU {r['cpu_s']:.2f} s "
                       f"(user {r['user_s']:.2f}, system {r['sys_s']:.2f}) "
                       f"(encoding {r['encode_s']:.2f} s, CPU {r['encode_cpu_s']:.2f} s), "
-                      f"{r['bytes']:,} bytes, "
+                      f"{r['bytes']:,} bytes, {r['order']}, "
                       f"{r['rss_mib']:.0f} MiB", flush=True)
         print(f"{'exporter':<22} {'time median [min-max]':>24} {'M events/s':>10} "
               f"{'encoding M ev/s':>15} {'bytes/event':>11} {'peak RSS':>9}")
@@ -161,9 +172,10 @@ def main() -> None:
             summary[name] = (med, enc, nbytes / ev, rss)
             print(f"{name:<22} {med:>9.2f} s [{min(t):.2f}-{max(t):.2f}] {ev / med / 1e6:>10.2f} "
                   f"{ev / enc / 1e6:>15.2f} {nbytes / ev:>11.2f} {rss:>6.0f} MiB")
-        (b_t, b_e, b_b, b_r), (c_t, c_e, c_b, c_r) = summary.values()
-        print(f"current / baseline: rate x{b_t / c_t:.2f}, encoding rate x{b_e / c_e:.2f}, "
-              f"bytes/event x{c_b / b_b:.2f}, peak RSS x{c_r / b_r:.2f}")
+        (b_t, b_e, b_b, b_r), *others = summary.values()
+        for name, (c_t, c_e, c_b, c_r) in list(summary.items())[1:]:
+            print(f"{name} / baseline: rate x{b_t / c_t:.2f}, encoding rate x{b_e / c_e:.2f}, "
+                  f"bytes/event x{c_b / b_b:.2f}, peak RSS x{c_r / b_r:.2f}")
         # CPU seconds (user + system, all threads) depend far less on what
         # else the machine runs than wall time does: on a shared host, read these.
         # User time apart: on this VM the system time (page faults, mostly)
@@ -171,14 +183,15 @@ def main() -> None:
         cpu = {name: tuple(statistics.median(r[k] for r in rs)
                            for k in ("cpu_s", "encode_cpu_s", "user_s", "sys_s"))
                for name, rs in results.items()}
-        (b_cpu, b_ecpu, b_user, _), (c_cpu, c_ecpu, c_user, _) = cpu.values()
+        (b_cpu, b_ecpu, b_user, _), *others = cpu.values()
         ev = next(iter(results.values()))[0]["events"]
         for name, (tot, enc, user, system) in cpu.items():
             print(f"{name:<22} CPU {tot:.2f} s ({ev / tot / 1e6:.2f} M events per CPU-second; "
                   f"user {user:.2f} s, {ev / user / 1e6:.2f} M/user-s; system {system:.2f} s), "
                   f"encoding CPU {enc:.2f} s ({ev / enc / 1e6:.2f} M/CPU-s)")
-        print(f"current / baseline CPU: total x{b_cpu / c_cpu:.2f} faster, user x{b_user / c_user:.2f}, "
-              f"encoding x{b_ecpu / c_ecpu:.2f} faster")
+        for name, (c_cpu, c_ecpu, c_user, _) in list(cpu.items())[1:]:
+            print(f"{name} / baseline CPU: total x{b_cpu / c_cpu:.2f} faster, user x{b_user / c_user:.2f}, "
+                  f"encoding x{b_ecpu / c_ecpu:.2f} faster")
 
 
 if __name__ == "__main__":

@@ -205,8 +205,8 @@ def test_a_gap_in_the_switch_chain_is_written_in_full(tmp_path):
 
 def test_output_identical_whether_sorted_in_memory_or_spilled(tmp_path):
     trace_dir = schedule_trace(tmp_path / "t")
-    export_perfetto(trace_dir, tmp_path / "a.pftrace")
-    export_perfetto(trace_dir, tmp_path / "b.pftrace", run_rows=3, batch_rows=2)
+    export_perfetto(trace_dir, tmp_path / "a.pftrace", reorder_rows=0)
+    export_perfetto(trace_dir, tmp_path / "b.pftrace", run_rows=3, batch_rows=2, reorder_rows=0)
     assert (tmp_path / "a.pftrace").read_bytes() == (tmp_path / "b.pftrace").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pftrace", "b.pftrace", "t"]
 
@@ -387,10 +387,10 @@ def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     out = tmp_path / "o.pftrace"
     out.write_bytes(b"an older export")
 
-    def disk_full(self, batch):
+    def disk_full(self, *args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pf._BundleWriter, "write_batch", disk_full)
+    monkeypatch.setattr(pf._BundleWriter, "_bundle", disk_full)
     with pytest.raises(TraceError, match="writing .* failed: No space left on device"):
         export_perfetto(trace_dir, out, run_rows=3)  # spills, so a scratch folder exists
     assert out.read_bytes() == b"an older export"
@@ -448,6 +448,7 @@ def test_large_trace_streams_through_the_external_sort(tmp_path):
 
     out = tmp_path / "o.pftrace"
     stats = export_perfetto(tmp_path / "t", out, run_rows=60_000, batch_rows=16_384)
+    assert stats.order == pf.EXTERNAL_SORT and "switches.parquet row" in stats.read_order_refused
     assert stats.sched_switch == n and stats.cpus == list(range(ncpu))
     assert stats.bundles == sum(-(-int((cpu == c).sum()) // pf.DEFAULT_BUNDLE_EVENTS)
                                 for c in range(ncpu))
@@ -460,6 +461,153 @@ def test_large_trace_streams_through_the_external_sort(tmp_path):
         assert [e.f.prev_pid for e in per_cpu[c][1:]] == pids[cpu == c][:-1].tolist()
     assert stats.compact_events == n - ncpu  # consistent chains: all but each CPU's first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.pftrace", "t"]
+
+
+# -- 5. read order: no global sort, the same events per CPU ----------------------
+
+
+def _per_cpu(path: Path) -> tuple[dict, dict]:
+    """Per CPU: its decoded events as comparable tuples, and its bundles'
+    bytes in file order; plus the process tree's threads."""
+    _, trace = decode(path)
+
+    def fields(f):
+        if isinstance(f, NS):
+            return tuple(sorted(vars(f).items()))
+        return tuple((fd.name, v) for fd, v in f.ListFields())
+
+    events = {cpu: [(e.ts, e.kind, e.pid, e.compact, fields(e.f)) for e in evs]
+              for cpu, evs in ftrace_events(trace).items()}
+    bundles = defaultdict(list)
+    for p in trace.packet:
+        if p.HasField("ftrace_events"):
+            bundles[p.ftrace_events.cpu].append(p.ftrace_events.SerializeToString())
+    threads = sorted((t.tid, t.tgid, t.name) for p in trace.packet if p.HasField("process_tree")
+                     for t in p.process_tree.threads)
+    return events, {"bundles": dict(bundles), "threads": threads}
+
+
+def _assert_same_as_sorted(trace_dir: Path, tmp_path: Path, order: str, **kw) -> ExportStats:
+    fast = export_perfetto(trace_dir, tmp_path / "fast.pftrace", **kw)
+    slow = export_perfetto(trace_dir, tmp_path / "sort.pftrace", reorder_rows=0,
+                           **{k: v for k, v in kw.items() if k != "reorder_rows"})
+    assert (fast.order, slow.order) == (order, pf.EXTERNAL_SORT)
+    assert bool(fast.read_order_refused) == (order == pf.EXTERNAL_SORT)
+    ev_fast, rest_fast = _per_cpu(tmp_path / "fast.pftrace")
+    ev_slow, rest_slow = _per_cpu(tmp_path / "sort.pftrace")
+    assert ev_fast == ev_slow
+    assert rest_fast == rest_slow  # each CPU's bundles byte for byte, in the same order
+    for name in ("sched_switch", "sched_waking", "cpu_frequency", "compact_events", "bundles",
+                 "threads", "processes", "packets", "cpus", "skipped_wakeups"):
+        assert getattr(fast, name) == getattr(slow, name), name
+    return fast
+
+
+@pytest.mark.parametrize("bundle_events", [pf.DEFAULT_BUNDLE_EVENTS, 2])
+def test_read_order_matches_the_sort_on_the_schedule(tmp_path, bundle_events):
+    # schedule_trace shuffles the switch rows: all in one batch, the window's
+    # local sort puts them in order.
+    stats = _assert_same_as_sorted(schedule_trace(tmp_path / "t"), tmp_path, pf.READ_ORDER,
+                                   bundle_events=bundle_events)
+    assert "sorted" not in stats.describe()
+
+
+def test_read_order_gives_way_to_the_sort_when_rows_come_too_late(tmp_path):
+    # Batches of 2 rows and a window of 1: the schedule's rows are not in
+    # time order, and a row comes after later events of its CPU were written.
+    stats = _assert_same_as_sorted(schedule_trace(tmp_path / "t"), tmp_path, pf.EXTERNAL_SORT,
+                                   batch_rows=2, reorder_rows=1)
+    assert stats.read_order_refused.startswith("switches.parquet row ")
+    assert "comes after cpu" in stats.read_order_refused
+    assert "sorted, the input being out of time order" in stats.describe()
+
+
+def _collected_like(path: Path, n: int, shuffle: int, late: int = 0, seed: int = 1) -> Path:
+    """Switches and wakeups in time order over 4 CPUs, as the collector
+    writes them, then each run of ``shuffle`` rows permuted (CPUs' events
+    meeting in one ring) and, with ``late``, one row moved ``late`` rows on."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(seed)
+    ncpu = 4
+    cpu = rng.integers(0, ncpu, n).astype(np.int32)
+    ts = BASE + np.cumsum(rng.integers(0, 3, n)).astype(np.int64) * 100  # with equal times
+    pids = rng.integers(1000, 1050, n).astype(np.int32)
+    prev = np.zeros(n, dtype=np.int32)
+    for c in range(ncpu):
+        rows = np.flatnonzero(cpu == c)
+        prev[rows[1:]] = pids[rows[:-1]]
+    name = lambda p: np.array([f"w{x}" if x else "swapper" for x in p], dtype=object)  # noqa: E731
+    order = np.arange(n)
+    if shuffle > 1:
+        for lo in range(0, n, shuffle):
+            order[lo:lo + shuffle] = rng.permutation(order[lo:lo + shuffle])
+    # Keep each CPU's rows in order (the ring gives that): re-sort within CPU.
+    for c in range(ncpu):
+        at = np.flatnonzero(cpu[order] == c)
+        order[at] = np.sort(order[at])
+    if late:
+        i = n // 3
+        order = np.concatenate((order[:i], order[i + 1:i + 1 + late], [order[i]], order[i + 1 + late:]))
+    sw = pd.DataFrame({
+        "ts_ns": ts, "cpu": cpu, "prev_pid": prev, "prev_tgid": prev, "prev_comm": name(prev),
+        "prev_prio": np.full(n, 120, np.int32), "prev_state": rng.choice([0, 1, 256], n),
+        "next_pid": pids, "next_tgid": pids, "next_comm": name(pids),
+        "next_prio": np.full(n, 120, np.int32), "next_wait_ns": np.zeros(n, np.int64)}).iloc[order]
+    m = n // 4
+    wk_ts = np.sort(rng.choice(ts, m))  # some at a switch's very time
+    who = rng.integers(1000, 1050, m).astype(np.int32)
+    wk = pd.DataFrame({"ts_ns": wk_ts, "pid": who, "tgid": who, "comm": name(who),
+                       "target_cpu": rng.integers(0, ncpu, m).astype(np.int32),
+                       "prev_cpu": rng.integers(0, ncpu, m).astype(np.int32),
+                       "waker_cpu": rng.integers(0, ncpu, m).astype(np.int32),
+                       "weight": np.full(m, 1024 << 10, np.int32)})
+    with TraceWriter(path, {"kernel": {"release": "6.12.0"}}) as w:
+        w.append_frame("switches", sw)
+        w.append_frame("wakeups", wk)
+    return path
+
+
+def test_read_order_with_slight_disorder_within_the_window(tmp_path):
+    trace_dir = _collected_like(tmp_path / "t", 4_000, shuffle=7)
+    import pyarrow.parquet as pq
+    ts = pq.read_table(trace_dir / "switches.parquet", columns=["ts_ns"]).column(0).to_numpy()
+    assert (np.diff(ts) < 0).any()  # really out of order across CPUs
+    stats = _assert_same_as_sorted(trace_dir, tmp_path, pf.READ_ORDER,
+                                   bundle_events=100, batch_rows=500, reorder_rows=16)
+    assert stats.sched_switch == 4_000 and stats.sched_waking == 1_000
+    # The window is what absorbs it: with none, a wakeup on a CPU is written
+    # before a switch of that CPU that comes first in time but later in the file.
+    narrow = export_perfetto(trace_dir, tmp_path / "narrow.pftrace", bundle_events=100,
+                             batch_rows=500, reorder_rows=1)
+    assert narrow.order == pf.EXTERNAL_SORT
+
+
+def test_read_order_row_later_than_the_window_falls_back(tmp_path):
+    # One row of a CPU written 1000 rows late: its CPU has moved on by then.
+    trace_dir = _collected_like(tmp_path / "t", 4_000, shuffle=1, late=1000)
+    stats = _assert_same_as_sorted(trace_dir, tmp_path, pf.EXTERNAL_SORT,
+                                   bundle_events=100, batch_rows=500, reorder_rows=16)
+    assert "switches.parquet row 2333 (cpu " in stats.read_order_refused  # where it was written
+
+
+def test_read_order_holds_a_cpu_until_its_first_switch(tmp_path):
+    # CPU 2 has wakeups and a frequency long before its first switch: their
+    # FtraceEvent.pid is that switch's prev task, in both paths.
+    rows = switch_rows()
+    for r in rows:
+        if r["cpu"] == 2:
+            r["ts_ns"] += 50_000
+    with TraceWriter(tmp_path / "t", META) as w:
+        w.append("switches", sorted(rows, key=lambda r: r["ts_ns"]))
+        w.append("wakeups", [{"ts_ns": BASE + 900 + i, "pid": 100, "tgid": 100, "comm": None,
+                              "target_cpu": 2, "prev_cpu": 2, "waker_cpu": 2, "weight": 1024}
+                             for i in range(50)])
+    stats = _assert_same_as_sorted(tmp_path / "t", tmp_path, pf.READ_ORDER,
+                                   bundle_events=4, batch_rows=3, reorder_rows=1)
+    _, trace = decode(tmp_path / "fast.pftrace")
+    full = [e for e in ftrace_events(trace)[2] if e.kind == "sched_waking"]
+    assert len(full) == 50 and {e.pid for e in full} == {0} and not any(e.compact for e in full)
+    assert stats.sched_waking == 50
 
 
 def test_cli(tmp_path):

@@ -73,16 +73,45 @@ clocks, which needs a snapshot pairing them.  So the Perfetto trace labels
 our monotonic times as boot time; the two differ only by time spent in
 suspend, and nothing else in the file is on another clock.
 
-Memory
-------
+Memory and order
+----------------
 
-The tables are read in Parquet batches into an external sort by (cpu, ts):
-up to ``run_rows`` events are sorted in memory; beyond that, sorted runs are
-spilled as Arrow IPC files to a scratch folder beside the output and merged
-block by block, so the input need not be sorted and memory stays bounded
-whatever the number of rows.  Sorted events are cut into bundles of at most
-``bundle_events``; each bundle is built as protos (the compact columns
-filled from numpy arrays) and written at once.  The output appears only once complete
+Trace processor needs each CPU's events in time order for the compact
+encoding to mean what we mean (a compact switch's prev task is the CPU's
+previous switch's next, taken after its sorter has ordered the events), and
+puts every event into a per-CPU queue by its own timestamp, sorting the
+queues itself: bundles of different CPUs may interleave in any order, as in
+Perfetto's own recordings (one bundle per CPU per read of its ring buffer).
+Two paths write the bundles; ``ExportStats.order`` says which ran.
+
+*Read order* (tried first): the tables are read once, in batches, each in
+its own file order, the batch of the stream furthest behind next. Rows wait
+until every stream has moved past them, then are sorted locally by
+(cpu, ts, kind) and appended to their CPU's open bundle, which is written
+when it holds ``bundle_events``. A stream's next rows are expected no
+earlier than the earliest of its last ``reorder_rows`` rows (the window:
+the collector's rows are a few rows out of time order where CPUs' events
+meet in one ring, and in order within a CPU). A row that would fall before
+an event already written on its CPU means the input is not in that order:
+the export starts again on the sort path (``read_order_refused`` says why).
+Each CPU's bundles come out the same, byte for byte, as on the sort path;
+only their interleaving differs, and the process tree comes last (its
+timestamp is the first switch's). Memory held: at most ``run_rows`` rows
+waiting (past that the oldest are written anyway, and a late row is still
+caught), one open bundle per CPU (< ``bundle_events`` each) and, for a CPU
+whose first switch has not come yet, its earlier events (at most
+``run_rows`` in all, else the sort path).
+
+*External sort* (input out of order, or ``reorder_rows=0``): the tables are
+read into an external sort by (cpu, ts): up to ``run_rows`` events are
+sorted in memory; beyond that, sorted runs are spilled as Arrow IPC files to
+a scratch folder beside the output and merged block by block, so the input
+need not be sorted and memory stays bounded whatever the number of rows.
+Sorted events are cut into bundles of at most ``bundle_events``, each CPU's
+in turn, after the header packets.
+
+Each bundle is built as protos (the compact columns filled from numpy
+arrays) and written at once. The output appears only once complete
 (temporary file, then rename), so a failed export leaves no partial file
 and keeps an older one intact.
 """
@@ -122,8 +151,17 @@ DEFAULT_BUNDLE_EVENTS = 4096
 # Rows per Parquet batch read, and per sorted batch encoded at once.
 DEFAULT_BATCH_ROWS = 65_536
 # Events sorted in memory at once (about 100 bytes each); a larger trace is
-# sorted in runs of this size, spilled to disk and merged.
+# sorted in runs of this size, spilled to disk and merged. Also the most
+# events the read-order path holds back.
 DEFAULT_RUN_ROWS = 1_000_000
+# The read-order path's window: a row may come this many rows of its table
+# late (the collector's rows are a few rows out of time order at most, where
+# CPUs' events met in one ring; within one CPU, in order).
+DEFAULT_REORDER_ROWS = 4096
+
+# ExportStats.order: which path wrote the bundles.
+READ_ORDER = "read order"        # one pass, bundles per CPU as they fill, no global sort
+EXTERNAL_SORT = "external sort"  # sorted by (cpu, ts) first: any input order
 
 # Trace processor decodes prev_state by kernel release, and our prev_state
 # column uses the encoding of Linux 4.14 onwards (128 = I, 256 = R+).  When a
@@ -146,6 +184,8 @@ _NICE_WEIGHTS = np.array([
     9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991, 1586, 1277,
     1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
     110, 87, 70, 56, 45, 36, 29, 23, 18, 15], dtype=np.int64)
+_NICE_ORDER = np.argsort(_NICE_WEIGHTS)  # for searchsorted, once (not per bundle)
+_NICE_SORTED = _NICE_WEIGHTS[_NICE_ORDER]
 
 
 @dataclass
@@ -166,6 +206,8 @@ class ExportStats:
     skipped_wakeups: int = 0        # neither waker_cpu nor target_cpu known
     kernel_release: str = ""        # what utsname.release says
     kernel_release_assumed: bool = False  # FALLBACK_KERNEL_RELEASE was used
+    order: str = ""                 # READ_ORDER or EXTERNAL_SORT
+    read_order_refused: str = ""    # why the read-order path gave way to the sort, if it did
 
     @property
     def events(self) -> int:
@@ -180,6 +222,8 @@ class ExportStats:
             out += f"; {self.skipped_wakeups:,} wakeups without a CPU left out"
         if self.kernel_release_assumed:
             out += f"; kernel release unknown, {self.kernel_release} assumed for prev_state"
+        if self.read_order_refused:
+            out += f"; sorted, the input being out of time order ({self.read_order_refused})"
         return out
 
 
@@ -206,6 +250,7 @@ class _Comms:
     def __init__(self) -> None:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
+        self._last: tuple[pa.Array, np.ndarray] | None = None  # a dictionary and its ids
 
     def _id(self, name: str) -> int:
         i = self._ids.get(name)
@@ -218,12 +263,19 @@ class _Comms:
         # Hashing in C++ (or the Parquet file's own dictionary, as _read
         # returns it); only the distinct names reach Python.
         enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-        lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
+        # Batches of one Parquet row group share its dictionary: map it once.
+        if self._last is not None and self._last[0].equals(enc.dictionary):
+            lut = self._last[1]
+        else:
+            lut = np.array([self._id(n) for n in enc.dictionary.to_pylist()], dtype=np.int32)
+            self._last = (enc.dictionary, lut)
         idx = enc.indices
         if not len(lut):
             return pa.nulls(len(arr), pa.int32())
+        if not idx.null_count:
+            return pa.array(lut[idx.to_numpy()])
         vals = lut[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)]
-        return pa.array(vals, mask=idx.is_null().to_numpy(zero_copy_only=False) if idx.null_count else None)
+        return pa.array(vals, mask=idx.is_null().to_numpy(zero_copy_only=False))
 
 _SWITCH_COLS = ("ts_ns", "cpu", "prev_pid", "prev_tgid", "prev_comm", "prev_prio", "prev_state",
                 "next_pid", "next_tgid", "next_comm", "next_prio")
@@ -248,7 +300,10 @@ def _read(trace: Trace, table: str, columns: tuple[str, ...],
         strings = [c for c in present if pa.types.is_string(schema.field(c).type)]
         pf = pq.ParquetFile(path, read_dictionary=strings)
         row = 0
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=present):
+        # One thread: Arrow's decode threads cost 1.1-2.4x the CPU seconds of
+        # one thread on a busy 2-core host (0.35-1.54 against 0.32-0.63 s for
+        # 8 M switches, interleaved) and saved ~0.1 s of wall time when idle.
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=present, use_threads=False):
             cols = {}
             for name in columns:
                 ftype = schema.field(name).type
@@ -281,23 +336,25 @@ def _rownums(row: int, n: int) -> pa.Array:
     return pa.array(np.arange(row, row + n, dtype=np.int64))
 
 
-def _switch_events(row: int, c: dict[str, pa.Array], comms: _Comms) -> pa.RecordBatch:
+def _switch_events(row: int, c: dict[str, pa.Array]) -> pa.RecordBatch:
+    """``c``'s comm columns are comm ids (_Comms.ids)."""
     n = len(c["ts_ns"])
     return pa.RecordBatch.from_arrays([
         c["ts_ns"], c["cpu"], _const(n, _SWITCH, np.int8), _rownums(row, n),
-        c["prev_pid"], c["prev_prio"], c["prev_state"], comms.ids(c["prev_comm"]),
-        c["next_pid"], c["next_prio"], comms.ids(c["next_comm"]), pa.nulls(n, pa.int32())], schema=_EVENTS)
+        c["prev_pid"], c["prev_prio"], c["prev_state"], c["prev_comm"],
+        c["next_pid"], c["next_prio"], c["next_comm"], pa.nulls(n, pa.int32())], schema=_EVENTS)
 
 
-def _waking_events(row: int, c: dict[str, pa.Array], comms: _Comms) -> tuple[pa.RecordBatch, int]:
-    """The wakeups that have a CPU to show them on, and how many have none."""
+def _waking_events(row: int, c: dict[str, pa.Array]) -> tuple[pa.RecordBatch, int]:
+    """The wakeups that have a CPU to show them on, and how many have none
+    (``c``'s comm column is comm ids)."""
     n = len(c["ts_ns"])
     waker, target = _np(c["waker_cpu"]), _np(c["target_cpu"])
     cpu = np.where(waker >= 0, waker, target).astype(np.int32)
     keep = cpu >= 0
     batch = pa.RecordBatch.from_arrays([
         c["ts_ns"], pa.array(cpu), _const(n, _WAKING, np.int8), _rownums(row, n),
-        c["pid"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int64()), comms.ids(c["comm"]),
+        c["pid"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int64()), c["comm"],
         c["target_cpu"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), c["weight"]],
         schema=_EVENTS)
     if keep.all():
@@ -352,30 +409,64 @@ def _latest_rows(keys: np.ndarray, ts: np.ndarray, ok: np.ndarray) -> np.ndarray
 
 
 class _Latest:
-    """Per key (a pid), the value of its latest row (by ts, then file order)."""
+    """Per key (a pid), the value of its latest row: by ts, then by the rank
+    its caller gives (table, batch, column: the order the sort path has
+    always noted them in), so that both paths, which read the tables in
+    different orders, agree. Each batch's rows are reduced to one per key
+    and kept as numpy chunks, reduced together now and then: a Python loop
+    over every key of every batch cost 0.5 s at 10^7 events."""
 
-    def __init__(self) -> None:
-        self.values: dict[int, tuple[int, object]] = {}
+    _REDUCE_AT = 1 << 18  # candidates held before reducing them
 
-    def add(self, keys: np.ndarray, ts: np.ndarray, values: pa.Array,
+    def __init__(self, decode=None) -> None:
+        self._chunks: list[tuple[np.ndarray, ...]] = []  # keys, ts, rank, values
+        self._held = 0
+        self._values: dict[int, object] | None = None
+        self._decode = decode  # a value as the process tree wants it (comm id -> name)
+
+    def add(self, keys: np.ndarray, ts: np.ndarray, values: pa.Array, rank: int,
             rows: np.ndarray | None = None) -> None:
-        """Note ``values`` by ``keys`` (pids > 0) at ``ts``. ``rows``, when
-        given, is ``_latest_rows(keys, ts, keys > 0)``, which holds when
+        """Note integer ``values`` by ``keys`` (pids > 0) at ``ts``. ``rows``,
+        when given, is ``_latest_rows(keys, ts, keys > 0)``, which holds when
         ``values`` has no null: callers noting several columns of the same
         rows find them once."""
         if rows is None or values.null_count:
             rows = _latest_rows(keys, ts, (keys > 0) & values.is_valid().to_numpy(zero_copy_only=False))
         if not len(rows):
             return
-        for key, when, value in zip(keys[rows].tolist(), ts[rows].tolist(),
-                                    values.take(pa.array(rows)).to_pylist()):
-            old = self.values.get(key)
-            if old is None or when >= old[0]:
-                self.values[key] = (when, value)
+        self._chunks.append((keys[rows], ts[rows], np.full(len(rows), rank, dtype=np.int64),
+                             _np(values)[rows]))
+        self._held += len(rows)
+        self._values = None
+        if self._held > self._REDUCE_AT:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if not self._chunks:
+            return
+        keys, ts, rank, values = (np.concatenate(x) for x in zip(*self._chunks))
+        order = np.lexsort((rank, ts, keys))  # a batch has one row per key: no tie left
+        last = order[np.append(keys[order][1:] != keys[order][:-1], True)]
+        self._chunks = [(keys[last], ts[last], rank[last], values[last])]
+        self._held = len(last)
+
+    @property
+    def values(self) -> dict[int, object]:
+        if self._values is None:
+            self._reduce()
+            keys, values = (self._chunks[0][0], self._chunks[0][3]) if self._chunks else ((), ())
+            decode = self._decode or (lambda v: v)
+            self._values = {k: decode(v) for k, v in zip(np.asarray(keys).tolist(),
+                                                          np.asarray(values).tolist())}
+        return self._values
 
     def get(self, key: int):
-        hit = self.values.get(key)
-        return None if hit is None else hit[1]
+        return self.values.get(key)
+
+
+# _Latest ranks: the order the sort path has always noted the tables in.
+def _rank(table: int, row: int, column: int = 0) -> int:
+    return (table << 60) | (row << 1) | column
 
 
 class _Sorter:
@@ -656,7 +747,9 @@ def _process_tree(pb, tgids: _Latest, comms: _Latest, ppids: _Latest, first_ts: 
 
 
 def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An integer column as int64 numpy (nulls as ``fill``) and its validity."""
+    """An integer column as numpy of its own width (nulls as ``fill``) and its
+    validity. Not widened to int64: the read-order path moves every column
+    twice (window, bundle), and half the bytes moved cost less."""
     col = table.column(name)
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
@@ -664,7 +757,7 @@ def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
              else np.ones(len(col), dtype=bool))
     if col.null_count:
         col = pc.fill_null(col, fill)
-    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
+    return col.to_numpy(zero_copy_only=False), valid
 
 
 def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -672,8 +765,7 @@ def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarra
     w = weight.astype(np.int64)
     scaled = (w % 1024 == 0) & (w >= 1024 * 15)
     w = np.where(scaled, w >> 10, w)
-    order = np.argsort(_NICE_WEIGHTS)
-    sorted_w = _NICE_WEIGHTS[order]
+    order, sorted_w = _NICE_ORDER, _NICE_SORTED
     at = np.clip(np.searchsorted(sorted_w, w), 0, len(sorted_w) - 1)
     exact = sorted_w[at] == w
     if valid is not None:
@@ -689,14 +781,14 @@ def _deltas(ts: np.ndarray) -> list[int]:
     return out.tolist()
 
 
-# The event columns the bundle writer reads: int64 numpy arrays with their
+# The event columns the bundle writer reads: numpy arrays with their
 # validity, converted once per sorted batch. Converting them per bundle, from
 # a table rebuilt out of batch slices, cost as much as filling the protos
 # (cProfile at 10^7 events: 0.88 s against 0.91 s in the extend calls).
 _BUNDLE_COLS = ("ts", "cpu", "kind", "a_pid", "a_prio", "a_state", "a_comm",
                 "b_pid", "b_prio", "b_comm", "weight")
 
-_Cols = dict  # column name -> (int64 values, validity)
+_Cols = dict  # column name -> (integer values, validity)
 
 
 def _columns(batch: pa.RecordBatch) -> _Cols:
@@ -732,7 +824,7 @@ class _BundleWriter:
     """
 
     def __init__(self, pb, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
-                 stats: ExportStats, comms: _Comms) -> None:
+                 stats: ExportStats, comms: _Comms, hold_first: bool = False) -> None:
         self.pb = pb
         self.names = comms.names
         self.out = out
@@ -743,10 +835,14 @@ class _BundleWriter:
         self.stats = stats
         self.cpus: set[int] = set()
         self.freq: dict[int, int] = {}  # cpu -> last kHz written
-        # The bundle being filled: its CPU, column slices and their event count.
-        self._open_cpu: int | None = None
-        self._open: list[_Cols] = []
-        self._open_count = 0
+        # Per CPU, the bundle being filled: column slices and their event count.
+        self._open: dict[int, list[_Cols]] = {}
+        self._open_count: dict[int, int] = {}
+        # In read order (hold_first), a CPU's events wait until its first
+        # switch is seen: the full events before it name that switch's prev
+        # task (self.running), which the sort path learns in pass 1.
+        self.hold_first = hold_first
+        self.held = 0  # events waiting so
         # Scratch for the per-bundle intern tables, indexed by comm id: the
         # first position of each id in the bundle (_UNSEEN between bundles),
         # and its index in the bundle's table.
@@ -754,34 +850,73 @@ class _BundleWriter:
         self._index = np.zeros(len(self.names), dtype=np.int64)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        cols = self._frequency_changes(_columns(batch))
+        """Events sorted by (cpu, ts, kind, ord), every CPU's in one run (the
+        external sort's output): a CPU's last bundle is written when the next
+        CPU begins."""
+        self.write_sorted(_columns(batch), close_others=True)
+
+    def write_sorted(self, cols: _Cols, close_others: bool = False) -> None:
+        """Events grouped by CPU, each CPU's in time order and after any it
+        was given before. ``close_others``: write the other CPUs' partial
+        bundles first (the sort path, where a CPU does not come back)."""
+        cols = self._frequency_changes(cols)
         cpu = cols["cpu"][0]
         n = len(cpu)
         if not n:
             return
-        # Bundles: runs of one CPU, bundle_events events each but the last,
-        # which the next batch may go on filling.
         cuts = np.flatnonzero(np.diff(cpu)) + 1
         for s, e in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
             c = int(cpu[s])
-            self.cpus.add(c)
-            if self._open_cpu != c:
-                self.flush()
-                self._open_cpu = c
-            while s < e:
-                take = min(e - s, self.bundle_events - self._open_count)
-                self._open.append(_take_rows(cols, slice(s, s + take)))
-                self._open_count += take
-                s += take
-                if self._open_count == self.bundle_events:
-                    self.flush()
-                    self._open_cpu = c
+            if close_others:
+                for other in [o for o in self._open if o != c]:
+                    self.flush(other)
+            self._add(c, _take_rows(cols, slice(s, e)))
 
-    def flush(self) -> None:
-        """Write the bundle being filled, if any."""
-        if self._open_count:
-            self._bundle(self._open_cpu, _concat(self._open))
-        self._open, self._open_count, self._open_cpu = [], 0, None
+    def _add(self, cpu: int, cols: _Cols) -> None:
+        self.cpus.add(cpu)
+        n = len(cols["kind"][0])
+        holding = self.hold_first and cpu not in self.running
+        if holding:
+            switches = np.flatnonzero(cols["kind"][0] == _SWITCH)
+            if len(switches):
+                self.running[cpu] = int(cols["a_pid"][0][switches[0]])
+                self.held -= self._open_count.get(cpu, 0)
+                holding = False
+            else:
+                self.held += n
+        self._open.setdefault(cpu, []).append(cols)
+        count = self._open_count[cpu] = self._open_count.get(cpu, 0) + n
+        if count < self.bundle_events or holding:
+            return
+        # Bundles of bundle_events; the rest stays open for this CPU's next events.
+        parts = self._open.pop(cpu)
+        del self._open_count[cpu]
+        if len(parts) > 1:
+            before = count - n
+            if before < self.bundle_events:  # an open bundle, filled from these rows' head
+                need = self.bundle_events - before
+                self._bundle(cpu, _concat(parts[:-1] + [_take_rows(cols, slice(0, need))]))
+                cols = _take_rows(cols, slice(need, None))
+            else:  # events held until the CPU's first switch
+                cols = _concat(parts)
+        n = len(cols["kind"][0])
+        full = n - n % self.bundle_events
+        for s in range(0, full, self.bundle_events):
+            self._bundle(cpu, _take_rows(cols, slice(s, s + self.bundle_events)))
+        if full < n:
+            self._open[cpu], self._open_count[cpu] = [_take_rows(cols, slice(full, n))], n - full
+
+    def flush(self, cpu: int | None = None) -> None:
+        """Write the bundles being filled (of ``cpu``, or of every CPU)."""
+        for c in ([cpu] if cpu is not None else sorted(self._open)):
+            parts = self._open.pop(c, None)
+            if parts is None:
+                continue
+            self._open_count.pop(c)
+            rows = _concat(parts)
+            n = len(rows["kind"][0])
+            for s in range(0, n, self.bundle_events):  # held events may be more than one bundle
+                self._bundle(c, _take_rows(rows, slice(s, s + self.bundle_events)))
 
     def _frequency_changes(self, cols: _Cols) -> _Cols:
         """Drop frequency rows that repeat their CPU's previous frequency."""
@@ -810,6 +945,10 @@ class _BundleWriter:
         """The bundle's intern table (names in order of first use) and each
         use's index into it, in time linear in the uses (a sort per bundle,
         np.unique, was a seventh of the writer's time)."""
+        grow = len(self.names) - len(self._first)
+        if grow > 0:  # names met since (in read order, the names grow as rows are read)
+            self._first = np.concatenate((self._first, np.full(grow, _UNSEEN, dtype=np.int64)))
+            self._index = np.concatenate((self._index, np.zeros(grow, dtype=np.int64)))
         pos = np.arange(len(used))
         np.minimum.at(self._first, used, pos)
         ids = used[self._first[used] == pos]  # at their first use: in order of it
@@ -951,13 +1090,17 @@ class _BundleWriter:
 def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
                     bundle_events: int = DEFAULT_BUNDLE_EVENTS,
                     batch_rows: int = DEFAULT_BATCH_ROWS,
-                    run_rows: int = DEFAULT_RUN_ROWS) -> ExportStats:
+                    run_rows: int = DEFAULT_RUN_ROWS,
+                    reorder_rows: int = DEFAULT_REORDER_ROWS) -> ExportStats:
     """Write ``trace`` as a Perfetto protobuf trace at ``out``; see the module
     docstring for what maps to what and which clock the times are on.
 
     ``bundle_events`` caps the events of one FtraceEventBundle, ``batch_rows``
     the rows read and encoded at once, ``run_rows`` the events sorted in
-    memory before the sort spills to a scratch folder beside ``out``.
+    memory before the sort spills to a scratch folder beside ``out`` (and the
+    most the read-order path holds), ``reorder_rows`` how late (in rows of
+    its table) a row may come in read order; 0: always sort. The result's
+    ``order`` says which path wrote the file (see "Memory" above).
 
     Raises TraceError when the trace cannot be read or has no sched_switch
     events (``NO_SWITCHES_MESSAGE``), or the output cannot be written; then
@@ -966,8 +1109,8 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     if not isinstance(trace, Trace):
         trace = Trace.open(trace)
     out = Path(out)
-    if bundle_events < 1 or batch_rows < 1 or run_rows < 1:
-        raise ValueError("bundle_events, batch_rows and run_rows must be >= 1")
+    if bundle_events < 1 or batch_rows < 1 or run_rows < 1 or reorder_rows < 0:
+        raise ValueError("bundle_events, batch_rows and run_rows must be >= 1, reorder_rows >= 0")
     if trace.rows("switches") == 0:
         raise TraceError(NO_SWITCHES_MESSAGE.format(path=trace.path), hint=NO_SWITCHES_HINT)
     with TraceDB(trace) as db:  # no negative or int64-max timestamps into Perfetto
@@ -985,7 +1128,7 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     scratch = _Scratch(parent, out.name)
     try:
         with open_atomic(out, "wb", buffering=1 << 20) as f:
-            _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
+            _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows, reorder_rows)
             stats.bytes = f.tell()
     except OSError as e:
         hint = ("check that the folder is writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -996,59 +1139,277 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     return stats
 
 
-def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
-            bundle_events: int, batch_rows: int, run_rows: int) -> None:
-    # Pass 1: read every table once, in batches, into the external sort,
-    # noting on the way what the header packets need.
-    sorter = _Sorter(scratch, run_rows, batch_rows)
-    tgids, comms, ppids = _Latest(), _Latest(), _Latest()
-    names = _Comms()
-    first: dict[int, tuple[int, int, int]] = {}  # cpu -> (ts, row, prev_pid) of its first switch
-    first_ts: int | None = None
-    for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
+class _Notes:
+    """What the header packets need, noted while the tables are read: each
+    pid's latest tgid and comm, each process's ppid, each CPU's first switch
+    (ts, row, prev_pid) and the first timestamp."""
+
+    def __init__(self, names: _Comms, first: bool = True) -> None:
+        self.tgids, self.ppids = _Latest(), _Latest()
+        self.comms = _Latest(decode=lambda i: names.names[i])  # comm ids
+        self.want_first = first  # the read-order path finds each CPU's first switch as it writes
+        self.first: dict[int, tuple[int, int, int]] = {}
+        self.first_ts: int | None = None
+
+    def switches(self, trace: Trace, row: int, c: dict[str, pa.Array]) -> None:
+        """``c``'s comm columns are comm ids (_Comms.ids)."""
         ts, cpu = _np(c["ts_ns"]), _np(c["cpu"])
         if (cpu < 0).any():
             raise TraceError(f"trace {trace.path}: switches.parquet has a negative cpu in row "
                              f"{row + int(np.argmax(cpu < 0))}; the file is damaged, re-collect it")
-        first_ts = int(ts.min()) if first_ts is None else min(first_ts, int(ts.min()))
+        low = int(ts.min())
+        self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
         prev, nxt = _np(c["prev_pid"]), _np(c["next_pid"])
-        for i in _pick_per_group(cpu, ts, latest=False).tolist():
+        for i in (_pick_per_group(cpu, ts, latest=False).tolist() if self.want_first else ()):
             c_i, key = int(cpu[i]), (int(ts[i]), row + i)
-            if c_i not in first or key < first[c_i][:2]:
-                first[c_i] = key + (int(prev[i]),)
-        for pids, tg, cm in ((prev, c["prev_tgid"], c["prev_comm"]),
-                             (nxt, c["next_tgid"], c["next_comm"])):
+            if c_i not in self.first or key < self.first[c_i][:2]:
+                self.first[c_i] = key + (int(prev[i]),)
+        for column, (pids, tg, cm) in enumerate(((prev, c["prev_tgid"], c["prev_comm"]),
+                                                 (nxt, c["next_tgid"], c["next_comm"]))):
             rows = _latest_rows(pids, ts, pids > 0)
-            tgids.add(pids, ts, tg, rows)
-            comms.add(pids, ts, cm, rows)
-        sorter.add(_switch_events(row, c, names))
-    for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
+            self.tgids.add(pids, ts, tg, _rank(0, row, column), rows)
+            self.comms.add(pids, ts, cm, _rank(0, row, column), rows)
+
+    def wakeups(self, row: int, c: dict[str, pa.Array]) -> None:
+        """``c``'s comm column is comm ids (_Comms.ids)."""
         ts, pids = _np(c["ts_ns"]), _np(c["pid"])
         rows = _latest_rows(pids, ts, pids > 0)
-        tgids.add(pids, ts, c["tgid"], rows)
-        comms.add(pids, ts, c["comm"], rows)
-        batch, skipped = _waking_events(row, c, names)
-        stats.skipped_wakeups += skipped
-        sorter.add(batch)
-    for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
-        sorter.add(_freq_events(row, c))
-    for row, c in _read(trace, "processes", _PROC_COLS, batch_rows):
-        ppids.add(_np(c["pid"]), _np(c["ts_ns"]), c["ppid"])
+        self.tgids.add(pids, ts, c["tgid"], _rank(1, row), rows)
+        self.comms.add(pids, ts, c["comm"], _rank(1, row), rows)
 
-    # Pass 2: the header packets, then the events in (cpu, ts) order.
+    def processes(self, trace: Trace, batch_rows: int) -> None:
+        for row, c in _read(trace, "processes", _PROC_COLS, batch_rows):
+            self.ppids.add(_np(c["pid"]), _np(c["ts_ns"]), c["ppid"], _rank(0, row))
+
+    def process_tree(self, pb, stats: ExportStats) -> Iterator:
+        return _process_tree(pb, self.tgids, self.comms, self.ppids, self.first_ts or 0, stats)
+
+
+def _streams(trace: Trace, notes: _Notes, names: _Comms, stats: ExportStats,
+             batch_rows: int) -> dict[int, Iterator[pa.RecordBatch]]:
+    """Per event kind, its table's events as _EVENTS batches in read order,
+    noting what the header needs on the way."""
+    def switches():
+        for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
+            c = {**c, "prev_comm": names.ids(c["prev_comm"]), "next_comm": names.ids(c["next_comm"])}
+            notes.switches(trace, row, c)
+            yield _switch_events(row, c)
+
+    def wakings():
+        for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
+            c = {**c, "comm": names.ids(c["comm"])}
+            notes.wakeups(row, c)
+            batch, skipped = _waking_events(row, c)
+            stats.skipped_wakeups += skipped
+            yield batch
+
+    def frequencies():
+        for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
+            yield _freq_events(row, c)
+
+    return {_FREQ: frequencies(), _WAKING: wakings(), _SWITCH: switches()}
+
+
+def _export(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
+            bundle_events: int, batch_rows: int, run_rows: int, reorder_rows: int) -> None:
+    if reorder_rows:
+        try:
+            _export_in_read_order(pb, trace, f, stats, bundle_events, batch_rows, run_rows,
+                                  reorder_rows)
+            stats.order = READ_ORDER
+            return
+        except _OutOfOrder as e:
+            # Start again from nothing: the sort path writes its own header.
+            f.seek(0)
+            f.truncate()
+            vars(stats).update(vars(ExportStats(path=stats.path)))
+            stats.read_order_refused = str(e)
+    _export_sorted(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows)
+    stats.order = EXTERNAL_SORT
+
+
+def _header(pb, f: BinaryIO, trace: Trace, stats: ExportStats) -> None:
     snapshot = _clock_snapshot(pb, trace.metadata)
     if snapshot is not None:
         _write_packet(f, snapshot)
         stats.packets += 1
     _write_packet(f, _system_info(pb, trace.metadata, stats))
     stats.packets += 1
-    for packet in _process_tree(pb, tgids, comms, ppids, first_ts or 0, stats):
+
+
+def _export_sorted(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _Scratch,
+                   bundle_events: int, batch_rows: int, run_rows: int) -> None:
+    # Pass 1: read every table once, in batches, into the external sort,
+    # noting on the way what the header packets need.
+    sorter = _Sorter(scratch, run_rows, batch_rows)
+    names = _Comms()
+    notes = _Notes(names)
+    for batches in _streams(trace, notes, names, stats, batch_rows).values():
+        for batch in batches:
+            sorter.add(batch)
+    notes.processes(trace, batch_rows)
+
+    # Pass 2: the header packets, then the events in (cpu, ts) order.
+    _header(pb, f, trace, stats)
+    for packet in notes.process_tree(pb, stats):
         _write_packet(f, packet)
         stats.packets += 1
     # Before a CPU's first switch, the task running there is that switch's prev.
-    running = {cpu: prev for cpu, (_, _, prev) in first.items()}
+    running = {cpu: prev for cpu, (_, _, prev) in notes.first.items()}
     bundles = _BundleWriter(pb, f, running, bundle_events, stats, names)
     for batch in sorter.batches():
         bundles.write_batch(batch)
     bundles.flush()
     stats.cpus = sorted(bundles.cpus)
+
+
+def _with_last(batches: Iterator) -> Iterator[tuple[object, bool]]:
+    """(batch, whether it is the last) for each batch: a stream that has
+    ended must stop holding the others back at once."""
+    it = iter(batches)
+    ahead = next(it, None)
+    while ahead is not None:
+        batch, ahead = ahead, next(it, None)
+        yield batch, ahead is None
+
+
+def _export_in_read_order(pb, trace: Trace, f: BinaryIO, stats: ExportStats, bundle_events: int,
+                          batch_rows: int, run_rows: int, reorder_rows: int) -> None:
+    """One pass in read order, no global sort: the header, each CPU's
+    bundles as they fill (CPUs interleaved, as Perfetto's own traces are),
+    then the process tree (trace processor sorts packets by timestamp, and
+    the tree's is the first switch's). Raises _OutOfOrder, having written
+    part of the file, when the input is not in time order within the window."""
+    names = _Comms()
+    notes = _Notes(names, first=False)
+    _header(pb, f, trace, stats)
+    bundles = _BundleWriter(pb, f, {}, bundle_events, stats, names, hold_first=True)
+    merge = _InOrder(bundles, run_rows)
+    streams = {k: _with_last(v) for k, v in _streams(trace, notes, names, stats, batch_rows).items()}
+    live: dict[int, tuple[int, int] | None] = dict.fromkeys(streams)  # kind -> (guard, latest ts)
+    while live:
+        # Read from the stream that is furthest behind, so that the streams
+        # advance together and few rows wait.
+        kind = min(live, key=lambda k: -math.inf if live[k] is None else live[k][1])
+        batch, last = next(streams[kind], (None, True))
+        if batch is not None and batch.num_rows:
+            live[kind] = merge.add(kind, batch, reorder_rows)
+        if last:
+            del live[kind]
+        # A stream's next rows are expected at or after its guard: the
+        # earliest time among its last reorder_rows rows.
+        if not live:
+            break
+        if None not in live.values():
+            merge.emit(min(guard for guard, _ in live.values()))
+    merge.emit(math.inf)
+    bundles.flush()
+    notes.processes(trace, batch_rows)
+    for packet in notes.process_tree(pb, stats):
+        _write_packet(f, packet)
+        stats.packets += 1
+    stats.cpus = sorted(bundles.cpus)
+
+
+class _OutOfOrder(Exception):
+    """The input is not in time order within the read-order path's window."""
+
+
+class _InOrder:
+    """Events of several streams, each in (nearly) time order, handed to the
+    bundle writer grouped by CPU and in time order within each CPU, without
+    a global sort.
+
+    Rows are held until every stream has moved past them (``emit``), then
+    sorted locally by (cpu, ts, kind) (stable: file order at ties) and
+    written. A row that would fall before an event already written on its
+    CPU raises _OutOfOrder; so does holding more than ``max_rows`` rows
+    (past that, the oldest are written anyway and any late row is caught).
+    """
+
+    def __init__(self, writer: _BundleWriter, max_rows: int) -> None:
+        self.writer = writer
+        self.max_rows = max_rows
+        self.parts: list[_Cols] = []
+        self.rows = 0
+        # Per CPU (index), the (ts, kind) of the last event written.
+        self.last_ts = np.full(0, np.iinfo(np.int64).min, dtype=np.int64)
+        self.last_kind = np.zeros(0, dtype=np.int64)
+
+    def add(self, kind: int, batch: pa.RecordBatch, reorder_rows: int) -> tuple[int, int]:
+        """Hold ``batch``'s rows; returns the stream's guard (the earliest ts
+        of its last ``reorder_rows`` rows: its next rows are expected at or
+        after it) and its latest ts."""
+        cols = _columns(batch)
+        ts, cpu = cols["ts"][0], cols["cpu"][0]
+        top = int(cpu.max())
+        if top >= len(self.last_ts):
+            grow = top + 1 - len(self.last_ts)
+            self.last_ts = np.concatenate((self.last_ts, np.full(grow, np.iinfo(np.int64).min)))
+            self.last_kind = np.concatenate((self.last_kind, np.zeros(grow, dtype=np.int64)))
+        before = self.last_ts[cpu]
+        late = (ts < before) | ((ts == before) & (kind < self.last_kind[cpu]))
+        if late.any():
+            i = int(np.argmax(late))
+            raise _OutOfOrder(f"{_TABLE_OF[kind]} row {batch.column('ord')[i].as_py()} (cpu {int(cpu[i])}, "
+                              f"ts {int(ts[i])}) comes after cpu {int(cpu[i])}'s events up to "
+                              f"ts {int(before[i])} were written")
+        self.parts.append(cols)
+        self.rows += len(ts)
+        return int(ts[-reorder_rows:].min()), int(ts.max())
+
+    def emit(self, until: float) -> None:
+        """Write the rows with ts < ``until`` (and, past max_rows held, the oldest)."""
+        if not self.rows:
+            return
+        if self.rows > self.max_rows:
+            ts = np.concatenate([part["ts"][0] for part in self.parts])
+            cut = self.rows - self.max_rows // 2
+            until = max(until, int(np.partition(ts, cut)[cut]))
+        # Split part by part: a part wholly before (after) ``until`` is
+        # written (kept) as it is, a sorted one is cut by views; only the rest
+        # is copied row by row.
+        out, keep = [], []
+        for part in self.parts:
+            ts = part["ts"][0]
+            n = len(ts)
+            if until == math.inf or ts.max() < until:
+                out.append(part)
+            elif ts.min() >= until:
+                keep.append(part)
+            elif np.all(ts[1:] >= ts[:-1]):
+                at = int(np.searchsorted(ts, until, "left"))
+                out.append(_take_rows(part, slice(0, at)))
+                keep.append(_take_rows(part, slice(at, n)))
+            else:
+                early = ts < until
+                out.append(_take_rows(part, early))
+                keep.append(_take_rows(part, ~early))
+        self.parts, self.rows = keep, sum(len(part["ts"][0]) for part in keep)
+        if not out:
+            return
+        rows = _concat(out)
+        done = _take_rows(rows, _cpu_time_order(rows["cpu"][0], rows["ts"][0], rows["kind"][0]))
+        cpu = done["cpu"][0]
+        ends = np.append(np.flatnonzero(np.diff(cpu)), len(cpu) - 1)
+        self.last_ts[cpu[ends]] = done["ts"][0][ends]
+        self.last_kind[cpu[ends]] = done["kind"][0][ends]
+        self.writer.write_sorted(done)
+        if self.writer.held > self.max_rows:
+            raise _OutOfOrder(f"more than {self.max_rows:,} events on CPUs with no switch yet")
+
+
+def _cpu_time_order(cpu: np.ndarray, ts: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """The stable order by (cpu, ts, kind). The rows are a few parts, each
+    in (nearly) time order: a stable sort by one time-and-kind key merges
+    their runs, then a stable sort by CPU as int16 is a radix sort; half the
+    CPU time of np.lexsort on the three keys (3.0 against 5.5-6.9 ms per
+    131,072 rows)."""
+    t0, t1 = int(ts.min()), int(ts.max())
+    if (t1 - t0) >= (1 << 61) or int(cpu.max()) >= (1 << 15):
+        return np.lexsort((kind, ts, cpu))
+    by_time = np.argsort((ts - t0) * 3 + kind, kind="stable")
+    return by_time[np.argsort(cpu[by_time].astype(np.int16), kind="stable")]
+
+
+_TABLE_OF = {_SWITCH: "switches.parquet", _WAKING: "wakeups.parquet", _FREQ: "cpu_intervals.parquet"}
