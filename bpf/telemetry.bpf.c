@@ -233,9 +233,7 @@ static __always_inline s64 rq_load(s32 cpu)
 /* The kernel's run-queue wait total for p so far (0 without sched_info). */
 static __always_inline u64 kernel_run_delay(struct task_struct *p)
 {
-	if (kernel_waits && bpf_core_field_exists(p->sched_info))
-		return p->sched_info.run_delay;
-	return 0;
+	return kernel_waits ? aios_task_run_delay(p) : 0;
 }
 
 /* The task's entry, created (zeroed, identity filled) on first sight;
@@ -323,7 +321,7 @@ static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u3
 static __always_inline s64 kernel_wait(struct aios_task_stats *ts, struct task_struct *next,
 				       u64 rq_clock, bool fresh)
 {
-	u64 run_delay = next->sched_info.run_delay, queued = next->sched_info.last_queued;
+	u64 run_delay = aios_task_run_delay(next), queued = aios_task_last_queued(next);
 	u64 owed = queued && rq_clock > queued ? rq_clock - queued : 0;
 	u64 seen = ts->run_delay_ns;
 
@@ -577,7 +575,7 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 	if (next_pid) {
 		ts = task_entry_made(next, next_pid, &made);
 		if (ts) {
-			if (kernel_waits && rq_clock && bpf_core_field_exists(next->sched_info)) {
+			if (kernel_waits && rq_clock && aios_has_sched_info(next)) {
 				next_wait = kernel_wait(ts, next, rq_clock, made);
 				if (next_wait >= 0)
 					record_wait(ts, next_wait, ep);

@@ -66,6 +66,29 @@ static __always_inline struct rq *aios_task_rq(struct task_struct *p)
 	return p->se.cfs_rq->rq;
 }
 
+/* Not a version but a config: p->sched_info (run_delay, the run-queue wait
+ * so far; last_queued, when the current wait began, in rq clock) exists with
+ * CONFIG_SCHED_INFO (SCHEDSTATS or TASK_DELAY_ACCT). Without it both read 0
+ * and aios_has_sched_info() is false: the caller times waits itself. */
+static __always_inline bool aios_has_sched_info(struct task_struct *p)
+{
+	return bpf_core_field_exists(p->sched_info);
+}
+
+static __always_inline u64 aios_task_run_delay(struct task_struct *p)
+{
+	if (!bpf_core_field_exists(p->sched_info))
+		return 0;
+	return p->sched_info.run_delay;
+}
+
+static __always_inline u64 aios_task_last_queued(struct task_struct *p)
+{
+	if (!bpf_core_field_exists(p->sched_info))
+		return 0;
+	return p->sched_info.last_queued;
+}
+
 #endif /* AIOS_CORE_FIXES_BPF_H */
 
 /* ---- sched_ext (objects that include aios/scx.bpf.h) ---- */
