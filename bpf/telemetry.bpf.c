@@ -311,6 +311,15 @@ static __always_inline void record_wait(struct aios_task_stats *ts, u64 wait, u3
 		ts->wait_max_ns[s] = wait;
 }
 
+/* The task ran after a sleep (or is new and ran): that is a wakeup. */
+static __always_inline void end_sleep(struct aios_task_stats *ts)
+{
+	if (ts->flags & AIOS_TASK_ASLEEP) {
+		ts->wakeups++;
+		ts->flags &= ~AIOS_TASK_ASLEEP;
+	}
+}
+
 /* The wait that ends as `next` is switched in, from the kernel's sched_info:
  * what run_delay gained since our last look (waits on other CPUs' queues
  * before a migration, which the kernel adds at the dequeue) plus what the
@@ -552,16 +561,13 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			 * seen here even if the task never runs again. */
 			ts->weight = prev->se.load.weight;
 			ts->nice = prev->static_prio - 120;
-			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
-			 * when not a preemption and the task left TASK_RUNNING (it
-			 * is dequeued); otherwise it stays runnable and waits. */
 			/* Still asleep by our count, yet it ran: its switch-in
 			 * was not traced (our 6.18 host hides a few), so the
 			 * sleep it ended is counted here. */
-			if (ts->flags & AIOS_TASK_ASLEEP) {
-				ts->wakeups++;
-				ts->flags &= ~AIOS_TASK_ASLEEP;
-			}
+			end_sleep(ts);
+			/* The kernel's own nvcsw/nivcsw rule: a switch is voluntary
+			 * when not a preemption and the task left TASK_RUNNING (it
+			 * is dequeued); otherwise it stays runnable and waits. */
 			if (!preempt && aios_task_state(prev) != TASK_RUNNING) {
 				ts->voluntary_switches++;
 				ts->flags |= AIOS_TASK_ASLEEP;
@@ -585,10 +591,7 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 				next_wait = now > ts->wait_since_ns ? now - ts->wait_since_ns : 0;
 				record_wait(ts, next_wait, ep);
 			}
-			if (ts->flags & AIOS_TASK_ASLEEP) {
-				ts->wakeups++;
-				ts->flags &= ~AIOS_TASK_ASLEEP;
-			}
+			end_sleep(ts);
 			ts->wait_since_ns = 0;
 			ts->oncpu_since_ns = now;
 			ts->last_cpu = cpu;

@@ -37,7 +37,6 @@ from ..errors import BpfError, BpfMapError
 from .topology import CpuTopology
 
 PROGRAMS = ("tel_switch", "tel_wakeup", "tel_wakeup_new", "tel_migrate", "tel_exit", "tel_free")
-KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 RINGS = {"migrations": "migration_ring", "wakeups": "wakeup_ring", "switches": "switch_ring"}
 SWITCH_RING_SCALE = 4           # switch_ring is this many times ringbuf_pages (16 MiB by default)
 WINDOW_NS = 1 << 24             # AIOS_WINDOW_SHIFT: the sampled streams' window (checked against BTF)
@@ -50,7 +49,7 @@ def object_path():
     return build.object_path(paths.project_root() / "bpf" / "telemetry.bpf.c")
 
 
-def kernel_keeps_waits(btf_path: str = KERNEL_BTF) -> bool:
+def kernel_keeps_waits(btf_path=build.HOST_BTF) -> bool:
     """Whether the running kernel keeps per-task run-queue waits itself
     (task_struct.sched_info: CONFIG_SCHED_INFO, set by SCHEDSTATS or
     TASK_DELAY_ACCT, as in Debian's and Fedora's kernels) and the switch
@@ -110,7 +109,8 @@ class BpfCollector:
     kernel_waits: read run-queue waits from the kernel's sched_info at each
     switch-in (no hook on sched_wakeup unless the wakeup stream is kept);
     None uses it wherever the running kernel has it (kernel_keeps_waits),
-    False times waits from the wakeup tracepoints on any kernel."""
+    False times waits from the wakeup tracepoints on any kernel. Resolved
+    at start() (reading the kernel's BTF), where it becomes a bool."""
 
     # Records per ring per poll() on the libbpf callback path (CPUs without
     # bulk reads): under a flood an unbounded consume never returns.
@@ -130,7 +130,7 @@ class BpfCollector:
         self.wakeup_sample = wakeup_sample
         self.switch_events = switch_events
         self.stream_budget = stream_budget
-        self.kernel_waits = kernel_keeps_waits() if kernel_waits is None else kernel_waits
+        self.kernel_waits = kernel_waits
         self.ringbuf_pages = ringbuf_pages
         self.max_tasks = max_tasks
         self.topology = topology or CpuTopology.read()
@@ -155,6 +155,8 @@ class BpfCollector:
         # Switches outnumber the other events (about 2 per wakeup under
         # hackbench) and arrive in bursts the reader is woken late for.
         switch_bytes = ring_bytes * SWITCH_RING_SCALE if self.switch_events else page
+        if self.kernel_waits is None:
+            self.kernel_waits = kernel_keeps_waits()
         # Every wakeup must be seen only to start the wait clock, which the
         # kernel's sched_info makes unnecessary.
         programs = tuple(p for p in PROGRAMS if p != "tel_wakeup" or self.wakeup_events
