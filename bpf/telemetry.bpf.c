@@ -9,10 +9,13 @@
  *    "Wait" runs from being queued (woken, new, or switched out while still
  *    runnable: preempted, yielded) until the next switch-in. Where the
  *    kernel keeps sched_info (CONFIG_SCHED_INFO: run_delay, last_queued),
- *    each wait is read from it at the switch-in, exactly the run_delay the
- *    kernel adds there, and no wakeup hook touches the task's entry (the
- *    entry's cache misses were most of the wakeup program's cost); without
- *    it the wait starts at the sched_wakeup tracepoints, as before.
+ *    each wait is read from it at the switch-in, the run_delay the kernel
+ *    adds there, and no wakeup hook touches the task's entry (the entry's
+ *    cache misses were most of the wakeup program's cost); without it the
+ *    wait starts at the sched_wakeup tracepoints, as before. Either way a
+ *    wait whose switch finds the rq clock stale (clock_is_stale: after a
+ *    preempting wakeup __schedule skips its update) is timed by ktime: the
+ *    kernel's run_delay counts such a wait as 0, ours does not.
  *    A wakeup is counted when it ends a sleep, at the switch-in after a
  *    voluntary switch-out (or a new task's first): a wakeup of a task
  *    still on its CPU or still queued changes nothing and is not counted.
@@ -28,7 +31,9 @@
  *    updated (rq->clock, sched_clock) plus a per-CPU offset to ktime
  *    (CLOCK_MONOTONIC, which user space reads) taken with one
  *    bpf_ktime_get_ns() at the CPU's first switch of each 2^24 ns window:
- *    a ktime read was a sixth of the switch program's cost. The two clocks
+ *    a ktime read was a sixth of the switch program's cost. A switch whose
+ *    clock update was skipped (above) reads ktime itself and never sets
+ *    the offset (a stale clock would skew a whole window). The two clocks
  *    drift by parts per million; a timestamp is the time __schedule read
  *    the clock, a microsecond or so before the tracepoint, and a CPU's
  *    switch times never go back (a resync that would is held at +1 ns).
@@ -324,33 +329,54 @@ static __always_inline void end_sleep(struct aios_task_stats *ts)
  * what run_delay gained since our last look (waits on other CPUs' queues
  * before a migration, which the kernel adds at the dequeue) plus what the
  * kernel is about to add, rq_clock - last_queued (sched_info_arrive runs
- * right after this tracepoint, with the same rq clock). -1 when the entry
- * was made at this switch-in: the wait may have begun before we attached,
- * as the wakeup-hook path did not measure either. */
+ * right after this tracepoint, with the same rq clock). When that clock
+ * is stale (see clock_is_stale) the kernel adds 0 for a wait that lasted
+ * from the enqueue to now: stale_owed, measured by ktime, is counted
+ * instead, so our waits are the kernel's run_delay plus what it misses.
+ * -1 when the entry was made at this switch-in: the wait may have begun
+ * before we attached, as the wakeup-hook path did not measure either. */
 static __always_inline s64 kernel_wait(struct aios_task_stats *ts, struct task_struct *next,
-				       u64 rq_clock, bool fresh)
+				       u64 rq_clock, u64 queued, s64 stale_owed, bool fresh)
 {
-	u64 run_delay = aios_task_run_delay(next), queued = aios_task_last_queued(next);
+	u64 run_delay = aios_task_run_delay(next);
 	u64 owed = queued && rq_clock > queued ? rq_clock - queued : 0;
 	u64 seen = ts->run_delay_ns;
 
+	/* What the kernel's run_delay will read after sched_info_arrive. */
 	ts->run_delay_ns = run_delay + owed;
 	if (fresh || run_delay < seen)
 		return -1;
-	return run_delay - seen + owed;
+	return run_delay - seen + (stale_owed >= 0 ? (u64)stale_owed : owed);
+}
+
+/* Whether this switch's rq clock stopped at `next`'s enqueue. A wakeup that
+ * preempts the running task (an idle CPU's idle task included) sets
+ * RQCF_REQ_SKIP, and __schedule then skips its clock update: the clock
+ * still reads the enqueue's update, rq_clock == last_queued, and the
+ * kernel's sched_info counts the whole wait as 0 (CI: a sleeper's 51 waits
+ * all 0 ns). The flag itself is reset to RQCF_UPDATED before the pick
+ * (since 6.7), so the equality is the only trace of the skip we can see. */
+static __always_inline bool clock_is_stale(u64 rq_clock, u64 queued)
+{
+	return queued && rq_clock == queued;
 }
 
 /* Now, for a switch on this CPU: rq_clock (the rq's sched_clock, fresh in
- * __schedule) moved to ktime's base by this CPU's offset, re-read at its
- * first switch of each window; ktime itself without an rq clock. */
-static __always_inline u64 switch_now(struct aios_cpu_stats *cs, u64 rq_clock)
+ * __schedule unless the update was skipped) moved to ktime's base by this
+ * CPU's offset, re-read at its first switch of each window; `fresh`, a
+ * ktime read already made (the clock is stale), or ktime itself without
+ * an rq clock. A stale clock never sets the offset. */
+static __always_inline u64 switch_now(struct aios_cpu_stats *cs, u64 rq_clock, u64 fresh)
 {
 	u64 now;
 
-	if (!rq_clock)
+	if (fresh)
+		now = fresh;
+	else if (!rq_clock)
 		return bpf_ktime_get_ns();
-	now = rq_clock + cs->clock_off;
-	if (!cs->clock_window || now >> AIOS_WINDOW_SHIFT != cs->clock_window) {
+	else
+		now = rq_clock + cs->clock_off;
+	if (!fresh && (!cs->clock_window || now >> AIOS_WINDOW_SHIFT != cs->clock_window)) {
 		now = bpf_ktime_get_ns();
 		cs->clock_off = now - rq_clock;
 		cs->clock_window = now >> AIOS_WINDOW_SHIFT;
@@ -362,14 +388,18 @@ static __always_inline u64 switch_now(struct aios_cpu_stats *cs, u64 rq_clock)
 }
 
 /* Now, for a wakeup of p seen on the CPU of cs: p's rq clock (its new rq's,
- * updated by ttwu before the tracepoint) on ktime's base. */
-static __always_inline u64 wake_now(struct aios_cpu_stats *cs, struct task_struct *p)
+ * updated by ttwu before the tracepoint) on ktime's base; *clock is that raw
+ * clock (0 when ktime was read instead), kept to tell a stale switch. */
+static __always_inline u64 wake_now(struct aios_cpu_stats *cs, struct task_struct *p,
+				    u64 *clock)
 {
 	struct rq *rq = aios_task_rq(p);
 	u64 rq_clock = rq ? rq->clock : 0;
 
+	*clock = 0;
 	if (!rq_clock || !cs->clock_window)
 		return bpf_ktime_get_ns();
+	*clock = rq_clock;
 	return rq_clock + cs->clock_off;
 }
 
@@ -528,15 +558,31 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 	struct aios_cpu_stats *cs = bpf_map_lookup_elem(&cpu_stats, &cpu);
 	struct rq *rq = aios_task_rq(prev);	/* prev is still on this CPU's rq */
 	/* A BTF pointer: direct loads. __schedule updated the clock before the pick. */
-	u64 rq_clock = rq ? rq->clock : 0, now;
-	struct aios_task_stats *ts;
-	s64 next_wait = -1;
-	bool made = false;
+	u64 rq_clock = rq ? rq->clock : 0, now, queued = 0, since = 0, fresh = 0;
+	struct aios_task_stats *ts, *nts = NULL;
+	s64 next_wait = -1, stale_owed = -1;
+	bool made = false, sched_info = false;
 	u32 unpaired;
 
 	if (!cs)
 		return 0;
-	now = switch_now(cs, rq_clock);
+	if (next_pid) {
+		nts = task_entry_made(next, next_pid, &made);
+		sched_info = kernel_waits && rq_clock && aios_has_sched_info(next);
+		/* The rq clock the wait now ending was stamped from. */
+		if (sched_info)
+			since = queued = aios_task_last_queued(next);
+		else if (nts && nts->wait_since_ns)
+			since = nts->wait_since_clock;
+		/* One ktime read, on these switches only: it times both the
+		 * switch and a wait the stale clock would count as 0. */
+		if (clock_is_stale(rq_clock, since))
+			fresh = bpf_ktime_get_ns();
+		if (fresh && sched_info)
+			stale_owed = cs->clock_window && fresh > queued + cs->clock_off ?
+				     fresh - (queued + cs->clock_off) : 0;
+	}
+	now = switch_now(cs, rq_clock, fresh);
 	unpaired = cpu_switch(cs, rq, prev_pid, next_pid, now, ep);
 	if (unpaired) {
 		/* The task we last switched in here left unseen (some kernels
@@ -575,20 +621,23 @@ int BPF_PROG(tel_switch, bool preempt, struct task_struct *prev, struct task_str
 			} else {
 				ts->involuntary_switches++;
 				ts->wait_since_ns = now;
+				ts->wait_since_clock = rq_clock;
 			}
 		}
 	}
 	if (next_pid) {
-		ts = task_entry_made(next, next_pid, &made);
+		ts = nts;
 		if (ts) {
-			if (kernel_waits && rq_clock && aios_has_sched_info(next)) {
-				next_wait = kernel_wait(ts, next, rq_clock, made);
+			if (sched_info) {
+				next_wait = kernel_wait(ts, next, rq_clock, queued, stale_owed, made);
 				if (next_wait >= 0)
 					record_wait(ts, next_wait, ep);
 			} else if (ts->wait_since_ns) {
-				/* The rq clock was read at __schedule's start: a wake
-				 * stamped by ktime just after it waited ~0, not < 0. */
-				next_wait = now > ts->wait_since_ns ? now - ts->wait_since_ns : 0;
+				/* A wake stamped by ktime (no rq clock or offset yet)
+				 * just after __schedule read the clock: ktime times it. */
+				u64 end = now > ts->wait_since_ns ? now : bpf_ktime_get_ns();
+
+				next_wait = end > ts->wait_since_ns ? end - ts->wait_since_ns : 0;
 				record_wait(ts, next_wait, ep);
 			}
 			end_sleep(ts);
@@ -610,11 +659,11 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 	struct aios_task_stats *ts = NULL;
 	struct aios_wakeup_event *e;
 	s32 target;
-	u64 now;
+	u64 now, clock;
 
 	if (!pid || !cs)
 		return 0;
-	now = wake_now(cs, p);
+	now = wake_now(cs, p, &clock);
 	if (is_new || !kernel_waits) {
 		/* Forks are rare: a new task's entry is made here, so that its
 		 * first run counts as a wakeup and its first wait is measured. */
@@ -623,8 +672,10 @@ static __always_inline int on_wake(struct task_struct *p, u32 is_new)
 			ts->flags |= AIOS_TASK_ASLEEP;
 		/* A task woken while still on its CPU (before it reached
 		 * schedule()) does not wait; its switch-out decides. */
-		if (ts && !kernel_waits && !ts->oncpu_since_ns)
+		if (ts && !kernel_waits && !ts->oncpu_since_ns) {
 			ts->wait_since_ns = now;
+			ts->wait_since_clock = clock;
+		}
 	}
 	if (!wakeup_events)
 		return 0;

@@ -51,6 +51,7 @@ struct aios_task_stats {
 	__u64 last_run_ns;		/* length of the last completed on-CPU run */
 	__u64 wait_since_ns;		/* start of the current run-queue wait, 0 if none
 					 * (kernels without sched_info only) */
+	__u64 wait_since_clock;		/* the raw rq clock it was stamped from (same) */
 	__u64 run_delay_ns;		/* the kernel's sched_info.run_delay as of our
 					 * last look, the wait it was then owed included */
 	__u64 wait_ns;
