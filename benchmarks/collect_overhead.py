@@ -12,12 +12,21 @@ Every arm runs once per round, in a new random order each round (the
 machine's background load drifts), and the figures are medians over rounds
 with their spread (min-max and the interquartile range).
 
+Per event, on a workload that is nothing but scheduling events: `perf bench
+sched pipe` (two tasks ping-ponging through pipes, every op two switches and
+two wakeups), the workload and the tool pinned together to one CPU so that
+everything each tool costs (its BPF or perf handlers and its reader) lands in
+the op's time; the three arms interleaved. hackbench's own CPU time swings by
+10-20 % from run to run, so perf's accounted share there (a difference of two
+such totals) is known to +-7 % at 7 runs; this stage resolves the cost per
+event to a few ns and gives the ratio of collect's to perf's.
+
 With --baseline-rev REV the default `collect` of that commit runs as one
 more arm (a git worktree of REV, its own telemetry object compiled there,
 started with PYTHONPATH at its src/): before and after in the same run.
 
 Usage (root): .venv/bin/python benchmarks/collect_overhead.py [--runs 7] [--groups 8] [--loops 2000]
-                  [--baseline-rev REV]
+                  [--baseline-rev REV] [--account-runs N] [--pipe-rounds N] [--only-pipe]
 """
 from __future__ import annotations
 
@@ -49,6 +58,40 @@ def run_timed(prefix: list[str], hb: list[str], env: dict[str, str] | None = Non
     if not m:
         raise RuntimeError(f"no 'Time:' in hackbench output: {out[-300:]}")
     return float(m.group(1))
+
+
+PIPE_RE = re.compile(r"([0-9.]+)\s+usecs/op")
+
+
+def pipe_us_per_op(prefix: list[str], loops: int) -> float:
+    """`perf bench sched pipe` under `prefix`, all of it on CPU 0: us per op."""
+    out = subprocess.run(["taskset", "-c", "0"] + prefix + ["perf", "bench", "sched", "pipe", "-l", str(loops)],
+                         capture_output=True, text=True, check=True).stdout
+    m = PIPE_RE.search(out)
+    if not m:
+        raise RuntimeError(f"no 'usecs/op' in perf bench output: {out[-300:]}")
+    return float(m.group(1))
+
+
+def pipe_cost(args, aios: list[str], tmp: Path) -> dict:
+    """Per-op cost of collect (default) and perf sched record on the pipe
+    ping-pong, arms interleaved in a new random order each round."""
+    arms = {"baseline": lambda r: [],
+            "collect": lambda r: aios + ["--out", str(tmp / f"pipe-{r}"), "--"],
+            "perf-sched": lambda r: ["perf", "sched", "record", "-q", "-o", str(tmp / "pipe-perf.data"), "--"]}
+    us: dict[str, list[float]] = {k: [] for k in arms}
+    rng = random.Random(args.seed + 1)
+    for r in range(args.pipe_rounds):
+        order = list(arms)
+        rng.shuffle(order)
+        for name in order:
+            us[name].append(pipe_us_per_op(arms[name](r), args.pipe_loops))
+            shutil.rmtree(tmp / f"pipe-{r}", ignore_errors=True)
+            (tmp / "pipe-perf.data").unlink(missing_ok=True)
+    med = {k: statistics.median(v) for k, v in us.items()}
+    extra = {k: (med[k] - med["baseline"]) * 1000 for k in ("collect", "perf-sched")}   # ns per op
+    return {"loops": args.pipe_loops, "us_per_op": us, "median_us_per_op": med, "extra_ns_per_op": extra,
+            "collect_of_perf": extra["collect"] / extra["perf-sched"] if extra["perf-sched"] > 0 else None}
 
 
 def dropped(lost: dict) -> int:
@@ -137,7 +180,7 @@ def account(args, aios: list[str], variants: dict[str, list[str]], hb: list[str]
     # beyond hackbench's alone. It includes perf's start and end (small,
     # a C program), so it is an upper bound.
     out["perf-sched"] = {"cpu_s": statistics.median(perf_cpu), "hackbench_cpu_s": base,
-                         "share": statistics.median(perf_cpu) / base - 1, "raw": perf_cpu}
+                         "share": statistics.median(perf_cpu) / base - 1, "raw": perf_cpu, "hackbench_raw": hb_cpu}
     return out
 
 
@@ -160,6 +203,10 @@ def main() -> int:
     ap.add_argument("--no-drain", action="store_true", help="skip the zero-loss and drain rate runs")
     ap.add_argument("--account-runs", type=int, default=3,
                     help="runs of each collect arm with kernel.bpf_stats_enabled for the CPU accounting (0: none)")
+    ap.add_argument("--pipe-rounds", type=int, default=7,
+                    help="rounds of the per-event stage (perf bench sched pipe on one CPU; 0: skip it)")
+    ap.add_argument("--pipe-loops", type=int, default=200000)
+    ap.add_argument("--only-pipe", action="store_true", help="run only the per-event stage")
     ap.add_argument("--out", type=Path, default=Path("results/collect_overhead.json"))
     ap.add_argument("--baseline-rev", default=None,
                     help="also run the default collect of this commit (before/after in one run)")
@@ -190,6 +237,24 @@ def main() -> int:
             "collect-aggr": "--no-wakeups --no-switches: per-task/per-CPU maps and migrations only"}
     if args.only_default:
         variants = {"collect": []}
+    if args.pipe_rounds:
+        pipe = pipe_cost(args, aios, tmp)
+        med, extra = pipe["median_us_per_op"], pipe["extra_ns_per_op"]
+        print(f"perf bench sched pipe -l {args.pipe_loops}, all on CPU 0, {args.pipe_rounds} rounds, "
+              "us per op, median [min-max, IQR]:")
+        for k, v in pipe["us_per_op"].items():
+            print(f"  {k:11} {med[k]:.3f} {spread(v)}")
+        of_perf = f" = {pipe['collect_of_perf']:.2f} of perf sched's" if pipe["collect_of_perf"] else ""
+        print(f"  per op (2 switches, 2 wakeups): collect +{extra['collect']:.0f} ns, perf sched record "
+              f"+{extra['perf-sched']:.0f} ns{of_perf}", flush=True)
+    else:
+        pipe = None
+    if args.only_pipe:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"pipe": pipe, "nproc": os.cpu_count(), "kernel": os.uname().release},
+                                       indent=2) + "\n")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     envs: dict[str, dict[str, str]] = {}
     if args.baseline_rev:
         name = f"collect@{args.baseline_rev[:10]}"
@@ -258,7 +323,7 @@ def main() -> int:
     drain = drains
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": hb, "times": times, "medians": med, "overhead": over,
-                                    "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted, "accounted_perf": perf_acct, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
+                                    "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted, "accounted_perf": perf_acct, "pipe": pipe, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
     drop_tree(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
