@@ -943,6 +943,7 @@ class _BundleWriter:
         # and its index in the bundle's table.
         self._first = np.full(len(self.names), _UNSEEN, dtype=np.int64)
         self._index = np.zeros(len(self.names), dtype=np.int64)
+        self._names = np.array(self.names, dtype=object)  # to pick a table's names at once
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Events sorted by (cpu, ts, kind, ord), every CPU's in one run (the
@@ -1023,12 +1024,13 @@ class _BundleWriter:
         if grow > 0:  # names met since (in read order, the names grow as rows are read)
             self._first = np.concatenate((self._first, np.full(grow, _UNSEEN, dtype=np.int64)))
             self._index = np.concatenate((self._index, np.zeros(grow, dtype=np.int64)))
+            self._names = np.array(self.names, dtype=object)
         pos = np.arange(len(used))
         np.minimum.at(self._first, used, pos)
         ids = used[self._first[used] == pos]  # at their first use: in order of it
         self._first[ids] = _UNSEEN
         self._index[ids] = np.arange(len(ids))
-        return [self.names[i] for i in ids.tolist()], self._index[used]
+        return self._names[ids].tolist(), self._index[used]
 
     def _compact_switches(self, cpu: int, sw: _Cols) -> np.ndarray:
         """Which switches go compact: prev task = the previous switch's next,
