@@ -397,6 +397,38 @@ def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.pftrace", "t"]
 
 
+def test_arrow_allocates_outside_mimalloc_while_exporting_then_gets_it_back(tmp_path, monkeypatch):
+    # mimalloc's huge-page faults cost ~1 s of system time per 10^7 events
+    # on a host that compacts memory for them (benchmarks/RESULTS.md): the
+    # export swaps Arrow's default pool, and puts it back, failure or not,
+    # unless the user chose one.
+    pa = pytest.importorskip("pyarrow")
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    trace_dir = schedule_trace(tmp_path / "t")
+    before = pa.default_memory_pool().backend_name
+    seen, real = [], pf._export
+
+    def spy(*args):
+        seen.append(pa.default_memory_pool().backend_name)
+        real(*args)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pf, "_export", spy)
+    export_perfetto(trace_dir, tmp_path / "o.pftrace")
+    assert seen == [pf._ARROW_POOL.pool().backend_name] and seen[0] in ("jemalloc", "system")
+    assert pa.default_memory_pool().backend_name == before
+    monkeypatch.setattr(pf, "_export", disk_full)
+    with pytest.raises(TraceError, match="No space left"):
+        export_perfetto(trace_dir, tmp_path / "o.pftrace")
+    assert pa.default_memory_pool().backend_name == before
+    monkeypatch.setattr(pf, "_export", spy)
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before)
+    export_perfetto(trace_dir, tmp_path / "o.pftrace")
+    assert seen[-1] == before
+
+
 def test_not_a_trace_and_bad_output_paths(tmp_path):
     with pytest.raises(TraceError, match="no such directory"):
         export_perfetto(tmp_path / "missing", tmp_path / "o.pftrace")

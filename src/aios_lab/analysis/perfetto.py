@@ -86,9 +86,9 @@ Two paths write the bundles; ``ExportStats.order`` says which ran.
 
 *Read order* (tried first): the tables are read once, in batches, each in
 its own file order, the batch of the stream furthest behind next. Rows wait
-until every stream has moved past them, then are sorted locally by
-(cpu, ts, kind) and appended to their CPU's open bundle, which is written
-when it holds ``bundle_events``. A stream's next rows are expected no
+until every stream has moved past them, then each table's are sorted
+locally by (cpu, ts) and appended to their CPU's open bundle, which places
+the kinds by (ts, kind) and is written when it holds ``bundle_events``. A stream's next rows are expected no
 earlier than the earliest of its last ``reorder_rows`` rows (the window:
 the collector's rows are a few rows out of time order where CPUs' events
 meet in one ring, and in order within a CPU). A row that would fall before
@@ -111,7 +111,12 @@ Sorted events are cut into bundles of at most ``bundle_events``, each CPU's
 in turn, after the header packets.
 
 Each bundle is built as protos (the compact columns filled from numpy
-arrays) and written at once. The output appears only once complete
+arrays, each event kind's apart: compact_sched keeps them apart, and only
+the few full events need the CPU's order of kinds) and written at once.
+While exports run, Arrow allocates from jemalloc rather than mimalloc
+(``_ArrowPool``: where the kernel compacts memory for transparent huge
+pages, mimalloc's huge-page faults cost about a second of system time per
+10^7 events). The output appears only once complete
 (temporary file, then rename), so a failed export leaves no partial file
 and keeps an older one intact.
 """
@@ -120,8 +125,11 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import math
+import os
 import re
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -230,7 +238,8 @@ class ExportStats:
 # -- reading the trace ------------------------------------------------------------
 
 # One row per event, whatever its source table: a_* / b_* are the prev / next
-# task of a switch, or the woken task / (b_pid) target CPU of a wakeup;
+# task of a switch, or the woken task (a_prio: its prio from its load
+# weight) / (b_pid) target CPU of a wakeup;
 # a_state is prev_state, or the kHz of a frequency change; ord is the row's
 # number in its source file (ties of equal timestamps keep file order).
 # Comms are ids into the export's _Comms: the external sort moves every column
@@ -240,7 +249,7 @@ _EVENTS = pa.schema([
     ("ts", pa.int64()), ("cpu", pa.int32()), ("kind", pa.int8()), ("ord", pa.int64()),
     ("a_pid", pa.int32()), ("a_prio", pa.int32()), ("a_state", pa.int64()),
     ("a_comm", pa.int32()), ("b_pid", pa.int32()), ("b_prio", pa.int32()),
-    ("b_comm", pa.int32()), ("weight", pa.int32()),
+    ("b_comm", pa.int32()),
 ])
 
 
@@ -328,50 +337,111 @@ def _np(arr: pa.Array, fill: int = -1) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _const(n: int, value: int, dtype) -> pa.Array:
-    return pa.array(np.full(n, value, dtype=dtype))
+# One event kind's rows as numpy columns named as in _EVENTS: name ->
+# (values at the column's own integer width, nulls as 0; validity, or None
+# when every value is known). Each kind has only the columns it uses, so
+# the read-order path moves no column of nulls (a wakeup has no prev task
+# or state, a switch no target CPU) and keeps each kind apart up to the bundle, whose
+# compact_sched columns are per kind anyway.
+_Cols = dict
+_KIND_COLS = {
+    _SWITCH: ("ts", "cpu", "a_pid", "a_prio", "a_state", "a_comm", "b_pid", "b_prio", "b_comm"),
+    _WAKING: ("ts", "cpu", "a_pid", "a_prio", "a_comm", "b_pid"),
+    _FREQ: ("ts", "cpu", "a_state"),
+}
 
 
-def _rownums(row: int, n: int) -> pa.Array:
-    return pa.array(np.arange(row, row + n, dtype=np.int64))
+def _ints(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An integer column as numpy of its own width (nulls as 0) and its
+    validity (None: no null). Not widened to int64: the read-order path
+    moves every column twice (window, bundle), and half the bytes moved
+    cost less."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not col.null_count:
+        return col.to_numpy(zero_copy_only=False), None
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return pc.fill_null(col, 0).to_numpy(zero_copy_only=False), valid
 
 
-def _switch_events(row: int, c: dict[str, pa.Array]) -> pa.RecordBatch:
-    """``c``'s comm columns are comm ids (_Comms.ids)."""
-    n = len(c["ts_ns"])
-    return pa.RecordBatch.from_arrays([
-        c["ts_ns"], c["cpu"], _const(n, _SWITCH, np.int8), _rownums(row, n),
-        c["prev_pid"], c["prev_prio"], c["prev_state"], c["prev_comm"],
-        c["next_pid"], c["next_prio"], c["next_comm"], pa.nulls(n, pa.int32())], schema=_EVENTS)
+def _take_rows(cols: _Cols, rows) -> _Cols:
+    """The rows ``rows`` (a slice, a mask or indices) of every column."""
+    return {name: (v[rows], None if ok is None else ok[rows]) for name, (v, ok) in cols.items()}
 
 
-def _waking_events(row: int, c: dict[str, pa.Array]) -> tuple[pa.RecordBatch, int]:
-    """The wakeups that have a CPU to show them on, and how many have none
-    (``c``'s comm column is comm ids)."""
-    n = len(c["ts_ns"])
+def _concat(parts: list[_Cols]) -> _Cols:
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for name in parts[0]:
+        oks = [p[name][1] for p in parts]
+        ok = None if all(o is None for o in oks) else np.concatenate(
+            [np.ones(len(p[name][0]), dtype=bool) if o is None else o for p, o in zip(parts, oks)])
+        out[name] = (np.concatenate([p[name][0] for p in parts]), ok)
+    return out
+
+
+def _len(cols: _Cols | None) -> int:
+    return 0 if cols is None else len(cols["ts"][0])
+
+
+def _known(ok: np.ndarray | None, i: int) -> bool:
+    return ok is None or bool(ok[i])
+
+
+def _switch_cols(c: dict[str, pa.Array]) -> tuple[_Cols, None]:
+    """A switches batch's events (``c``'s comm columns are comm ids, _Comms.ids)
+    and which of its rows they are (None: all)."""
+    return {name: _ints(c[col]) for name, col in (
+        ("ts", "ts_ns"), ("cpu", "cpu"), ("a_pid", "prev_pid"), ("a_prio", "prev_prio"),
+        ("a_state", "prev_state"), ("a_comm", "prev_comm"), ("b_pid", "next_pid"),
+        ("b_prio", "next_prio"), ("b_comm", "next_comm"))}, None
+
+
+def _kept(cols: _Cols, keep: np.ndarray) -> tuple[_Cols, np.ndarray | None]:
+    if keep.all():
+        return cols, None
+    rows = np.flatnonzero(keep)
+    return _take_rows(cols, rows), rows
+
+
+def _waking_cols(c: dict[str, pa.Array]) -> tuple[_Cols, np.ndarray | None]:
+    """The wakeups that have a CPU to show them on (``c``'s comm column is
+    comm ids) and which rows they are; the rest are counted as skipped by
+    the caller (None: all kept)."""
     waker, target = _np(c["waker_cpu"]), _np(c["target_cpu"])
     cpu = np.where(waker >= 0, waker, target).astype(np.int32)
-    keep = cpu >= 0
-    batch = pa.RecordBatch.from_arrays([
-        c["ts_ns"], pa.array(cpu), _const(n, _WAKING, np.int8), _rownums(row, n),
-        c["pid"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int64()), c["comm"],
-        c["target_cpu"], pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), c["weight"]],
-        schema=_EVENTS)
-    if keep.all():
-        return batch, 0
-    return batch.filter(pa.array(keep)), int((~keep).sum())
+    # prio from the weight here, once per batch: per bundle it was 0.1 s at 10^7 events.
+    prio = _prio_from_weight(*_ints(c["weight"])).astype(np.int32)
+    cols = {"ts": _ints(c["ts_ns"]), "cpu": (cpu, None), "a_pid": _ints(c["pid"]),
+            "a_prio": (prio, None), "a_comm": _ints(c["comm"]), "b_pid": _ints(c["target_cpu"])}
+    return _kept(cols, cpu >= 0)
 
 
-def _freq_events(row: int, c: dict[str, pa.Array]) -> pa.RecordBatch:
+def _freq_cols(c: dict[str, pa.Array]) -> tuple[_Cols, np.ndarray | None]:
     """Every interval with a known frequency; the bundle writer keeps changes."""
-    n = len(c["cpu"])
     freq, cpu = _np(c["freq_khz"]), _np(c["cpu"])
-    batch = pa.RecordBatch.from_arrays([
-        c["interval_start_ns"], c["cpu"], _const(n, _FREQ, np.int8), _rownums(row, n),
-        pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), c["freq_khz"],
-        pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32()),
-        pa.nulls(n, pa.int32()), pa.nulls(n, pa.int32())], schema=_EVENTS)
-    return batch.filter(pa.array((freq >= 0) & (cpu >= 0)))
+    cols = {"ts": _ints(c["interval_start_ns"]), "cpu": _ints(c["cpu"]), "a_state": _ints(c["freq_khz"])}
+    return _kept(cols, (freq >= 0) & (cpu >= 0))
+
+
+def _events_batch(kind: int, row: int, cols: _Cols, rows: np.ndarray | None) -> pa.RecordBatch:
+    """One kind's events as an _EVENTS batch for the external sort (``rows``:
+    which rows of the batch read at ``row`` they are, None: all)."""
+    n = _len(cols)
+    arrays = []
+    for f in _EVENTS:
+        if f.name == "kind":
+            arrays.append(pa.array(np.full(n, kind, dtype=np.int8)))
+        elif f.name == "ord":
+            arrays.append(pa.array(np.arange(row, row + n, dtype=np.int64) if rows is None
+                                   else rows.astype(np.int64) + row))
+        elif f.name in cols:
+            values, ok = cols[f.name]
+            arrays.append(pa.array(values, type=f.type, mask=None if ok is None else ~ok))
+        else:
+            arrays.append(pa.nulls(n, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=_EVENTS)
 
 
 def _pick_per_group(group: np.ndarray, ts: np.ndarray, latest: bool) -> np.ndarray:
@@ -746,20 +816,6 @@ def _process_tree(pb, tgids: _Latest, comms: _Latest, ppids: _Latest, first_ts: 
 # -- ftrace bundles -----------------------------------------------------------
 
 
-def _ints(table, name: str, fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An integer column as numpy of its own width (nulls as ``fill``) and its
-    validity. Not widened to int64: the read-order path moves every column
-    twice (window, bundle), and half the bytes moved cost less."""
-    col = table.column(name)
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    valid = (col.is_valid().to_numpy(zero_copy_only=False) if col.null_count
-             else np.ones(len(col), dtype=bool))
-    if col.null_count:
-        col = pc.fill_null(col, fill)
-    return col.to_numpy(zero_copy_only=False), valid
-
-
 def _prio_from_weight(weight: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """p->prio of a CFS task from its load weight (raw or scaled by 1024)."""
     w = weight.astype(np.int64)
@@ -781,34 +837,81 @@ def _deltas(ts: np.ndarray) -> list[int]:
     return out.tolist()
 
 
-# The event columns the bundle writer reads: numpy arrays with their
-# validity, converted once per sorted batch. Converting them per bundle, from
-# a table rebuilt out of batch slices, cost as much as filling the protos
-# (cProfile at 10^7 events: 0.88 s against 0.91 s in the extend calls).
+# The columns of the external sort's batches the bundle writer reads,
+# converted once per sorted batch. Converting them per bundle, from a table
+# rebuilt out of batch slices, cost as much as filling the protos (cProfile
+# at 10^7 events: 0.88 s against 0.91 s in the extend calls).
 _BUNDLE_COLS = ("ts", "cpu", "kind", "a_pid", "a_prio", "a_state", "a_comm",
-                "b_pid", "b_prio", "b_comm", "weight")
-
-_Cols = dict  # column name -> (integer values, validity)
+                "b_pid", "b_prio", "b_comm")
 
 
 def _columns(batch: pa.RecordBatch) -> _Cols:
-    return {name: _ints(batch, name) for name in _BUNDLE_COLS}
+    return {name: _ints(batch.column(name)) for name in _BUNDLE_COLS}
 
 
-def _take_rows(cols: _Cols, rows) -> _Cols:
-    """The rows ``rows`` (a slice, a mask or indices) of every column."""
-    return {name: (v[rows], ok[rows]) for name, (v, ok) in cols.items()}
+class _Pending:
+    """One CPU's events not yet in a bundle, each kind in its own column
+    chunks, in time order. Wakeups and frequency changes carry their place
+    in the CPU's sequence of events (column ``pos``: the CPU's first event
+    is 0), which says which bundle each goes to; switches fill the places
+    left. So no event is moved to interleave the kinds, which
+    compact_sched keeps apart anyway."""
 
+    def __init__(self) -> None:
+        self.chunks: dict[int, list[_Cols]] = {_FREQ: [], _WAKING: [], _SWITCH: []}
+        self.start = 0  # place of the first event not in a bundle yet
+        self.end = 0    # place after the last event added
 
-def _concat(parts: list[_Cols]) -> _Cols:
-    if len(parts) == 1:
-        return parts[0]
-    return {name: (np.concatenate([p[name][0] for p in parts]),
-                   np.concatenate([p[name][1] for p in parts])) for name in parts[0]}
+    def add(self, kinds: dict[int, _Cols]) -> None:
+        """Events that come after all those added before, each kind's in
+        time order (file order at equal times)."""
+        empty = np.empty(0, dtype=np.int64)
+        ts = {k: kinds[k]["ts"][0] if k in kinds else empty for k in self.chunks}
+        # A place: the event's rank in its kind, plus the events of other
+        # kinds before it (at equal times a frequency change comes first,
+        # then a wakeup, then a switch).
+        for kind, others in ((_WAKING, ((_SWITCH, "left"), (_FREQ, "right"))),
+                             (_FREQ, ((_SWITCH, "left"), (_WAKING, "left")))):
+            if kind in kinds:
+                t = ts[kind]
+                pos = np.arange(self.end, self.end + len(t), dtype=np.int64)
+                for other, side in others:
+                    if len(ts[other]):
+                        pos += np.searchsorted(ts[other], t, side)
+                kinds[kind]["pos"] = (pos, None)
+        for kind, cols in kinds.items():
+            self.chunks[kind].append(cols)
+            self.end += _len(cols)
+
+    def count_before(self, kind: int, place: int) -> int:
+        """How many pending events of ``kind`` (not a switch) come before ``place``."""
+        n = 0
+        for cols in self.chunks[kind]:
+            pos = cols["pos"][0]
+            if pos[-1] >= place:
+                return n + int(np.searchsorted(pos, place))
+            n += len(pos)
+        return n
+
+    def take(self, kind: int, n: int) -> _Cols | None:
+        """The first ``n`` pending events of ``kind``, removed."""
+        if not n:
+            return None
+        chunks, parts = self.chunks[kind], []
+        while n:
+            have = _len(chunks[0])
+            if have <= n:
+                parts.append(chunks.pop(0))
+                n -= have
+            else:
+                parts.append(_take_rows(chunks[0], slice(0, n)))
+                chunks[0] = _take_rows(chunks[0], slice(n, None))
+                n = 0
+        return _concat(parts)
 
 
 class _BundleWriter:
-    """Turns sorted event batches into FtraceEventBundle packets.
+    """Turns each CPU's events, in time order, into FtraceEventBundle packets.
 
     Switches and wakeups go into the bundle's ``compact_sched`` columns, as
     Perfetto's own ftrace reader writes them: a switch there carries only
@@ -818,9 +921,11 @@ class _BundleWriter:
     fields are all known; otherwise (a CPU's first switch, a gap left by lost
     events, a rename) it is written as a full ``sched_switch`` event, and so
     is a wakeup without a target CPU or comm. Frequency changes are full
-    ``cpu_frequency`` events. Each bundle is built as protos, each compact
-    column filled by one ``extend`` of a list made from a numpy array, and
-    written at once; only one bundle's events are held.
+    ``cpu_frequency`` events. A CPU's bundles hold its events
+    ``bundle_events`` at a time, in (ts, kind, file order). Each bundle is
+    built as protos, each compact column filled by one ``extend`` of a list
+    made from a numpy array, and written at once; only the bundles being
+    filled are held.
     """
 
     def __init__(self, pb, out: BinaryIO, first_prev: dict[int, int], bundle_events: int,
@@ -835,9 +940,7 @@ class _BundleWriter:
         self.stats = stats
         self.cpus: set[int] = set()
         self.freq: dict[int, int] = {}  # cpu -> last kHz written
-        # Per CPU, the bundle being filled: column slices and their event count.
-        self._open: dict[int, list[_Cols]] = {}
-        self._open_count: dict[int, int] = {}
+        self._pending: dict[int, _Pending] = {}  # per CPU, the events of its bundles being filled
         # In read order (hold_first), a CPU's events wait until its first
         # switch is seen: the full events before it name that switch's prev
         # task (self.running), which the sort path learns in pass 1.
@@ -848,98 +951,78 @@ class _BundleWriter:
         # and its index in the bundle's table.
         self._first = np.full(len(self.names), _UNSEEN, dtype=np.int64)
         self._index = np.zeros(len(self.names), dtype=np.int64)
+        self._names = np.array(self.names, dtype=object)  # to pick a table's names at once
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Events sorted by (cpu, ts, kind, ord), every CPU's in one run (the
         external sort's output): a CPU's last bundle is written when the next
         CPU begins."""
-        self.write_sorted(_columns(batch), close_others=True)
-
-    def write_sorted(self, cols: _Cols, close_others: bool = False) -> None:
-        """Events grouped by CPU, each CPU's in time order and after any it
-        was given before. ``close_others``: write the other CPUs' partial
-        bundles first (the sort path, where a CPU does not come back)."""
-        cols = self._frequency_changes(cols)
-        cpu = cols["cpu"][0]
-        n = len(cpu)
-        if not n:
-            return
+        cols = _columns(batch)
+        cpu, kind = cols["cpu"][0], cols["kind"][0]
         cuts = np.flatnonzero(np.diff(cpu)) + 1
-        for s, e in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
-            c = int(cpu[s])
-            if close_others:
-                for other in [o for o in self._open if o != c]:
-                    self.flush(other)
-            self._add(c, _take_rows(cols, slice(s, e)))
+        for s, e in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [len(cpu)])).tolist()):
+            kinds = {}
+            for k, names in _KIND_COLS.items():
+                rows = np.flatnonzero(kind[s:e] == k) + s
+                if len(rows):
+                    kinds[k] = _take_rows({name: cols[name] for name in names}, rows)
+            self.add(int(cpu[s]), kinds, close_others=True)
 
-    def _add(self, cpu: int, cols: _Cols) -> None:
-        self.cpus.add(cpu)
-        n = len(cols["kind"][0])
-        holding = self.hold_first and cpu not in self.running
-        if holding:
-            switches = np.flatnonzero(cols["kind"][0] == _SWITCH)
-            if len(switches):
-                self.running[cpu] = int(cols["a_pid"][0][switches[0]])
-                self.held -= self._open_count.get(cpu, 0)
-                holding = False
-            else:
-                self.held += n
-        self._open.setdefault(cpu, []).append(cols)
-        count = self._open_count[cpu] = self._open_count.get(cpu, 0) + n
-        if count < self.bundle_events or holding:
+    def add(self, cpu: int, kinds: dict[int, _Cols], close_others: bool = False) -> None:
+        """``cpu``'s next events, per kind, each kind's in time order and all
+        after the events given for ``cpu`` before. ``close_others``: write
+        the other CPUs' partial bundles first (the sort path, where a CPU
+        does not come back)."""
+        if _FREQ in kinds:
+            kinds[_FREQ] = self._frequency_changes(cpu, kinds[_FREQ])
+        kinds = {k: cols for k, cols in kinds.items() if _len(cols)}
+        if not kinds:
             return
-        # Bundles of bundle_events; the rest stays open for this CPU's next events.
-        parts = self._open.pop(cpu)
-        del self._open_count[cpu]
-        if len(parts) > 1:
-            before = count - n
-            if before < self.bundle_events:  # an open bundle, filled from these rows' head
-                need = self.bundle_events - before
-                self._bundle(cpu, _concat(parts[:-1] + [_take_rows(cols, slice(0, need))]))
-                cols = _take_rows(cols, slice(need, None))
-            else:  # events held until the CPU's first switch
-                cols = _concat(parts)
-        n = len(cols["kind"][0])
-        full = n - n % self.bundle_events
-        for s in range(0, full, self.bundle_events):
-            self._bundle(cpu, _take_rows(cols, slice(s, s + self.bundle_events)))
-        if full < n:
-            self._open[cpu], self._open_count[cpu] = [_take_rows(cols, slice(full, n))], n - full
+        if close_others:
+            for other in [o for o in self._pending if o != cpu]:
+                self.flush(other)
+        self.cpus.add(cpu)
+        pending = self._pending.get(cpu)
+        if pending is None:
+            pending = self._pending[cpu] = _Pending()
+        if self.hold_first and cpu not in self.running:
+            if _SWITCH not in kinds:
+                self.held += sum(_len(cols) for cols in kinds.values())
+                pending.add(kinds)
+                return
+            self.running[cpu] = int(kinds[_SWITCH]["a_pid"][0][0])
+            self.held -= pending.end - pending.start
+        pending.add(kinds)
+        self._cut(cpu, pending, last=False)
+
+    def _cut(self, cpu: int, pending: _Pending, last: bool) -> None:
+        """Write ``cpu``'s full bundles (``last``: and the partial one)."""
+        while pending.end - pending.start >= self.bundle_events or (last and pending.end > pending.start):
+            place = min(pending.start + self.bundle_events, pending.end)
+            wk = pending.count_before(_WAKING, place)
+            fq = pending.count_before(_FREQ, place)
+            self._bundle(cpu, pending.take(_SWITCH, place - pending.start - wk - fq),
+                         pending.take(_WAKING, wk), pending.take(_FREQ, fq), pending.start)
+            pending.start = place
 
     def flush(self, cpu: int | None = None) -> None:
         """Write the bundles being filled (of ``cpu``, or of every CPU)."""
-        for c in ([cpu] if cpu is not None else sorted(self._open)):
-            parts = self._open.pop(c, None)
-            if parts is None:
-                continue
-            self._open_count.pop(c)
-            rows = _concat(parts)
-            n = len(rows["kind"][0])
-            for s in range(0, n, self.bundle_events):  # held events may be more than one bundle
-                self._bundle(c, _take_rows(rows, slice(s, s + self.bundle_events)))
+        for c in ([cpu] if cpu is not None else sorted(self._pending)):
+            pending = self._pending.pop(c, None)
+            if pending is not None:
+                self._cut(c, pending, last=True)  # held events may be more than one bundle
 
-    def _frequency_changes(self, cols: _Cols) -> _Cols:
+    def _frequency_changes(self, cpu: int, cols: _Cols) -> _Cols:
         """Drop frequency rows that repeat their CPU's previous frequency."""
-        kind = cols["kind"][0]
-        rows = np.flatnonzero(kind == _FREQ)
-        if not len(rows):
+        khz = cols["a_state"][0]
+        if not len(khz):
             return cols
-        khz = cols["a_state"][0][rows]
-        cpu = cols["cpu"][0][rows]
-        first = np.concatenate(([True], cpu[1:] != cpu[:-1]))  # of its CPU in the batch
         before = np.empty_like(khz)
         before[1:] = khz[:-1]
-        for i in np.flatnonzero(first).tolist():
-            before[i] = self.freq.get(int(cpu[i]), -1)
-        drop = khz == before
-        ends = np.append(np.flatnonzero(first)[1:] - 1, len(rows) - 1)
-        for i in ends.tolist():
-            self.freq[int(cpu[i])] = int(khz[i])
-        if not drop.any():
-            return cols
-        keep = np.ones(len(kind), dtype=bool)
-        keep[rows[drop]] = False
-        return _take_rows(cols, keep)
+        before[0] = self.freq.get(cpu, -1)
+        self.freq[cpu] = int(khz[-1])
+        keep = khz != before
+        return cols if keep.all() else _take_rows(cols, keep)
 
     def _intern(self, used: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The bundle's intern table (names in order of first use) and each
@@ -949,138 +1032,148 @@ class _BundleWriter:
         if grow > 0:  # names met since (in read order, the names grow as rows are read)
             self._first = np.concatenate((self._first, np.full(grow, _UNSEEN, dtype=np.int64)))
             self._index = np.concatenate((self._index, np.zeros(grow, dtype=np.int64)))
+            self._names = np.array(self.names, dtype=object)
         pos = np.arange(len(used))
         np.minimum.at(self._first, used, pos)
         ids = used[self._first[used] == pos]  # at their first use: in order of it
         self._first[ids] = _UNSEEN
         self._index[ids] = np.arange(len(ids))
-        return [self.names[i] for i in ids.tolist()], self._index[used]
+        return self._names[ids].tolist(), self._index[used]
 
-    def _bundle(self, cpu: int, c: _Cols) -> None:
+    def _compact_switches(self, cpu: int, sw: _Cols) -> np.ndarray:
+        """Which switches go compact: prev task = the previous switch's next,
+        every field known."""
+        a_pid, b_pid = sw["a_pid"][0], sw["b_pid"][0]
+        a_prio, a_prio_ok = sw["a_prio"]
+        a_comm, a_comm_ok = sw["a_comm"]
+        b_prio, b_prio_ok = sw["b_prio"]
+        b_comm, b_comm_ok = sw["b_comm"]
+        compact = np.empty(len(a_pid), dtype=bool)
+        compact[1:] = (a_pid[1:] == b_pid[:-1]) & (a_prio[1:] == b_prio[:-1]) & (a_comm[1:] == b_comm[:-1])
+        for ok, this in ((a_prio_ok, True), (a_comm_ok, True), (b_prio_ok, False), (b_comm_ok, False)):
+            if ok is not None:
+                compact[1:] &= ok[1:] if this else ok[:-1]
+        last = self.chain.get(cpu)
+        compact[0] = (last is not None and last[1] is not None and last[2] is not None
+                      and _known(a_prio_ok, 0) and _known(a_comm_ok, 0) and int(a_pid[0]) == last[0]
+                      and int(a_prio[0]) == last[2] and int(a_comm[0]) == last[1])
+        for ok in (sw["a_state"][1], b_prio_ok, b_comm_ok):  # the compact columns' own fields
+            if ok is not None:
+                compact &= ok
+        self.chain[cpu] = (int(b_pid[-1]), int(b_comm[-1]) if _known(b_comm_ok, -1) else None,
+                           int(b_prio[-1]) if _known(b_prio_ok, -1) else None)
+        return compact
+
+    def _bundle(self, cpu: int, sw: _Cols | None, wk: _Cols | None, fq: _Cols | None,
+                start: int) -> None:
+        """One bundle of ``cpu``'s events: its switches, wakeups and frequency
+        changes (``start``: the place of its first event)."""
         pb = self.pb
-        ts, kind, a_pid = c["ts"][0], c["kind"][0], c["a_pid"][0]
-        a_prio, a_prio_ok = c["a_prio"]
-        a_state_ok = c["a_state"][1]
-        b_pid, b_pid_ok = c["b_pid"]
-        b_prio, b_prio_ok = c["b_prio"]
-        a_comm, a_comm_ok = c["a_comm"]
-        b_comm, b_comm_ok = c["b_comm"]
-
-        sw = np.flatnonzero(kind == _SWITCH)
-        wk = np.flatnonzero(kind == _WAKING)
-        fq = np.flatnonzero(kind == _FREQ)
-
-        # A switch is compact when its prev is the previous switch's next.
-        compact_sw = np.zeros(len(sw), dtype=bool)
-        if len(sw):
-            last = self.chain.get(cpu)
-            prev_pid = np.empty(len(sw), dtype=np.int64)
-            prev_prio = np.empty(len(sw), dtype=np.int64)
-            prev_prio_ok = np.empty(len(sw), dtype=bool)
-            prev_comm = np.empty(len(sw), dtype=np.int64)
-            prev_comm_ok = np.empty(len(sw), dtype=bool)
-            prev_pid[1:], prev_prio[1:] = b_pid[sw[:-1]], b_prio[sw[:-1]]
-            prev_prio_ok[1:] = b_prio_ok[sw[:-1]]
-            prev_comm[1:], prev_comm_ok[1:] = b_comm[sw[:-1]], b_comm_ok[sw[:-1]]
-            if last is None:
-                prev_pid[0], prev_prio[0], prev_prio_ok[0] = -1, 0, False
-                prev_comm[0], prev_comm_ok[0] = -1, False
-            else:
-                prev_pid[0] = last[0]
-                prev_prio[0], prev_prio_ok[0] = (0, False) if last[2] is None else (last[2], True)
-                prev_comm[0], prev_comm_ok[0] = (-1, False) if last[1] is None else (last[1], True)
-            same_comm = (a_comm[sw] == prev_comm) & a_comm_ok[sw] & prev_comm_ok
-            compact_sw = ((a_pid[sw] == prev_pid) & (a_prio[sw] == prev_prio)
-                          & a_prio_ok[sw] & prev_prio_ok & same_comm
-                          & a_state_ok[sw] & b_prio_ok[sw] & b_comm_ok[sw])
-            if last is None:
-                compact_sw[0] = False
-            j = int(sw[-1])
-            self.chain[cpu] = (int(b_pid[j]), int(b_comm[j]) if b_comm_ok[j] else None,
-                               int(b_prio[j]) if b_prio_ok[j] else None)
-        compact_wk = b_pid_ok[wk] & a_comm_ok[wk]  # target_cpu and comm known
+        n_sw, n_wk, n_fq = _len(sw), _len(wk), _len(fq)
+        compact_sw = self._compact_switches(cpu, sw) if n_sw else np.zeros(0, dtype=bool)
+        compact_wk = np.ones(n_wk, dtype=bool)
+        if n_wk:
+            for ok in (wk["b_pid"][1], wk["a_comm"][1]):  # target_cpu and comm known
+                if ok is not None:
+                    compact_wk &= ok
+        n_csw, n_cwk = int(compact_sw.sum()), int(compact_wk.sum())
+        # All of them compact (the rule): the columns as they are, not a copy.
+        csw = slice(None) if n_csw == n_sw else np.flatnonzero(compact_sw)
+        cwk = slice(None) if n_cwk == n_wk else np.flatnonzero(compact_wk)
 
         trace, packet = _new_packet(pb)
         bundle = packet.ftrace_events
         bundle.cpu = cpu
-        csw, cwk = sw[compact_sw], wk[compact_wk]
-        if len(csw) or len(cwk):
+        if n_csw or n_cwk:
             cs = bundle.compact_sched
-            table, index = self._intern(np.concatenate((b_comm[csw], a_comm[cwk])))
+            used = [sw["b_comm"][0][csw]] if n_csw else []
+            if n_cwk:
+                used.append(wk["a_comm"][0][cwk])
+            table, index = self._intern(np.concatenate(used) if len(used) > 1 else used[0])
             cs.intern_table.extend(table)
-            if len(csw):
-                cs.switch_timestamp.extend(_deltas(ts[csw]))
-                cs.switch_prev_state.extend(c["a_state"][0][csw].tolist())
-                cs.switch_next_pid.extend(b_pid[csw].tolist())
-                cs.switch_next_prio.extend(b_prio[csw].tolist())
-                cs.switch_next_comm_index.extend(index[:len(csw)].tolist())
-            if len(cwk):
-                weight, weight_ok = c["weight"]
-                cs.waking_timestamp.extend(_deltas(ts[cwk]))
-                cs.waking_pid.extend(a_pid[cwk].tolist())
-                cs.waking_target_cpu.extend(b_pid[cwk].tolist())
-                cs.waking_prio.extend(_prio_from_weight(weight[cwk], weight_ok[cwk]).tolist())
-                cs.waking_comm_index.extend(index[len(csw):].tolist())
-        full = np.sort(np.concatenate((sw[~compact_sw], wk[~compact_wk], fq)))
-        if len(full):
-            self._full_events(bundle, c, cpu, full, sw)
-        self.stats.sched_switch += len(sw)
-        self.stats.sched_waking += len(wk)
-        self.stats.cpu_frequency += len(fq)
-        self.stats.compact_events += len(csw) + len(cwk)
-        if len(sw):
-            self.running[cpu] = int(b_pid[sw[-1]])
+            if n_csw:
+                cs.switch_timestamp.extend(_deltas(sw["ts"][0][csw]))
+                cs.switch_prev_state.extend(sw["a_state"][0][csw].tolist())
+                cs.switch_next_pid.extend(sw["b_pid"][0][csw].tolist())
+                cs.switch_next_prio.extend(sw["b_prio"][0][csw].tolist())
+                cs.switch_next_comm_index.extend(index[:n_csw].tolist())
+            if n_cwk:
+                cs.waking_timestamp.extend(_deltas(wk["ts"][0][cwk]))
+                cs.waking_pid.extend(wk["a_pid"][0][cwk].tolist())
+                cs.waking_target_cpu.extend(wk["b_pid"][0][cwk].tolist())
+                cs.waking_prio.extend(wk["a_prio"][0][cwk].tolist())
+                cs.waking_comm_index.extend(index[n_csw:].tolist())
+        if n_csw < n_sw or n_cwk < n_wk or n_fq:
+            self._full_events(bundle, cpu, sw, wk, fq, start, compact_sw, compact_wk)
+        self.stats.sched_switch += n_sw
+        self.stats.sched_waking += n_wk
+        self.stats.cpu_frequency += n_fq
+        self.stats.compact_events += n_csw + n_cwk
+        if n_sw:
+            self.running[cpu] = int(sw["b_pid"][0][-1])
         _write_packet(self.out, trace)
         self.stats.bundles += 1
         self.stats.packets += 1
 
-    def _full_events(self, bundle, c: _Cols, cpu: int, rows: np.ndarray, sw: np.ndarray) -> None:
-        """The events compact_sched cannot carry, one FtraceEvent each (few:
-        a CPU's first switch, gaps, frequency changes)."""
-        ts, kind, a_pid = c["ts"][0], c["kind"][0], c["a_pid"][0]
-        b_pid, b_pid_ok = c["b_pid"]
+    def _full_events(self, bundle, cpu: int, sw: _Cols | None, wk: _Cols | None, fq: _Cols | None,
+                     start: int, compact_sw: np.ndarray, compact_wk: np.ndarray) -> None:
+        """The events compact_sched cannot carry, one FtraceEvent each, in the
+        CPU's order (few: a CPU's first switch, gaps, frequency changes)."""
+        n_sw, n_wk, n_fq = _len(sw), _len(wk), _len(fq)
+        # Each event's place in the bundle: wakeups and frequency changes
+        # carry theirs, the switches are in the places left.
+        wk_at = wk["pos"][0] - start if n_wk else np.zeros(0, dtype=np.int64)
+        fq_at = fq["pos"][0] - start if n_fq else np.zeros(0, dtype=np.int64)
+        free = np.ones(n_sw + n_wk + n_fq, dtype=bool)
+        free[wk_at] = False
+        free[fq_at] = False
+        sw_at = np.flatnonzero(free)
+        events = sorted([(p, _SWITCH, i) for i, p in zip(np.flatnonzero(~compact_sw).tolist(),
+                                                          sw_at[~compact_sw].tolist())]
+                        + [(p, _WAKING, i) for i, p in zip(np.flatnonzero(~compact_wk).tolist(),
+                                                           wk_at[~compact_wk].tolist())]
+                        + [(p, _FREQ, i) for i, p in enumerate(fq_at.tolist())])
         # FtraceEvent.pid: the task on the CPU then (the latest earlier switch's next).
-        at = np.searchsorted(sw, rows, side="left") - 1
         carried = self.running.get(cpu, 0)
-        current = (np.where(at >= 0, b_pid[sw[np.maximum(at, 0)]], carried) if len(sw)
-                   else np.full(len(rows), carried))
-        weight, weight_ok = c["weight"]
-        prio = _prio_from_weight(weight[rows], weight_ok[rows])
 
-        def known(name: str, row: int) -> int | None:
-            values, ok = c[name]
-            return int(values[row]) if ok[row] else None
+        def known(cols: _Cols, name: str, row: int) -> int | None:
+            values, ok = cols[name]
+            return int(values[row]) if _known(ok, row) else None
 
-        def comm(name: str, row: int) -> str | None:
-            i = known(name, row)
+        def comm(cols: _Cols, name: str, row: int) -> str | None:
+            i = known(cols, name, row)
             return None if i is None else self.names[i]
 
-        for i, row in enumerate(rows.tolist()):
-            ev = bundle.event.add(timestamp=int(ts[row]))
-            k = int(kind[row])
-            if k == _SWITCH:
-                ev.pid = int(a_pid[row])
+        for place, kind, row in events:
+            if kind == _SWITCH:
+                ev = bundle.event.add(timestamp=int(sw["ts"][0][row]))
+                ev.pid = int(sw["a_pid"][0][row])
                 s = ev.sched_switch
-                s.prev_pid, s.next_pid = int(a_pid[row]), int(b_pid[row])
-                for field_name, value in (("prev_comm", comm("a_comm", row)),
-                                          ("prev_prio", known("a_prio", row)),
-                                          ("prev_state", known("a_state", row)),
-                                          ("next_comm", comm("b_comm", row)),
-                                          ("next_prio", known("b_prio", row))):
+                s.prev_pid, s.next_pid = int(sw["a_pid"][0][row]), int(sw["b_pid"][0][row])
+                for field_name, value in (("prev_comm", comm(sw, "a_comm", row)),
+                                          ("prev_prio", known(sw, "a_prio", row)),
+                                          ("prev_state", known(sw, "a_state", row)),
+                                          ("next_comm", comm(sw, "b_comm", row)),
+                                          ("next_prio", known(sw, "b_prio", row))):
                     if value is not None:
                         setattr(s, field_name, value)
                 continue
-            ev.pid = int(current[i])
-            if k == _WAKING:
+            at = int(np.searchsorted(sw_at, place)) - 1
+            current = int(sw["b_pid"][0][at]) if at >= 0 else carried
+            cols = wk if kind == _WAKING else fq
+            ev = bundle.event.add(timestamp=int(cols["ts"][0][row]))
+            ev.pid = current
+            if kind == _WAKING:
                 w = ev.sched_waking
-                w.pid, w.prio, w.success = int(a_pid[row]), int(prio[i]), 1
-                name = comm("a_comm", row)
+                w.pid, w.prio, w.success = int(wk["a_pid"][0][row]), int(wk["a_prio"][0][row]), 1
+                name = comm(wk, "a_comm", row)
                 if name is not None:
                     w.comm = name
-                if b_pid_ok[row]:
-                    w.target_cpu = int(b_pid[row])
+                target = known(wk, "b_pid", row)
+                if target is not None:
+                    w.target_cpu = target
             else:
-                ev.cpu_frequency.state = int(c["a_state"][0][row])
+                ev.cpu_frequency.state = int(fq["a_state"][0][row])
                 ev.cpu_frequency.cpu_id = cpu
 
 
@@ -1127,7 +1220,7 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     stats = ExportStats(path=out)
     scratch = _Scratch(parent, out.name)
     try:
-        with open_atomic(out, "wb", buffering=1 << 20) as f:
+        with open_atomic(out, "wb", buffering=1 << 20) as f, _ARROW_POOL.use():
             _export(pb, trace, f, stats, scratch, bundle_events, batch_rows, run_rows, reorder_rows)
             stats.bytes = f.tell()
     except OSError as e:
@@ -1137,6 +1230,57 @@ def export_perfetto(trace: Trace | str | Path, out: Path | str, *,
     finally:
         scratch.cleanup()
     return stats
+
+
+class _ArrowPool:
+    """Arrow allocates from jemalloc (else the C library's malloc) while
+    exports run, instead of pyarrow's default, mimalloc, unless
+    ARROW_DEFAULT_MEMORY_POOL names a pool (the user's choice stands). The
+    previous default comes back when the last export in the process ends.
+
+    Why: mimalloc backs its segments with transparent huge pages and gives
+    freed ones back to the kernel soon after, so reading the Parquet tables
+    faults huge pages in again and again; where the kernel compacts memory
+    to find them (THP "madvise", as on this project's VM) a fault costs
+    about a millisecond of system time. Reading the benchmark's 8 M switches
+    at 10^7 events: 1.52 CPU-s of system time with mimalloc (84 MB of
+    AnonHugePages, 1,336 faults), 0.06 with jemalloc or malloc; a whole
+    export 0.9-1.6 against 0.15-0.22 with jemalloc (2026-12-04). Nothing
+    else changes: same allocations, same output."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before: pa.MemoryPool | None = None
+
+    @staticmethod
+    def pool() -> pa.MemoryPool:
+        try:
+            return pa.jemalloc_memory_pool()
+        except NotImplementedError:  # a pyarrow built without jemalloc
+            return pa.system_memory_pool()
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+            yield
+            return
+        with self._lock:
+            if not self._users:
+                self._before = pa.default_memory_pool()
+                pa.set_memory_pool(self.pool())
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    pa.set_memory_pool(self._before)
+                    self._before = None
+
+
+_ARROW_POOL = _ArrowPool()
 
 
 class _Notes:
@@ -1186,26 +1330,27 @@ class _Notes:
 
 
 def _streams(trace: Trace, notes: _Notes, names: _Comms, stats: ExportStats,
-             batch_rows: int) -> dict[int, Iterator[pa.RecordBatch]]:
-    """Per event kind, its table's events as _EVENTS batches in read order,
-    noting what the header needs on the way."""
+             batch_rows: int) -> dict[int, Iterator[tuple[int, _Cols, np.ndarray | None]]]:
+    """Per event kind, its table's events in read order, a batch at a time:
+    (the batch's first row number, its events' columns, which of its rows
+    they are or None for all), noting what the header needs on the way."""
     def switches():
         for row, c in _read(trace, "switches", _SWITCH_COLS, batch_rows):
             c = {**c, "prev_comm": names.ids(c["prev_comm"]), "next_comm": names.ids(c["next_comm"])}
             notes.switches(trace, row, c)
-            yield _switch_events(row, c)
+            yield (row, *_switch_cols(c))
 
     def wakings():
         for row, c in _read(trace, "wakeups", _WAKEUP_COLS, batch_rows):
             c = {**c, "comm": names.ids(c["comm"])}
             notes.wakeups(row, c)
-            batch, skipped = _waking_events(row, c)
-            stats.skipped_wakeups += skipped
-            yield batch
+            cols, rows = _waking_cols(c)
+            stats.skipped_wakeups += 0 if rows is None else len(c["ts_ns"]) - len(rows)
+            yield row, cols, rows
 
     def frequencies():
         for row, c in _read(trace, "cpu_intervals", _CPU_COLS, batch_rows):
-            yield _freq_events(row, c)
+            yield (row, *_freq_cols(c))
 
     return {_FREQ: frequencies(), _WAKING: wakings(), _SWITCH: switches()}
 
@@ -1244,9 +1389,9 @@ def _export_sorted(pb, trace: Trace, f: BinaryIO, stats: ExportStats, scratch: _
     sorter = _Sorter(scratch, run_rows, batch_rows)
     names = _Comms()
     notes = _Notes(names)
-    for batches in _streams(trace, notes, names, stats, batch_rows).values():
-        for batch in batches:
-            sorter.add(batch)
+    for kind, batches in _streams(trace, notes, names, stats, batch_rows).items():
+        for row, cols, rows in batches:
+            sorter.add(_events_batch(kind, row, cols, rows))
     notes.processes(trace, batch_rows)
 
     # Pass 2: the header packets, then the events in (cpu, ts) order.
@@ -1291,9 +1436,9 @@ def _export_in_read_order(pb, trace: Trace, f: BinaryIO, stats: ExportStats, bun
         # Read from the stream that is furthest behind, so that the streams
         # advance together and few rows wait.
         kind = min(live, key=lambda k: -math.inf if live[k] is None else live[k][1])
-        batch, last = next(streams[kind], (None, True))
-        if batch is not None and batch.num_rows:
-            live[kind] = merge.add(kind, batch, reorder_rows)
+        item, last = next(streams[kind], (None, True))
+        if item is not None and _len(item[1]):
+            live[kind] = merge.add(kind, *item, reorder_rows)
         if last:
             del live[kind]
         # A stream's next rows are expected at or after its guard: the
@@ -1316,45 +1461,50 @@ class _OutOfOrder(Exception):
 
 
 class _InOrder:
-    """Events of several streams, each in (nearly) time order, handed to the
-    bundle writer grouped by CPU and in time order within each CPU, without
-    a global sort.
+    """Events of several streams (one per kind), each in (nearly) time
+    order, handed to the bundle writer per CPU and kind, in time order,
+    without a global sort.
 
     Rows are held until every stream has moved past them (``emit``), then
-    sorted locally by (cpu, ts, kind) (stable: file order at ties) and
-    written. A row that would fall before an event already written on its
-    CPU raises _OutOfOrder; so does holding more than ``max_rows`` rows
-    (past that, the oldest are written anyway and any late row is caught).
+    each kind's are sorted locally by (cpu, ts) (stable: file order at
+    ties) and written; the kinds are never interleaved into one table (the
+    writer places them). A row that would fall before an event already
+    written on its CPU raises _OutOfOrder; so does holding more than
+    ``max_rows`` rows (past that, the oldest are written anyway and any
+    late row is caught).
     """
 
     def __init__(self, writer: _BundleWriter, max_rows: int) -> None:
         self.writer = writer
         self.max_rows = max_rows
-        self.parts: list[_Cols] = []
+        self.parts: dict[int, list[_Cols]] = {_FREQ: [], _WAKING: [], _SWITCH: []}
         self.rows = 0
         # Per CPU (index), the (ts, kind) of the last event written.
         self.last_ts = np.full(0, np.iinfo(np.int64).min, dtype=np.int64)
         self.last_kind = np.zeros(0, dtype=np.int64)
 
-    def add(self, kind: int, batch: pa.RecordBatch, reorder_rows: int) -> tuple[int, int]:
-        """Hold ``batch``'s rows; returns the stream's guard (the earliest ts
-        of its last ``reorder_rows`` rows: its next rows are expected at or
-        after it) and its latest ts."""
-        cols = _columns(batch)
+    def add(self, kind: int, row: int, cols: _Cols, rows: np.ndarray | None,
+            reorder_rows: int) -> tuple[int, int]:
+        """Hold the events ``cols`` of kind ``kind`` (``rows``: which rows of
+        the batch read at ``row`` they are, None: all); returns the stream's
+        guard (the earliest ts of its last ``reorder_rows`` rows: its next
+        rows are expected at or after it) and its latest ts."""
         ts, cpu = cols["ts"][0], cols["cpu"][0]
         top = int(cpu.max())
         if top >= len(self.last_ts):
             grow = top + 1 - len(self.last_ts)
             self.last_ts = np.concatenate((self.last_ts, np.full(grow, np.iinfo(np.int64).min)))
             self.last_kind = np.concatenate((self.last_kind, np.zeros(grow, dtype=np.int64)))
-        before = self.last_ts[cpu]
-        late = (ts < before) | ((ts == before) & (kind < self.last_kind[cpu]))
-        if late.any():
-            i = int(np.argmax(late))
-            raise _OutOfOrder(f"{_TABLE_OF[kind]} row {batch.column('ord')[i].as_py()} (cpu {int(cpu[i])}, "
-                              f"ts {int(ts[i])}) comes after cpu {int(cpu[i])}'s events up to "
-                              f"ts {int(before[i])} were written")
-        self.parts.append(cols)
+        # Rows after every event written (in order, the rule) cannot be late: one comparison.
+        if int(ts.min()) <= int(self.last_ts.max()):
+            before = self.last_ts[cpu]
+            late = (ts < before) | ((ts == before) & (kind < self.last_kind[cpu]))
+            if late.any():
+                i = int(np.argmax(late))
+                raise _OutOfOrder(f"{_TABLE_OF[kind]} row {row + (i if rows is None else int(rows[i]))} "
+                                  f"(cpu {int(cpu[i])}, ts {int(ts[i])}) comes after cpu {int(cpu[i])}'s "
+                                  f"events up to ts {int(before[i])} were written")
+        self.parts[kind].append(cols)
         self.rows += len(ts)
         return int(ts[-reorder_rows:].min()), int(ts.max())
 
@@ -1363,52 +1513,69 @@ class _InOrder:
         if not self.rows:
             return
         if self.rows > self.max_rows:
-            ts = np.concatenate([part["ts"][0] for part in self.parts])
+            ts = np.concatenate([part["ts"][0] for parts in self.parts.values() for part in parts])
             cut = self.rows - self.max_rows // 2
             until = max(until, int(np.partition(ts, cut)[cut]))
-        # Split part by part: a part wholly before (after) ``until`` is
-        # written (kept) as it is, a sorted one is cut by views; only the rest
-        # is copied row by row.
-        out, keep = [], []
-        for part in self.parts:
-            ts = part["ts"][0]
-            n = len(ts)
-            if until == math.inf or ts.max() < until:
-                out.append(part)
-            elif ts.min() >= until:
-                keep.append(part)
-            elif np.all(ts[1:] >= ts[:-1]):
-                at = int(np.searchsorted(ts, until, "left"))
-                out.append(_take_rows(part, slice(0, at)))
-                keep.append(_take_rows(part, slice(at, n)))
-            else:
-                early = ts < until
-                out.append(_take_rows(part, early))
-                keep.append(_take_rows(part, ~early))
-        self.parts, self.rows = keep, sum(len(part["ts"][0]) for part in keep)
-        if not out:
-            return
-        rows = _concat(out)
-        done = _take_rows(rows, _cpu_time_order(rows["cpu"][0], rows["ts"][0], rows["kind"][0]))
-        cpu = done["cpu"][0]
-        ends = np.append(np.flatnonzero(np.diff(cpu)), len(cpu) - 1)
-        self.last_ts[cpu[ends]] = done["ts"][0][ends]
-        self.last_kind[cpu[ends]] = done["kind"][0][ends]
-        self.writer.write_sorted(done)
+        per_cpu: dict[int, dict[int, _Cols]] = {}
+        self.rows = 0
+        for kind, parts in self.parts.items():
+            out, keep = _split(parts, until)
+            self.parts[kind] = keep
+            self.rows += sum(_len(part) for part in keep)
+            if not out:
+                continue
+            rows = _concat(out)
+            order = _cpu_time_order(rows["cpu"][0], rows["ts"][0])
+            if order is not None:
+                rows = _take_rows(rows, order)
+            cpu = rows["cpu"][0]
+            cuts = (np.flatnonzero(cpu[1:] != cpu[:-1]) + 1).tolist()
+            for s, e in zip([0] + cuts, cuts + [len(cpu)]):
+                per_cpu.setdefault(int(cpu[s]), {})[kind] = _take_rows(rows, slice(s, e))
+        for c in sorted(per_cpu):
+            kinds = per_cpu[c]
+            self.last_ts[c], self.last_kind[c] = max((int(cols["ts"][0][-1]), kind)
+                                                     for kind, cols in kinds.items())
+            self.writer.add(c, kinds)
         if self.writer.held > self.max_rows:
             raise _OutOfOrder(f"more than {self.max_rows:,} events on CPUs with no switch yet")
 
 
-def _cpu_time_order(cpu: np.ndarray, ts: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """The stable order by (cpu, ts, kind). The rows are a few parts, each
-    in (nearly) time order: a stable sort by one time-and-kind key merges
-    their runs, then a stable sort by CPU as int16 is a radix sort; half the
-    CPU time of np.lexsort on the three keys (3.0 against 5.5-6.9 ms per
-    131,072 rows)."""
-    t0, t1 = int(ts.min()), int(ts.max())
-    if (t1 - t0) >= (1 << 61) or int(cpu.max()) >= (1 << 15):
-        return np.lexsort((kind, ts, cpu))
-    by_time = np.argsort((ts - t0) * 3 + kind, kind="stable")
+def _split(parts: list[_Cols], until: float) -> tuple[list[_Cols], list[_Cols]]:
+    """Parts of one stream cut into the rows before ``until`` and the rest:
+    a part wholly before (after) it goes (stays) as it is, a sorted one is
+    cut by views; only the rest is copied row by row."""
+    out, keep = [], []
+    for part in parts:
+        ts = part["ts"][0]
+        if until == math.inf or ts.max() < until:
+            out.append(part)
+        elif ts.min() >= until:
+            keep.append(part)
+        elif np.all(ts[1:] >= ts[:-1]):
+            at = int(np.searchsorted(ts, until, "left"))
+            out.append(_take_rows(part, slice(0, at)))
+            keep.append(_take_rows(part, slice(at, None)))
+        else:
+            early = ts < until
+            out.append(_take_rows(part, early))
+            keep.append(_take_rows(part, ~early))
+    return out, keep
+
+
+def _cpu_time_order(cpu: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """The stable order by (cpu, ts) of one kind's rows, or None when they
+    are in it already. They are a few parts, each in (nearly) time order: a
+    stable sort by time merges their runs, then a stable sort by CPU as
+    int16 is a radix sort; half the CPU time of np.lexsort."""
+    in_time = bool(np.all(ts[1:] >= ts[:-1]))
+    if in_time and bool(np.all(cpu[1:] == cpu[:-1])):
+        return None
+    if int(cpu.max()) >= (1 << 15):
+        return np.lexsort((ts, cpu))
+    by_time = None if in_time else np.argsort(ts, kind="stable")
+    if by_time is None:
+        return np.argsort(cpu.astype(np.int16), kind="stable")
     return by_time[np.argsort(cpu[by_time].astype(np.int16), kind="stable")]
 
 
