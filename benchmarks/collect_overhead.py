@@ -51,13 +51,19 @@ def hackbench_cmd(groups: int, loops: int) -> list[str]:
     return ["hackbench", "-p", "-g", str(groups), "-f", "20", "-l", str(loops)]
 
 
-def run_timed(prefix: list[str], hb: list[str], env: dict[str, str] | None = None) -> float:
-    out = subprocess.run(prefix + hb, capture_output=True, text=True, check=True,
+def run_figure(cmd: list[str], pattern: re.Pattern, env: dict[str, str] | None = None) -> float:
+    """Run `cmd` and return the figure `pattern` finds in its output."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=dict(os.environ, **env) if env else None).stdout
-    m = TIME_RE.search(out)
+    m = pattern.search(out)
     if not m:
-        raise RuntimeError(f"no 'Time:' in hackbench output: {out[-300:]}")
+        raise RuntimeError(f"no {pattern.pattern!r} in the output of {cmd[-1]!r}...: {out[-300:]}")
     return float(m.group(1))
+
+
+def run_timed(prefix: list[str], hb: list[str], env: dict[str, str] | None = None) -> float:
+    """hackbench under `prefix`: its own reported time, s."""
+    return run_figure(prefix + hb, TIME_RE, env)
 
 
 PIPE_RE = re.compile(r"([0-9.]+)\s+usecs/op")
@@ -65,12 +71,8 @@ PIPE_RE = re.compile(r"([0-9.]+)\s+usecs/op")
 
 def pipe_us_per_op(prefix: list[str], loops: int) -> float:
     """`perf bench sched pipe` under `prefix`, all of it on CPU 0: us per op."""
-    out = subprocess.run(["taskset", "-c", "0"] + prefix + ["perf", "bench", "sched", "pipe", "-l", str(loops)],
-                         capture_output=True, text=True, check=True).stdout
-    m = PIPE_RE.search(out)
-    if not m:
-        raise RuntimeError(f"no 'usecs/op' in perf bench output: {out[-300:]}")
-    return float(m.group(1))
+    return run_figure(["taskset", "-c", "0"] + prefix + ["perf", "bench", "sched", "pipe", "-l", str(loops)],
+                      PIPE_RE)
 
 
 def pipe_cost(args, aios: list[str], tmp: Path) -> dict:
@@ -92,6 +94,12 @@ def pipe_cost(args, aios: list[str], tmp: Path) -> dict:
     extra = {k: (med[k] - med["baseline"]) * 1000 for k in ("collect", "perf-sched")}   # ns per op
     return {"loops": args.pipe_loops, "us_per_op": us, "median_us_per_op": med, "extra_ns_per_op": extra,
             "collect_of_perf": extra["collect"] / extra["perf-sched"] if extra["perf-sched"] > 0 else None}
+
+
+def write_results(out: Path, figures: dict) -> None:
+    """The run's figures as JSON, with the machine they came from."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**figures, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
 
 
 def dropped(lost: dict) -> int:
@@ -250,9 +258,7 @@ def main() -> int:
     else:
         pipe = None
     if args.only_pipe:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"pipe": pipe, "nproc": os.cpu_count(), "kernel": os.uname().release},
-                                       indent=2) + "\n")
+        write_results(args.out, {"pipe": pipe})
         shutil.rmtree(tmp, ignore_errors=True)
         return 0
     envs: dict[str, dict[str, str]] = {}
@@ -321,9 +327,9 @@ def main() -> int:
               f"{d['wall_s']}s = {d['events_per_s']}/s, lost {dropped(d['lost'])}; "
               f"Python drained {d['drain_events_per_cpu_s']} records per CPU-second", flush=True)
     drain = drains
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": hb, "times": times, "medians": med, "overhead": over,
-                                    "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted, "accounted_perf": perf_acct, "pipe": pipe, "drain": drain, "nproc": os.cpu_count(), "kernel": os.uname().release}, indent=2) + "\n")
+    write_results(args.out, {"command": hb, "times": times, "medians": med, "overhead": over,
+                             "collect_lost": collect_lost, "switch_share": kept, "accounted": accounted,
+                             "accounted_perf": perf_acct, "pipe": pipe, "drain": drain})
     drop_tree(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -357,11 +357,9 @@ static __always_inline s64 kernel_wait(struct aios_task_stats *ts, struct task_s
  * (CI: a spinner's waits fell 2.4 ms, one slice, short of its run_delay.) */
 static __always_inline void catch_up_waits(struct aios_task_stats *ts, struct task_struct *p, u32 ep)
 {
-	u64 run_delay;
+	/* 0 on the wakeup-hook path, where run_delay_ns stays 0 too. */
+	u64 run_delay = kernel_run_delay(p);
 
-	if (!kernel_waits || !aios_has_sched_info(p))
-		return;
-	run_delay = aios_task_run_delay(p);
 	if (run_delay > ts->run_delay_ns) {
 		record_wait(ts, run_delay - ts->run_delay_ns, ep);
 		ts->run_delay_ns = run_delay;
