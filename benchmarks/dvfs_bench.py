@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from aios_lab.dvfs import experiment as ex
+from aios_lab.dvfs import experiment as ex, units
 from aios_lab.dvfs.bounds import simulate_clairvoyant
 from aios_lab.dvfs.budget import miss_excess, within_first
 from aios_lab.dvfs.env import RewardWeights
@@ -52,6 +52,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--unit", choices=units.names(), default=units.DEFAULT,
+                    help="demand unit: 'interval' (per-interval time, workloads/dvfs/traces) or 'activation' "
+                         "(one item per activation, workloads/dvfs/traces-switches); dvfs.units")
     ap.add_argument("--cluster", default="gs101:big")
     ap.add_argument("--mem-share", type=float, default=0.3)
     ap.add_argument("--refine-passes", type=int, default=1, help="sweep: coordinate-descent passes")
@@ -82,11 +85,11 @@ def main() -> int:
 
     cl = load_cluster(a.cluster)
     try:
-        train_p, test_p = ex.split(a.hold_out_run)
+        train_p, test_p = ex.split(a.hold_out_run, a.unit)
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train, test = ex.load_demands(train_p), ex.load_demands(test_p)
+    train, test = ex.load_demands(train_p, a.unit), ex.load_demands(test_p, a.unit)
     val: list = []
     if a.validate_run is not None:
         vnames = {f"{k}-{a.validate_run}" for k in ex.KINDS}
@@ -223,7 +226,7 @@ def main() -> int:
         print(ex.target_verdict(g, totals[g], sb))
     for g in [x for x in ("online-cpu", "online-task", "table", "rl") if x in totals]:
         print(ex.capture_verdict(g, totals[g], sb, totals["clairvoyant"]))
-    out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "hold_out_run": a.hold_out_run,
+    out = {"simulated": True, "cluster": cl.describe(), "mem_share": m, "unit": a.unit, "hold_out_run": a.hold_out_run,
            "train": [d.name for d in train],
            "test": [d.name for d in test], "rows": rows, "totals": totals, "sweep_s": sweep_s, "rl_s": rl_s,
            "sweep_cpu_s": sweep_cpu_s, "rl_cpu_s": rl_cpu_s,

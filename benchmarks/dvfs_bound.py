@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from aios_lab.dvfs import experiment as ex
+from aios_lab.dvfs import experiment as ex, units
 from aios_lab.dvfs.bounds import BoundError, energy_lower_bound, simulate_clairvoyant
 from aios_lab.dvfs.governors import Schedutil
 from aios_lab.dvfs.platform import load_cluster
@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--estimate-rule", choices=list(RULES), default="util_est",
                     help="with --estimate-work task: the per-task estimate's rule (dvfs.task_signal.RULES)")
     ap.add_argument("--no-lp", action="store_true", help="skip the LP bound (minutes on the build traces)")
+    ap.add_argument("--unit", choices=units.names(), default=units.DEFAULT,
+                    help="demand unit: 'interval' (per-interval time, workloads/dvfs/traces) or 'activation' "
+                         "(one item per activation, workloads/dvfs/traces-switches); dvfs.units")
     ap.add_argument("--cluster", default="gs101:big")
     ap.add_argument("--mem-share", type=float, default=0.3)
     ap.add_argument("--json-out", type=Path, default=None)
@@ -82,7 +85,7 @@ def main() -> int:
         return 2
     cl, m = load_cluster(a.cluster), a.mem_share
     try:
-        folds = {run: ex.split(run)[1] for run in a.runs}
+        folds = {run: ex.split(run, a.unit)[1] for run in a.runs}
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -110,7 +113,7 @@ def main() -> int:
                   + (f", max OPP {top - k}" if k else "")
                   for mg in margins for k in a.below_top for ms in a.lateness_ms}
     for run, paths in folds.items():
-        for d in ex.load_demands(paths):
+        for d in ex.load_demands(paths, a.unit):
             t0 = time.time()
             su = simulate(cl, d, Schedutil(), mem_share=m)
             add(run, d.name, "schedutil", su.energy_j, su.misses)
@@ -168,8 +171,8 @@ def main() -> int:
         print(f"no zero-miss run of any governor can use less than x{lb:.3f} of schedutil's energy here")
     if a.json_out:
         a.json_out.parent.mkdir(parents=True, exist_ok=True)
-        a.json_out.write_text(json.dumps({"simulated": True, "cluster": a.cluster, "mem_share": m, "runs": a.runs,
-                                          "rows": rows, "pooled": pooled}, indent=1))
+        a.json_out.write_text(json.dumps({"simulated": True, "cluster": a.cluster, "mem_share": m, "unit": a.unit,
+                                          "runs": a.runs, "rows": rows, "pooled": pooled}, indent=1))
     return 0
 
 

@@ -181,7 +181,11 @@ def run(model_path: Path, period: float, duration: float | None, root: Path, pro
 
 @freq.command("bound")
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
-              help="Recorded trace (repeat). Default: the recorded run 3 of each kind in workloads/dvfs/traces.")
+              help="Recorded trace (repeat). Default: the recorded run 3 of each kind in the unit's folder.")
+@click.option("--unit", default="interval", show_default=True,
+              help="Demand unit (dvfs.units): 'interval' reads each task's time per collection interval "
+                   "(workloads/dvfs/traces); 'activation' one item per activation from the whole switch "
+                   "stream (workloads/dvfs/traces-switches).")
 @simulator_options
 @click.option("--lookahead", default=0.6, show_default=True, type=finite(0, 600),
               help="Seconds ahead the planner sees (or predicts) arriving work.")
@@ -193,7 +197,7 @@ def run(model_path: Path, period: float, duration: float | None, root: Path, pro
               help="Highest OPP index the planner may ask for (spends misses).")
 @click.option("--no-lp", is_flag=True, help="Skip the LP lower bound (about a minute on a 20 s build trace).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bound(traces, cluster, mem_share, lookahead, lateness, lookahead_ms, lateness_ms, max_opp, no_lp,
+def bound(traces, unit, cluster, mem_share, lookahead, lateness, lookahead_ms, lateness_ms, max_opp, no_lp,
           as_json) -> None:
     """How far any frequency governor could go on a trace, against schedutil (SIMULATED).
 
@@ -219,12 +223,12 @@ def bound(traces, cluster, mem_share, lookahead, lateness, lookahead_ms, latenes
     cl = load_cluster(cluster)
     if max_opp is not None and max_opp >= cl.nr_opps:
         raise ModelError(f"--max-opp {max_opp}: {cluster} has OPPs 0..{cl.nr_opps - 1}")
-    demands = ex.load_demands(list(traces) or ex.split()[1])
+    demands = ex.load_demands(list(traces) or ex.split(unit=unit)[1], unit)
     rows = [r for d in demands
             for r in yardsticks(cl, d, mem_share=mem_share, lookahead_s=lookahead_s,
                                 lateness_s=lateness_s, max_opp=max_opp, lower_bound=not no_lp)]
     if as_json:
-        click.echo(json.dumps({"simulated": True, "cluster": cluster, "rows": rows}, indent=2))
+        click.echo(json.dumps({"simulated": True, "cluster": cluster, "unit": unit, "rows": rows}, indent=2))
         return
     click.echo(ex.SIMULATED)
     for r in rows:

@@ -72,6 +72,9 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, every run but 3.")
 @click.option("--test-trace", "test_traces", multiple=True, type=click.Path(path_type=Path),
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
+@click.option("--unit", default="interval", show_default=True,
+              help="Demand unit (dvfs.units): 'interval' (workloads/dvfs/traces) or 'activation', one "
+                   "item per activation from the whole switch stream (workloads/dvfs/traces-switches).")
 @simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
@@ -85,7 +88,7 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="RL: write the learning curve as a PNG here (default: next to --out).")
 @click.option("--json", "as_json", is_flag=True,
               help="Progress on stderr; the table path and held-out results as JSON on stdout.")
-def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine_passes, out, curve,
+def freq(method, traces, test_traces, unit, cluster, mem_share, episodes, seed, refine_passes, out, curve,
          as_json) -> None:
     """Learn a frequency table (state -> perf level) on the DVFS simulator.
 
@@ -102,7 +105,7 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine
     from aios_lab.safe_output import check_output
 
     cl = load_cluster(cluster)
-    d_train, d_test = ex.split()
+    d_train, d_test = ex.split(unit=unit)
     train_paths = list(traces) or d_train
     test_paths = list(test_traces) or ([] if traces else d_test)
     check_output(out, inputs=train_paths + test_paths, what="frequency table")
@@ -112,8 +115,8 @@ def freq(method, traces, test_traces, cluster, mem_share, episodes, seed, refine
                    "the held-out figures below are not held out", err=True)
     if curve is not None:
         check_output(curve, inputs=train_paths + test_paths + [out], what="learning curve")
-    train_d = ex.load_demands(train_paths)
-    test_d = ex.load_demands(test_paths)
+    train_d = ex.load_demands(train_paths, unit)
+    test_d = ex.load_demands(test_paths, unit)
     echo = lambda m: click.echo(m, err=as_json)  # noqa: E731  (stdout is the JSON then)
     echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
                f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "

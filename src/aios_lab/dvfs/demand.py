@@ -108,6 +108,9 @@ class Demand:
     source: str = ""
     meta: dict = field(default_factory=dict)
     tasks: TaskSegments | None = None   # task identity per item (traces); None: one anonymous task per CPU
+    # the program (comm) each task ran when it first woke in the trace, where the demand knows it
+    # (dvfs.activation): what a new task's first estimate is keyed by (dvfs.task_signal, `prior`)
+    task_names: dict[int, str] | None = None
 
     def __post_init__(self) -> None:
         self.starts_s = np.asarray(self.starts_s, dtype=float)
@@ -176,7 +179,7 @@ class Demand:
             tasks = self.tasks.select(rows, k=self.tasks.k[rows] - (idx[0] if len(idx) else 0))
         return Demand(f"{self.name}@{start_s:.1f}s", self.kind, self.starts_s[sel] - start_s, self.work_s[sel],
                       self.deadline_s[sel], min(length_s, max(self.duration_s - start_s, 0.0)), self.source,
-                      dict(self.meta, window=(start_s, length_s)), tasks)
+                      dict(self.meta, window=(start_s, length_s)), tasks, self.task_names)
 
     def fold(self, nr_cpus: int) -> "Demand":
         """Map the recorded CPUs onto a cluster of `nr_cpus` (cpu % nr_cpus)."""
@@ -190,7 +193,7 @@ class Demand:
             rows = np.arange(len(self.tasks.k))
             tasks = self.tasks.select(rows, cpu=self.tasks.cpu % nr_cpus)
         return Demand(self.name, self.kind, self.starts_s, out, self.deadline_s, self.duration_s,
-                      self.source, dict(self.meta, folded_from=self.nr_cpus), tasks)
+                      self.source, dict(self.meta, folded_from=self.nr_cpus), tasks, self.task_names)
 
 
 def kind_of_trace(meta: dict) -> str:

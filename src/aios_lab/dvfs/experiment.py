@@ -1,17 +1,20 @@
 """Train and evaluate frequency policies on recorded traces (SIMULATED).
 
-The recorded traces ship in workloads/dvfs/traces (benchmarks/dvfs_record.sh
-records them again): three kinds of demand, five runs each. By default run 3
-of each kind is held out and the other four train (`split(test_run)` holds
-out another run, for cross-validation).
+The recorded traces ship in workloads/dvfs/traces (per-interval time) and
+workloads/dvfs/traces-switches (with the whole switch stream, for the
+per-activation demand; benchmarks/dvfs_record.sh records them again): three
+kinds of demand, five runs each. Which folder and loader a run uses is its
+demand unit (dvfs.units). By default run 3 of each kind is held out and the
+other four train (`split(test_run)` holds out another run, for
+cross-validation).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import paths
 from ..errors import ModelError
-from .demand import Demand, from_trace
+from . import units
+from .demand import Demand
 from .governors import BUILTIN, Governor, Static, table_governor_for
 from .platform import Cluster
 from .sim import SimResult, simulate
@@ -23,15 +26,15 @@ TEST_RUN = 3
 SIMULATED = "SIMULATED: trace-driven DVFS simulator (no cpufreq or energy counters on this machine)"
 
 
-def traces_dir() -> Path:
-    return paths.project_root() / "workloads" / "dvfs" / "traces"
+def traces_dir(unit: str = units.DEFAULT) -> Path:
+    return units.get(unit).traces_dir()
 
 
-def split(test_run: int = TEST_RUN) -> tuple[list[Path], list[Path]]:
+def split(test_run: int = TEST_RUN, unit: str = units.DEFAULT) -> tuple[list[Path], list[Path]]:
     """Run `test_run` of each kind held out, every other recorded run trains."""
     if test_run not in RUNS:
         raise ModelError(f"no recorded run {test_run}: the runs are {', '.join(map(str, RUNS))}")
-    d = traces_dir()
+    d = traces_dir(unit)
     train = [d / f"{k}-{r}" for k in KINDS for r in RUNS if r != test_run]
     test = [d / f"{k}-{test_run}" for k in KINDS]
     return train, test
@@ -69,8 +72,9 @@ def capture_verdict(governor: str, totals: dict, schedutil: dict, clairvoyant: d
             f"{100 * share:.0f} % captured, misses x{m:.3f} -> {'MET' if met else 'NOT MET'}")
 
 
-def load_demands(traces: list[Path]) -> list[Demand]:
-    return [from_trace(p) for p in traces]
+def load_demands(traces: list[Path], unit: str = units.DEFAULT) -> list[Demand]:
+    load = units.get(unit).load
+    return [load(p) for p in traces]
 
 
 def evaluate(cluster: Cluster, demands: list[Demand], governors: list[Governor], *,

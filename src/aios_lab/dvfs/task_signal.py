@@ -5,8 +5,15 @@ Per task: an estimate of its next activation's length, from the lengths of
 its activations so far (`RULES`; the default is the kernel's util_est rule,
 kernel/sched/fair.c util_est_update: up to a longer activation at once, down
 by a quarter of the gap to a shorter one, so a task that sometimes runs long
-is planned for long). A task never seen before is estimated as the mean of
-every activation seen so far. The simulator reports an activation when the
+is planned for long). A task never seen before is estimated by its `prior`
+(PRIORS): `program`, the default, keys it by the program it ran when it
+first woke (`Demand.task_names`, the comm a kernel reads in task_struct):
+the same rule over the first activations of earlier tasks that started as
+that program (a build's compiler children, forked from `gcc`, run long
+first; a shell's children do not); a program with no such task yet, or a
+demand that names no tasks, falls back to `mean`, the mean of every
+activation seen so far (the only prior before issue 22's activations, so
+the per-interval figures, whose demand names no tasks, are unchanged). The simulator reports an activation when the
 item it ran in completes (dvfs.demand: an activation is a task's on-CPU time
 in one trace interval), never earlier than the kernel would see it end.
 
@@ -64,16 +71,22 @@ def expectile_rule(est: float, sample: float) -> float:
 RULES: dict[str, Callable[[float, float], float]] = {"util_est": util_est_rule, "ewma": ewma_rule,
                                                       "last": last_rule, "expectile": expectile_rule}
 
+# what an unseen task's first activation is estimated as (see the module's doc)
+PRIORS = ("program", "mean")
+
 
 @dataclass(frozen=True)
 class SignalConfig:
     rule: str = "util_est"
     tau_s: float = 0.1       # the arrival-rate EWMA's time constant
     margin: float = 0.0      # estimates are scaled by (1 + margin)
+    prior: str = "program"   # an unseen task's estimate (PRIORS)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"unknown estimate rule {self.rule!r}: use one of {', '.join(RULES)}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}: use one of {', '.join(PRIORS)}")
         if self.tau_s <= 0 or self.margin < -0.9:
             raise ValueError("tau_s must be > 0 and margin > -0.9")
 
@@ -106,6 +119,20 @@ class TaskSignals:
         self._est_arr = np.zeros(nt + 1)
         self._seen_arr = np.zeros(nt + 1, dtype=bool)
         self._seen_arr[nt] = True
+        # the program prior: each dense task's program (dense, -1: none), and per program the
+        # rule over the first activations of its tasks (NaN: none yet, the mean stands in)
+        names = d.task_names if cfg.prior == "program" else None
+        self._program: dict[int, int] = {}
+        self._task_program = np.full(nt + 1, -1, dtype=np.intp)
+        if names:
+            progs: dict[str, int] = {}
+            for task, i in self._items.index.items():
+                name = names.get(task)
+                if name is not None:
+                    self._program[task] = self._task_program[i] = progs.setdefault(name, len(progs))
+            self._prior = np.full(len(progs), np.nan)
+        else:
+            self._prior = np.zeros(0)
         self._version = 0                     # bumped when an estimate (or the unseen-task mean) changes
         self._scaled: np.ndarray | None = None   # every task's estimate x (1 + margin), at _scaled_version
         self._scaled_version = -1
@@ -121,6 +148,11 @@ class TaskSignals:
             prev = self.est.get(task)
             if prev is not None:
                 self.errors.append((work, prev))
+            else:
+                g = self._program.get(task)
+                if g is not None:   # a task's first activation teaches its program's prior
+                    p = self._prior[g]
+                    self._prior[g] = work if np.isnan(p) else self._rule(p, work)
             new = self.est[task] = work if prev is None else self._rule(prev, work)
             i = index[task]
             arr[i] = new
@@ -134,7 +166,9 @@ class TaskSignals:
         """The next activation of `task`, top-OPP seconds."""
         e = self.est.get(task)
         if e is None:
-            e = self._sum / self._count if self._count else self._step / 2
+            g = self._program.get(task)
+            p = self._prior[g] if g is not None else np.nan
+            e = float(p) if not np.isnan(p) else self._sum / self._count if self._count else self._step / 2
         return e * (1 + self.cfg.margin)
 
     def item_estimate(self, segs: tuple) -> float:
@@ -202,7 +236,11 @@ class TaskSignals:
             return []
         if self._scaled_version != self._version:
             mean = self._sum / self._count if self._count else self._step / 2
-            self._scaled = np.where(self._seen_arr, self._est_arr, mean) * (1 + self.cfg.margin)
+            unseen = mean
+            if len(self._prior):
+                p = np.append(self._prior, np.nan)[self._task_program]   # -1 (no program) -> NaN
+                unseen = np.where(np.isnan(p), mean, p)
+            self._scaled = np.where(self._seen_arr, self._est_arr, unseen) * (1 + self.cfg.margin)
             self._scaled_version = self._version
         # item_estimate per row: its tasks' estimates added left to right (cumsum, not the
         # pairwise sum() of numpy, so the floats match the Python sum bit for bit); padding adds 0
