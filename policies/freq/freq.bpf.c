@@ -35,7 +35,11 @@
  * of the next one by the kernel's util_est rule (up at once, down by 1/4),
  * the per-task signal of dvfs.task_signal; each CPU keeps the sum of the
  * estimates of the tasks waiting in its queue (freq_cpu.queued_est_ns).
- * Memory: one struct freq_task (56 bytes) plus the kernel's local-storage
+ * A new task starts from its program's prior (`prog_est`, keyed by its comm
+ * when it entered sched_ext: a fork's is its parent's): the util_est rule
+ * over the first activations of earlier tasks of that program, the
+ * simulator's `program` prior (dvfs.task_signal).
+ * Memory: one struct freq_task (80 bytes) plus the kernel's local-storage
  * element per task this policy schedules, created in init_task, deleted in
  * exit_task (TASK_INIT - TASK_EXIT entries live). The table is still
  * indexed by (utilisation, queue length): tables over the per-task state
@@ -92,6 +96,14 @@ struct {
 	__type(key, int);
 	__type(value, struct freq_task);
 } task_est SEC(".maps");
+
+/* Per program (comm), the prior of a new task's first activation: struct freq_prior. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FREQ_MAX_PROGRAMS);
+	__type(key, char[FREQ_COMM_LEN]);
+	__type(value, struct freq_prior);
+} prog_est SEC(".maps");
 
 static u32 nr_cpus = 1;
 
@@ -562,6 +574,25 @@ static __always_inline void util_est_update(struct freq_cpu *c, u64 now)
 		c->util_est = est - (est - (u32)sample) / 4;
 }
 
+/* A task's first activation is complete: fold it into its program's prior
+ * by the util_est rule (up at once, down by 1/4), as for a task's own. */
+static __always_inline void learn_prior(struct freq_task *tc)
+{
+	struct freq_prior *pr = bpf_map_lookup_elem(&prog_est, tc->prog);
+	struct freq_prior fresh = { .est_ns = tc->act_ns, .tasks = 1 };
+
+	if (!pr) {
+		if (bpf_map_update_elem(&prog_est, tc->prog, &fresh, BPF_NOEXIST) == -7 /* -E2BIG */)
+			aios_stat_inc(&stats, FREQ_STAT_PRIOR_FULL);
+		return;
+	}
+	if (tc->act_ns >= pr->est_ns)
+		pr->est_ns = tc->act_ns;
+	else
+		pr->est_ns -= (pr->est_ns - tc->act_ns) / 4;
+	pr->tasks++;
+}
+
 void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 {
 	s32 cpu = scx_bpf_task_cpu(p);
@@ -580,6 +611,8 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 		if (ran > tc->run_start_ns)
 			tc->act_ns += ran - tc->run_start_ns;
 		if (!runnable) {	/* it sleeps: the activation is complete */
+			if (!tc->activations)
+				learn_prior(tc);
 			tc->last_ns = tc->act_ns;
 			if (!tc->activations || tc->act_ns >= tc->est_ns)
 				tc->est_ns = tc->act_ns;
@@ -605,12 +638,21 @@ void BPF_STRUCT_OPS(freq_stopping, struct task_struct *p, bool runnable)
 
 s32 BPF_STRUCT_OPS(freq_init_task, struct task_struct *p, struct scx_init_task_args *args)
 {
+	struct freq_prior *pr;
 	struct freq_task *tc;
 
 	tc = bpf_task_storage_get(&task_est, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!tc)
 		return -12;	/* -ENOMEM: sched_ext refuses the task rather than run it unaccounted */
 	tc->queued_cpu = FREQ_NO_CPU;
+	/* Its program: for a fork, still the parent's name (the child has not
+	 * exec'd yet), which is what a new task is known by before it runs. */
+	bpf_probe_read_kernel_str(tc->prog, sizeof(tc->prog), p->comm);
+	pr = bpf_map_lookup_elem(&prog_est, tc->prog);
+	if (pr && pr->est_ns) {
+		tc->est_ns = tc->prior_ns = pr->est_ns;
+		aios_stat_inc(&stats, FREQ_STAT_PRIOR_USED);
+	}
 	aios_stat_inc(&stats, FREQ_STAT_TASK_INIT);
 	return 0;
 }

@@ -23,6 +23,8 @@ enum freq_limit {
 	FREQ_MAX_CPUS = 256,		/* per-CPU DSQ ids are 0..FREQ_MAX_CPUS-1; more CPUs refuse to load */
 	FREQ_TABLE_MAGIC = 0x51455246,	/* "FREQ" little-endian: the slot holds a table */
 	FREQ_NO_CPU = 0xffffffff,	/* freq_task.queued_cpu of a task waiting in no queue */
+	FREQ_COMM_LEN = 16,		/* TASK_COMM_LEN: a program's name, the key of `prog_est` */
+	FREQ_MAX_PROGRAMS = 1024,	/* programs `prog_est` keeps a prior for; more are not learned */
 };
 
 /* One table slot. There are two (the `table` array map): user space writes
@@ -95,6 +97,19 @@ struct freq_task {
 	u64 queued_est_ns;	/* what it added to queued_cpu's queued_est_ns */
 	u32 queued_cpu;		/* the CPU whose queue it waits in, FREQ_NO_CPU if none */
 	u32 _pad;
+	u64 prior_ns;		/* the estimate it started with: its program's prior, 0 if none */
+	char prog[FREQ_COMM_LEN];	/* its program (comm) when it entered sched_ext: for a forked
+					 * task its parent's, as dvfs.activation names tasks */
+};
+
+/* A program's prior (the `prog_est` hash map, key = the comm, NUL-padded):
+ * the util_est rule over the first activations of the tasks that started as
+ * that program, what a new task of it is estimated as before it has run
+ * (dvfs.task_signal's `program` prior). Any CPU updates it without a lock:
+ * two first activations ending at once may lose one of the two updates. */
+struct freq_prior {
+	u64 est_ns;		/* the rule over the first activations so far */
+	u64 tasks;		/* first activations folded in */
 };
 
 /* Index of each per-CPU counter in the `stats` map. Python reads the names
@@ -113,6 +128,8 @@ enum freq_stat {
 	FREQ_STAT_TASK_INIT,		/* per-task state created (a task entered sched_ext) */
 	FREQ_STAT_TASK_EXIT,		/* per-task state deleted (a task left); live = TASK_INIT - TASK_EXIT */
 	FREQ_STAT_NO_TASK_STATE,	/* a task of ours had no per-task state (never, unless init_task failed) */
+	FREQ_STAT_PRIOR_USED,		/* a new task started with its program's prior as its estimate */
+	FREQ_STAT_PRIOR_FULL,		/* a program's first prior was not kept: prog_est is full */
 	FREQ_NR_STATS,
 };
 

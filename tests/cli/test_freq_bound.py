@@ -41,3 +41,19 @@ def test_bound_refuses_an_opp_the_cluster_lacks_and_a_missing_trace_in_one_line(
     assert res.exit_code == 3 and "OPPs 0..16" in res.output
     res = CliRunner().invoke(main, ["freq", "bound", "--trace", str(tmp_path / "nope"), "--no-lp"])
     assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1 and "nope" in res.output
+
+
+def test_bound_on_the_activation_unit_and_an_unknown_unit_in_one_line():
+    trace = str(traces_dir("activation") / "frames-1")
+    res = CliRunner().invoke(main, ["freq", "bound", "--unit", "activation", "--trace", trace, "--no-lp", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["unit"] == "activation"
+    rows = {r["what"]: r for r in doc["rows"]}
+    # one item per activation: more items than the per-interval demand of the same recording
+    per_interval = json.loads(CliRunner().invoke(main, ["freq", "bound", "--trace", trace, "--no-lp",
+                                                        "--json"]).output)
+    assert rows["schedutil"]["items"] > {r["what"]: r for r in per_interval["rows"]}["schedutil"]["items"]
+    assert rows["clairvoyant"]["energy_x"] < 1.0
+    res = CliRunner().invoke(main, ["freq", "bound", "--unit", "wakeup", "--no-lp"])
+    assert res.exit_code == 3 and len(res.output.strip().splitlines()) == 1 and "unknown demand unit" in res.output

@@ -369,7 +369,63 @@ def test_per_task_estimates_follow_the_tasks_measured_activations():
     # the rule over the measured lengths above is the check)
     assert gone is None   # the child has exited: its state went with it
     live = stats["TASK_INIT"] - stats["TASK_EXIT"]
-    # memory bound: one 56-byte struct freq_task (+ the kernel's storage element) per task we schedule
+    # memory bound: one 80-byte struct freq_task (+ the kernel's storage element) per task we schedule
     assert 0 < live <= threads + 16, (stats, threads)
     assert stats["NO_TASK_STATE"] == 0, stats
     assert all(s.queued_est_ns < 10**12 for s in cpus), cpus   # the queued sums never went below zero
+
+
+# A parent renamed "aiosprior" forks children one at a time; each spins 15 ms
+# of CPU and exits, so its only activation is its first, and the policy folds
+# it into the program's prior (a fork keeps its parent's name). A last child
+# blocks at once; it is read while it waits: it must have started from the
+# prior the others left.
+_FORKS = r"""
+import ctypes, os, sys, time
+ctypes.CDLL(None).prctl(15, b"aiosprior", 0, 0, 0)   # PR_SET_NAME
+clock = time.thread_time_ns
+def spin(ms):
+    t0 = clock()
+    while clock() - t0 < ms * 1_000_000:
+        pass
+for i in range(8):
+    pid = os.fork()
+    if pid == 0:
+        spin(15)
+        os._exit(0)
+    os.waitpid(pid, 0)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(r, 1)
+    os._exit(0)
+print(pid, flush=True)
+sys.stdin.readline()
+os.write(w, b"x")
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_new_task_starts_from_its_programs_prior():
+    with FreqRun(policy=policy.get("freq"), table=_flat(512, version=1), source="flat") as run:
+        parent = subprocess.Popen([sys.executable, "-c", _FORKS], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            last = int(parent.stdout.readline())
+            est = wait_for(lambda: _blocked_in_read(run, last), 600, "the last child blocked")
+            priors = run.program_priors()
+            stats = run.dep.read_stats()
+            parent.stdin.write("\n")
+            parent.stdin.flush()
+        finally:
+            parent.stdin.close()
+            parent.wait(timeout=60)
+    print("\nlast child:", est.to_dict(), "prior:", priors.get("aiosprior"))
+    assert est.program == "aiosprior", est
+    # it started from the rule over 8 first activations of >= 15 ms each (the Python around the
+    # spin makes them longer, never shorter)
+    assert est.prior_ns >= 0.75 * 15_000_000, est
+    p = priors["aiosprior"]
+    # the 8 spinners and the last child's own first activation (short: it blocked at once)
+    assert p.tasks >= 9 and p.est_ns >= 0.5 * 15_000_000, p
+    assert stats["PRIOR_USED"] >= 8 and stats["PRIOR_FULL"] == 0, stats

@@ -80,9 +80,12 @@ def test_struct_mirrors_match_the_c_header(btf, freq, tmp_path, struct):
     assert facts[1:] == [getattr(ctype, n).offset for n in names]
 
 
-def test_the_per_task_state_is_the_stated_56_bytes(btf):
-    # docs/freq-policy.md and freq.bpf.c state the per-task memory as this struct per task
-    assert ctypes.sizeof(btf.ctypes_type(TASK_STRUCT)) == 56
+def test_the_per_task_and_per_program_state_are_the_stated_sizes(btf):
+    # docs/freq-policy.md and freq.bpf.c state the per-task memory as this struct per task,
+    # and the per-program priors as at most FREQ_MAX_PROGRAMS entries of a comm and this struct
+    assert ctypes.sizeof(btf.ctypes_type(TASK_STRUCT)) == 80
+    assert ctypes.sizeof(btf.ctypes_type("freq_prior")) == 16
+    assert btf.enum(LIMIT_ENUM)["FREQ_MAX_PROGRAMS"] == 1024 and btf.enum(LIMIT_ENUM)["FREQ_COMM_LEN"] == 16
     assert default_limits().no_cpu == btf.enum(LIMIT_ENUM)["FREQ_NO_CPU"] == 0xFFFFFFFF   # u32 -1
 
 

@@ -225,3 +225,24 @@ def test_push_into_the_policys_real_maps():
         assert rec["kind"] == "freq-table" and rec["ctl_map_id"] == slots.ctl.id
     finally:
         obj.close()
+
+
+@pytest.mark.bpf
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create BPF maps")
+@pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF")
+def test_program_priors_are_read_from_the_policys_real_map():
+    pol = policy.get("freq")
+    obj = BpfObject.open(build.object_path(pol.source_path))
+    try:
+        obj.load_maps_only()
+        slots = FreqSlots.from_object(obj, pol.model)
+        assert slots.program_priors() == {}
+        prior_t = obj.btf.ctypes_type("freq_prior")
+        # what learn_prior() writes: the comm, NUL-padded to 16 bytes, and the rule's state
+        slots.priors.update(b"gcc".ljust(16, b"\0"), bytes(prior_t(est_ns=12_000_000, tasks=3)))
+        slots.priors.update(b"a-full-length-nm", bytes(prior_t(est_ns=5, tasks=1)))
+        got = slots.program_priors()
+        assert got["gcc"].est_ns == 12_000_000 and got["gcc"].tasks == 3
+        assert got["a-full-length-nm"].est_ns == 5          # 16 characters: no NUL to cut at
+    finally:
+        obj.close()

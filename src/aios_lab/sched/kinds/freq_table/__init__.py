@@ -131,6 +131,10 @@ class FreqRun:
         """The policy's per-task activation estimate of `pid` (None: it has no state for it)."""
         return self._live().task_estimate(pid)
 
+    def program_priors(self) -> dict:
+        """The policy's per-program priors of a new task's first activation, by program name."""
+        return self._live().program_priors()
+
 
 @register
 class FreqTableKind(ModelKind):

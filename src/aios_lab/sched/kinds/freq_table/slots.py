@@ -30,6 +30,7 @@ from ....errors import AiosError, BuildError, LayoutError, ModelError
 
 TABLE_STRUCT, CTL_STRUCT, CPU_STRUCT, LIMIT_ENUM = "freq_table", "freq_ctl", "freq_cpu", "freq_limit"
 TASK_STRUCT, TASK_MAP = "freq_task", "task_est"   # per-task state, task-local storage keyed by pidfd
+PRIOR_STRUCT, PRIOR_MAP = "freq_prior", "prog_est"  # per program (comm): a new task's first estimate
 
 
 class _MapLike(Protocol):
@@ -155,9 +156,25 @@ class TaskEstimate:
     activations: int
     queued_cpu: int | None
     queued_est_ns: int
+    prior_ns: int = 0    # the estimate it started with: its program's prior (0: none)
+    program: str = ""    # its program when it entered sched_ext (a fork: the parent's name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProgramPrior:
+    """One program's entry of the policy's `prog_est` map (struct freq_prior)."""
+    program: str
+    est_ns: int          # the util_est rule over its tasks' first activations
+    tasks: int           # first activations folded in
+
+
+def _comm(raw) -> str:
+    """A kernel comm (char[16], NUL-padded; ctypes gives bytes or an array) as text."""
+    data = bytes(raw) if not isinstance(raw, (bytes, bytearray)) else bytes(raw)
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 class FreqSlots:
@@ -179,6 +196,8 @@ class FreqSlots:
         self._writer = SlotWriter(self.slots)
         self.tasks: Any = None          # the task_est map and struct freq_task (from_object), when the policy has them
         self._task_t: type | None = None
+        self.priors: Any = None         # the prog_est map and struct freq_prior, when the policy has them
+        self._prior_t: type | None = None
 
     @classmethod
     def from_object(cls, obj, spec) -> "FreqSlots":
@@ -192,6 +211,10 @@ class FreqSlots:
             slots.tasks, slots._task_t = obj.map(TASK_MAP), btf.ctypes_type(TASK_STRUCT)
             if slots.tasks.value_size != ctypes.sizeof(slots._task_t):
                 raise LayoutError(f"map {TASK_MAP} does not hold struct {TASK_STRUCT}; rebuild the policy")
+        if PRIOR_MAP in obj.map_names():
+            slots.priors, slots._prior_t = obj.map(PRIOR_MAP), btf.ctypes_type(PRIOR_STRUCT)
+            if slots.priors.value_size != ctypes.sizeof(slots._prior_t):
+                raise LayoutError(f"map {PRIOR_MAP} does not hold struct {PRIOR_STRUCT}; rebuild the policy")
         return slots
 
     # -- reading -------------------------------------------------------------------
@@ -260,7 +283,19 @@ class FreqSlots:
         t = self._task_t.from_buffer_copy(raw)
         return TaskEstimate(pid=pid, est_ns=t.est_ns, last_ns=t.last_ns, act_ns=t.act_ns,
                             activations=t.activations, queued_cpu=None if t.queued_cpu == self.limits.no_cpu else t.queued_cpu,
-                            queued_est_ns=t.queued_est_ns)
+                            queued_est_ns=t.queued_est_ns, prior_ns=getattr(t, "prior_ns", 0),
+                            program=_comm(getattr(t, "prog", b"")))
+
+    def program_priors(self) -> dict[str, ProgramPrior]:
+        """Every program's prior in the policy's `prog_est` map, by name."""
+        if self.priors is None or self._prior_t is None:
+            raise LayoutError(f"this policy has no per-program map {PRIOR_MAP!r}")
+        out = {}
+        for key, raw in self.priors.items():
+            v = self._prior_t.from_buffer_copy(raw)
+            name = _comm(key)
+            out[name] = ProgramPrior(name, v.est_ns, v.tasks)
+        return out
 
     # -- writing -------------------------------------------------------------------
 
