@@ -23,6 +23,22 @@ def test_train_freq_rl_writes_a_table_a_curve_and_labels_output_simulated(tmp_pa
     assert "held-out frames-3" in res.output and "[simulated]" in res.output
 
 
+def test_train_freq_on_the_activation_unit_records_it(tmp_path):
+    out = tmp_path / "rl.json"
+    d = traces_dir("activation")
+    res = CliRunner().invoke(main, ["train", "freq", "--unit", "activation", "--method", "rl", "--episodes", "2",
+                                    "--trace", str(d / "frames-1"), "--test-trace", str(d / "frames-3"),
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "(activation demand)" in res.output
+    assert load_table(out).meta["unit"] == "activation"
+    # a trace recorded without the switch stream has no activations: one line, nothing written
+    res = CliRunner().invoke(main, ["train", "freq", "--unit", "activation", "--trace", str(traces_dir() / "frames-1"),
+                                    "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 3 and "no switches rows" in res.output and "--stream-budget 0" in res.output
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_train_freq_on_a_missing_trace_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "t.json"
     res = CliRunner().invoke(main, ["train", "freq", "--trace", str(tmp_path / "nope"), "--out", str(out)])

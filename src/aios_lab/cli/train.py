@@ -120,11 +120,11 @@ def freq(method, traces, test_traces, unit, cluster, mem_share, episodes, seed, 
     echo = lambda m: click.echo(m, err=as_json)  # noqa: E731  (stdout is the JSON then)
     echo(f"{ex.SIMULATED}\ncluster {cl.platform}:{cl.name} ({cl.nr_cpus}x {cl.core}, {cl.nr_opps} OPPs, "
                f"{cl.freqs_khz[0] // 1000}-{cl.max_khz // 1000} MHz); {len(train_d)} training, "
-               f"{len(test_d)} held-out traces; method {method}")
+               f"{len(test_d)} held-out traces ({unit} demand); method {method}")
     learner = learners.make(method, cluster=cl, seed=seed, episodes=episodes, mem_share=mem_share,
                             refine_passes=refine_passes).fit(train_d, test=test_d, progress=echo)
     learner.table_.meta.update(train_traces=[str(p) for p in train_paths], test_traces=[str(p) for p in test_paths],
-                               seed=seed)
+                               seed=seed, unit=unit)
     save_table(out, learner.table_)
     echo(f"table written: {out}")
     result: dict = {"simulated": True, "method": method, "table": str(out), "curve": None,
