@@ -12,6 +12,7 @@ so the older recordings and their figures stay reproducible.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,14 +25,16 @@ from .demand import Demand
 class DemandUnit:
     name: ClassVar[str]
     folder: ClassVar[str]     # under workloads/dvfs
+    loader: ClassVar[str]     # "module:function" under aios_lab.dvfs, imported on first load
 
     @classmethod
     def traces_dir(cls) -> Path:
         return paths.project_root() / "workloads" / "dvfs" / cls.folder
 
-    @staticmethod
-    def load(path: Path) -> Demand:
-        raise NotImplementedError
+    @classmethod
+    def load(cls, path: Path) -> Demand:
+        module, func = cls.loader.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), func)(path)
 
 
 UNITS: Variants[type[DemandUnit]] = Variants("demand unit", ModelError, "use one of")
@@ -41,23 +44,9 @@ DEFAULT = "interval"
 
 @register
 class Interval(DemandUnit):
-    name = "interval"
-    folder = "traces"
-
-    @staticmethod
-    def load(path: Path) -> Demand:
-        from .demand import from_trace
-
-        return from_trace(path)
+    name, folder, loader = "interval", "traces", "demand:from_trace"
 
 
 @register
 class Activation(DemandUnit):
-    name = "activation"
-    folder = "traces-switches"
-
-    @staticmethod
-    def load(path: Path) -> Demand:
-        from .activation import from_switches
-
-        return from_switches(path)
+    name, folder, loader = "activation", "traces-switches", "activation:from_switches"

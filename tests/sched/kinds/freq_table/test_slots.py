@@ -203,46 +203,46 @@ def test_layout_mismatch_is_refused(layouts):
 
 # -- the real maps on the host kernel -----------------------------------------------------------
 
-@pytest.mark.bpf
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create BPF maps")
-@pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF")
-def test_push_into_the_policys_real_maps():
+@pytest.fixture
+def real_slots():
+    """The freq policy's own maps, created from its object (no program loaded)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create BPF maps")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        pytest.skip("kernel has no BTF")
     pol = policy.get("freq")
     obj = BpfObject.open(build.object_path(pol.source_path))
     try:
         obj.load_maps_only()
-        slots = FreqSlots.from_object(obj, pol.model)
-        assert slots.push(_graded(version=11)) == 1
-        assert slots.read_ctl() == {"active": 1, "version": 11, "swaps": 1}
-        assert np.array_equal(slots.active_table().perf, _graded().perf)
-        before = _raw(slots)
-        with pytest.raises(ModelError):
-            slots.push(_with_version(FreqTable.constant(5), 11))
-        assert _raw(slots) == before
-        states = slots.cpu_states()
-        assert len(states) >= 1 and all(s.consistent and s.updates == 0 for s in states)
-        rec = slots.status_record()
-        assert rec["kind"] == "freq-table" and rec["ctl_map_id"] == slots.ctl.id
+        yield obj, FreqSlots.from_object(obj, pol.model)
     finally:
         obj.close()
 
 
 @pytest.mark.bpf
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create BPF maps")
-@pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF")
-def test_program_priors_are_read_from_the_policys_real_map():
-    pol = policy.get("freq")
-    obj = BpfObject.open(build.object_path(pol.source_path))
-    try:
-        obj.load_maps_only()
-        slots = FreqSlots.from_object(obj, pol.model)
-        assert slots.program_priors() == {}
-        prior_t = obj.btf.ctypes_type("freq_prior")
-        # what learn_prior() writes: the comm, NUL-padded to 16 bytes, and the rule's state
-        slots.priors.update(b"gcc".ljust(16, b"\0"), bytes(prior_t(est_ns=12_000_000, tasks=3)))
-        slots.priors.update(b"a-full-length-nm", bytes(prior_t(est_ns=5, tasks=1)))
-        got = slots.program_priors()
-        assert got["gcc"].est_ns == 12_000_000 and got["gcc"].tasks == 3
-        assert got["a-full-length-nm"].est_ns == 5          # 16 characters: no NUL to cut at
-    finally:
-        obj.close()
+def test_push_into_the_policys_real_maps(real_slots):
+    _, slots = real_slots
+    assert slots.push(_graded(version=11)) == 1
+    assert slots.read_ctl() == {"active": 1, "version": 11, "swaps": 1}
+    assert np.array_equal(slots.active_table().perf, _graded().perf)
+    before = _raw(slots)
+    with pytest.raises(ModelError):
+        slots.push(_with_version(FreqTable.constant(5), 11))
+    assert _raw(slots) == before
+    states = slots.cpu_states()
+    assert len(states) >= 1 and all(s.consistent and s.updates == 0 for s in states)
+    rec = slots.status_record()
+    assert rec["kind"] == "freq-table" and rec["ctl_map_id"] == slots.ctl.id
+
+
+@pytest.mark.bpf
+def test_program_priors_are_read_from_the_policys_real_map(real_slots):
+    obj, slots = real_slots
+    assert slots.program_priors() == {}
+    prior_t = obj.btf.ctypes_type("freq_prior")
+    # what learn_prior() writes: the comm, NUL-padded to 16 bytes, and the rule's state
+    slots.priors.update(b"gcc".ljust(16, b"\0"), bytes(prior_t(est_ns=12_000_000, tasks=3)))
+    slots.priors.update(b"a-full-length-nm", bytes(prior_t(est_ns=5, tasks=1)))
+    got = slots.program_priors()
+    assert got["gcc"].est_ns == 12_000_000 and got["gcc"].tasks == 3
+    assert got["a-full-length-nm"].est_ns == 5          # 16 characters: no NUL to cut at
