@@ -13,9 +13,12 @@ that program (a build's compiler children, forked from `gcc`, run long
 first; a shell's children do not); a program with no such task yet, or a
 demand that names no tasks, falls back to `mean`, the mean of every
 activation seen so far (the only prior before issue 22's activations, so
-the per-interval figures, whose demand names no tasks, are unchanged). The simulator reports an activation when the
-item it ran in completes (dvfs.demand: an activation is a task's on-CPU time
-in one trace interval), never earlier than the kernel would see it end.
+the per-interval figures, whose demand names no tasks, are unchanged).
+The simulator reports an activation when the item it ran in completes,
+never earlier than the kernel would see it end. What an activation is
+depends on the demand's unit (dvfs.units): a task's on-CPU time in one
+trace interval (`interval`), or its run from a wakeup until it sleeps, in
+chunks of at most an interval (`activation`, dvfs.activation).
 
 From those estimates, per CPU:
 * queued work: the estimated work of every queued item (the sum of its
