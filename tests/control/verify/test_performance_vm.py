@@ -34,12 +34,15 @@ CORPUS = DATA / "policies" / "corpus"
 def test_the_slower_policy_is_caught_and_fifo_is_not_falsely_rejected(monkeypatch, tmp_path):
     monkeypatch.setenv("AIOS_LAB_POLICY_PATH", str(CORPUS))
     with Registry(tmp_path / "reg") as reg:
-        old = reg.submit(fifo_parts(5_000_000), Actor.current()).entry
+        # the deployed entry's slice is longer than the candidate's (20 ms): a shorter slice
+        # can only shorten run-queue waits, so a worse verdict would be false; with a 5 ms
+        # deployed slice the candidate was rightly worse on runq_wait_s (x1.63 in one CI run)
+        old = reg.submit(fifo_parts(40_000_000), Actor.current()).entry
         reg.record_run(old.hash, "deploy", "pass", [], Platform.current(), Actor.current())
         new = reg.submit(fifo_parts(), Actor.current()).entry
         scratch = Path(tempfile.mkdtemp(prefix="aios-test-arm-"))
         deployed, said = deployed_arm(reg, new, AGAINST_LKG, ("performance",), scratch)
-    assert deployed["entry"] == old.hash and deployed["tunables"]["slice_ns"] == 5_000_000, said
+    assert deployed["entry"] == old.hash and deployed["tunables"]["slice_ns"] == 40_000_000, said
     try:
         slower, fifo = verify_many([Case("corpus_slower", stages=("performance",)),
                                     Case("fifo", stages=("performance",), deployed=deployed)], cpus=2, realtime=True)
