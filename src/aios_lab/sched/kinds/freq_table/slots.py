@@ -173,8 +173,7 @@ class ProgramPrior:
 
 def _comm(raw) -> str:
     """A kernel comm (char[16], NUL-padded; ctypes gives bytes or an array) as text."""
-    data = bytes(raw) if not isinstance(raw, (bytes, bytearray)) else bytes(raw)
-    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 class FreqSlots:
