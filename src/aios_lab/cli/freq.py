@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .group import AiosGroup
-from .options import deprecated_ms_option, simulator_options
+from .options import deprecated_ms_option, simulator_options, unit_option
 from .types import POSITIVE, Folder, InputFile, finite
 
 
@@ -182,10 +182,7 @@ def run(model_path: Path, period: float, duration: float | None, root: Path, pro
 @freq.command("bound")
 @click.option("--trace", "traces", multiple=True, type=click.Path(path_type=Path),
               help="Recorded trace (repeat). Default: the recorded run 3 of each kind in the unit's folder.")
-@click.option("--unit", default="interval", show_default=True,
-              help="Demand unit (dvfs.units): 'interval' reads each task's time per collection interval "
-                   "(workloads/dvfs/traces); 'activation' one item per activation from the whole switch "
-                   "stream (workloads/dvfs/traces-switches).")
+@unit_option
 @simulator_options
 @click.option("--lookahead", default=0.6, show_default=True, type=finite(0, 600),
               help="Seconds ahead the planner sees (or predicts) arriving work.")

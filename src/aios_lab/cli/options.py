@@ -33,6 +33,14 @@ def simulator_options(f):
                         help="Simulated frequency domain, PLATFORM:CLUSTER (OPP tables in aios_lab/dvfs/data).")(f)
 
 
+# `freq bound` and `train freq`: what one item of a trace's demand is (dvfs.units).
+unit_option = click.option(
+    "--unit", default="interval", show_default=True,
+    help="Demand unit (dvfs.units): 'interval' reads each task's time per collection interval "
+         "(workloads/dvfs/traces); 'activation' one item per activation from the whole switch stream "
+         "(workloads/dvfs/traces-switches).")
+
+
 # `train lb` and `bench-schedulers` (which trains in the boot).
 migration_cost_option = click.option(
     "--migration-cost-us", default=500.0, show_default=True, type=finite(0, 1e9),

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .group import AiosGroup
-from .options import migration_cost_option, simulator_options
+from .options import migration_cost_option, simulator_options, unit_option
 from .types import SEED, finite
 
 
@@ -72,9 +72,7 @@ def lb(traces: tuple[Path, ...], out: Path, max_depth: int, seed: int,
               help="Training trace (repeat). Default: the recorded traces in workloads/dvfs/traces, every run but 3.")
 @click.option("--test-trace", "test_traces", multiple=True, type=click.Path(path_type=Path),
               help="Held-out trace (repeat). Default: the recorded run 3 of each kind.")
-@click.option("--unit", default="interval", show_default=True,
-              help="Demand unit (dvfs.units): 'interval' (workloads/dvfs/traces) or 'activation', one "
-                   "item per activation from the whole switch stream (workloads/dvfs/traces-switches).")
+@unit_option
 @simulator_options
 @click.option("--episodes", default=300, show_default=True, type=click.IntRange(1, None), help="RL episodes.")
 @click.option("--seed", default=0, show_default=True, type=SEED,
